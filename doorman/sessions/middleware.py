@@ -1,0 +1,227 @@
+"""``SessionMiddleware``: pure ASGI sessions for any framework, or none."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..exceptions import ConfigError, SessionTooLarge, StoreError
+from ..signing import Signer
+from ..stores.base import SessionStore, SyncLoadable
+from ..stores.cookie import CookieStore
+from .session import DELETE_COOKIE, CookieUpdate, Session, SessionPolicy
+
+__all__ = ["MAX_COOKIE_BYTES", "SessionMiddleware"]
+
+log = logging.getLogger("doorman.sessions")
+
+#: Browsers keep cookies up to about 4096 bytes; 4093 is the size every one keeps.
+MAX_COOKIE_BYTES = 4093
+#: Longer cookie values are not even verified: no valid doorman cookie is that long.
+_MAX_VALUE_BYTES = 4096
+#: At most this many same-name cookies are tried (cookie tossing from a sibling domain).
+_MAX_CANDIDATES = 3
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_ATTRIBUTE = re.compile(r"[\x21-\x3a\x3c-\x7e]*")  # printable ASCII, no ";"
+
+_UNAVAILABLE_BODY = b"Service unavailable: the session store did not answer.\n"
+
+
+class SessionMiddleware:
+    """Puts a ``Session`` in ``scope["session"]``; saves it and sets the cookie on the way out.
+
+    A drop-in for Starlette's ``SessionMiddleware``: its arguments (``secret_key``,
+    ``session_cookie``, ``max_age``, ``path``, ``same_site``, ``https_only``,
+    ``domain``) mean the same here, and with ``secret_key`` the cookie keeps
+    Starlette's name, ``session``. doorman's own spelling is ``secret=``, whose
+    cookie is ``doorman_session``.
+
+    ``secret`` may be a list, newest first: the newest signs, all verify.
+    The cookie gets ``Secure`` on https (and wss) requests even without
+    ``https_only``. ``store`` defaults to the signed-cookie store.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret_key: str | Sequence[str] | None = None,
+        session_cookie: str | None = None,
+        max_age: int | None = 14 * 24 * 60 * 60,
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        https_only: bool = False,
+        domain: str | None = None,
+        *,
+        secret: str | Sequence[str] | None = None,
+        store: SessionStore | None = None,
+        idle_timeout: int | None = None,
+        absolute_timeout: int | None = None,
+        save_every_request: bool = False,
+        lazy: bool = False,
+    ) -> None:
+        if (secret is None) == (secret_key is None):
+            raise ConfigError(
+                "SessionMiddleware needs exactly one of secret= (doorman) or "
+                "secret_key= (Starlette's name)"
+            )
+        if session_cookie is None:
+            session_cookie = "session" if secret_key is not None else "doorman_session"
+        self.app = app
+        self.save_every_request = save_every_request
+        self.lazy = lazy
+        self.cookie_name = _check_cookie_name(session_cookie)
+        self._cookie_bytes = session_cookie.encode()
+        self.policy = SessionPolicy(
+            store=store if store is not None else CookieStore(),
+            signer=Signer(secret if secret is not None else secret_key, salt="doorman.session"),  # type: ignore[arg-type]
+            max_age=_check_seconds("max_age", max_age, allow_none=True),
+            idle_timeout=_check_seconds("idle_timeout", idle_timeout, allow_none=True),
+            absolute_timeout=_check_seconds("absolute_timeout", absolute_timeout, allow_none=True),
+        )
+        self._loads_on_access = isinstance(self.policy.store, SyncLoadable)
+        self._attributes = _cookie_attributes(path, same_site, domain, secure=False)
+        self._secure_attributes = _cookie_attributes(path, same_site, domain, secure=True)
+        self._always_secure = https_only or same_site == "none"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        session = Session(
+            self.policy,
+            _read_cookies(scope["headers"], self._cookie_bytes),
+            client[0] if client else "-",
+        )
+        scope["session"] = session
+        if not session.loaded and not self._loads_on_access and not self.lazy:
+            try:
+                await session.load()
+            except StoreError as exc:
+                log.error("session store unavailable, answering 503: %s", exc)
+                await _refuse(kind, send)
+                return
+        secure = self._always_secure or scope.get("scheme") in ("https", "wss")
+        started = False
+
+        async def send_with_cookie(message: Message) -> None:
+            nonlocal started
+            message_type = message["type"]
+            if message_type == "http.response.start":
+                started = True
+                await self._finish(session, message, secure, message["status"] < 500)
+            elif message_type == "websocket.accept":
+                started = True
+                await self._finish(session, message, secure, True)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_cookie)
+        except StoreError as exc:
+            if started:
+                raise
+            log.error("session store unavailable, answering 503: %s", exc)
+            await _refuse(kind, send)
+            return
+        if kind == "websocket" and started and session.modified and session.key is not None:
+            await session.commit()  # changes after the handshake: the id stays, the data is saved
+
+    async def _finish(self, session: Session, message: Message, secure: bool, ok: bool) -> None:
+        if not session.loaded and not session.cookie_present:
+            return  # never touched, nothing to save: the fast path
+        update = await session.commit(save=ok, every_request=self.save_every_request)
+        if session.accessed:
+            message["headers"] = headers = list(message.get("headers", ()))
+            headers.append((b"vary", b"Cookie"))
+        if update is not None:
+            cookie = self._set_cookie(update, secure)
+            message["headers"] = headers = list(message.get("headers", ()))
+            headers.append((b"set-cookie", cookie))
+
+    def _set_cookie(self, update: CookieUpdate, secure: bool) -> bytes:
+        attributes = self._secure_attributes if secure else self._attributes
+        if update is DELETE_COOKIE:
+            text = (
+                f"{self.cookie_name}=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT{attributes}"
+            )
+        elif update.max_age is None:
+            text = f"{self.cookie_name}={update.value}{attributes}"
+        else:
+            text = f"{self.cookie_name}={update.value}; Max-Age={update.max_age}{attributes}"
+        if len(text) > MAX_COOKIE_BYTES:
+            raise SessionTooLarge(
+                f"the session cookie would be {len(text)} bytes and browsers drop cookies over "
+                f"{MAX_COOKIE_BYTES}; keep less in the session, or use a server-side store "
+                "(SQLStore, RedisStore) that puts only an id in the cookie"
+            )
+        return text.encode("latin-1")
+
+
+def _read_cookies(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[str]:
+    """Values of every cookie called ``name``, in header order."""
+    found: list[str] = []
+    for header, value in headers:
+        if header != b"cookie" or name not in value:
+            continue
+        for pair in value.split(b";"):
+            key, sep, cookie = pair.partition(b"=")
+            if sep and key.strip() == name:
+                cookie = cookie.strip()
+                if 0 < len(cookie) <= _MAX_VALUE_BYTES and len(found) < _MAX_CANDIDATES:
+                    found.append(cookie.decode("latin-1"))
+    return found
+
+
+async def _refuse(kind: str, send: Send) -> None:
+    """Fail closed: a store that cannot be read never yields a signed-in answer."""
+    if kind == "websocket":
+        await send({"type": "websocket.close", "code": 1013})  # "try again later"
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(_UNAVAILABLE_BODY)).encode()),
+                (b"retry-after", b"5"),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
+
+
+def _cookie_attributes(path: str, same_site: str, domain: str | None, *, secure: bool) -> str:
+    if not path.startswith("/") or not _ATTRIBUTE.fullmatch(path):
+        raise ConfigError(f"path={path!r}: a cookie path starts with / and has no ; or spaces")
+    if same_site not in ("lax", "strict", "none"):
+        raise ConfigError(f"same_site={same_site!r}: use 'lax', 'strict' or 'none'")
+    text = f"; Path={path}; HttpOnly; SameSite={same_site.capitalize()}"
+    if secure:
+        text += "; Secure"
+    if domain is not None:
+        if not domain or not _ATTRIBUTE.fullmatch(domain):
+            raise ConfigError(f"domain={domain!r}: not a cookie domain")
+        text += f"; Domain={domain}"
+    return text
+
+
+def _check_cookie_name(name: str) -> str:
+    if not _TOKEN.fullmatch(name):
+        raise ConfigError(
+            f"session_cookie={name!r}: a cookie name is letters, digits and !#$%&'*+-.^_`|~"
+        )
+    return name
+
+
+def _check_seconds(option: str, value: int | None, *, allow_none: bool) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{option}={value!r}: give a whole number of seconds above 0, or None")
+    return value

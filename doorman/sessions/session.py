@@ -1,0 +1,408 @@
+"""``Session``: the mutable mapping a request sees in ``scope["session"]``."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..exceptions import BadSignature, SessionDataError, SessionInterrupted, SessionNotLoaded
+from ..signing import Signer
+from ..stores.base import SessionStore, SyncLoadable
+
+__all__ = [
+    "DELETE_COOKIE",
+    "CookieUpdate",
+    "Session",
+    "SessionPolicy",
+    "clear_session",
+    "get_session",
+    "load_session",
+]
+
+log = logging.getLogger("doorman.sessions")
+security_log = logging.getLogger("doorman.security")
+
+#: Server-side lifetime of a browser-session cookie (``max_age=None``) that
+#: sets no idle or absolute timeout: a session must end somewhere.
+DEFAULT_SERVER_LIFETIME = 14 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class CookieUpdate:
+    """A new cookie value to send; ``max_age=None`` makes a browser-session cookie."""
+
+    value: str
+    max_age: int | None
+
+
+#: ``Session.commit()`` answer meaning "delete the session cookie".
+DELETE_COOKIE = CookieUpdate("", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """What every session of one middleware shares: store, signer, lifetimes."""
+
+    store: SessionStore
+    signer: Signer
+    max_age: int | None
+    idle_timeout: int | None = None
+    absolute_timeout: int | None = None
+
+    @property
+    def touch_interval(self) -> int:
+        """How stale an idle deadline may get before an unmodified session is re-saved."""
+        return min(60, (self.idle_timeout or 0) // 10)
+
+
+class Session(MutableMapping[str, Any]):
+    """Session data plus the bookkeeping to save it only when needed.
+
+    It loads on first access: at once for in-process stores (cookie, memory),
+    and before the app runs for network stores unless the middleware is lazy,
+    in which case ``await load_session(request)`` must come first.
+    """
+
+    __slots__ = (
+        "_candidates",
+        "_client",
+        "_created",
+        "_cycle",
+        "_data",
+        "_doomed",
+        "_ended",
+        "_expiry",
+        "_key",
+        "_loaded",
+        "_policy",
+        "_saved_at",
+        "_until",
+        "accessed",
+        "modified",
+    )
+
+    def __init__(
+        self, policy: SessionPolicy, cookies: list[str] | None = None, client: str = "-"
+    ) -> None:
+        self._policy = policy
+        self._candidates = cookies or []
+        self._client = client
+        self._key: str | None = None
+        self._data: dict[str, Any] = {}
+        self._loaded = not self._candidates
+        self._created = self._saved_at = 0
+        self._expiry: int | None = None
+        self._until: int | None = None
+        self._cycle = False
+        self._doomed: list[str] = []
+        self._ended = False
+        self.accessed = False
+        self.modified = False
+
+    # -- loading -----------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    @property
+    def cookie_present(self) -> bool:
+        """True when the request carried a session cookie (valid or not)."""
+        return bool(self._candidates)
+
+    def _ensure(self) -> None:
+        if self._loaded:
+            return
+        store = self._policy.store
+        if not isinstance(store, SyncLoadable):
+            raise SessionNotLoaded(
+                "this session is loaded lazily: call `await doorman.load_session(request)` "
+                "before using it, or build SessionMiddleware with lazy=False"
+            )
+        for key in self._verified_keys():
+            if self._adopt(key, store.load_nowait(key)):
+                break
+        self._loaded = True
+
+    async def load(self) -> None:
+        """Load from the store if not done yet; ``StoreError`` when it is down."""
+        if self._loaded:
+            return
+        for key in self._verified_keys():
+            if self._adopt(key, await self._policy.store.load(key)):
+                break
+        self._loaded = True
+
+    def _verified_keys(self) -> Iterator[str]:
+        for raw in self._candidates:
+            try:
+                yield self._policy.signer.unsign(raw)
+            except BadSignature:
+                security_log.warning(
+                    "session cookie with a bad signature from %s (forged, damaged, "
+                    "or signed by a secret that was since removed)",
+                    self._client,
+                )
+
+    def _adopt(self, key: str, payload: str | None) -> bool:
+        if payload is None:
+            return False
+        try:
+            record = json.loads(payload)
+            data, created, saved_at = record["d"], int(record["c"]), int(record["a"])
+            expiry, until = record.get("x"), record.get("u")
+            if not isinstance(data, dict):
+                raise TypeError("session data is not an object")
+        except (ValueError, TypeError, KeyError):
+            log.warning("unreadable session payload in the store; starting a new session")
+            return False
+        now = time.time()
+        policy = self._policy
+        if (policy.absolute_timeout and created + policy.absolute_timeout <= now) or (
+            policy.idle_timeout and saved_at + policy.idle_timeout <= now
+        ):
+            self._doomed.append(key)
+            return False
+        self._key = key
+        self._data, self._created, self._saved_at = data, created, saved_at
+        self._expiry = expiry if isinstance(expiry, int) else None
+        self._until = until if isinstance(until, int) else None
+        return True
+
+    # -- the mapping -------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Any:
+        if not self._loaded:
+            self._ensure()
+        self.accessed = True
+        return self._data[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if type(name) is not str:
+            raise SessionDataError(f"session keys must be str, not {type(name).__name__}")
+        if not self._loaded:
+            self._ensure()
+        self.accessed = self.modified = True
+        self._data[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        if not self._loaded:
+            self._ensure()
+        self.accessed = True
+        del self._data[name]
+        self.modified = True
+
+    def __iter__(self) -> Iterator[str]:
+        if not self._loaded:
+            self._ensure()
+        self.accessed = True
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        if not self._loaded:
+            self._ensure()
+        self.accessed = True
+        return len(self._data)
+
+    def __contains__(self, name: object) -> bool:
+        if not self._loaded:
+            self._ensure()
+        self.accessed = True
+        return name in self._data
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if not self._loaded:
+            self._ensure()
+        self.accessed = True
+        return self._data.get(name, default)
+
+    def clear(self) -> None:
+        if not self._loaded:
+            self._ensure()
+        self.accessed = True
+        if self._data:
+            self._data = {}
+            self.modified = True
+
+    def __repr__(self) -> str:
+        state = repr(self._data) if self._loaded else "<not loaded>"
+        return f"<Session {state} modified={self.modified}>"
+
+    # -- life cycle --------------------------------------------------------
+
+    @property
+    def key(self) -> str | None:
+        """The server-side session key, or None for a new or stateless session."""
+        if not self._loaded:
+            self._ensure()
+        return None if self._policy.store.stateless else self._key
+
+    def cycle_key(self) -> None:
+        """Keep the data under a new key; the old key dies. Call it on login."""
+        if not self._loaded:
+            self._ensure()
+        self.accessed = self.modified = True
+        self._cycle = True
+        self._created = int(time.time())
+
+    def flush(self) -> None:
+        """Drop the data and the key, server-side too. Call it on logout."""
+        self._loaded = True  # whatever was stored is going away unread
+        self.accessed = self.modified = True
+        for raw in self._candidates:
+            with contextlib.suppress(BadSignature):
+                self._doomed.append(self._policy.signer.unsign(raw))
+        if self._key is not None and self._key not in self._doomed:
+            self._doomed.append(self._key)
+        self._key = None
+        self._data = {}
+        self._cycle = False
+        self._ended = True
+        self._expiry = self._until = None
+
+    def set_expiry(self, value: int | dt.timedelta | dt.datetime | None) -> None:
+        """Override this session's lifetime.
+
+        An int or timedelta: seconds after each save. ``0``: end when the
+        browser closes. A datetime: end at that moment. ``None``: back to the
+        middleware's ``max_age``.
+        """
+        if not self._loaded:
+            self._ensure()
+        self.accessed = self.modified = True
+        self._expiry = self._until = None
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                raise ValueError("set_expiry() needs an aware datetime (with a tzinfo)")
+            self._until = int(value.timestamp())
+        elif isinstance(value, dt.timedelta):
+            self._expiry = int(value.total_seconds())
+        elif value is not None:
+            self._expiry = int(value)
+
+    @property
+    def expire_at_browser_close(self) -> bool:
+        if self._expiry is not None:
+            return self._expiry == 0
+        return self._until is None and self._policy.max_age is None
+
+    def expires_at(self, now: float) -> float:
+        """When a session saved at ``now`` ends on the server."""
+        policy = self._policy
+        lifetime = self._expiry if self._expiry is not None else policy.max_age
+        if not lifetime:
+            lifetime = policy.idle_timeout or policy.absolute_timeout or DEFAULT_SERVER_LIFETIME
+        ends = now + lifetime
+        if policy.idle_timeout:
+            ends = min(ends, now + policy.idle_timeout)
+        if policy.absolute_timeout:
+            ends = min(ends, (self._created or now) + policy.absolute_timeout)
+        if self._until is not None:
+            ends = min(ends, self._until)
+        return ends
+
+    def needs_touch(self, now: float) -> bool:
+        """True when an unmodified session must be re-saved to stay alive."""
+        policy = self._policy
+        return bool(
+            policy.idle_timeout
+            and self._key is not None
+            and self._data
+            and now - self._saved_at >= policy.touch_interval
+        )
+
+    async def commit(
+        self, *, save: bool = True, every_request: bool = False
+    ) -> CookieUpdate | None:
+        """Write pending changes to the store; say what the cookie should become.
+
+        With ``save=False`` (the response is a 5xx) only deletions happen: a
+        logout still ends the session, but half-done changes are not kept.
+        """
+        store = self._policy.store
+        while self._doomed:
+            await store.delete(self._doomed.pop())
+        if not save or not self._data:
+            if self._ended or (save and self.modified):
+                if self._key is not None:
+                    await store.delete(self._key)
+                    self._key = None
+                return DELETE_COOKIE if self._candidates else None
+            return None
+        now = time.time()
+        if not (self.modified or every_request or self._cycle or self.needs_touch(now)):
+            return None
+        old = self._key
+        expires_at = self.expires_at(now)
+        try:
+            key = await store.save(None if self._cycle else old, self.dump(now), expires_at)
+        except SessionInterrupted:
+            log.info("session ended by another request while this one used it; not saved")
+            self._key = None
+            return DELETE_COOKIE
+        if self._cycle and old is not None and not store.stateless:
+            await store.delete(old)
+        self._key, self._cycle, self.modified, self._saved_at = key, False, False, int(now)
+        max_age = None if self.expire_at_browser_close else max(0, int(expires_at - now))
+        return CookieUpdate(self._policy.signer.sign(key), max_age)
+
+    def dump(self, now: float) -> str:
+        """The payload to store: JSON, never pickle."""
+        record: dict[str, Any] = {"d": self._data, "c": self._created or int(now), "a": int(now)}
+        if self._expiry is not None:
+            record["x"] = self._expiry
+        if self._until is not None:
+            record["u"] = self._until
+        try:
+            return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise _explain_unserialisable(self._data) from exc
+
+
+def _explain_unserialisable(data: dict[str, Any]) -> SessionDataError:
+    for name, value in data.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            return SessionDataError(
+                f"session[{name!r}] holds a {type(value).__name__} that JSON cannot store "
+                f"({exc}); sessions keep str, int, float, bool, None, and lists and "
+                "dicts (with str keys) of these"
+            )
+    return SessionDataError("session data cannot be stored as JSON")
+
+
+def _scope_of(conn: Any) -> MutableMapping[str, Any]:
+    scope = getattr(conn, "scope", conn)
+    if not isinstance(scope, MutableMapping):
+        raise TypeError(f"expected an ASGI scope or a request, got {type(conn).__name__}")
+    return scope
+
+
+def get_session(conn: Any) -> Session:
+    """The session of a Starlette/FastAPI request, a websocket or a bare ASGI scope."""
+    session = _scope_of(conn).get("session")
+    if not isinstance(session, Session):
+        raise LookupError(
+            "no doorman session in this scope: is doorman.SessionMiddleware installed "
+            "around this app?"
+        )
+    return session
+
+
+async def load_session(conn: Any) -> Session:
+    """Load the session (needed first with ``lazy=True``) and return it."""
+    session = get_session(conn)
+    await session.load()
+    return session
+
+
+def clear_session(conn: Any) -> None:
+    """End the session: its data and its server-side record go, the cookie is deleted."""
+    get_session(conn).flush()

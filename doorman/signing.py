@@ -1,0 +1,149 @@
+"""Signing with HMAC-SHA256, key rotation and timestamps.
+
+Layers, as in itsdangerous: ``Signer`` (value.mac) -> ``TimestampSigner``
+(value.time.mac, with a max age) -> ``JSONSigner`` (JSON in, JSON out).
+
+Secrets are given newest first: the newest signs, every one verifies, so a new
+secret can be rolled out without invalidating what the old one signed. Each
+purpose gets its own ``salt``, so a value signed for one use (a session cookie)
+is never accepted for another (a ``next`` URL).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .exceptions import BadSignature, ConfigError, SignatureExpired
+
+__all__ = ["MIN_SECRET_LENGTH", "JSONSigner", "Signer", "TimestampSigner", "normalize_secrets"]
+
+MIN_SECRET_LENGTH = 32
+_SEP = "."
+
+
+def normalize_secrets(secrets: str | bytes | Sequence[str | bytes]) -> list[bytes]:
+    """Return the secrets as bytes, newest first; refuse none or weak ones."""
+    if isinstance(secrets, str | bytes):
+        secrets = [secrets]
+    keys = [s.encode() if isinstance(s, str) else bytes(s) for s in secrets]
+    if not keys:
+        raise ConfigError("secret: no secret given; set DOORMAN_SECRET or pass secret=...")
+    for position, key in enumerate(keys, 1):
+        if len(key) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"secret #{position} is {len(key)} characters long; doorman needs at least "
+                f"{MIN_SECRET_LENGTH}. Make one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+    return keys
+
+
+def b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    """Decode unpadded URL-safe base64; raise ``BadSignature`` on garbage."""
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError) as exc:
+        raise BadSignature("value is not base64") from exc
+
+
+class Signer:
+    """Appends an HMAC-SHA256 of the value; verifies it in constant time."""
+
+    def __init__(
+        self,
+        secrets: str | bytes | Sequence[str | bytes],
+        *,
+        salt: str = "doorman.signer",
+    ) -> None:
+        self.salt = salt
+        label = b"doorman.signing\x00" + salt.encode()
+        # Derive one key per secret and purpose once, not per call.
+        self._keys = [hmac.digest(s, label, "sha256") for s in normalize_secrets(secrets)]
+
+    def _mac(self, key: bytes, value: str) -> bytes:
+        return base64.urlsafe_b64encode(hmac.digest(key, value.encode(), "sha256")).rstrip(b"=")
+
+    def sign(self, value: str) -> str:
+        """Return ``value.mac``, signed with the newest secret."""
+        return value + _SEP + self._mac(self._keys[0], value).decode("ascii")
+
+    def unsign(self, signed: str) -> str:
+        """Return the value if any configured secret signed it, else raise ``BadSignature``."""
+        value, sep, mac = signed.rpartition(_SEP)
+        if not sep:
+            raise BadSignature("no signature found")
+        try:
+            given = mac.encode("ascii")
+        except UnicodeEncodeError:
+            raise BadSignature("signature is not ASCII") from None
+        for key in self._keys:
+            if hmac.compare_digest(given, self._mac(key, value)):
+                return value
+        raise BadSignature("signature does not match")
+
+
+class TimestampSigner(Signer):
+    """Signs ``value.timestamp``; ``unsign`` can refuse values older than ``max_age``."""
+
+    def __init__(
+        self,
+        secrets: str | bytes | Sequence[str | bytes],
+        *,
+        salt: str = "doorman.timestamp-signer",
+    ) -> None:
+        super().__init__(secrets, salt=salt)
+
+    def sign(self, value: str, *, now: float | None = None) -> str:
+        stamp = int(time.time() if now is None else now)
+        return super().sign(f"{value}{_SEP}{stamp}")
+
+    def unsign(self, signed: str, max_age: float | None = None) -> str:
+        return self.unsign_timestamp(signed, max_age)[0]
+
+    def unsign_timestamp(
+        self, signed: str, max_age: float | None = None, *, now: float | None = None
+    ) -> tuple[str, int]:
+        """Return ``(value, signed_at)``; raise ``SignatureExpired`` past ``max_age`` seconds."""
+        value, sep, stamp = super().unsign(signed).rpartition(_SEP)
+        if not sep or not stamp.isdigit() or len(stamp) > 12:
+            raise BadSignature("no timestamp found")
+        signed_at = int(stamp)
+        if max_age is not None:
+            age = (time.time() if now is None else now) - signed_at
+            if age > max_age:
+                raise SignatureExpired(
+                    f"signature is {age:.0f}s old, more than {max_age}s", signed_at=signed_at
+                )
+        return value, signed_at
+
+
+class JSONSigner:
+    """``dumps`` a JSON value into a signed, URL-safe string; ``loads`` it back."""
+
+    def __init__(
+        self,
+        secrets: str | bytes | Sequence[str | bytes],
+        *,
+        salt: str = "doorman.json",
+    ) -> None:
+        self._signer = TimestampSigner(secrets, salt=salt)
+
+    def dumps(self, obj: Any) -> str:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+        return self._signer.sign(b64encode(text.encode()))
+
+    def loads(self, signed: str, max_age: float | None = None) -> Any:
+        payload = self._signer.unsign(signed, max_age)
+        try:
+            return json.loads(b64decode(payload))
+        except ValueError as exc:  # a valid signature over bad JSON: only a leaked key does that
+            raise BadSignature("signed payload is not JSON") from exc

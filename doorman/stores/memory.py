@@ -1,0 +1,64 @@
+"""An in-process store: for tests and single-process development only.
+
+Sessions vanish on restart and are not shared between workers.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..exceptions import SessionInterrupted
+from .base import new_session_key, storage_id
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Keeps sessions in a dict, keyed by the SHA-256 of the session key."""
+
+    stateless = False
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, tuple[str, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def load_nowait(self, key: str) -> str | None:
+        found = self._sessions.get(storage_id(key))
+        if found is None:
+            return None
+        payload, expires_at = found
+        if expires_at <= time.time():
+            del self._sessions[storage_id(key)]
+            return None
+        return payload
+
+    async def load(self, key: str) -> str | None:
+        return self.load_nowait(key)
+
+    async def save(self, key: str | None, payload: str, expires_at: float) -> str:
+        if key is None:
+            key = new_session_key()
+            while storage_id(key) in self._sessions:  # pragma: no cover - 2**-256
+                key = new_session_key()
+        elif storage_id(key) not in self._sessions:
+            raise SessionInterrupted("the session was deleted while the request was using it")
+        self._sessions[storage_id(key)] = (payload, expires_at)
+        return key
+
+    async def delete(self, key: str) -> None:
+        self._sessions.pop(storage_id(key), None)
+
+    async def clear_expired(self) -> int:
+        now = time.time()
+        expired = [sid for sid, (_, expires_at) in self._sessions.items() if expires_at <= now]
+        for sid in expired:
+            del self._sessions[sid]
+        return len(expired)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
