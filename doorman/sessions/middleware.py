@@ -112,11 +112,11 @@ class SessionMiddleware:
             nonlocal started
             message_type = message["type"]
             if message_type == "http.response.start":
-                started = True
                 await self._finish(session, message, secure, message["status"] < 500)
-            elif message_type == "websocket.accept":
                 started = True
+            elif message_type == "websocket.accept":
                 await self._finish(session, message, secure, True)
+                started = True
             await send(message)
 
         try:

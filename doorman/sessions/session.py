@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import secrets
 import time
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ class Session(MutableMapping[str, Any]):
         "_loaded",
         "_policy",
         "_saved_at",
+        "_sid",
         "_until",
         "accessed",
         "modified",
@@ -100,6 +102,7 @@ class Session(MutableMapping[str, Any]):
         self._expiry: int | None = None
         self._until: int | None = None
         self._cycle = False
+        self._sid: str | None = None
         self._doomed: list[str] = []
         self._ended = False
         self.accessed = False
@@ -156,7 +159,7 @@ class Session(MutableMapping[str, Any]):
         try:
             record = json.loads(payload)
             data, created, saved_at = record["d"], int(record["c"]), int(record["a"])
-            expiry, until = record.get("x"), record.get("u")
+            expiry, until, sid = record.get("x"), record.get("u"), record.get("i")
             if not isinstance(data, dict):
                 raise TypeError("session data is not an object")
         except (ValueError, TypeError, KeyError):
@@ -173,6 +176,7 @@ class Session(MutableMapping[str, Any]):
         self._data, self._created, self._saved_at = data, created, saved_at
         self._expiry = expiry if isinstance(expiry, int) else None
         self._until = until if isinstance(until, int) else None
+        self._sid = sid if isinstance(sid, str) else None
         return True
 
     # -- the mapping -------------------------------------------------------
@@ -341,6 +345,9 @@ class Session(MutableMapping[str, Any]):
         old = self._key
         expires_at = self.expires_at(now)
         try:
+            if store.stateless and (self._cycle or self._sid is None):
+                # A stateless session has no key of its own; this id makes a cycled one distinct.
+                self._sid = secrets.token_urlsafe(12)
             key = await store.save(None if self._cycle else old, self.dump(now), expires_at)
         except SessionInterrupted:
             log.info("session ended by another request while this one used it; not saved")
@@ -359,6 +366,8 @@ class Session(MutableMapping[str, Any]):
             record["x"] = self._expiry
         if self._until is not None:
             record["u"] = self._until
+        if self._sid is not None:
+            record["i"] = self._sid
         try:
             return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:

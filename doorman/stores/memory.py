@@ -57,6 +57,14 @@ class MemoryStore:
             del self._sessions[sid]
         return len(expired)
 
+    async def count(self) -> int:
+        return len(self._sessions)
+
+    async def flush(self) -> int:
+        removed = len(self._sessions)
+        self._sessions.clear()
+        return removed
+
     async def ping(self) -> None:
         return None
 

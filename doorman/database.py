@@ -1,0 +1,118 @@
+"""doorman's database: URLs, engines and tables (SQLite by default, or PostgreSQL).
+
+``DB`` in the CLI and settings is a SQLite path (``doorman.db``) or a URL
+(``sqlite:///path``, ``postgresql://user@host/db``); this module turns either
+into an async SQLAlchemy engine with the right driver and settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .exceptions import ConfigError, StoreError
+
+__all__ = ["async_url", "connect", "create_engine", "metadata", "sessions_table"]
+
+metadata = sa.MetaData()
+
+sessions_table = sa.Table(
+    "doorman_sessions",
+    metadata,
+    # SHA-256 (hex) of the session key: the key itself is never written down.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def async_url(db: str) -> sa.URL:
+    """The SQLAlchemy URL, with an async driver, for a path or a database URL."""
+    if "://" not in db:
+        if not db:
+            raise ConfigError("db: empty; give a SQLite path such as doorman.db, or a URL")
+        return sa.make_url("sqlite+aiosqlite://").set(database=db)
+    try:
+        url = sa.make_url(db)
+    except exc.ArgumentError as error:
+        raise ConfigError(f"db: cannot read {_redact(db)!r} as a database URL") from error
+    driver = _DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ConfigError(
+            f"db: {url.drivername!r} is not supported; use a SQLite path or a postgresql:// URL"
+        )
+    return url.set(drivername=driver)
+
+
+def create_engine(db: str, **options: Any) -> AsyncEngine:
+    """An engine tuned for doorman: WAL and a busy timeout on SQLite, timeouts on PostgreSQL."""
+    url = async_url(db)
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, connect_args={"timeout": 5}, **options)
+        event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        return engine
+    options.setdefault("pool_timeout", 5)
+    connect_args = {"timeout": 5, "command_timeout": 10}
+    return create_async_engine(url, connect_args=connect_args, **options)
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run while one writer writes; NORMAL is durable in WAL mode
+    # except for the last transactions on power loss, not on a process crash.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def describe(engine: AsyncEngine) -> str:
+    """Name the database for messages, without a password."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite {url.database}"
+    return f"PostgreSQL {url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+
+
+@contextlib.asynccontextmanager
+async def connect(engine: AsyncEngine, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+    """A connection (in a transaction when ``write``) whose failures become ``StoreError``."""
+    try:
+        if write:
+            async with engine.begin() as connection:
+                yield connection
+        else:
+            async with engine.connect() as connection:
+                yield connection
+    except exc.IntegrityError:
+        raise
+    except (TimeoutError, exc.DBAPIError, exc.TimeoutError, OSError) as error:
+        cause = getattr(error, "orig", None) or error
+        raise StoreError(
+            f"{describe(engine)} did not answer ({type(cause).__name__}: {_first_line(cause)})"
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else "no message"
+
+
+def _redact(db: str) -> str:
+    with contextlib.suppress(exc.ArgumentError):
+        return sa.make_url(db).render_as_string(hide_password=True)
+    return "<unreadable URL>"

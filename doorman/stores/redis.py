@@ -1,0 +1,116 @@
+"""The Redis store: sessions shared by any number of workers and hosts."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from ..exceptions import SessionInterrupted, StoreError
+from .base import new_session_key, storage_id
+
+__all__ = ["RedisStore"]
+
+
+class RedisStore:
+    """Sessions as Redis strings with a TTL; Redis itself forgets expired ones.
+
+    Give ``url`` (``redis://host:port/db``, ``rediss://`` for TLS) or a
+    ``client`` (``redis.asyncio.Redis`` with ``decode_responses=True``).
+    Keys are ``prefix`` + SHA-256 of the session key.
+    """
+
+    stateless = False
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        client: aioredis.Redis | None = None,
+        prefix: str = "doorman:session:",
+        timeout: float = 2.0,
+    ) -> None:
+        self._owns_client = client is None
+        if client is None:
+            client = aioredis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                health_check_interval=30,
+            )
+        self.client = client
+        self.prefix = prefix
+        pool_options: dict[str, Any] = client.connection_pool.connection_kwargs
+        self._where = f"Redis {pool_options.get('host', '?')}:{pool_options.get('port', '?')}"
+
+    def _name(self, key: str) -> str:
+        return self.prefix + storage_id(key)
+
+    @contextlib.asynccontextmanager
+    async def _answering(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (redis_errors.RedisError, OSError) as error:
+            raise StoreError(f"{self._where} did not answer ({type(error).__name__})") from error
+
+    async def load(self, key: str) -> str | None:
+        async with self._answering():
+            payload: str | None = await self.client.get(self._name(key))
+        return payload
+
+    async def save(self, key: str | None, payload: str, expires_at: float) -> str:
+        ttl_ms = max(1, int((expires_at - time.time()) * 1000))
+        async with self._answering():
+            if key is not None:
+                if not await self.client.set(self._name(key), payload, px=ttl_ms, xx=True):
+                    raise SessionInterrupted(
+                        "the session was deleted while the request was using it"
+                    )
+                return key
+            for _attempt in range(3):
+                key = new_session_key()
+                if await self.client.set(self._name(key), payload, px=ttl_ms, nx=True):
+                    return key
+        raise RuntimeError("could not mint a unique session key")  # pragma: no cover
+
+    async def delete(self, key: str) -> None:
+        async with self._answering():
+            await self.client.delete(self._name(key))
+
+    async def clear_expired(self) -> int:
+        return 0  # Redis expires keys itself
+
+    async def count(self) -> int:
+        """How many sessions live under ``prefix``."""
+        total = 0
+        async with self._answering():
+            async for _name in self.client.scan_iter(match=self.prefix + "*", count=500):
+                total += 1
+        return total
+
+    async def flush(self) -> int:
+        """Delete every session under ``prefix``: everyone is signed out."""
+        removed = 0
+        async with self._answering():
+            batch: list[str] = []
+            async for name in self.client.scan_iter(match=self.prefix + "*", count=500):
+                batch.append(name)
+                if len(batch) == 500:
+                    removed += await self.client.delete(*batch)
+                    batch = []
+            if batch:
+                removed += await self.client.delete(*batch)
+        return removed
+
+    async def ping(self) -> None:
+        async with self._answering():
+            await self.client.ping()
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()

@@ -1,0 +1,131 @@
+"""Shared fixtures: the real PostgreSQL and Redis on this machine, and store factories.
+
+Tests that need a service skip with the reason when it does not answer, unless
+DOORMAN_REQUIRE_SERVICES=1 (as in CI), which turns that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from doorman.stores import CookieStore, MemoryStore, SessionStore
+
+POSTGRES_URL = os.environ.get(
+    "DOORMAN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("DOORMAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_SERVICES = os.environ.get("DOORMAN_REQUIRE_SERVICES") == "1"
+
+SECRET = "test-secret-" + "s" * 32
+STORE_KINDS = ["memory", "cookie", "sqlite", "postgres", "redis"]
+
+
+def _missing(service: str, error: BaseException) -> None:
+    reason = f"{service} is not reachable ({type(error).__name__}: {error})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason}, and DOORMAN_REQUIRE_SERVICES=1 requires it")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test run, dropped at the end."""
+    import asyncpg
+
+    name = "doorman_test_" + secrets.token_hex(4)
+    admin_url = POSTGRES_URL
+
+    async def execute(sql: str) -> None:
+        connection = await asyncpg.connect(admin_url, timeout=5)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    def run(sql: str) -> None:
+        # Its own thread and loop: this fixture may be set up inside a running test loop.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, execute(sql)).result()
+
+    try:
+        run(f'CREATE DATABASE "{name}"')
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
+        _missing("PostgreSQL at " + admin_url, error)
+    base, _, _ = admin_url.rpartition("/")
+    yield f"{base}/{name}"
+    run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        _missing("Redis at " + REDIS_URL, error)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own, cleaned up afterwards."""
+    import redis
+
+    prefix = f"doorman-test:{secrets.token_hex(4)}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        names = list(client.scan_iter(match=prefix + "*"))
+        if names:
+            client.delete(*names)
+    finally:
+        client.close()
+
+
+async def make_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> SessionStore:
+    """A fresh store of ``kind``, on the real service where there is one."""
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "cookie":
+        return CookieStore()
+    if kind == "sqlite":
+        from doorman.stores.sql import SQLStore
+
+        return SQLStore(str(tmp_path / "sessions.db"))
+    if kind == "postgres":
+        from doorman.stores.sql import SQLStore
+
+        store = SQLStore(request.getfixturevalue("postgres_url"))
+        await store.flush()
+        return store
+    if kind == "redis":
+        from doorman.stores.redis import RedisStore
+
+        return RedisStore(
+            request.getfixturevalue("redis_url"), prefix=request.getfixturevalue("redis_prefix")
+        )
+    raise ValueError(kind)
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
+    """Each store kind in turn, closed afterwards."""
+    store = await make_store(request.param, request, tmp_path)
+    yield store
+    await store.close()
