@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..exceptions import ConfigError
 from .base import SessionStore, SyncLoadable, is_session_key, new_session_key
 from .cookie import CookieStore
 from .memory import MemoryStore
@@ -21,6 +22,7 @@ __all__ = [
     "SyncLoadable",
     "is_session_key",
     "new_session_key",
+    "open_store",
 ]
 
 
@@ -35,3 +37,29 @@ def __getattr__(name: str) -> Any:
 
         return RedisStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_store(spec: str = "db", *, db: str = "doorman.db") -> SessionStore:
+    """The store named by ``--sessions``/``DOORMAN_SESSIONS``.
+
+    ``db`` (the default) keeps sessions in the database ``db``; ``cookie`` in
+    signed cookies; ``memory`` in this process; a ``redis://`` (or
+    ``rediss://``, ``unix://``) URL in Redis.
+    """
+    if spec == "db":
+        from .sql import SQLStore
+
+        return SQLStore(db)
+    if spec == "cookie":
+        return CookieStore()
+    if spec == "memory":
+        return MemoryStore()
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            from .redis import RedisStore
+        except ImportError as error:
+            raise ConfigError(
+                "sessions: a Redis URL needs the redis package: pip install 'doorman[redis]'"
+            ) from error
+        return RedisStore(spec)
+    raise ConfigError(f"sessions={spec!r}: use db (the default), cookie, memory or a redis:// URL")

@@ -1,0 +1,5 @@
+"""``python -m doorman`` is the ``doorman`` command."""
+
+from .cli import main
+
+main()
