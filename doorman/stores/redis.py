@@ -60,7 +60,9 @@ class RedisStore:
 
     async def load(self, key: str) -> str | None:
         async with self._answering():
-            payload: str | None = await self.client.get(self._name(key))
+            payload = await self.client.get(self._name(key))
+        if isinstance(payload, bytes):  # a client given without decode_responses=True
+            return payload.decode()
         return payload
 
     async def save(self, key: str | None, payload: str, expires_at: float) -> str:
