@@ -114,7 +114,7 @@ class TimestampSigner(Signer):
     ) -> tuple[str, int]:
         """Return ``(value, signed_at)``; raise ``SignatureExpired`` past ``max_age`` seconds."""
         value, sep, stamp = super().unsign(signed).rpartition(_SEP)
-        if not sep or not stamp.isdigit() or len(stamp) > 12:
+        if not sep or not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
             raise BadSignature("no timestamp found")
         signed_at = int(stamp)
         if max_age is not None:

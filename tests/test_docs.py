@@ -26,7 +26,7 @@ async def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)  # it writes sessions.db
     source = next(b for b in python_blocks((ROOT / "README.md").read_text()) if "Starlette(" in b)
     namespace: dict[str, object] = {}
-    exec(compile(source, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(source, "README.md", "exec"), namespace)  # our own README
     app = namespace["app"]
     transport = httpx.ASGITransport(app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

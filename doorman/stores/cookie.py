@@ -25,7 +25,9 @@ class CookieStore:
 
     def load_nowait(self, key: str) -> str | None:
         stamp, sep, encoded = key.partition(".")
-        if not sep or not stamp.isdigit() or len(stamp) > 12 or int(stamp) <= time.time():
+        if not (sep and stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
+            return None
+        if int(stamp) <= time.time():
             return None
         try:
             return binascii.a2b_base64(
