@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,3 +39,6 @@ class TestStores(StoreContract):
             store = RedisStore("redis://127.0.0.1:1/0", timeout=1)
         yield store
         await store.close()
+        # aiosqlite answers a failed connect from its worker thread a moment
+        # later; let it land before this test's event loop is closed.
+        await asyncio.sleep(0.05)

@@ -67,13 +67,15 @@ class SessionMiddleware:
                 "SessionMiddleware needs exactly one of secret= (doorman) or "
                 "secret_key= (Starlette's name)"
             )
+        if secret_key is not None and not isinstance(secret_key, str | bytes | Sequence):
+            secret_key = str(secret_key)  # Starlette's `Secret` wrapper, read as Starlette does
         if session_cookie is None:
             session_cookie = "session" if secret_key is not None else "doorman_session"
         self.app = app
         self.save_every_request = save_every_request
         self.lazy = lazy
         self.cookie_name = _check_cookie_name(session_cookie)
-        self._cookie_bytes = session_cookie.encode()
+        self._cookie_bytes = session_cookie.encode() + b"="
         self.policy = SessionPolicy(
             store=store if store is not None else CookieStore(),
             signer=Signer(secret if secret is not None else secret_key, salt="doorman.session"),  # type: ignore[arg-type]
@@ -133,6 +135,8 @@ class SessionMiddleware:
     async def _finish(self, session: Session, message: Message, secure: bool, ok: bool) -> None:
         if not session.loaded and not session.cookie_present:
             return  # never touched, nothing to save: the fast path
+        if self.save_every_request and not session.loaded:
+            await session.load()  # every request: also those that never looked at the session
         update = await session.commit(save=ok, every_request=self.save_every_request)
         if session.accessed:
             message["headers"] = headers = list(message.get("headers", ()))
@@ -161,18 +165,28 @@ class SessionMiddleware:
         return text.encode("latin-1")
 
 
-def _read_cookies(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[str]:
-    """Values of every cookie called ``name``, in header order."""
-    found: list[str] = []
+def _read_cookies(headers: Sequence[tuple[bytes, bytes]], needle: bytes) -> list[str] | None:
+    """Values of every cookie whose ``name=`` is ``needle``, in header order."""
+    found: list[str] | None = None
     for header, value in headers:
-        if header != b"cookie" or name not in value:
+        if header != b"cookie":
             continue
-        for pair in value.split(b";"):
-            key, sep, cookie = pair.partition(b"=")
-            if sep and key.strip() == name:
-                cookie = cookie.strip()
-                if 0 < len(cookie) <= _MAX_VALUE_BYTES and len(found) < _MAX_CANDIDATES:
+        start = value.find(needle)
+        while start != -1:
+            # A real name starts the header or follows ";" and blanks; not "xdoorman_session=".
+            before = start - 1
+            while before >= 0 and value[before] in (32, 9):
+                before -= 1
+            if before < 0 or value[before] == 59:  # ";"
+                end = value.find(b";", start)
+                cookie = value[start + len(needle) : None if end == -1 else end].strip()
+                if 0 < len(cookie) <= _MAX_VALUE_BYTES:
+                    if found is None:
+                        found = []
                     found.append(cookie.decode("latin-1"))
+                    if len(found) == _MAX_CANDIDATES:
+                        return found
+            start = value.find(needle, start + 1)
     return found
 
 

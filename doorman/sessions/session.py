@@ -29,6 +29,9 @@ __all__ = [
 log = logging.getLogger("doorman.sessions")
 security_log = logging.getLogger("doorman.security")
 
+# Built once: json.dumps() with options builds a new encoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
 #: Server-side lifetime of a browser-session cookie (``max_age=None``) that
 #: sets no idle or absolute timeout: a session must end somewhere.
 DEFAULT_SERVER_LIFETIME = 14 * 24 * 3600
@@ -46,20 +49,38 @@ class CookieUpdate:
 DELETE_COOKIE = CookieUpdate("", 0)
 
 
-@dataclass(frozen=True, slots=True)
 class SessionPolicy:
     """What every session of one middleware shares: store, signer, lifetimes."""
 
-    store: SessionStore
-    signer: Signer
-    max_age: int | None
-    idle_timeout: int | None = None
-    absolute_timeout: int | None = None
+    __slots__ = (
+        "absolute_timeout",
+        "idle_timeout",
+        "load_nowait",
+        "max_age",
+        "signer",
+        "stateless",
+        "store",
+        "touch_interval",
+    )
 
-    @property
-    def touch_interval(self) -> int:
-        """How stale an idle deadline may get before an unmodified session is re-saved."""
-        return min(60, (self.idle_timeout or 0) // 10)
+    def __init__(
+        self,
+        store: SessionStore,
+        signer: Signer,
+        max_age: int | None,
+        idle_timeout: int | None = None,
+        absolute_timeout: int | None = None,
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.max_age = max_age
+        self.idle_timeout = idle_timeout
+        self.absolute_timeout = absolute_timeout
+        self.stateless = bool(store.stateless)
+        # Looked up once here: a Protocol isinstance() per request costs microseconds.
+        self.load_nowait = store.load_nowait if isinstance(store, SyncLoadable) else None
+        #: How stale an idle deadline may get before an unmodified session is re-saved.
+        self.touch_interval = min(60, (idle_timeout or 0) // 10)
 
 
 class Session(MutableMapping[str, Any]):
@@ -70,43 +91,25 @@ class Session(MutableMapping[str, Any]):
     in which case ``await load_session(request)`` must come first.
     """
 
-    __slots__ = (
-        "_candidates",
-        "_client",
-        "_created",
-        "_cycle",
-        "_data",
-        "_doomed",
-        "_ended",
-        "_expiry",
-        "_key",
-        "_loaded",
-        "_policy",
-        "_saved_at",
-        "_sid",
-        "_until",
-        "accessed",
-        "modified",
-    )
+    # Defaults live on the class, so a request that never touches its session
+    # pays for four attribute writes, not fifteen.
+    _key: str | None = None
+    _created = _saved_at = 0
+    _expiry: int | None = None
+    _until: int | None = None
+    _sid: str | None = None
+    _cycle = _ended = False
+    _doomed: tuple[str, ...] = ()
+    accessed = modified = False
 
     def __init__(
-        self, policy: SessionPolicy, cookies: list[str] | None = None, client: str = "-"
+        self, policy: SessionPolicy, cookies: list[str] | None = None, client: Any = None
     ) -> None:
         self._policy = policy
-        self._candidates = cookies or []
-        self._client = client
-        self._key: str | None = None
+        self._candidates = cookies or ()
+        self._client = client  # the scope's (host, port), for log lines
         self._data: dict[str, Any] = {}
-        self._loaded = not self._candidates
-        self._created = self._saved_at = 0
-        self._expiry: int | None = None
-        self._until: int | None = None
-        self._cycle = False
-        self._sid: str | None = None
-        self._doomed: list[str] = []
-        self._ended = False
-        self.accessed = False
-        self.modified = False
+        self._loaded = not cookies
 
     # -- loading -----------------------------------------------------------
 
@@ -122,14 +125,14 @@ class Session(MutableMapping[str, Any]):
     def _ensure(self) -> None:
         if self._loaded:
             return
-        store = self._policy.store
-        if not isinstance(store, SyncLoadable):
+        load_nowait = self._policy.load_nowait
+        if load_nowait is None:
             raise SessionNotLoaded(
                 "this session is loaded lazily: call `await doorman.load_session(request)` "
                 "before using it, or build SessionMiddleware with lazy=False"
             )
         for key in self._verified_keys():
-            if self._adopt(key, store.load_nowait(key)):
+            if self._adopt(key, load_nowait(key)):
                 break
         self._loaded = True
 
@@ -150,7 +153,7 @@ class Session(MutableMapping[str, Any]):
                 security_log.warning(
                     "session cookie with a bad signature from %s (forged, damaged, "
                     "or signed by a secret that was since removed)",
-                    self._client,
+                    self._client[0] if self._client else "-",
                 )
 
     def _adopt(self, key: str, payload: str | None) -> bool:
@@ -158,25 +161,27 @@ class Session(MutableMapping[str, Any]):
             return False
         try:
             record = json.loads(payload)
-            data, created, saved_at = record["d"], int(record["c"]), int(record["a"])
-            expiry, until, sid = record.get("x"), record.get("u"), record.get("i")
-            if not isinstance(data, dict):
-                raise TypeError("session data is not an object")
-        except (ValueError, TypeError, KeyError):
+            data, created, saved_at = record["d"], record["c"], record["a"]
+        except (ValueError, TypeError, KeyError, RecursionError):  # deep nesting: RecursionError
+            record = data = None
+        if type(data) is not dict or type(created) is not int or type(saved_at) is not int:
             log.warning("unreadable session payload in the store; starting a new session")
             return False
-        now = time.time()
         policy = self._policy
-        if (policy.absolute_timeout and created + policy.absolute_timeout <= now) or (
-            policy.idle_timeout and saved_at + policy.idle_timeout <= now
-        ):
-            self._doomed.append(key)
-            return False
+        if policy.absolute_timeout or policy.idle_timeout:
+            now = time.time()
+            if (policy.absolute_timeout and created + policy.absolute_timeout <= now) or (
+                policy.idle_timeout and saved_at + policy.idle_timeout <= now
+            ):
+                self._doomed += (key,)
+                return False
         self._key = key
         self._data, self._created, self._saved_at = data, created, saved_at
-        self._expiry = expiry if isinstance(expiry, int) else None
-        self._until = until if isinstance(until, int) else None
-        self._sid = sid if isinstance(sid, str) else None
+        if len(record) > 3:  # optional fields: only sessions that use them pay for them
+            expiry, until, sid = record.get("x"), record.get("u"), record.get("i")
+            self._expiry = expiry if type(expiry) is int else None
+            self._until = until if type(until) is int else None
+            self._sid = sid if type(sid) is str else None
         return True
 
     # -- the mapping -------------------------------------------------------
@@ -245,7 +250,7 @@ class Session(MutableMapping[str, Any]):
         """The server-side session key, or None for a new or stateless session."""
         if not self._loaded:
             self._ensure()
-        return None if self._policy.store.stateless else self._key
+        return None if self._policy.stateless else self._key
 
     def cycle_key(self) -> None:
         """Keep the data under a new key; the old key dies. Call it on login."""
@@ -261,9 +266,9 @@ class Session(MutableMapping[str, Any]):
         self.accessed = self.modified = True
         for raw in self._candidates:
             with contextlib.suppress(BadSignature):
-                self._doomed.append(self._policy.signer.unsign(raw))
+                self._doomed += (self._policy.signer.unsign(raw),)
         if self._key is not None and self._key not in self._doomed:
-            self._doomed.append(self._key)
+            self._doomed += (self._key,)
         self._key = None
         self._data = {}
         self._cycle = False
@@ -329,9 +334,12 @@ class Session(MutableMapping[str, Any]):
         With ``save=False`` (the response is a 5xx) only deletions happen: a
         logout still ends the session, but half-done changes are not kept.
         """
+        if not (self.modified or self._doomed or every_request or self._policy.idle_timeout):
+            return None  # a read-only request: the common case, and the fast one
         store = self._policy.store
         while self._doomed:
-            await store.delete(self._doomed.pop())
+            doomed, self._doomed = self._doomed[0], self._doomed[1:]
+            await store.delete(doomed)
         if not save or not self._data:
             if self._ended or (save and self.modified):
                 if self._key is not None:
@@ -369,7 +377,7 @@ class Session(MutableMapping[str, Any]):
         if self._sid is not None:
             record["i"] = self._sid
         try:
-            return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            return _encode(record)
         except (TypeError, ValueError) as exc:
             raise _explain_unserialisable(self._data) from exc
 
