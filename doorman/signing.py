@@ -12,6 +12,7 @@ is never accepted for another (a ``next`` URL).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -45,8 +46,17 @@ def normalize_secrets(secrets: str | bytes | Sequence[str | bytes]) -> list[byte
     return keys
 
 
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64(data: bytes) -> bytes:
+    # base64.urlsafe_b64encode, without its Python-level wrapper: this runs per request.
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE)
+
+
 def b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """Unpadded URL-safe base64."""
+    return _b64(data).decode("ascii")
 
 
 def b64decode(text: str) -> bytes:
@@ -90,7 +100,7 @@ class Signer:
         inner.update(value.encode())
         outer = key[1].copy()
         outer.update(inner.digest())
-        return base64.urlsafe_b64encode(outer.digest()).rstrip(b"=")
+        return _b64(outer.digest())
 
     def sign(self, value: str) -> str:
         """Return ``value.mac``, signed with the newest secret."""

@@ -93,11 +93,8 @@ class SessionMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
         session = Session(
-            self.policy,
-            _read_cookies(scope["headers"], self._cookie_bytes),
-            client[0] if client else "-",
+            self.policy, _read_cookies(scope["headers"], self._cookie_bytes), scope.get("client")
         )
         scope["session"] = session
         if not session.loaded and not self._loads_on_access and not self.lazy:
@@ -133,18 +130,16 @@ class SessionMiddleware:
             await session.commit()  # changes after the handshake: the id stays, the data is saved
 
     async def _finish(self, session: Session, message: Message, secure: bool, ok: bool) -> None:
-        if not session.loaded and not session.cookie_present:
-            return  # never touched, nothing to save: the fast path
-        if self.save_every_request and not session.loaded:
-            await session.load()  # every request: also those that never looked at the session
-        update = await session.commit(save=ok, every_request=self.save_every_request)
-        if session.accessed:
-            message["headers"] = headers = list(message.get("headers", ()))
-            headers.append((b"vary", b"Cookie"))
-        if update is not None:
-            cookie = self._set_cookie(update, secure)
-            message["headers"] = headers = list(message.get("headers", ()))
-            headers.append((b"set-cookie", cookie))
+        if session.needs_commit(self.save_every_request):
+            update = await session.commit(save=ok, every_request=self.save_every_request)
+        else:
+            update = None  # only read, or never touched: nothing to save
+        if session.accessed or update is not None:
+            headers = message["headers"] = list(message.get("headers", ()))
+            if session.accessed:
+                headers.append((b"vary", b"Cookie"))
+            if update is not None:
+                headers.append((b"set-cookie", self._set_cookie(update, secure)))
 
     def _set_cookie(self, update: CookieUpdate, secure: bool) -> bytes:
         attributes = self._secure_attributes if secure else self._attributes

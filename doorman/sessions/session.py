@@ -131,7 +131,13 @@ class Session(MutableMapping[str, Any]):
                 "this session is loaded lazily: call `await doorman.load_session(request)` "
                 "before using it, or build SessionMiddleware with lazy=False"
             )
-        for key in self._verified_keys():
+        unsign = self._policy.signer.unsign
+        for raw in self._candidates:
+            try:
+                key = unsign(raw)
+            except BadSignature:
+                self._report_bad_signature()
+                continue
             if self._adopt(key, load_nowait(key)):
                 break
         self._loaded = True
@@ -140,21 +146,23 @@ class Session(MutableMapping[str, Any]):
         """Load from the store if not done yet; ``StoreError`` when it is down."""
         if self._loaded:
             return
-        for key in self._verified_keys():
+        unsign = self._policy.signer.unsign
+        for raw in self._candidates:
+            try:
+                key = unsign(raw)
+            except BadSignature:
+                self._report_bad_signature()
+                continue
             if self._adopt(key, await self._policy.store.load(key)):
                 break
         self._loaded = True
 
-    def _verified_keys(self) -> Iterator[str]:
-        for raw in self._candidates:
-            try:
-                yield self._policy.signer.unsign(raw)
-            except BadSignature:
-                security_log.warning(
-                    "session cookie with a bad signature from %s (forged, damaged, "
-                    "or signed by a secret that was since removed)",
-                    self._client[0] if self._client else "-",
-                )
+    def _report_bad_signature(self) -> None:
+        security_log.warning(
+            "session cookie with a bad signature from %s (forged, damaged, "
+            "or signed by a secret that was since removed)",
+            self._client[0] if self._client else "-",
+        )
 
     def _adopt(self, key: str, payload: str | None) -> bool:
         if payload is None:
@@ -326,6 +334,10 @@ class Session(MutableMapping[str, Any]):
             and now - self._saved_at >= policy.touch_interval
         )
 
+    def needs_commit(self, every_request: bool = False) -> bool:
+        """False when ``commit()`` would do nothing: the session was only read."""
+        return bool(self.modified or self._doomed or every_request or self._policy.idle_timeout)
+
     async def commit(
         self, *, save: bool = True, every_request: bool = False
     ) -> CookieUpdate | None:
@@ -334,8 +346,10 @@ class Session(MutableMapping[str, Any]):
         With ``save=False`` (the response is a 5xx) only deletions happen: a
         logout still ends the session, but half-done changes are not kept.
         """
-        if not (self.modified or self._doomed or every_request or self._policy.idle_timeout):
+        if not self.needs_commit(every_request):
             return None  # a read-only request: the common case, and the fast one
+        if every_request and not self._loaded:
+            await self.load()  # refreshing a session the app never opened
         store = self._policy.store
         while self._doomed:
             doomed, self._doomed = self._doomed[0], self._doomed[1:]
