@@ -34,7 +34,7 @@ class SessionMiddleware:
     """Puts a ``Session`` in ``scope["session"]``; saves it and sets the cookie on the way out.
 
     A drop-in for Starlette's ``SessionMiddleware``: its arguments (``secret_key``,
-    ``session_cookie``, ``max_age``, ``path``, ``same_site``, ``https_only``,
+    ``session_cookie``, ``max_age``, ``path``, ``same_site``, ``https_only``, ``partitioned``,
     ``domain``) mean the same here, and with ``secret_key`` the cookie keeps
     Starlette's name, ``session``. doorman's own spelling is ``secret=``, whose
     cookie is ``doorman_session``.
@@ -54,6 +54,7 @@ class SessionMiddleware:
         same_site: Literal["lax", "strict", "none"] = "lax",
         https_only: bool = False,
         domain: str | None = None,
+        partitioned: bool = False,
         *,
         secret: str | Sequence[str] | None = None,
         store: SessionStore | None = None,
@@ -84,9 +85,14 @@ class SessionMiddleware:
             absolute_timeout=_check_seconds("absolute_timeout", absolute_timeout, allow_none=True),
         )
         self._loads_on_access = isinstance(self.policy.store, SyncLoadable)
-        self._attributes = _cookie_attributes(path, same_site, domain, secure=False)
-        self._secure_attributes = _cookie_attributes(path, same_site, domain, secure=True)
-        self._always_secure = https_only or same_site == "none"
+        if isinstance(same_site, str):
+            same_site = same_site.lower()  # type: ignore[assignment]  # Starlette takes "Lax" too
+        # Browsers ignore SameSite=None and Partitioned cookies that are not Secure.
+        self._always_secure = https_only or same_site == "none" or partitioned
+        self._attributes = _cookie_attributes(path, same_site, domain, partitioned, secure=False)
+        self._secure_attributes = _cookie_attributes(
+            path, same_site, domain, partitioned, secure=True
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -205,7 +211,9 @@ async def _refuse(kind: str, send: Send) -> None:
     await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
 
 
-def _cookie_attributes(path: str, same_site: str, domain: str | None, *, secure: bool) -> str:
+def _cookie_attributes(
+    path: str, same_site: str, domain: str | None, partitioned: bool, *, secure: bool
+) -> str:
     if not path.startswith("/") or not _ATTRIBUTE.fullmatch(path):
         raise ConfigError(f"path={path!r}: a cookie path starts with / and has no ; or spaces")
     if same_site not in ("lax", "strict", "none"):
@@ -217,6 +225,8 @@ def _cookie_attributes(path: str, same_site: str, domain: str | None, *, secure:
         if not domain or not _ATTRIBUTE.fullmatch(domain):
             raise ConfigError(f"domain={domain!r}: not a cookie domain")
         text += f"; Domain={domain}"
+    if partitioned:
+        text += "; Partitioned"
     return text
 
 

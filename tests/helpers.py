@@ -1,0 +1,76 @@
+"""Small ASGI apps and cookie helpers shared by the session tests."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from doorman import Session, Signer, get_session
+from doorman._types import ASGIApp, Receive, Scope, Send
+
+from .conftest import SECRET
+
+COOKIE = "doorman_session"
+SESSION_SALT = "doorman.session"
+
+Handler = Callable[[Scope, Session], Any | Awaitable[Any]]
+
+
+def json_app(handler: Handler) -> ASGIApp:
+    """A bare ASGI app: ``handler(scope, session)`` returns a body, or ``(status, body)``."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        result = handler(scope, get_session(scope))
+        if inspect.isawaitable(result):
+            result = await result
+        status, body = result if isinstance(result, tuple) else (200, result)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+    return app
+
+
+def client(app: ASGIApp, base_url: str = "http://testserver", **options: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=base_url, **options)
+
+
+def session_signer(secret: str | list[str] = SECRET) -> Signer:
+    """The signer the middleware uses for its cookie."""
+    return Signer(secret, salt=SESSION_SALT)
+
+
+def parse_set_cookie(header: str) -> tuple[str, str, dict[str, str]]:
+    """``(name, value, {attribute (lower case): value})`` of one Set-Cookie header."""
+    first, *rest = header.split(";")
+    name, _, value = first.strip().partition("=")
+    attributes: dict[str, str] = {}
+    for part in rest:
+        key, _, attribute_value = part.strip().partition("=")
+        assert key.lower() not in attributes, f"attribute {key} twice in {header!r}"
+        attributes[key.lower()] = attribute_value
+    return name, value, attributes
+
+
+def only_set_cookie(response: httpx.Response) -> tuple[str, str, dict[str, str]]:
+    """The response's one Set-Cookie header, parsed; fails when there is not exactly one."""
+    headers = response.headers.get_list("set-cookie")
+    assert len(headers) == 1, headers
+    return parse_set_cookie(headers[0])
+
+
+def vary(response: httpx.Response) -> list[str]:
+    return [
+        value.strip().lower()
+        for header in response.headers.get_list("vary")
+        for value in header.split(",")
+    ]
