@@ -17,7 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from .exceptions import ConfigError, StoreError
 
-__all__ = ["async_url", "connect", "create_engine", "metadata", "sessions_table"]
+__all__ = [
+    "async_url",
+    "connect",
+    "create_engine",
+    "metadata",
+    "sessions_table",
+    "unavailable",
+]
 
 metadata = sa.MetaData()
 
@@ -100,11 +107,16 @@ async def connect(engine: AsyncEngine, *, write: bool = False) -> AsyncIterator[
                 yield connection
     except exc.IntegrityError:
         raise
-    except (TimeoutError, exc.DBAPIError, exc.TimeoutError, OSError) as error:
-        cause = getattr(error, "orig", None) or error
-        raise StoreError(
-            f"{describe(engine)} did not answer ({type(cause).__name__}: {_first_line(cause)})"
-        ) from error
+    except (exc.DBAPIError, exc.TimeoutError, OSError) as error:  # OSError covers TimeoutError
+        raise unavailable(engine, error) from error
+
+
+def unavailable(engine: AsyncEngine, error: BaseException) -> StoreError:
+    """The ``StoreError`` for a database that failed, naming it without its password."""
+    cause = getattr(error, "orig", None) or error
+    return StoreError(
+        f"{describe(engine)} did not answer ({type(cause).__name__}: {_first_line(cause)})"
+    )
 
 
 def _first_line(error: BaseException) -> str:

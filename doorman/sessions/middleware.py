@@ -84,7 +84,8 @@ class SessionMiddleware:
             idle_timeout=_check_seconds("idle_timeout", idle_timeout, allow_none=True),
             absolute_timeout=_check_seconds("absolute_timeout", absolute_timeout, allow_none=True),
         )
-        self._loads_on_access = isinstance(self.policy.store, SyncLoadable)
+        # In-process stores load on first access; network stores before the app, unless lazy.
+        self._loads_before_app = not isinstance(self.policy.store, SyncLoadable) and not lazy
         if isinstance(same_site, str):
             same_site = same_site.lower()  # type: ignore[assignment]  # Starlette takes "Lax" too
         # Browsers ignore SameSite=None and Partitioned cookies that are not Secure.
@@ -103,7 +104,7 @@ class SessionMiddleware:
             self.policy, _read_cookies(scope["headers"], self._cookie_bytes), scope.get("client")
         )
         scope["session"] = session
-        if not session.loaded and not self._loads_on_access and not self.lazy:
+        if self._loads_before_app and not session.loaded:
             try:
                 await session.load()
             except StoreError as exc:
@@ -117,7 +118,8 @@ class SessionMiddleware:
             nonlocal started
             message_type = message["type"]
             if message_type == "http.response.start":
-                await self._finish(session, message, secure, message["status"] < 500)
+                if session.accessed or session.modified or session.cookie_present:
+                    await self._finish(session, message, secure, message["status"] < 500)
                 started = True
             elif message_type == "websocket.accept":
                 await self._finish(session, message, secure, True)
@@ -141,7 +143,9 @@ class SessionMiddleware:
         else:
             update = None  # only read, or never touched: nothing to save
         if session.accessed or update is not None:
-            headers = message["headers"] = list(message.get("headers", ()))
+            headers = message.get("headers")
+            if type(headers) is not list:  # in place when we can, as Starlette's own does
+                headers = message["headers"] = list(headers or ())
             if session.accessed:
                 headers.append((b"vary", b"Cookie"))
             if update is not None:

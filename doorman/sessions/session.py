@@ -9,8 +9,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..exceptions import BadSignature, SessionDataError, SessionInterrupted, SessionNotLoaded
 from ..signing import Signer
@@ -37,8 +36,7 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=
 DEFAULT_SERVER_LIFETIME = 14 * 24 * 3600
 
 
-@dataclass(frozen=True, slots=True)
-class CookieUpdate:
+class CookieUpdate(NamedTuple):
     """A new cookie value to send; ``max_age=None`` makes a browser-session cookie."""
 
     value: str
@@ -54,6 +52,7 @@ class SessionPolicy:
 
     __slots__ = (
         "absolute_timeout",
+        "fixed_lifetime",
         "idle_timeout",
         "load_nowait",
         "max_age",
@@ -81,6 +80,10 @@ class SessionPolicy:
         self.load_nowait = store.load_nowait if isinstance(store, SyncLoadable) else None
         #: How stale an idle deadline may get before an unmodified session is re-saved.
         self.touch_interval = min(60, (idle_timeout or 0) // 10)
+        #: Server-side lifetime when only max_age applies: the common case, computed once.
+        self.fixed_lifetime = (
+            None if idle_timeout or absolute_timeout else (max_age or DEFAULT_SERVER_LIFETIME)
+        )
 
 
 class Session(MutableMapping[str, Any]):
@@ -365,10 +368,15 @@ class Session(MutableMapping[str, Any]):
         if not (self.modified or every_request or self._cycle or self.needs_touch(now)):
             return None
         old = self._key
-        expires_at = self.expires_at(now)
+        policy = self._policy
+        if self._expiry is None and self._until is None and policy.fixed_lifetime:
+            expires_at, max_age = now + policy.fixed_lifetime, policy.max_age
+        else:
+            expires_at = self.expires_at(now)
+            max_age = None if self.expire_at_browser_close else max(0, int(expires_at - now))
         try:
-            if store.stateless and (self._cycle or self._sid is None):
-                # A stateless session has no key of its own; this id makes a cycled one distinct.
+            if self._cycle and store.stateless:
+                # A stateless session has no key of its own; a new id makes a cycled one distinct.
                 self._sid = secrets.token_urlsafe(12)
             key = await store.save(None if self._cycle else old, self.dump(now), expires_at)
         except SessionInterrupted:
@@ -378,8 +386,7 @@ class Session(MutableMapping[str, Any]):
         if self._cycle and old is not None and not store.stateless:
             await store.delete(old)
         self._key, self._cycle, self.modified, self._saved_at = key, False, False, int(now)
-        max_age = None if self.expire_at_browser_close else max(0, int(expires_at - now))
-        return CookieUpdate(self._policy.signer.sign(key), max_age)
+        return CookieUpdate(policy.signer.sign(key), max_age)
 
     def dump(self, now: float) -> str:
         """The payload to store: JSON, never pickle."""

@@ -13,8 +13,6 @@ from __future__ import annotations
 import binascii
 import time
 
-from ..signing import b64encode
-
 __all__ = ["CookieStore"]
 
 
@@ -30,10 +28,7 @@ class CookieStore:
         if int(stamp) <= time.time():
             return None
         try:
-            return binascii.a2b_base64(
-                encoded.replace("-", "+").replace("_", "/") + "=" * (-len(encoded) % 4),
-                strict_mode=True,
-            ).decode()
+            return binascii.a2b_base64(encoded, strict_mode=True).decode()
         except (binascii.Error, ValueError):
             return None
 
@@ -41,7 +36,8 @@ class CookieStore:
         return self.load_nowait(key)
 
     async def save(self, key: str | None, payload: str, expires_at: float) -> str:
-        return f"{int(expires_at)}.{b64encode(payload.encode())}"
+        # Standard base64: "+", "/" and "=" are all allowed in cookie values (RFC 6265).
+        return f"{int(expires_at)}.{binascii.b2a_base64(payload.encode(), newline=False).decode()}"
 
     async def delete(self, key: str) -> None:
         return None

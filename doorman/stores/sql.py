@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..database import connect, create_engine, metadata, sessions_table
+from ..database import connect, create_engine, metadata, sessions_table, unavailable
 from ..exceptions import SessionInterrupted
 from .base import new_session_key, storage_id
 
@@ -59,9 +59,13 @@ class SQLStore:
     async def load(self, key: str) -> str | None:
         if not self._schema_ready:
             await self.create_table()
-        async with connect(self.engine) as connection:
-            result = await connection.execute(_LOAD, {"sid": storage_id(key), "now": time.time()})
-            return result.scalar_one_or_none()
+        params = {"sid": storage_id(key), "now": time.time()}
+        try:  # the hot path: connect()'s wrapper inlined
+            async with self.engine.connect() as connection:
+                result = await connection.execute(_LOAD, params)
+                return result.scalar_one_or_none()
+        except (exc.DBAPIError, exc.TimeoutError, OSError) as error:
+            raise unavailable(self.engine, error) from error
 
     async def save(self, key: str | None, payload: str, expires_at: float) -> str:
         if not self._schema_ready:
