@@ -56,6 +56,7 @@ class SessionPolicy:
         "idle_timeout",
         "load_nowait",
         "max_age",
+        "save_nowait",
         "signer",
         "stateless",
         "store",
@@ -78,6 +79,7 @@ class SessionPolicy:
         self.stateless = bool(store.stateless)
         # Looked up once here: a Protocol isinstance() per request costs microseconds.
         self.load_nowait = store.load_nowait if isinstance(store, SyncLoadable) else None
+        self.save_nowait = getattr(store, "save_nowait", None)
         #: How stale an idle deadline may get before an unmodified session is re-saved.
         self.touch_interval = min(60, (idle_timeout or 0) // 10)
         #: Server-side lifetime when only max_age applies: the common case, computed once.
@@ -349,7 +351,7 @@ class Session(MutableMapping[str, Any]):
         With ``save=False`` (the response is a 5xx) only deletions happen: a
         logout still ends the session, but half-done changes are not kept.
         """
-        if not self.needs_commit(every_request):
+        if not (self.modified or self._doomed or every_request or self._policy.idle_timeout):
             return None  # a read-only request: the common case, and the fast one
         if every_request and not self._loaded:
             await self.load()  # refreshing a session the app never opened
@@ -378,7 +380,11 @@ class Session(MutableMapping[str, Any]):
             if self._cycle and store.stateless:
                 # A stateless session has no key of its own; a new id makes a cycled one distinct.
                 self._sid = secrets.token_urlsafe(12)
-            key = await store.save(None if self._cycle else old, self.dump(now), expires_at)
+            key_to_save = None if self._cycle else old
+            if policy.save_nowait is not None:  # in-process: no coroutine to await
+                key = policy.save_nowait(key_to_save, self.dump(now), expires_at)
+            else:
+                key = await store.save(key_to_save, self.dump(now), expires_at)
         except SessionInterrupted:
             log.info("session ended by another request while this one used it; not saved")
             self._key = None

@@ -79,3 +79,7 @@ class SyncLoadable(Protocol):
     """A store that can load without I/O, so sessions can load on first access."""
 
     def load_nowait(self, key: str) -> str | None: ...
+
+
+# A store may also define ``save_nowait(key, payload, expires_at) -> str`` (same
+# contract as ``save``) when saving needs no I/O; sessions then skip a coroutine.

@@ -35,9 +35,12 @@ class CookieStore:
     async def load(self, key: str) -> str | None:
         return self.load_nowait(key)
 
-    async def save(self, key: str | None, payload: str, expires_at: float) -> str:
+    def save_nowait(self, key: str | None, payload: str, expires_at: float) -> str:
         # Standard base64: "+", "/" and "=" are all allowed in cookie values (RFC 6265).
         return f"{int(expires_at)}.{binascii.b2a_base64(payload.encode(), newline=False).decode()}"
+
+    async def save(self, key: str | None, payload: str, expires_at: float) -> str:
+        return self.save_nowait(key, payload, expires_at)
 
     async def delete(self, key: str) -> None:
         return None

@@ -38,6 +38,9 @@ class MemoryStore:
         return self.load_nowait(key)
 
     async def save(self, key: str | None, payload: str, expires_at: float) -> str:
+        return self.save_nowait(key, payload, expires_at)
+
+    def save_nowait(self, key: str | None, payload: str, expires_at: float) -> str:
         if key is None:
             key = new_session_key()
             while storage_id(key) in self._sessions:  # pragma: no cover - 2**-256
