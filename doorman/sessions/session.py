@@ -136,14 +136,9 @@ class Session(MutableMapping[str, Any]):
                 "this session is loaded lazily: call `await doorman.load_session(request)` "
                 "before using it, or build SessionMiddleware with lazy=False"
             )
-        unsign = self._policy.signer.unsign
         for raw in self._candidates:
-            try:
-                key = unsign(raw)
-            except BadSignature:
-                self._report_bad_signature()
-                continue
-            if self._adopt(key, load_nowait(key)):
+            key = self._verify(raw)
+            if key is not None and self._adopt(key, load_nowait(key)):
                 break
         self._loaded = True
 
@@ -151,23 +146,23 @@ class Session(MutableMapping[str, Any]):
         """Load from the store if not done yet; ``StoreError`` when it is down."""
         if self._loaded:
             return
-        unsign = self._policy.signer.unsign
         for raw in self._candidates:
-            try:
-                key = unsign(raw)
-            except BadSignature:
-                self._report_bad_signature()
-                continue
-            if self._adopt(key, await self._policy.store.load(key)):
+            key = self._verify(raw)
+            if key is not None and self._adopt(key, await self._policy.store.load(key)):
                 break
         self._loaded = True
 
-    def _report_bad_signature(self) -> None:
-        security_log.warning(
-            "session cookie with a bad signature from %s (forged, damaged, "
-            "or signed by a secret that was since removed)",
-            self._client[0] if self._client else "-",
-        )
+    def _verify(self, raw: str) -> str | None:
+        """The key a cookie value carries, or None (and a security log line) if forged."""
+        try:
+            return self._policy.signer.unsign(raw)
+        except BadSignature:
+            security_log.warning(
+                "session cookie with a bad signature from %s (forged, damaged, "
+                "or signed by a secret that was since removed)",
+                self._client[0] if self._client else "-",
+            )
+            return None
 
     def _adopt(self, key: str, payload: str | None) -> bool:
         if payload is None:
