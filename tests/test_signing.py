@@ -327,3 +327,14 @@ def test_property_unsign_never_crashes(garbage: str) -> None:
             signer.unsign(garbage)
     with contextlib.suppress(BadSignature):
         JSON_SIGNER.loads(garbage)
+
+
+@given(st.text(max_size=300), st.binary(min_size=32, max_size=200), st.text(max_size=20))
+def test_mac_is_exactly_rfc2104_hmac_sha256(value: str, secret: bytes, salt: str) -> None:
+    # The signer keeps HMAC's padded hash states for speed; it must still be HMAC-SHA256.
+    import base64
+    import hmac
+
+    key = hmac.digest(secret, b"doorman.signing\x00" + salt.encode(), "sha256")
+    mac = base64.urlsafe_b64encode(hmac.digest(key, value.encode(), "sha256")).rstrip(b"=")
+    assert Signer(secret, salt=salt).sign(value) == f"{value}.{mac.decode()}"
