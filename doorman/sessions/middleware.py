@@ -10,7 +10,7 @@ from typing import Literal
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..exceptions import ConfigError, SessionTooLarge, StoreError
 from ..signing import Signer
-from ..stores.base import SessionStore, SyncLoadable
+from ..stores.base import SessionStore
 from ..stores.cookie import CookieStore
 from .session import DELETE_COOKIE, CookieUpdate, Session, SessionPolicy
 
@@ -85,7 +85,7 @@ class SessionMiddleware:
             absolute_timeout=_check_seconds("absolute_timeout", absolute_timeout, allow_none=True),
         )
         # In-process stores load on first access; network stores before the app, unless lazy.
-        self._loads_before_app = not isinstance(self.policy.store, SyncLoadable) and not lazy
+        self._loads_before_app = self.policy.load_nowait is None and not lazy
         if isinstance(same_site, str):
             same_site = same_site.lower()  # type: ignore[assignment]  # Starlette takes "Lax" too
         # Browsers ignore SameSite=None and Partitioned cookies that are not Secure.
@@ -108,10 +108,8 @@ class SessionMiddleware:
             try:
                 await session.load()
             except StoreError as exc:
-                log.error("session store unavailable, answering 503: %s", exc)
-                await _refuse(kind, send)
+                await _refuse(kind, send, exc)
                 return
-        secure = self._always_secure or scope.get("scheme") in ("https", "wss")
         started = False
 
         async def send_with_cookie(message: Message) -> None:
@@ -119,10 +117,10 @@ class SessionMiddleware:
             message_type = message["type"]
             if message_type == "http.response.start":
                 if session.accessed or session.modified or session.cookie_present:
-                    await self._finish(session, message, secure, message["status"] < 500)
+                    await self._finish(session, message, scope, message["status"] < 500)
                 started = True
             elif message_type == "websocket.accept":
-                await self._finish(session, message, secure, True)
+                await self._finish(session, message, scope, True)
                 started = True
             await send(message)
 
@@ -131,13 +129,12 @@ class SessionMiddleware:
         except StoreError as exc:
             if started:
                 raise
-            log.error("session store unavailable, answering 503: %s", exc)
-            await _refuse(kind, send)
+            await _refuse(kind, send, exc)
             return
         if kind == "websocket" and started and session.modified and session.key is not None:
             await session.commit()  # changes after the handshake: the id stays, the data is saved
 
-    async def _finish(self, session: Session, message: Message, secure: bool, ok: bool) -> None:
+    async def _finish(self, session: Session, message: Message, scope: Scope, ok: bool) -> None:
         if session.needs_commit(self.save_every_request):
             update = await session.commit(save=ok, every_request=self.save_every_request)
         else:
@@ -149,6 +146,7 @@ class SessionMiddleware:
             if session.accessed:
                 headers.append((b"vary", b"Cookie"))
             if update is not None:
+                secure = self._always_secure or scope.get("scheme") in ("https", "wss")
                 headers.append((b"set-cookie", self._set_cookie(update, secure)))
 
     def _set_cookie(self, update: CookieUpdate, secure: bool) -> bytes:
@@ -195,8 +193,9 @@ def _read_cookies(headers: Sequence[tuple[bytes, bytes]], needle: bytes) -> list
     return found
 
 
-async def _refuse(kind: str, send: Send) -> None:
+async def _refuse(kind: str, send: Send, error: StoreError) -> None:
     """Fail closed: a store that cannot be read never yields a signed-in answer."""
+    log.error("session store unavailable, answering 503: %s", error)
     if kind == "websocket":
         await send({"type": "websocket.close", "code": 1013})  # "try again later"
         return

@@ -346,7 +346,7 @@ class Session(MutableMapping[str, Any]):
         With ``save=False`` (the response is a 5xx) only deletions happen: a
         logout still ends the session, but half-done changes are not kept.
         """
-        if not (self.modified or self._doomed or every_request or self._policy.idle_timeout):
+        if not self.needs_commit(every_request):
             return None  # a read-only request: the common case, and the fast one
         if every_request and not self._loaded:
             await self.load()  # refreshing a session the app never opened

@@ -25,12 +25,13 @@ class MemoryStore:
         return len(self._sessions)
 
     def load_nowait(self, key: str) -> str | None:
-        found = self._sessions.get(storage_id(key))
+        sid = storage_id(key)
+        found = self._sessions.get(sid)
         if found is None:
             return None
         payload, expires_at = found
         if expires_at <= time.time():
-            del self._sessions[storage_id(key)]
+            del self._sessions[sid]
             return None
         return payload
 
@@ -43,11 +44,11 @@ class MemoryStore:
     def save_nowait(self, key: str | None, payload: str, expires_at: float) -> str:
         if key is None:
             key = new_session_key()
-            while storage_id(key) in self._sessions:  # pragma: no cover - 2**-256
+            while (sid := storage_id(key)) in self._sessions:  # pragma: no cover - 2**-256
                 key = new_session_key()
-        elif storage_id(key) not in self._sessions:
+        elif (sid := storage_id(key)) not in self._sessions:
             raise SessionInterrupted("the session was deleted while the request was using it")
-        self._sessions[storage_id(key)] = (payload, expires_at)
+        self._sessions[sid] = (payload, expires_at)
         return key
 
     async def delete(self, key: str) -> None:

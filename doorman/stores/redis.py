@@ -63,7 +63,7 @@ class RedisStore:
 
     async def load(self, key: str) -> str | None:
         try:  # inline rather than _answering(): this runs on every request
-            payload = await self.client.get(self.prefix + storage_id(key))
+            payload = await self.client.get(self._name(key))
         except (redis_errors.RedisError, OSError) as error:
             raise self._unavailable(error) from error
         if isinstance(payload, bytes):  # a client given without decode_responses=True
