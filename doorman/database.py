@@ -16,8 +16,10 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .exceptions import ConfigError, StoreError
+from .schema import metadata, sessions_table
 
 __all__ = [
+    "VERSION_TABLE",
     "async_url",
     "connect",
     "create_engine",
@@ -26,16 +28,8 @@ __all__ = [
     "unavailable",
 ]
 
-metadata = sa.MetaData()
-
-sessions_table = sa.Table(
-    "doorman_sessions",
-    metadata,
-    # SHA-256 (hex) of the session key: the key itself is never written down.
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("data", sa.Text, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False, index=True),
-)
+#: Alembic's bookkeeping table, named so it cannot clash with an app's own migrations.
+VERSION_TABLE = "doorman_alembic_version"
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",

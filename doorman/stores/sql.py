@@ -9,8 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..database import connect, create_engine, metadata, sessions_table, unavailable
+from ..database import connect, create_engine, unavailable
 from ..exceptions import SessionInterrupted
+from ..migrations import ensure_schema
+from ..schema import sessions_table
 from .base import new_session_key, storage_id
 
 __all__ = ["SQLStore"]
@@ -33,7 +35,8 @@ class SQLStore:
     """Sessions in a ``doorman_sessions`` table, through SQLAlchemy Core (async).
 
     Give ``db`` (a SQLite path or a ``postgresql://`` URL) or an ``engine`` to
-    share with the rest of the app. The table is created on first use.
+    share with the rest of the app. doorman's tables are created (or upgraded,
+    by the migrations that ship with doorman) on first use.
     """
 
     stateless = False
@@ -45,16 +48,11 @@ class SQLStore:
         self._schema_lock = asyncio.Lock()
 
     async def create_table(self) -> None:
-        """Create the sessions table if it is missing (migrations take this over later)."""
+        """Bring doorman's tables up to date, once; every method does this first."""
         async with self._schema_lock:
-            if self._schema_ready:
-                return
-            try:
-                async with connect(self.engine, write=True) as connection:
-                    await connection.run_sync(metadata.create_all, tables=[_table])
-            except (exc.IntegrityError, exc.ProgrammingError):
-                pass  # another worker created it between the check and the CREATE
-            self._schema_ready = True
+            if not self._schema_ready:
+                await ensure_schema(self.engine)
+                self._schema_ready = True
 
     async def load(self, key: str) -> str | None:
         if not self._schema_ready:

@@ -1,0 +1,98 @@
+"""Alembic migrations for doorman's tables, and the functions that run them.
+
+doorman keeps its migrations inside the package and runs them itself: the SQL
+store and the accounts run ``ensure_schema`` on first use, ``doorman db
+migrate`` runs ``migrate``. Several workers may start at once: PostgreSQL
+serialises them with an advisory lock, SQLite with its write lock and a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import weakref
+from typing import Literal
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..database import VERSION_TABLE, connect, unavailable
+
+__all__ = ["ensure_schema", "head_revision", "migrate", "schema_revision", "schema_sql"]
+
+# Any constant will do: it names the lock that migrating workers queue on.
+_ADVISORY_LOCK = 0x646F6F726D616E  # "doorman"
+_ATTEMPTS = 5
+_migrated: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "doorman:migrations")
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this version of doorman ships."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at; None when doorman's tables are not there yet."""
+    async with connect(engine) as connection:
+        return await connection.run_sync(_current_revision)
+
+
+def _current_revision(connection: Connection) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Create or upgrade doorman's tables to ``revision`` (default: the newest)."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            async with connect(engine, write=True) as connection:
+                await connection.run_sync(_upgrade, revision)
+            break
+        except (exc.OperationalError, exc.IntegrityError, exc.ProgrammingError) as error:
+            # Another worker migrated between our check and our DDL (SQLite:
+            # "database is locked" or "table already exists"): try again.
+            if attempt == _ATTEMPTS - 1:
+                raise unavailable(engine, error) from error
+            await asyncio.sleep(0.05 * (attempt + 1))
+    _migrated.add(engine.sync_engine)
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # Held until the transaction ends: concurrent workers migrate one at a time.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK})")
+    config = _config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def ensure_schema(engine: AsyncEngine) -> None:
+    """Migrate once per engine and process; later calls return at once."""
+    if engine.sync_engine not in _migrated:
+        await migrate(engine)
+
+
+def schema_sql(dialect: Literal["sqlite", "postgresql"] = "sqlite") -> str:
+    """The SQL that creates doorman's tables, for DBAs who apply it themselves."""
+    config = _config()
+    config.set_main_option("sqlalchemy.url", f"{dialect}://")
+    buffer = io.StringIO()
+    config.output_buffer = buffer
+    with contextlib.redirect_stdout(buffer):
+        command.upgrade(config, "head", sql=True)
+    return buffer.getvalue()

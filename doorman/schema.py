@@ -1,0 +1,114 @@
+"""doorman's tables, as SQLAlchemy Core objects: what the queries use.
+
+The migrations in ``doorman/migrations`` create and upgrade these tables; a
+test checks that the two agree. Every name starts with ``doorman_``, so the
+tables can live in an app's own database. Times are Unix seconds (float).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "groups_table",
+    "metadata",
+    "sessions_table",
+    "settings_table",
+    "throttle_table",
+    "tokens_table",
+    "user_groups_table",
+    "users_table",
+]
+
+metadata = sa.MetaData()
+
+sessions_table = sa.Table(
+    "doorman_sessions",
+    metadata,
+    # SHA-256 (hex) of the session key: the key itself is never written down.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+users_table = sa.Table(
+    "doorman_users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(150), nullable=False),
+    # NFKC + casefold of the username: "Alice" and "alice" cannot both exist.
+    sa.Column("username_key", sa.String(150), nullable=False, unique=True),
+    sa.Column("email", sa.String(254), nullable=True),
+    # None: no usable password (the user signs in some other way, or not at all).
+    sa.Column("password_hash", sa.String(255), nullable=True),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    # Bumped to end every session of the user, the signed-cookie ones included.
+    sa.Column("session_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_login", sa.Float, nullable=True),
+)
+
+groups_table = sa.Table(
+    "doorman_groups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(150), nullable=False, unique=True),
+)
+
+user_groups_table = sa.Table(
+    "doorman_user_groups",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("doorman_users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "group_id",
+        sa.Integer,
+        sa.ForeignKey("doorman_groups.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+)
+
+tokens_table = sa.Table(
+    "doorman_tokens",
+    metadata,
+    # The public part of the token (shown in lists); the secret part is only hashed.
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("doorman_users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    # JSON list of the actions the token is limited to; NULL: whatever its user may do.
+    sa.Column("scopes", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("last_used_at", sa.Float, nullable=True),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+throttle_table = sa.Table(
+    "doorman_throttle",
+    metadata,
+    # A hash of what is counted (an account or a client address), never the raw value.
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("hits", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+settings_table = sa.Table(
+    "doorman_settings",
+    metadata,
+    # Values doorman keeps for itself, such as the secret generated on first start.
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
