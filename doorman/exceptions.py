@@ -53,3 +53,51 @@ class SessionInterrupted(SessionError):
     """The session was deleted (logout elsewhere) while this request was using it."""
 
     status_code = 400
+
+
+class AuthenticationFailed(DoormanError):
+    """Credentials were wrong, unknown, expired or revoked; the message never says which."""
+
+    status_code = 401
+
+
+class Throttled(AuthenticationFailed):
+    """Too many failed sign-ins for this account or address; try again after ``retry_after``."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermissionDenied(DoormanError):
+    """The actor may not do this."""
+
+    status_code = 403
+
+
+class AccountError(DoormanError, ValueError):
+    """A request about accounts that cannot be done as asked (bad username, and so on)."""
+
+    status_code = 400
+
+
+class PasswordRejected(AccountError):
+    """A new password fails validation; ``problems`` lists every reason, in words."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class UserNotFound(AccountError):
+    """No user has this id or username."""
+
+    status_code = 404
+
+
+class UsernameTaken(AccountError):
+    """Another user already has this username (compared without case)."""
+
+    status_code = 409

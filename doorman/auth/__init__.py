@@ -1,0 +1,3 @@
+"""Accounts and authentication: users, passwords, tokens, permissions, throttling."""
+
+from __future__ import annotations
