@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import (
+    AccountError,
+    AuthenticationFailed,
     BadSignature,
     ConfigError,
     DoormanError,
+    PasswordRejected,
+    PermissionDenied,
     SessionDataError,
     SessionError,
     SessionInterrupted,
@@ -15,6 +19,9 @@ from .exceptions import (
     SessionTooLarge,
     SignatureExpired,
     StoreError,
+    Throttled,
+    UsernameTaken,
+    UserNotFound,
 )
 from .sessions import Session, SessionMiddleware, clear_session, get_session, load_session
 from .signing import JSONSigner, Signer, TimestampSigner
@@ -22,13 +29,53 @@ from .stores import CookieStore, MemoryStore, SessionStore
 
 __version__ = "0.1.0.dev0"
 
+if TYPE_CHECKING:
+    from .auth.guards import allowed, guard, requires
+    from .auth.login import login, logout, update_session_auth
+    from .auth.middleware import AuthMiddleware
+    from .auth.passwords import PasswordHasher
+    from .auth.throttle import LoginThrottle
+    from .auth.tokens import Token
+    from .auth.users import User
+    from .core import Doorman
+    from .hookspecs import hookimpl
+    from .stores import RedisStore, SQLStore
+
+# The accounts side needs SQLAlchemy, argon2 and pluggy; it is imported on first
+# use, so that an app using only the session middleware loads none of them.
+_LAZY = {
+    "SQLStore": "stores",
+    "RedisStore": "stores",
+    "Doorman": "core",
+    "AuthMiddleware": "auth.middleware",
+    "login": "auth.login",
+    "logout": "auth.login",
+    "update_session_auth": "auth.login",
+    "allowed": "auth.guards",
+    "guard": "auth.guards",
+    "requires": "auth.guards",
+    "User": "auth.users",
+    "Token": "auth.tokens",
+    "PasswordHasher": "auth.passwords",
+    "LoginThrottle": "auth.throttle",
+    "hookimpl": "hookspecs",
+}
+
 __all__ = [
+    "AccountError",
+    "AuthMiddleware",
+    "AuthenticationFailed",
     "BadSignature",
     "ConfigError",
     "CookieStore",
+    "Doorman",
     "DoormanError",
     "JSONSigner",
+    "LoginThrottle",
     "MemoryStore",
+    "PasswordHasher",
+    "PasswordRejected",
+    "PermissionDenied",
     "RedisStore",
     "SQLStore",
     "Session",
@@ -42,16 +89,29 @@ __all__ = [
     "SignatureExpired",
     "Signer",
     "StoreError",
+    "Throttled",
     "TimestampSigner",
+    "Token",
+    "User",
+    "UserNotFound",
+    "UsernameTaken",
+    "allowed",
     "clear_session",
     "get_session",
+    "guard",
+    "hookimpl",
     "load_session",
+    "login",
+    "logout",
+    "requires",
+    "update_session_auth",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("SQLStore", "RedisStore"):
-        from . import stores
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return getattr(stores, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

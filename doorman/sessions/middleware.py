@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from .._types import ASGIApp, Message, Receive, Scope, Send
+from .._types import ASGIApp, Message, Receive, Scope, Send, send_text
 from ..exceptions import ConfigError, SessionTooLarge, StoreError
 from ..signing import Signer
 from ..stores.base import SessionStore
@@ -27,7 +27,7 @@ _MAX_CANDIDATES = 3
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ATTRIBUTE = re.compile(r"[\x21-\x3a\x3c-\x7e]*")  # printable ASCII, no ";"
 
-_UNAVAILABLE_BODY = b"Service unavailable: the session store did not answer.\n"
+_UNAVAILABLE_TEXT = "Service unavailable: the session store did not answer.\n"
 
 
 class SessionMiddleware:
@@ -199,19 +199,7 @@ async def _refuse(kind: str, send: Send, error: StoreError) -> None:
     if kind == "websocket":
         await send({"type": "websocket.close", "code": 1013})  # "try again later"
         return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(_UNAVAILABLE_BODY)).encode()),
-                (b"retry-after", b"5"),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
+    await send_text(send, 503, _UNAVAILABLE_TEXT, [(b"retry-after", b"5")])
 
 
 def _cookie_attributes(

@@ -1,0 +1,266 @@
+"""``AuthMiddleware``: who is asking, in ``scope["actor"]``.
+
+The actor comes, in order, from the session, an ``Authorization: Bearer`` API
+token, HTTP Basic (off unless ``basic_auth=True``) and the plugins'
+``actor_from_request`` hooks. A request without credentials costs no I/O.
+``scope["user"]`` and ``scope["auth"]`` mirror the actor in the shapes
+Starlette's ``request.user``, ``request.auth`` and ``requires()`` expect.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import MutableMapping
+from typing import Any
+
+from .._types import ASGIApp, Message, Receive, Scope, Send, send_text
+from ..core import Doorman
+from ..exceptions import AuthenticationFailed, StoreError, Throttled
+from ..plugins import first_result
+from ..sessions.session import Session
+from .guards import use
+from .users import User
+
+__all__ = [
+    "SESSION_AUTH_HASH",
+    "SESSION_USER_ID",
+    "AnonymousUser",
+    "AuthCredentials",
+    "AuthMiddleware",
+    "AuthenticatedUser",
+    "set_actor",
+]
+
+log = logging.getLogger("doorman.auth")
+security_log = logging.getLogger("doorman.security")
+
+#: Session keys written by ``login()``.
+SESSION_USER_ID = "_auth_user_id"
+SESSION_AUTH_HASH = "_auth_hash"
+
+_BASIC_CACHE_SIZE = 1024
+_BASIC_CACHE_SECONDS = 300.0
+
+
+class AuthenticatedUser:
+    """``scope["user"]`` for a signed-in actor (Starlette's ``BaseUser`` shape)."""
+
+    __slots__ = ("actor",)
+    is_authenticated = True
+
+    def __init__(self, actor: dict[str, Any]) -> None:
+        self.actor = actor
+
+    @property
+    def display_name(self) -> str:
+        return str(self.actor.get("username") or self.actor["id"])
+
+    @property
+    def identity(self) -> str:
+        return str(self.actor["id"])
+
+    def __repr__(self) -> str:
+        return f"<AuthenticatedUser {self.identity!r}>"
+
+
+class AnonymousUser:
+    """``scope["user"]`` when nobody is signed in."""
+
+    __slots__ = ()
+    is_authenticated = False
+    display_name = ""
+    identity = ""
+    actor = None
+
+
+class AuthCredentials:
+    """``scope["auth"]``: ``scopes`` as Starlette's ``requires()`` reads them."""
+
+    __slots__ = ("scopes",)
+
+    def __init__(self, scopes: list[str]) -> None:
+        self.scopes = scopes
+
+
+_ANONYMOUS = AnonymousUser()
+
+
+def set_actor(scope: Scope, actor: dict[str, Any] | None) -> None:
+    """Put ``actor`` in the scope, with the Starlette-shaped ``user`` and ``auth`` beside it."""
+    scope["actor"] = actor
+    if actor is None:
+        scope["user"], scope["auth"] = _ANONYMOUS, AuthCredentials([])
+        return
+    scopes = ["authenticated"]
+    if actor.get("admin") is True:
+        scopes.append("admin")
+    scope["user"], scope["auth"] = AuthenticatedUser(actor), AuthCredentials(scopes)
+
+
+class AuthMiddleware:
+    """Resolves the actor of every http and websocket request; put it inside SessionMiddleware.
+
+    A store that does not answer gives 503, never an anonymous or signed-in
+    guess. With ``basic_auth=True`` HTTP Basic credentials are checked (and
+    throttled) like a sign-in form; a verified pair is remembered for five
+    minutes in this process so that each request does not pay for argon2.
+    """
+
+    def __init__(self, app: ASGIApp, doorman: Doorman, *, basic_auth: bool = False) -> None:
+        self.app = app
+        self.doorman = doorman
+        self.basic_auth = basic_auth
+        self._basic_key = secrets.token_bytes(32)
+        self._basic_cache: OrderedDict[bytes, tuple[int, str | None, float]] = OrderedDict()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, self._starting(receive), send)
+            return
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        scope["doorman"] = self.doorman
+        use(self.doorman)
+        try:
+            actor = await self.resolve(scope)
+        except Throttled as error:
+            await _answer(
+                kind, send, 429, str(error), [(b"retry-after", b"%d" % error.retry_after)]
+            )
+            return
+        except StoreError as error:
+            log.error("accounts store unavailable, answering 503: %s", error)
+            await _answer(kind, send, 503, "Service unavailable: try again shortly.\n")
+            return
+        set_actor(scope, actor)
+        await self.app(scope, receive, send)
+
+    def _starting(self, receive: Receive) -> Receive:
+        async def receive_and_start() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.doorman.startup()
+            return message
+
+        return receive_and_start
+
+    async def resolve(self, scope: Scope) -> dict[str, Any] | None:
+        """The actor for this request, or None."""
+        session = scope.get("session")
+        if session is not None:
+            actor = await self._from_session(session)
+            if actor is not None:
+                return actor
+        authorization = _header(scope, b"authorization")
+        if authorization:
+            scheme, _, credentials = authorization.strip().partition(" ")
+            scheme = scheme.lower()
+            if scheme == "bearer":
+                return await self._from_token(credentials.strip(), scope)
+            if scheme == "basic" and self.basic_auth:
+                return await self._from_basic(credentials.strip(), scope)
+        hook = self.doorman.plugins.hook.actor_from_request
+        if hook.get_hookimpls():
+            found = await first_result(hook, doorman=self.doorman, scope=scope)
+            if isinstance(found, dict) and "id" in found:
+                return found
+        return None
+
+    async def _from_session(self, session: Any) -> dict[str, Any] | None:
+        if isinstance(session, Session):
+            if not session.cookie_present:
+                return None  # a new visitor: nothing to look up
+            await session.load()
+        elif not isinstance(session, MutableMapping):
+            return None
+        user_id = session.get(SESSION_USER_ID)
+        if user_id is None:
+            return None
+        user = await self.doorman.users.get(user_id) if type(user_id) is int else None
+        if (
+            user is None
+            or not user.is_active
+            or not self.doorman.session_auth_hash_matches(user, session.get(SESSION_AUTH_HASH))
+        ):
+            # Deleted, disabled, password changed or sessions ended: this session is over.
+            security_log.info("ending a session of user id %r: no longer valid", user_id)
+            if isinstance(session, Session):
+                session.flush()
+            else:
+                session.clear()
+            return None
+        return user.actor("session")
+
+    async def _from_token(self, text: str, scope: Scope) -> dict[str, Any] | None:
+        token = await self.doorman.tokens.verify(text)
+        if token is None:
+            security_log.info("unknown, revoked or expired API token from %s", _client(scope))
+            return None
+        user = await self.doorman.users.get(token.user_id)
+        if user is None or not user.is_active:
+            return None
+        actor = user.actor("token")
+        actor["token"] = token.id
+        if token.scopes is not None:
+            actor["scopes"] = list(token.scopes)
+        return actor
+
+    async def _from_basic(self, credentials: str, scope: Scope) -> dict[str, Any] | None:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return None
+        username, colon, password = decoded.partition(":")
+        if not colon:
+            return None
+        cache_key = hmac.digest(self._basic_key, decoded.encode(), hashlib.sha256)
+        cached = self._basic_cache.get(cache_key)
+        if cached is not None and cached[2] > time.monotonic():
+            user = await self.doorman.users.get(cached[0])
+            if user is not None and user.is_active and user.password_hash == cached[1]:
+                return user.actor("basic")
+        try:
+            user = await self.doorman.authenticate(username, password, client=_client(scope))
+        except Throttled:
+            raise
+        except AuthenticationFailed:
+            return None
+        self._remember(cache_key, user)
+        return user.actor("basic")
+
+    def _remember(self, cache_key: bytes, user: User) -> None:
+        cache = self._basic_cache
+        cache[cache_key] = (user.id, user.password_hash, time.monotonic() + _BASIC_CACHE_SECONDS)
+        cache.move_to_end(cache_key)
+        while len(cache) > _BASIC_CACHE_SIZE:
+            cache.popitem(last=False)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for header, value in scope["headers"]:
+        if header == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+async def _answer(
+    kind: str, send: Send, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    if kind == "websocket":
+        await send({"type": "websocket.close", "code": 1013 if status == 503 else 1008})
+        return
+    await send_text(send, status, text, headers)

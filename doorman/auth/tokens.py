@@ -1,0 +1,198 @@
+"""API tokens: shown once, stored as a hash, revocable, with an optional expiry.
+
+A token reads ``dmt_<id>_<secret>``. The id (16 hex digits) is public: lists
+show it and ``revoke`` takes it. The secret (256 bits) is never stored; the
+table keeps a SHA-256 of the whole token, checked in constant time. A plain
+hash is enough for a random 256-bit secret (no password to guess), and it does
+not depend on ``DOORMAN_SECRET``, so rotating that secret keeps tokens working.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..database import connect
+from ..exceptions import AccountError
+from ..migrations import ensure_schema
+from ..schema import tokens_table, users_table
+from .users import User
+
+__all__ = ["PREFIX", "Token", "Tokens", "parse_token"]
+
+PREFIX = "dmt_"
+_ID_CHARS = 16
+_SECRET_BYTES = 32
+_SECRET_CHARS = 43  # token_urlsafe(32)
+_TOKEN_LENGTH = len(PREFIX) + _ID_CHARS + 1 + _SECRET_CHARS
+_HEX = frozenset("0123456789abcdef")
+_URLSAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+#: ``last_used_at`` is written at most this often per token, not on every request.
+LAST_USED_RESOLUTION = 60.0
+_t = tokens_table.c
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """What doorman knows about a token; never the token itself."""
+
+    id: str
+    user_id: int
+    name: str
+    scopes: tuple[str, ...] | None
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+    revoked_at: float | None
+    username: str = ""
+
+    def is_live(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+def parse_token(text: str) -> str | None:
+    """The id of a well-formed token, or None: malformed text never reaches the database."""
+    if (
+        len(text) != _TOKEN_LENGTH
+        or not text.startswith(PREFIX)
+        or text[len(PREFIX) + _ID_CHARS] != "_"
+    ):
+        return None
+    token_id = text[len(PREFIX) : len(PREFIX) + _ID_CHARS]
+    secret = text[len(PREFIX) + _ID_CHARS + 1 :]
+    if not _HEX.issuperset(token_id) or not _URLSAFE.issuperset(secret):
+        return None
+    return token_id
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+class Tokens:
+    """Creates, checks, lists and revokes API tokens. Every method may raise ``StoreError``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def create(
+        self,
+        user: User,
+        *,
+        name: str = "",
+        expires_in: float | None = None,
+        scopes: Iterable[str] | None = None,
+    ) -> tuple[Token, str]:
+        """A new token for ``user``: its record, and the token text to show once."""
+        if expires_in is not None and expires_in <= 0:
+            raise AccountError("a token's lifetime must be above 0 seconds")
+        if len(name) > 200:
+            raise AccountError("a token name is at most 200 characters")
+        scope_list = None if scopes is None else sorted(set(scopes))
+        if scope_list is not None and not all(isinstance(s, str) and s for s in scope_list):
+            raise AccountError("token scopes are action names")
+        token_id = secrets.token_hex(_ID_CHARS // 2)
+        text = f"{PREFIX}{token_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+        now = time.time()
+        row = {
+            "id": token_id,
+            "user_id": user.id,
+            "secret_hash": _digest(text),
+            "name": name,
+            "scopes": None if scope_list is None else json.dumps(scope_list),
+            "created_at": now,
+            "expires_at": None if expires_in is None else now + expires_in,
+        }
+        await ensure_schema(self.engine)
+        async with connect(self.engine, write=True) as connection:
+            await connection.execute(tokens_table.insert().values(row))
+        return _token({**row, "last_used_at": None, "revoked_at": None}, user.username), text
+
+    async def verify(self, text: str) -> Token | None:
+        """The live token this text is, or None (unknown, wrong, revoked, expired)."""
+        token_id = parse_token(text)
+        if token_id is None:
+            return None
+        await ensure_schema(self.engine)
+        async with connect(self.engine) as connection:
+            row = (
+                (await connection.execute(sa.select(tokens_table).where(_t.id == token_id)))
+                .mappings()
+                .first()
+            )
+        if row is None or not hmac.compare_digest(row["secret_hash"], _digest(text)):
+            return None
+        token = _token(row)
+        now = time.time()
+        if not token.is_live(now):
+            return None
+        if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+            async with connect(self.engine, write=True) as connection:
+                await connection.execute(
+                    tokens_table.update().where(_t.id == token.id).values(last_used_at=now)
+                )
+        return token
+
+    async def list(
+        self, user: User | None = None, *, include_dead: bool = False
+    ) -> builtins.list[Token]:
+        """Tokens, newest first: of one user, or of everyone."""
+        query = (
+            sa.select(tokens_table, users_table.c.username)
+            .join(users_table, users_table.c.id == _t.user_id)
+            .order_by(_t.created_at.desc())
+        )
+        if user is not None:
+            query = query.where(_t.user_id == user.id)
+        if not include_dead:
+            now = time.time()
+            query = query.where(
+                _t.revoked_at.is_(None), sa.or_(_t.expires_at.is_(None), _t.expires_at > now)
+            )
+        await ensure_schema(self.engine)
+        async with connect(self.engine) as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        return [_token(row, row["username"]) for row in rows]
+
+    async def revoke(self, token_id: str, *, user: User | None = None) -> bool:
+        """Revoke one token (only ``user``'s, when given); False when there was none to revoke."""
+        query = tokens_table.update().where(_t.id == token_id, _t.revoked_at.is_(None))
+        if user is not None:
+            query = query.where(_t.user_id == user.id)
+        await ensure_schema(self.engine)
+        async with connect(self.engine, write=True) as connection:
+            result = await connection.execute(query.values(revoked_at=time.time()))
+        return result.rowcount > 0
+
+    async def revoke_all(self, user: User) -> int:
+        """Revoke every live token of ``user``; return how many."""
+        query = tokens_table.update().where(_t.user_id == user.id, _t.revoked_at.is_(None))
+        await ensure_schema(self.engine)
+        async with connect(self.engine, write=True) as connection:
+            result = await connection.execute(query.values(revoked_at=time.time()))
+        return max(result.rowcount, 0)
+
+
+def _token(row: Any, username: str = "") -> Token:
+    scopes = row["scopes"]
+    return Token(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        scopes=None if scopes is None else tuple(json.loads(scopes)),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+        username=username,
+    )

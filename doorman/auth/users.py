@@ -1,0 +1,301 @@
+"""Users and groups in SQL: the accounts doorman signs people in as."""
+
+from __future__ import annotations
+
+import builtins
+import re
+import time
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..database import connect
+from ..exceptions import AccountError, UsernameTaken, UserNotFound
+from ..migrations import ensure_schema
+from ..schema import groups_table, user_groups_table, users_table
+from .passwords import PasswordHasher
+
+__all__ = ["User", "Users", "check_username", "username_key"]
+
+_USERNAME = re.compile(r"[\w.@+-]{1,150}")
+_GROUP = re.compile(r"[\w.@+-][\w.@+ -]{0,148}[\w.@+-]|[\w.@+-]")
+_u, _g, _ug = users_table.c, groups_table.c, user_groups_table.c
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One account, as read from the database. Immutable: methods of ``Users`` change it."""
+
+    id: int
+    username: str
+    email: str | None
+    is_admin: bool
+    is_active: bool
+    session_version: int
+    created_at: float
+    last_login: float | None
+    groups: tuple[str, ...] = ()
+    password_hash: str | None = field(default=None, repr=False)
+
+    @property
+    def has_usable_password(self) -> bool:
+        return bool(self.password_hash)
+
+    def actor(self, via: str) -> dict[str, Any]:
+        """The actor dict for ``scope["actor"]``: the id is the username."""
+        return {
+            "id": self.username,
+            "username": self.username,
+            "admin": self.is_admin,
+            "groups": list(self.groups),
+            "via": via,
+        }
+
+
+def username_key(username: str) -> str:
+    """What usernames are compared by: "Alice", "alice" and its full-width form are one account."""
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def check_username(username: str) -> str:
+    """The username in NFKC form, or ``AccountError`` saying what is wrong with it."""
+    if not isinstance(username, str):
+        raise AccountError("a username is text")
+    name = unicodedata.normalize("NFKC", username)
+    if not _USERNAME.fullmatch(name):
+        raise AccountError("a username is 1 to 150 letters, digits and the characters . @ + - _")
+    return name
+
+
+def check_group(name: str) -> str:
+    name = unicodedata.normalize("NFKC", name).strip()
+    if not _GROUP.fullmatch(name):
+        raise AccountError("a group name is 1 to 150 letters, digits, spaces and . @ + - _")
+    return name
+
+
+class Users:
+    """Reads and writes users and groups. Every method may raise ``StoreError``."""
+
+    def __init__(self, engine: AsyncEngine, hasher: PasswordHasher) -> None:
+        self.engine = engine
+        self.hasher = hasher
+
+    # -- reading -----------------------------------------------------------
+
+    async def get(self, user_id: int) -> User | None:
+        """The user with this id, groups included, in one round trip."""
+        found = await self._select(_u.id == user_id)
+        return found[0] if found else None
+
+    async def by_username(self, username: str) -> User | None:
+        if not isinstance(username, str) or len(username) > 600:
+            return None
+        found = await self._select(_u.username_key == username_key(username))
+        return found[0] if found else None
+
+    async def require(self, username: str) -> User:
+        user = await self.by_username(username)
+        if user is None:
+            raise UserNotFound(f"no user {username!r}")
+        return user
+
+    async def list(
+        self, *, search: str | None = None, limit: int = 50, offset: int = 0
+    ) -> builtins.list[User]:
+        """Users ordered by username; ``search`` matches part of the username or email."""
+        ids = sa.select(_u.id).order_by(_u.username_key).limit(limit).offset(offset)
+        if search:
+            ids = ids.where(_matches(search))
+        return await self._select(_u.id.in_(ids.scalar_subquery()))
+
+    async def count(self, *, search: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(users_table)
+        if search:
+            query = query.where(_matches(search))
+        await ensure_schema(self.engine)
+        async with connect(self.engine) as connection:
+            return int((await connection.execute(query)).scalar_one())
+
+    async def _select(self, where: sa.ColumnElement[bool]) -> builtins.list[User]:
+        joined = users_table.outerjoin(user_groups_table, _ug.user_id == _u.id).outerjoin(
+            groups_table, _g.id == _ug.group_id
+        )
+        query = (
+            sa.select(users_table, _g.name.label("group_name"))
+            .select_from(joined)
+            .where(where)
+            .order_by(_u.username_key, _g.name)
+        )
+        await ensure_schema(self.engine)
+        async with connect(self.engine) as connection:
+            rows = (await connection.execute(query)).mappings().all()
+        users: dict[int, User] = {}
+        groups: dict[int, builtins.list[str]] = {}
+        for row in rows:
+            if row["id"] not in users:
+                users[row["id"]] = _user(row)
+                groups[row["id"]] = []
+            if row["group_name"] is not None:
+                groups[row["id"]].append(row["group_name"])
+        return [replace(user, groups=tuple(groups[user.id])) for user in users.values()]
+
+    # -- writing -----------------------------------------------------------
+
+    async def create(
+        self,
+        username: str,
+        *,
+        password: str | None = None,
+        password_hash: str | None = None,
+        email: str | None = None,
+        is_admin: bool = False,
+        is_active: bool = True,
+        groups: Iterable[str] = (),
+    ) -> User:
+        """Add a user. Give ``password`` (hashed here) or an existing ``password_hash``."""
+        name = check_username(username)
+        if password is not None:
+            password_hash = await self.hasher.hash(password)
+        row = {
+            "username": name,
+            "username_key": username_key(name),
+            "email": _check_email(email),
+            "password_hash": password_hash,
+            "is_admin": is_admin,
+            "is_active": is_active,
+            "session_version": 0,
+            "created_at": time.time(),
+        }
+        await ensure_schema(self.engine)
+        try:
+            async with connect(self.engine, write=True) as connection:
+                result = await connection.execute(users_table.insert().values(row))
+                user_id = result.inserted_primary_key[0]  # type: ignore[index]
+                await self._add_groups(connection, user_id, groups)
+        except exc.IntegrityError:
+            raise UsernameTaken(f"the username {name!r} is taken") from None
+        return await self._must_get(user_id)
+
+    async def set_password(self, user: User, password: str | None) -> User:
+        """A new password (None: no usable password). Every other session of the user ends."""
+        encoded = None if password is None else await self.hasher.hash(password)
+        return await self._update(user, password_hash=encoded)
+
+    async def replace_hash(self, user: User, encoded: str) -> User:
+        """Store a re-hash of the *same* password (new parameters), if nobody changed it since."""
+        query = (
+            users_table.update()
+            .where(_u.id == user.id, _u.password_hash == user.password_hash)
+            .values(password_hash=encoded)
+        )
+        async with connect(self.engine, write=True) as connection:
+            await connection.execute(query)
+        return await self._must_get(user.id)
+
+    async def set_active(self, user: User, active: bool) -> User:
+        """Disable (or enable) a user: a disabled user is never an actor."""
+        return await self._update(user, is_active=active)
+
+    async def set_admin(self, user: User, admin: bool) -> User:
+        return await self._update(user, is_admin=admin)
+
+    async def set_email(self, user: User, email: str | None) -> User:
+        return await self._update(user, email=_check_email(email))
+
+    async def end_sessions(self, user: User) -> User:
+        """End every session of the user, in every store, signed cookies included."""
+        return await self._update(user, session_version=_u.session_version + 1)
+
+    async def record_login(self, user: User, at: float) -> None:
+        async with connect(self.engine, write=True) as connection:
+            await connection.execute(
+                users_table.update().where(_u.id == user.id).values(last_login=at)
+            )
+
+    async def delete(self, user: User) -> None:
+        """Delete the user, their tokens and group memberships."""
+        async with connect(self.engine, write=True) as connection:
+            await connection.execute(users_table.delete().where(_u.id == user.id))
+
+    async def set_groups(self, user: User, groups: Iterable[str]) -> User:
+        """Make ``groups`` the user's groups, creating any that do not exist yet."""
+        async with connect(self.engine, write=True) as connection:
+            await connection.execute(user_groups_table.delete().where(_ug.user_id == user.id))
+            await self._add_groups(connection, user.id, groups)
+        return await self._must_get(user.id)
+
+    async def _add_groups(self, connection: Any, user_id: int, groups: Iterable[str]) -> None:
+        names = sorted({check_group(name) for name in groups})
+        if not names:
+            return
+        existing = dict(
+            (await connection.execute(sa.select(_g.name, _g.id).where(_g.name.in_(names)))).all()
+        )
+        for name in names:
+            if name not in existing:
+                result = await connection.execute(groups_table.insert().values(name=name))
+                existing[name] = result.inserted_primary_key[0]
+        await connection.execute(
+            user_groups_table.insert(),
+            [{"user_id": user_id, "group_id": existing[name]} for name in names],
+        )
+
+    async def _update(self, user: User, **values: Any) -> User:
+        await ensure_schema(self.engine)
+        async with connect(self.engine, write=True) as connection:
+            result = await connection.execute(
+                users_table.update().where(_u.id == user.id).values(**values)
+            )
+        if result.rowcount == 0:
+            raise UserNotFound(f"no user {user.username!r} (deleted?)")
+        return await self._must_get(user.id)
+
+    async def _must_get(self, user_id: int) -> User:
+        user = await self.get(user_id)
+        if user is None:
+            raise UserNotFound(f"no user with id {user_id}")
+        return user
+
+
+def _user(row: Any) -> User:
+    return User(
+        id=row["id"],
+        username=row["username"],
+        email=row["email"],
+        is_admin=bool(row["is_admin"]),
+        is_active=bool(row["is_active"]),
+        session_version=row["session_version"],
+        created_at=row["created_at"],
+        last_login=row["last_login"],
+        password_hash=row["password_hash"],
+    )
+
+
+def _matches(search: str) -> sa.ColumnElement[bool]:
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped.casefold()}%"
+    return sa.or_(
+        _u.username_key.like(pattern, escape="\\"),
+        sa.func.lower(_u.email).like(pattern, escape="\\"),
+    )
+
+
+def _check_email(email: str | None) -> str | None:
+    if email is None or email == "":
+        return None
+    if (
+        not isinstance(email, str)
+        or len(email) > 254
+        or email.count("@") != 1
+        or any(c.isspace() or ord(c) < 32 for c in email)
+        or email.startswith("@")
+        or email.endswith("@")
+    ):
+        raise AccountError(f"{email!r} is not an email address")
+    return email

@@ -1,0 +1,221 @@
+"""``Doorman``: accounts, tokens, throttling, permissions and plugins, wired once.
+
+One ``Doorman`` is built per app at start-up and shared by ``AuthMiddleware``,
+``login()``/``logout()``, the sign-in server and the CLI. Plugin hooks receive
+it as their ``doorman`` argument.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pluggy
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .auth.passwords import PasswordHasher, validate_password
+from .auth.permissions import Rules, check_permission
+from .auth.throttle import LoginThrottle, counter_for
+from .auth.tokens import Tokens
+from .auth.users import User, Users
+from .database import create_engine
+from .events import LoginFailedEvent, LoginFailure
+from .exceptions import AuthenticationFailed, BadSignature, PasswordRejected, Throttled
+from .migrations import ensure_schema
+from .plugins import all_results, make_plugin_manager
+from .signing import Signer
+from .stores.base import SessionStore
+
+__all__ = ["Doorman"]
+
+log = logging.getLogger("doorman.auth")
+security_log = logging.getLogger("doorman.security")
+
+#: The one answer to every failed sign-in: it never says whether the user exists.
+BAD_CREDENTIALS = "Wrong username or password."
+
+
+class Doorman:
+    """The accounts side of doorman, configured once.
+
+    ``db`` is a SQLite path or a ``postgresql://`` URL (or pass ``engine``).
+    ``secret`` is the same secret (or list, newest first) as the session
+    middleware's. ``sessions`` is the session store: failed sign-ins are
+    counted next to the sessions (Redis, or the database) so that every worker
+    sees the same counts. ``rules`` are permission rules (see
+    docs/permissions.md); ``plugins`` and ``plugins_dir`` add plugins to those
+    installed under the ``doorman`` entry point.
+    """
+
+    def __init__(
+        self,
+        db: str = "doorman.db",
+        *,
+        secret: str | Sequence[str],
+        engine: AsyncEngine | None = None,
+        sessions: SessionStore | None = None,
+        hasher: PasswordHasher | None = None,
+        throttle: LoginThrottle | None = None,
+        rules: Mapping[str, Any] | None = None,
+        plugins: Iterable[object] = (),
+        plugins_dir: str | os.PathLike[str] | None = None,
+        entry_points: bool = True,
+        password_min_length: int = 10,
+    ) -> None:
+        self.engine = engine if engine is not None else create_engine(db)
+        self._owns_engine = engine is None
+        self._auth_hash = Signer(secret, salt="doorman.auth-hash")
+        self.hasher = hasher if hasher is not None else PasswordHasher()
+        self.users = Users(self.engine, self.hasher)
+        self.tokens = Tokens(self.engine)
+        self.throttle = (
+            throttle
+            if throttle is not None
+            else LoginThrottle(counter_for(sessions, engine=self.engine), secret=secret)
+        )
+        self.rules = Rules(rules or {})
+        self.plugins: pluggy.PluginManager = make_plugin_manager(
+            plugins=plugins, plugins_dir=plugins_dir, entry_points=entry_points
+        )
+        self.password_min_length = password_min_length
+
+    async def startup(self) -> None:
+        """Bring the tables up to date and run the plugins' ``startup`` hooks."""
+        await ensure_schema(self.engine)
+        await all_results(self.plugins.hook.startup, doorman=self)
+
+    async def close(self) -> None:
+        self.hasher.close()
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    # -- passwords ---------------------------------------------------------
+
+    async def authenticate(self, username: str, password: str, *, client: str | None) -> User:
+        """The user these credentials belong to, or ``AuthenticationFailed``.
+
+        ``Throttled`` (a subclass) when this account or ``client`` address has
+        tried too often lately: every attempt is counted before the password is
+        checked, and a success gives its count back. An unknown user costs as
+        much time as a wrong password, and gets the same answer.
+        """
+        try:
+            await self.throttle.attempt(username, client)
+        except Throttled:
+            await self._login_failed(username, client, "throttled")
+            raise
+        user = await self.users.by_username(username)
+        if user is None or not user.password_hash:
+            await self.hasher.burn(password)
+            return await self._refuse(username, client, "bad-credentials")
+        verdict = await self.hasher.verify(password, user.password_hash)
+        if not verdict.ok:
+            return await self._refuse(username, client, "bad-credentials")
+        if not user.is_active:
+            return await self._refuse(username, client, "disabled")
+        if verdict.needs_rehash:
+            user = await self.users.replace_hash(user, await self.hasher.hash(password))
+        await self.throttle.succeeded(username, client)
+        return user
+
+    async def _refuse(self, username: str, client: str | None, reason: LoginFailure) -> User:
+        await self._login_failed(username, client, reason)
+        raise AuthenticationFailed(BAD_CREDENTIALS)
+
+    async def _login_failed(self, username: str, client: str | None, reason: LoginFailure) -> None:
+        security_log.warning("failed sign-in for %r from %s: %s", username[:150], client, reason)
+        event = LoginFailedEvent(
+            username=username[:150], client=client, reason=reason, at=time.time()
+        )
+        await self.fire("on_login_failed", event)
+
+    async def password_problems(
+        self, password: str, *, username: str | None = None, email: str | None = None
+    ) -> list[str]:
+        """Why ``password`` is not acceptable (empty when it is): built-in checks, then hooks."""
+        problems = validate_password(
+            password, username=username, email=email, min_length=self.password_min_length
+        )
+        for found in await all_results(
+            self.plugins.hook.validate_password, doorman=self, password=password, username=username
+        ):
+            problems.extend([found] if isinstance(found, str) else found)
+        return problems
+
+    async def create_user(
+        self,
+        username: str,
+        password: str | None = None,
+        *,
+        email: str | None = None,
+        admin: bool = False,
+        groups: Iterable[str] = (),
+        validate: bool = True,
+    ) -> User:
+        """Add a user; the password must pass validation unless ``validate=False``."""
+        if password is not None and validate:
+            problems = await self.password_problems(password, username=username, email=email)
+            if problems:
+                raise PasswordRejected(problems)
+        return await self.users.create(
+            username, password=password, email=email, is_admin=admin, groups=groups
+        )
+
+    async def set_password(self, user: User, password: str, *, validate: bool = True) -> User:
+        """Change a password: every session of the user ends (sign the current one in again)."""
+        if validate:
+            problems = await self.password_problems(
+                password, username=user.username, email=user.email
+            )
+            if problems:
+                raise PasswordRejected(problems)
+        return await self.users.set_password(user, password)
+
+    # -- sessions ----------------------------------------------------------
+
+    def session_auth_hash(self, user: User) -> str:
+        """A MAC of the user's password hash and session version, kept in their sessions.
+
+        A new password or ``Users.end_sessions`` changes it, which ends every
+        session that holds the old one, in every store.
+        """
+        signed = self._auth_hash.sign(_auth_material(user))
+        return signed.rpartition(".")[2]
+
+    def session_auth_hash_matches(self, user: User, given: object) -> bool:
+        if not isinstance(given, str):
+            return False
+        try:
+            self._auth_hash.unsign(f"{_auth_material(user)}.{given}")
+        except BadSignature:
+            return False
+        return True
+
+    # -- permissions and plugins -------------------------------------------
+
+    async def allowed(
+        self, actor: Mapping[str, Any] | None, action: str, resource: str | None = None
+    ) -> bool:
+        """May ``actor`` do ``action`` (on ``resource``)? Hooks, then rules, then defaults."""
+        return await check_permission(
+            plugins=self.plugins,
+            doorman=self,
+            actor=dict(actor) if actor is not None else None,
+            action=action,
+            resource=resource,
+            rules=self.rules,
+        )
+
+    async def fire(self, hook: str, event: object) -> None:
+        """Tell the plugins about an event; a failing plugin is logged, not fatal."""
+        try:
+            await all_results(getattr(self.plugins.hook, hook), doorman=self, event=event)
+        except Exception:
+            log.exception("a plugin's %s hook failed", hook)
+
+
+def _auth_material(user: User) -> str:
+    return f"{user.id}:{user.session_version}:{user.password_hash or ''}"

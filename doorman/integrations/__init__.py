@@ -1,0 +1,1 @@
+"""doorman inside the frameworks and tools its users already run."""
