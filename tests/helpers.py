@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from starlette.exceptions import StarletteDeprecationWarning
 
 from doorman import Session, Signer, get_session
 from doorman._types import ASGIApp, Receive, Scope, Send
 
 from .conftest import SECRET
+
+with warnings.catch_warnings():
+    # Starlette 1.x asks for the `httpx2` fork for its TestClient; plain httpx still works.
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient  # noqa: F401  (imported from here by tests)
 
 COOKIE = "doorman_session"
 SESSION_SALT = "doorman.session"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
 import pytest
 
-from doorman import SessionMiddleware
+from doorman import AuthMiddleware, Doorman, PasswordHasher, SessionMiddleware
 from doorman.cli import main
 
 ROOT = Path(__file__).parent.parent
@@ -58,3 +59,39 @@ def command_paths(group: click.Group, prefix: str = "doorman") -> list[str]:
 def test_every_cli_command_is_documented() -> None:
     missing = [path for path in command_paths(main) if path not in DOCS]
     assert not missing, f"commands not in README.md or docs/: {missing}"
+
+
+@pytest.mark.anyio
+async def test_the_auth_guide_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # it writes accounts.db
+    source = python_blocks((ROOT / "docs" / "auth.md").read_text())[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "docs/auth.md", "exec"), namespace)  # our own docs
+    doorman = namespace["doorman"]
+    doorman.hasher = PasswordHasher(time_cost=1, memory_cost=1024)
+    doorman.users.hasher = doorman.hasher
+    await doorman.create_user("alice", "a long passphrase")
+    transport = httpx.ASGITransport(namespace["app"])
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/whoami")).json() == {"actor": None}
+        assert (await client.get("/reports")).status_code == 401
+        wrong = await client.post("/login", data={"username": "alice", "password": "nope"})
+        assert wrong.status_code == 401
+        signed = await client.post(
+            "/login", data={"username": "alice", "password": "a long passphrase"}
+        )
+        assert signed.json()["actor"]["id"] == "alice"
+        assert (await client.get("/whoami")).json()["actor"]["username"] == "alice"
+        assert (await client.get("/reports")).status_code == 403, "not an admin, no rule"
+        await client.post("/logout")
+        assert (await client.get("/whoami")).json() == {"actor": None}
+    await doorman.close()
+    await namespace["app"].policy.store.close()
+
+
+@pytest.mark.parametrize("target", [Doorman, AuthMiddleware])
+def test_every_accounts_option_is_documented(target: Any) -> None:
+    table = (ROOT / "docs" / "auth.md").read_text()
+    options = [p for p in inspect.signature(target).parameters if p not in ("app", "self")]
+    missing = [o for o in options if f"| `{o}` |" not in table]
+    assert not missing, f"{target.__name__} options without a row in docs/auth.md: {missing}"

@@ -6,7 +6,6 @@ import contextlib
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.datastructures import Secret
-from starlette.exceptions import StarletteDeprecationWarning
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware as StarletteSessionMiddleware
 from starlette.requests import Request
@@ -32,12 +30,7 @@ from doorman.stores import SessionStore
 from doorman.stores.sql import SQLStore
 
 from .conftest import SECRET
-from .helpers import COOKIE, client, only_set_cookie, parse_set_cookie, vary
-
-with warnings.catch_warnings():
-    # Starlette 1.x asks for the `httpx2` fork for its TestClient; plain httpx still works.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
+from .helpers import COOKIE, TestClient, client, only_set_cookie, parse_set_cookie, vary
 
 # -- Starlette drop-in ------------------------------------------------------------
 
