@@ -644,3 +644,29 @@ def test_lifespan_startup_migrates_and_runs_startup_hooks(tmp_path: Path) -> Non
         assert test_client.get("/whoami").json()["actor"] is None
     assert (tmp_path / "a.db").exists()
     asyncio.run(doorman.close())
+
+
+@pytest.mark.anyio
+async def test_requires_on_an_http_endpoint_method(tmp_path: Path) -> None:
+    from starlette.endpoints import HTTPEndpoint
+
+    from doorman.stores import MemoryStore
+
+    class Reports(HTTPEndpoint):
+        @requires("view")
+        async def get(self, request: Request) -> Response:
+            return PlainTextResponse(f"reports for {request.user.display_name}")
+
+    doorman = Doorman(
+        str(tmp_path / "a.db"), secret=SECRET, hasher=fast_hasher(), entry_points=False
+    )
+    await doorman.create_user("alice", PASSWORD)
+    routes = [Route("/login", sign_in, methods=["POST"]), Route("/reports", Reports)]
+    app = SessionMiddleware(
+        AuthMiddleware(Starlette(routes=routes), doorman), secret=SECRET, store=MemoryStore()
+    )
+    async with client(app) as browser:
+        assert (await browser.get("/reports")).status_code == 401
+        await browser.post("/login", data={"username": "alice", "password": PASSWORD})
+        assert (await browser.get("/reports")).text == "reports for alice"
+    await doorman.close()

@@ -94,7 +94,7 @@ def requires(action: str, resource: str | None = None) -> Callable[[Endpoint], E
     def decorate(endpoint: Endpoint) -> Endpoint:
         @functools.wraps(endpoint)
         async def checked(*args: Any, **kwargs: Any) -> Any:
-            conn = next((a for a in args if isinstance(getattr(a, "scope", None), dict)), None)
+            conn = _connection((*args, *kwargs.values()))
             if conn is None:
                 raise TypeError(f"@requires({action!r}) needs a request or websocket argument")
             scope: MutableMapping[str, Any] = conn.scope
@@ -108,6 +108,11 @@ def requires(action: str, resource: str | None = None) -> Callable[[Endpoint], E
         return checked  # type: ignore[return-value]
 
     return decorate
+
+
+def _connection(candidates: tuple[Any, ...]) -> Any:
+    """The request or websocket among an endpoint's arguments, or None."""
+    return next((c for c in candidates if isinstance(getattr(c, "scope", None), dict)), None)
 
 
 class _Refusal:
