@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..database import VERSION_TABLE, connect, unavailable
+from ..exceptions import StoreError
 
 __all__ = ["ensure_schema", "head_revision", "migrate", "schema_revision", "schema_sql"]
 
@@ -30,6 +31,9 @@ __all__ = ["ensure_schema", "head_revision", "migrate", "schema_revision", "sche
 _ADVISORY_LOCK = 0x646F6F726D616E  # "doorman"
 _ATTEMPTS = 5
 _migrated: weakref.WeakSet[Engine] = weakref.WeakSet()
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _config() -> Config:
@@ -58,18 +62,39 @@ def _current_revision(connection: Connection) -> str | None:
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     """Create or upgrade doorman's tables to ``revision`` (default: the newest)."""
-    for attempt in range(_ATTEMPTS):
-        try:
-            async with connect(engine, write=True) as connection:
-                await connection.run_sync(_upgrade, revision)
-            break
-        except (exc.OperationalError, exc.IntegrityError, exc.ProgrammingError) as error:
-            # Another worker migrated between our check and our DDL (SQLite:
-            # "database is locked" or "table already exists"): try again.
-            if attempt == _ATTEMPTS - 1:
-                raise unavailable(engine, error) from error
-            await asyncio.sleep(0.05 * (attempt + 1))
+    # Alembic's `context` and `op` are process-wide: one migration at a time per process.
+    async with _process_lock():
+        for attempt in range(_ATTEMPTS):
+            try:
+                async with connect(engine, write=True) as connection:
+                    await connection.run_sync(_upgrade, revision)
+                break
+            except (StoreError, exc.IntegrityError) as error:
+                # Another process migrated between our check and our DDL ("database
+                # is locked", "table already exists"): try again, a bounded number of times.
+                if attempt == _ATTEMPTS - 1 or not _raced(error):
+                    if isinstance(error, StoreError):
+                        raise
+                    raise unavailable(engine, error) from error
+                await asyncio.sleep(0.05 * (attempt + 1))
     _migrated.add(engine.sync_engine)
+
+
+def _raced(error: BaseException) -> bool:
+    """Whether a failed migration looks like another worker's concurrent one."""
+    cause = error.__cause__ if isinstance(error, StoreError) else error
+    text = str(cause).lower()
+    return isinstance(cause, exc.IntegrityError) or any(
+        word in text for word in ("locked", "already exists", "duplicate")
+    )
+
+
+def _process_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _locks.get(loop)
+    if lock is None:
+        lock = _locks[loop] = asyncio.Lock()
+    return lock
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
