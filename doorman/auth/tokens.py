@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..database import connect
-from ..exceptions import AccountError
+from ..exceptions import AccountError, UserNotFound
 from ..migrations import ensure_schema
 from ..schema import tokens_table, users_table
 from .users import User
@@ -98,9 +99,7 @@ class Tokens:
             raise AccountError("a token's lifetime must be above 0 seconds")
         if len(name) > 200:
             raise AccountError("a token name is at most 200 characters")
-        scope_list = None if scopes is None else sorted(set(scopes))
-        if scope_list is not None and not all(isinstance(s, str) and s for s in scope_list):
-            raise AccountError("token scopes are action names")
+        scope_list = None if scopes is None else _check_scopes(scopes)
         token_id = secrets.token_hex(_ID_CHARS // 2)
         text = f"{PREFIX}{token_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
         now = time.time()
@@ -114,8 +113,11 @@ class Tokens:
             "expires_at": None if expires_in is None else now + expires_in,
         }
         await ensure_schema(self.engine)
-        async with connect(self.engine, write=True) as connection:
-            await connection.execute(tokens_table.insert().values(row))
+        try:
+            async with connect(self.engine, write=True) as connection:
+                await connection.execute(tokens_table.insert().values(row))
+        except exc.IntegrityError:  # the user row went away meanwhile
+            raise UserNotFound(f"no user {user.username!r} (deleted?)") from None
         return _token({**row, "last_used_at": None, "revoked_at": None}, user.username), text
 
     async def verify(self, text: str) -> Token | None:
@@ -125,14 +127,15 @@ class Tokens:
             return None
         await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
-            row = (
-                (await connection.execute(sa.select(tokens_table).where(_t.id == token_id)))
-                .mappings()
-                .first()
+            query = (
+                sa.select(tokens_table, users_table.c.username)
+                .join(users_table, users_table.c.id == _t.user_id)
+                .where(_t.id == token_id)
             )
+            row = (await connection.execute(query)).mappings().first()
         if row is None or not hmac.compare_digest(row["secret_hash"], _digest(text)):
             return None
-        token = _token(row)
+        token = _token(row, row["username"])
         now = time.time()
         if not token.is_live(now):
             return None
@@ -176,11 +179,25 @@ class Tokens:
 
     async def revoke_all(self, user: User) -> int:
         """Revoke every live token of ``user``; return how many."""
-        query = tokens_table.update().where(_t.user_id == user.id, _t.revoked_at.is_(None))
+        now = time.time()
+        query = tokens_table.update().where(
+            _t.user_id == user.id,
+            _t.revoked_at.is_(None),
+            sa.or_(_t.expires_at.is_(None), _t.expires_at > now),
+        )
         await ensure_schema(self.engine)
         async with connect(self.engine, write=True) as connection:
-            result = await connection.execute(query.values(revoked_at=time.time()))
+            result = await connection.execute(query.values(revoked_at=now))
         return max(result.rowcount, 0)
+
+
+def _check_scopes(scopes: Iterable[str]) -> list[str]:
+    if isinstance(scopes, str):
+        raise AccountError("token scopes are a list of action names, not one string")
+    found = list(scopes)
+    if not all(isinstance(scope, str) and scope for scope in found):
+        raise AccountError("token scopes are action names")
+    return sorted(set(found))
 
 
 def _token(row: Any, username: str = "") -> Token:

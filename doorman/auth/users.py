@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..database import connect
@@ -67,7 +68,8 @@ def check_username(username: str) -> str:
     if not isinstance(username, str):
         raise AccountError("a username is text")
     name = unicodedata.normalize("NFKC", username)
-    if not _USERNAME.fullmatch(name):
+    # Case folding can lengthen a name ("ß" -> "ss"); the folded form is stored too.
+    if not _USERNAME.fullmatch(name) or len(username_key(name)) > 150:
         raise AccountError("a username is 1 to 150 letters, digits and the characters . @ + - _")
     return name
 
@@ -225,25 +227,27 @@ class Users:
 
     async def set_groups(self, user: User, groups: Iterable[str]) -> User:
         """Make ``groups`` the user's groups, creating any that do not exist yet."""
-        async with connect(self.engine, write=True) as connection:
-            await connection.execute(user_groups_table.delete().where(_ug.user_id == user.id))
-            await self._add_groups(connection, user.id, groups)
+        try:
+            async with connect(self.engine, write=True) as connection:
+                await connection.execute(user_groups_table.delete().where(_ug.user_id == user.id))
+                await self._add_groups(connection, user.id, groups)
+        except exc.IntegrityError:  # the user row went away meanwhile
+            raise UserNotFound(f"no user {user.username!r} (deleted?)") from None
         return await self._must_get(user.id)
 
     async def _add_groups(self, connection: Any, user_id: int, groups: Iterable[str]) -> None:
         names = sorted({check_group(name) for name in groups})
         if not names:
             return
-        existing = dict(
-            (await connection.execute(sa.select(_g.name, _g.id).where(_g.name.in_(names)))).all()
+        # ON CONFLICT DO NOTHING: another request may create the same new group meanwhile.
+        insert = _insert_for(connection.dialect.name)(groups_table)
+        await connection.execute(
+            insert.on_conflict_do_nothing(index_elements=["name"]), [{"name": n} for n in names]
         )
-        for name in names:
-            if name not in existing:
-                result = await connection.execute(groups_table.insert().values(name=name))
-                existing[name] = result.inserted_primary_key[0]
+        ids = (await connection.execute(sa.select(_g.id).where(_g.name.in_(names)))).scalars()
         await connection.execute(
             user_groups_table.insert(),
-            [{"user_id": user_id, "group_id": existing[name]} for name in names],
+            [{"user_id": user_id, "group_id": group_id} for group_id in ids],
         )
 
     async def _update(self, user: User, **values: Any) -> User:
@@ -263,6 +267,13 @@ class Users:
         return user
 
 
+def _insert_for(dialect: str) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_nothing``."""
+    if dialect == "postgresql":
+        return postgresql.insert
+    return sqlite.insert
+
+
 def _user(row: Any) -> User:
     return User(
         id=row["id"],
@@ -278,6 +289,7 @@ def _user(row: Any) -> User:
 
 
 def _matches(search: str) -> sa.ColumnElement[bool]:
+    search = unicodedata.normalize("NFKC", search)
     escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     pattern = f"%{escaped.casefold()}%"
     return sa.or_(
