@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import threading
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -81,3 +83,19 @@ def vary(response: httpx.Response) -> list[str]:
         for header in response.headers.get_list("vary")
         for value in header.split(",")
     ]
+
+
+@contextlib.contextmanager
+def sqlite_threads_settled() -> Iterator[None]:
+    """Wait for the worker threads of SQLite connections that failed to open.
+
+    aiosqlite stops such a connection on its thread, which then reports to the event
+    loop; unwaited, it may find the test's loop closed and fail a later test.
+    """
+    before = set(threading.enumerate())
+    try:
+        yield
+    finally:
+        for thread in set(threading.enumerate()) - before:
+            if "_connection_worker_thread" in thread.name:
+                thread.join(timeout=5)

@@ -39,7 +39,7 @@ from doorman.integrations.starlette import exception_handlers
 from doorman.stores import SessionStore
 
 from .conftest import SECRET, make_store
-from .helpers import COOKIE, TestClient, client
+from .helpers import COOKIE, TestClient, client, sqlite_threads_settled
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "another long passphrase 42"
@@ -601,14 +601,19 @@ def test_websocket_scope_gets_the_actor(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_accounts_database_down_gives_503_never_a_guess(tmp_path: Path) -> None:
-    from doorman.stores import MemoryStore
-
     doorman = Doorman(
         str(tmp_path / "missing" / "a.db"),
         secret=SECRET,
         hasher=fast_hasher(),
         entry_points=False,
     )
+    with sqlite_threads_settled():
+        await down_database_answers_503(doorman)
+
+
+async def down_database_answers_503(doorman: Doorman) -> None:
+    from doorman.stores import MemoryStore
+
     async with client(build_app(doorman, MemoryStore())) as api:
         anonymous = await api.get("/whoami")
         assert anonymous.status_code == 200, "no credentials: no lookup, no failure"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from doorman.stores import SessionStore
 from doorman.testing import StoreContract
 
 from .conftest import STORE_KINDS, make_store
+from .helpers import sqlite_threads_settled
 
 
 class TestStores(StoreContract):
@@ -37,8 +37,6 @@ class TestStores(StoreContract):
             store = SQLStore("postgresql://postgres@127.0.0.1:1/test")
         else:
             store = RedisStore("redis://127.0.0.1:1/0", timeout=1)
-        yield store
-        await store.close()
-        # aiosqlite answers a failed connect from its worker thread a moment
-        # later; let it land before this test's event loop is closed.
-        await asyncio.sleep(0.05)
+        with sqlite_threads_settled():
+            yield store
+            await store.close()

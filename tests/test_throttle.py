@@ -28,6 +28,7 @@ from doorman.exceptions import ConfigError, StoreError, Throttled
 from doorman.schema import throttle_table
 
 from .conftest import make_store
+from .helpers import sqlite_threads_settled
 
 pytestmark = pytest.mark.anyio
 
@@ -79,9 +80,9 @@ async def down_counter(request: pytest.FixtureRequest) -> AsyncIterator[Counter]
     if request.param == "postgres":
         db = "postgresql://postgres@127.0.0.1:1/test"
     engine = create_engine(db)
-    yield SQLCounter(engine)
-    await engine.dispose()
-    await asyncio.sleep(0.05)  # let aiosqlite's failed connect land before the loop closes
+    with sqlite_threads_settled():
+        yield SQLCounter(engine)
+        await engine.dispose()
 
 
 # The counter contract
