@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .auth.passwords import PasswordHasher, validate_password
 from .auth.permissions import Rules, check_permission
+from .auth.signins import SignIns
 from .auth.throttle import LoginThrottle, counter_for
 from .auth.tokens import Tokens
 from .auth.users import User, Users
@@ -71,6 +72,7 @@ class Doorman:
         self.hasher = hasher if hasher is not None else PasswordHasher()
         self.users = Users(self.engine, self.hasher)
         self.tokens = Tokens(self.engine)
+        self.signins = SignIns(self.engine)
         self.throttle = (
             throttle
             if throttle is not None
@@ -172,7 +174,14 @@ class Doorman:
             )
             if problems:
                 raise PasswordRejected(problems)
-        return await self.users.set_password(user, password)
+        user = await self.users.set_password(user, password)
+        await self.signins.revoke_all(user)  # the session auth hash ends them; tidy the list
+        return user
+
+    async def end_sessions(self, user: User) -> User:
+        """Sign the user out everywhere, in every store, signed cookies included."""
+        await self.signins.revoke_all(user)
+        return await self.users.end_sessions(user)
 
     # -- sessions ----------------------------------------------------------
 

@@ -14,6 +14,7 @@ __all__ = [
     "metadata",
     "sessions_table",
     "settings_table",
+    "signins_table",
     "throttle_table",
     "tokens_table",
     "user_groups_table",
@@ -111,4 +112,23 @@ settings_table = sa.Table(
     # Values doorman keeps for itself, such as the secret generated on first start.
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+)
+
+signins_table = sa.Table(
+    "doorman_signins",
+    metadata,
+    # One row per signed-in session, whatever the session store: the session holds
+    # the id. Deleting the row signs that session out, signed cookies included.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("doorman_users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False, index=True),
+    sa.Column("user_agent", sa.String(300), nullable=False, server_default=""),
+    sa.Column("address", sa.String(64), nullable=True),
 )

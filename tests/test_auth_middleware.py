@@ -675,3 +675,74 @@ async def test_requires_on_an_http_endpoint_method(tmp_path: Path) -> None:
         await browser.post("/login", data={"username": "alice", "password": PASSWORD})
         assert (await browser.get("/reports")).text == "reports for alice"
     await doorman.close()
+
+
+# -- sign-ins: one session at a time -----------------------------------------
+
+
+@pytest.mark.anyio
+async def test_one_session_can_be_signed_out_from_elsewhere(
+    doorman: Doorman, store: SessionStore
+) -> None:
+    """Works in every store, the stateless signed-cookie one included."""
+    app = build_app(doorman, store)
+    alice = await doorman.users.require("alice")
+    async with signed_in(app) as laptop:
+        async with signed_in(app) as phone:
+            signins = await doorman.signins.list(alice)
+            assert len(signins) == 2
+            assert {s.address for s in signins} == {"127.0.0.1"}
+            assert all(s.username == "alice" and s.user_agent for s in signins)
+            newest = signins[0] if signins[0].created_at >= signins[1].created_at else signins[1]
+            assert await doorman.signins.revoke(newest.id)
+            assert await actor_id(phone) is None
+            assert await actor_id(laptop) == "alice"
+        await laptop.post("/logout")
+    assert await doorman.signins.list(alice) == [], "logout removes the sign-in"
+
+
+@pytest.mark.anyio
+async def test_password_change_leaves_only_the_current_sign_in(doorman: Doorman) -> None:
+    from doorman.stores import MemoryStore
+
+    app = build_app(doorman, MemoryStore())
+    async with signed_in(app) as laptop, signed_in(app) as phone:
+        await laptop.post("/password")
+        alice = await doorman.users.require("alice")
+        assert len(await doorman.signins.list(alice)) == 1
+        assert await actor_id(laptop) == "alice"
+        assert await actor_id(phone) is None
+
+
+@pytest.mark.anyio
+async def test_end_sessions_clears_the_sign_in_list(doorman: Doorman) -> None:
+    from doorman.stores import CookieStore
+
+    app = build_app(doorman, CookieStore())
+    async with signed_in(app) as browser:
+        alice = await doorman.users.require("alice")
+        await doorman.end_sessions(alice)
+        assert await doorman.signins.list(alice) == []
+        assert await actor_id(browser) is None
+
+
+@pytest.mark.anyio
+async def test_last_seen_is_written_at_most_once_a_minute(
+    doorman: Doorman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import doorman.auth.signins as signins_module
+    from doorman.stores import MemoryStore
+
+    async with signed_in(build_app(doorman, MemoryStore())) as browser:
+        alice = await doorman.users.require("alice")
+        (first,) = await doorman.signins.list(alice)
+        await actor_id(browser)
+        assert (await doorman.signins.list(alice))[0].last_seen == first.last_seen
+        later = first.last_seen + signins_module.LAST_SEEN_RESOLUTION + 1
+        monkeypatch.setattr(signins_module.time, "time", lambda: later)
+        await actor_id(browser)
+        assert (await doorman.signins.list(alice))[0].last_seen == later
+        assert await doorman.signins.clear_stale(older_than=3600) == 0
+        monkeypatch.setattr(signins_module.time, "time", lambda: later + 7200)
+        assert await doorman.signins.clear_stale(older_than=3600) == 1
+        assert await actor_id(browser) is None, "a swept sign-in is signed out"

@@ -9,8 +9,8 @@ from typing import Any
 from ..core import Doorman
 from ..events import LoginEvent, LogoutEvent
 from ..exceptions import AuthenticationFailed
-from ..sessions.session import get_session, load_session
-from .middleware import SESSION_AUTH_HASH, SESSION_USER_ID, set_actor
+from ..sessions.session import load_session
+from .middleware import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID, set_actor
 from .users import User
 
 __all__ = ["login", "logout", "update_session_auth"]
@@ -33,11 +33,17 @@ async def login(
     if not user.is_active:
         raise AuthenticationFailed("this account is disabled")
     session = await load_session(conn)
+    previous = session.get(SESSION_SIGNIN)
+    if isinstance(previous, str):
+        await doorman.signins.revoke(previous)
     if session.get(SESSION_USER_ID) not in (None, user.id):
         session.clear()  # another user's data must not carry over
     session.cycle_key()
     session[SESSION_USER_ID] = user.id
     session[SESSION_AUTH_HASH] = doorman.session_auth_hash(user)
+    session[SESSION_SIGNIN] = await doorman.signins.record(
+        user, user_agent=_user_agent(scope), address=_client(scope)
+    )
     now = time.time()
     await doorman.users.record_login(user, now)
     actor = user.actor("session")
@@ -51,7 +57,11 @@ async def logout(conn: Any, *, doorman: Doorman | None = None) -> None:
     scope = _scope_of(conn)
     doorman = _doorman_of(scope, doorman)
     actor = scope.get("actor")
-    get_session(conn).flush()
+    session = await load_session(conn)
+    signin = session.get(SESSION_SIGNIN)
+    if isinstance(signin, str):
+        await doorman.signins.revoke(signin)
+    session.flush()
     set_actor(scope, None)
     event = LogoutEvent(actor=actor, client=_client(scope), at=time.time())
     await doorman.fire("on_logout", event)
@@ -69,6 +79,12 @@ async def update_session_auth(conn: Any, user: User, *, doorman: Doorman | None 
     if session.get(SESSION_USER_ID) == user.id:
         session.cycle_key()
         session[SESSION_AUTH_HASH] = doorman.session_auth_hash(user)
+        signin = session.get(SESSION_SIGNIN)
+        if isinstance(signin, str):
+            await doorman.signins.revoke(signin)  # usually gone: set_password revoked them all
+        session[SESSION_SIGNIN] = await doorman.signins.record(
+            user, user_agent=_user_agent(scope), address=_client(scope)
+        )
 
 
 def _scope_of(conn: Any) -> MutableMapping[str, Any]:
@@ -86,6 +102,13 @@ def _doorman_of(scope: MutableMapping[str, Any], doorman: Doorman | None) -> Doo
             "or pass doorman= explicitly"
         )
     return found
+
+
+def _user_agent(scope: MutableMapping[str, Any]) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"user-agent":
+            return str(value.decode("latin-1"))[:300]
+    return ""
 
 
 def _client(scope: MutableMapping[str, Any]) -> str | None:

@@ -30,6 +30,7 @@ from .users import User
 
 __all__ = [
     "SESSION_AUTH_HASH",
+    "SESSION_SIGNIN",
     "SESSION_USER_ID",
     "AnonymousUser",
     "AuthCredentials",
@@ -44,6 +45,7 @@ security_log = logging.getLogger("doorman.security")
 #: Session keys written by ``login()``.
 SESSION_USER_ID = "_auth_user_id"
 SESSION_AUTH_HASH = "_auth_hash"
+SESSION_SIGNIN = "_auth_signin"
 
 _BASIC_CACHE_SIZE = 1024
 _BASIC_CACHE_SECONDS = 300.0
@@ -185,19 +187,24 @@ class AuthMiddleware:
         user_id = session.get(SESSION_USER_ID)
         if user_id is None:
             return None
-        user = await self.doorman.users.get(user_id) if type(user_id) is int else None
+        signin = session.get(SESSION_SIGNIN)
+        user, last_seen = None, None
+        if type(user_id) is int and type(signin) is str:
+            user, last_seen = await self.doorman.users.get_signed_in(user_id, signin)
         if (
             user is None
+            or last_seen is None
             or not user.is_active
             or not self.doorman.session_auth_hash_matches(user, session.get(SESSION_AUTH_HASH))
         ):
-            # Deleted, disabled, password changed or sessions ended: this session is over.
+            # Deleted, disabled, signed out elsewhere, password changed: this session is over.
             security_log.info("ending a session of user id %r: no longer valid", user_id)
             if isinstance(session, Session):
                 session.flush()
             else:
                 session.clear()
             return None
+        await self.doorman.signins.seen(signin, last_seen)  # type: ignore[arg-type]
         return user.actor("session")
 
     async def _from_token(self, text: str, scope: Scope) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ import builtins
 import re
 import time
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..database import connect
 from ..exceptions import AccountError, UsernameTaken, UserNotFound
 from ..migrations import ensure_schema
-from ..schema import groups_table, user_groups_table, users_table
+from ..schema import groups_table, signins_table, user_groups_table, users_table
 from .passwords import PasswordHasher
 
 __all__ = ["User", "Users", "check_username", "username_key"]
@@ -124,28 +124,37 @@ class Users:
         async with connect(self.engine) as connection:
             return int((await connection.execute(query)).scalar_one())
 
+    async def get_signed_in(self, user_id: int, signin_id: str) -> tuple[User | None, float | None]:
+        """The user and the ``last_seen`` of their sign-in ``signin_id``, in one round trip.
+
+        ``last_seen`` is None when that sign-in was revoked (or never existed).
+        """
+        seen = (
+            sa.select(signins_table.c.last_seen)
+            .where(signins_table.c.id == signin_id, signins_table.c.user_id == _u.id)
+            .scalar_subquery()
+            .label("signin_seen")
+        )
+        rows = await self._rows(_u.id == user_id, seen)
+        found = _users(rows)
+        return (found[0], rows[0]["signin_seen"]) if found else (None, None)
+
     async def _select(self, where: sa.ColumnElement[bool]) -> builtins.list[User]:
+        return _users(await self._rows(where))
+
+    async def _rows(self, where: sa.ColumnElement[bool], *extra: Any) -> Sequence[Any]:
         joined = users_table.outerjoin(user_groups_table, _ug.user_id == _u.id).outerjoin(
             groups_table, _g.id == _ug.group_id
         )
         query = (
-            sa.select(users_table, _g.name.label("group_name"))
+            sa.select(users_table, _g.name.label("group_name"), *extra)
             .select_from(joined)
             .where(where)
             .order_by(_u.username_key, _g.name)
         )
         await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
-            rows = (await connection.execute(query)).mappings().all()
-        users: dict[int, User] = {}
-        groups: dict[int, builtins.list[str]] = {}
-        for row in rows:
-            if row["id"] not in users:
-                users[row["id"]] = _user(row)
-                groups[row["id"]] = []
-            if row["group_name"] is not None:
-                groups[row["id"]].append(row["group_name"])
-        return [replace(user, groups=tuple(groups[user.id])) for user in users.values()]
+            return (await connection.execute(query)).mappings().all()
 
     # -- writing -----------------------------------------------------------
 
@@ -272,6 +281,19 @@ def _insert_for(dialect: str) -> Any:
     if dialect == "postgresql":
         return postgresql.insert
     return sqlite.insert
+
+
+def _users(rows: Sequence[Any]) -> list[User]:
+    """Users from rows of users joined with their groups (one row per group)."""
+    users: dict[int, User] = {}
+    groups: dict[int, list[str]] = {}
+    for row in rows:
+        if row["id"] not in users:
+            users[row["id"]] = _user(row)
+            groups[row["id"]] = []
+        if row["group_name"] is not None:
+            groups[row["id"]].append(row["group_name"])
+    return [replace(user, groups=tuple(groups[user.id])) for user in users.values()]
 
 
 def _user(row: Any) -> User:
