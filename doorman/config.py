@@ -1,0 +1,610 @@
+"""Settings: one table of name, default and help, read from a TOML file, the environment
+and command-line flags, checked once at start-up.
+
+Precedence, lowest first: the defaults in ``SETTINGS``; ``doorman.toml`` (or the
+file given with ``--config``/``DOORMAN_CONFIG``); ``DOORMAN_<NAME>`` environment
+variables; flags. In the file any value may be ``{"$env" = "NAME"}`` or
+``{"$file" = "PATH"}``. Every bad value raises ``ConfigError`` with one line that
+names the setting, the value (``<hidden>`` for secrets) and a fix. See
+docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import ipaddress
+import json
+import os
+import re
+import secrets as secrets_module
+import tomllib
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .database import async_url, connect, create_engine
+from .exceptions import ConfigError
+from .migrations import ensure_schema
+from .schema import settings_table
+from .signing import normalize_secrets
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from .core import Doorman
+    from .stores.base import SessionStore
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "SETTINGS",
+    "Setting",
+    "Settings",
+    "close_doorman",
+    "load_settings",
+    "open_doorman",
+    "parse_duration",
+    "resolve_secrets",
+]
+
+DEFAULT_CONFIG_FILE = "doorman.toml"
+#: ``doorman serve`` hands the resolved settings to its uvicorn workers in this variable.
+SERVE_SETTINGS_ENV = "DOORMAN_SERVE_SETTINGS"
+#: The row of ``doorman_settings`` that keeps the secret generated on first start.
+SECRET_ROW = "secret"  # noqa: S105 - a row name, not a password
+_DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_ROUTE_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~-]+/)*")
+_DOMAIN = re.compile(r"\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+class _Bad(Exception):
+    """A value is wrong; the message says how and how to fix it (no value in it)."""
+
+
+def parse_duration(text: str | int) -> int:
+    """Seconds in ``3600``, ``"3600s"``, ``"30m"``, ``"12h"``, ``"90d"`` or ``"2w"``.
+
+    Raises ``ValueError`` for anything else, or a duration of 0.
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        seconds = text
+    elif isinstance(text, str) and (found := _DURATION.fullmatch(text.strip().lower())):
+        seconds = int(found[1]) * _UNITS[found[2]]
+    else:
+        raise ValueError(f"{text!r} is not a duration such as 3600, 30m, 12h or 90d")
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: a duration must be above 0 seconds")
+    return seconds
+
+
+# -- parsers: a value from TOML, JSON or the environment (text) in, a checked value out --
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad("give some text")
+    return value.strip()
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """None (or empty text, as from ``DOORMAN_X=``) means "not set"."""
+
+    def parse_optional(value: object) -> Any:
+        return None if value is None or value == "" else parse(value)
+
+    return parse_optional
+
+
+def _integer(low: int, high: int, example: int) -> Callable[[Any], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if type(value) is not int or not low <= value <= high:
+            raise _Bad(f"give a whole number from {low} to {high}, such as {example}")
+        return value
+
+    return parse
+
+
+def _seconds(low: int, example: str) -> Callable[[Any], int]:
+    def parse(value: object) -> int:
+        try:
+            seconds = parse_duration(value)  # type: ignore[arg-type]
+        except ValueError:
+            seconds = -1
+        if seconds < low:
+            unit = "second" if low == 1 else "seconds"
+            raise _Bad(f"give at least {low} {unit}, as a number or a duration such as {example}")
+        return seconds
+
+    return parse
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _Bad("give true or false (from the environment also 1/0, yes/no)")
+
+
+def _choice_of_store(value: object) -> str:
+    spec = _text(value)
+    if spec in ("db", "cookie", "memory") or spec.startswith(("redis://", "rediss://", "unix://")):
+        return spec
+    raise _Bad("give db (the database), cookie, memory or a redis:// URL")
+
+
+def _database(value: object) -> str:
+    db = _text(value)
+    try:
+        async_url(db)
+    except ConfigError as error:
+        raise _Bad(str(error).removeprefix("db: ")) from None
+    return db
+
+
+def _secrets(value: object) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        value = re.split(r"[,\n]", value)
+    if not isinstance(value, list | tuple) or not all(isinstance(s, str) for s in value):
+        raise _Bad("give a list of secrets, newest first (comma-separated in the environment)")
+    found = tuple(s.strip() for s in value if s.strip())
+    for position, secret in enumerate(found, 1):
+        if len(secret) < 32:
+            raise _Bad(
+                f"secret #{position} is {len(secret)} characters long; give at least 32, such as "
+                "the output of: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+    return found or None
+
+
+def _route_prefix(value: object) -> str:
+    prefix = _text(value)
+    if not _ROUTE_PREFIX.fullmatch(prefix):
+        raise _Bad("give a path that starts and ends with /, such as /-/ or /auth/")
+    return prefix
+
+
+def _public_url(value: object) -> str:
+    url = _text(value)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise _Bad("give the sign-in server's external base URL, such as https://auth.example.com")
+    return url.rstrip("/")
+
+
+def _cookie_domain(value: object) -> str:
+    domain = _text(value).lower()
+    if not _DOMAIN.fullmatch(domain):
+        raise _Bad("give a domain name only (no scheme, port or path), such as example.com")
+    return domain
+
+
+def _directory(value: object) -> str:
+    path = _text(value)
+    if not Path(path).is_dir():
+        raise _Bad("give an existing directory (relative paths start at the working directory)")
+    return path
+
+
+def _table(check: Callable[[dict[str, Any]], None] | None = None) -> Callable[[Any], Any]:
+    def parse(value: object) -> dict[str, Any]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise _Bad("give a TOML table (in the environment: a JSON object)") from None
+        if not isinstance(value, Mapping):
+            raise _Bad("give a TOML table (in the environment: a JSON object)")
+        table = copy.deepcopy(dict(value))
+        if check is not None:
+            check(table)
+        return table
+
+    return parse
+
+
+def _check_rules(table: dict[str, Any]) -> None:
+    from .auth.permissions import Rules
+
+    try:
+        Rules(table)
+    except ConfigError as error:
+        raise _Bad(f"{error} (see docs/permissions.md)") from None
+
+
+def _sentry(value: object) -> dict[str, Any]:
+    if isinstance(value, str) and value.strip().startswith(("http://", "https://")):
+        return {"dsn": value.strip()}  # DOORMAN_SENTRY=https://key@sentry.example.com/1
+    table: dict[str, Any] = _table()(value)
+    if table and not isinstance(table.get("dsn"), str):
+        raise _Bad('give a table with at least "dsn", such as {dsn = "https://...@.../1"}')
+    return table
+
+
+def _origins(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(o, str) for o in value):
+        raise _Bad("give a list of origins (comma-separated in the environment)")
+    origins = tuple(o.strip().rstrip("/") for o in value if o.strip())
+    for origin in origins:
+        parts = urllib.parse.urlsplit(origin)
+        if origin != "*" and (
+            parts.scheme not in ("http", "https") or not parts.hostname or parts.path
+        ):
+            raise _Bad(f"{origin!r} is not an origin; give ones like https://app.example.com")
+    return origins
+
+
+def _addresses(value: object) -> str:
+    entries = [e.strip() for e in _text(value).split(",") if e.strip()]
+    for entry in entries:
+        try:
+            if entry != "*":
+                ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise _Bad(
+                f"{entry!r} is not an address; give IPs or networks, comma-separated, "
+                "such as 127.0.0.1,10.0.0.0/8 (* trusts every client: only behind a proxy)"
+            ) from None
+    return ",".join(entries)
+
+
+def _site_name(value: object) -> str:
+    name = _text(value)
+    if len(name) > 100:
+        raise _Bad("give at most 100 characters")
+    return name
+
+
+# -- the table ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One setting: its name (the TOML key), default, help and how its value is checked."""
+
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[Any], Any]
+    #: Never shown in messages or ``repr``: ``<hidden>`` instead.
+    hidden: bool = False
+
+    @property
+    def env(self) -> str:
+        return "DOORMAN_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+# fmt: off
+SETTINGS: tuple[Setting, ...] = (
+    Setting("db", "doorman.db",
+            "SQLite path or postgresql:// URL for users, tokens and more.", _database),
+    Setting("sessions", "db",
+            "Session store: db (the database), cookie, memory or a redis:// URL.",
+            _choice_of_store),
+    Setting("secret", None,
+            "Secrets that sign cookies, newest first, each at least 32 characters; unset: one "
+            "is made on first start and kept in the database.", _optional(_secrets), hidden=True),
+    Setting("host", "127.0.0.1", "Address the sign-in server listens on.", _text),
+    Setting("port", 8000, "Port the sign-in server listens on.", _integer(1, 65535, 8000)),
+    Setting("workers", 1, "Worker processes of the sign-in server.", _integer(1, 512, 4)),
+    Setting("route_prefix", "/-/", "Path under which doorman's pages live.", _route_prefix),
+    Setting("site_name", "doorman", "Name shown on the sign-in pages.", _site_name),
+    Setting("public_url", None,
+            "The sign-in server's external base URL, such as https://auth.example.com; "
+            "forward-auth redirects browsers to its login page.", _optional(_public_url)),
+    Setting("cookie_domain", None,
+            "Domain of the session cookie, to share it with sibling subdomains (example.com); "
+            "unset: this host only.", _optional(_cookie_domain)),
+    Setting("cookie_secure", False,
+            "Always mark the session cookie Secure (it is on https anyway).", _boolean),
+    Setting("session_max_age", 1209600,
+            "How long a session lasts: seconds, or a duration such as 14d.", _seconds(60, "14d")),
+    Setting("idle_timeout", None,
+            "End a session after this long without a request; unset: never.",
+            _optional(_seconds(60, "30m"))),
+    Setting("absolute_timeout", None,
+            "End a session this long after sign-in, whatever happens; unset: never.",
+            _optional(_seconds(60, "12h"))),
+    Setting("allow_registration", False,
+            "Let visitors create their own accounts at /-/register.", _boolean),
+    Setting("basic_auth", False,
+            "Accept HTTP Basic credentials as well as sessions and API tokens.", _boolean),
+    Setting("throttle_per_account", 5,
+            "Sign-in attempts allowed per account per window (0: no limit).",
+            _integer(0, 1_000_000, 5)),
+    Setting("throttle_per_address", 20,
+            "Sign-in attempts allowed per client address per window (0: no limit).",
+            _integer(0, 1_000_000, 20)),
+    Setting("throttle_window", 900,
+            "Seconds (or a duration such as 15m) over which attempts are counted.",
+            _seconds(1, "15m")),
+    Setting("password_min_length", 10,
+            "Fewest characters a new password may have (at least 8).", _integer(8, 4096, 10)),
+    Setting("template_dir", None,
+            "Directory of templates that override the sign-in pages' own.", _optional(_directory)),
+    Setting("plugins_dir", None, "Directory of *.py plugin files to load.", _optional(_directory)),
+    Setting("permissions", {},
+            "Permission rules: a table per action, see docs/permissions.md.", _table(_check_rules)),
+    Setting("forwarded_allow_ips", "127.0.0.1",
+            "Proxies (IPs or networks, comma-separated) whose X-Forwarded-For and "
+            "X-Forwarded-Proto headers are trusted.", _addresses),
+    Setting("cors_origins", [], "Origins allowed to call the JSON API from browsers.", _origins),
+    Setting("sentry", {},
+            "Sentry options (at least dsn), or a DSN; empty: no Sentry.", _sentry, hidden=True),
+)
+# fmt: on
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Resolved settings; build them with ``load_settings`` or ``Settings.from_mapping``."""
+
+    db: str
+    sessions: str
+    secret: tuple[str, ...] | None = dataclasses.field(repr=False)
+    host: str
+    port: int
+    workers: int
+    route_prefix: str
+    site_name: str
+    public_url: str | None
+    cookie_domain: str | None
+    cookie_secure: bool
+    session_max_age: int
+    idle_timeout: int | None
+    absolute_timeout: int | None
+    allow_registration: bool
+    basic_auth: bool
+    throttle_per_account: int
+    throttle_per_address: int
+    throttle_window: int
+    password_min_length: int
+    template_dir: str | None
+    plugins_dir: str | None
+    permissions: dict[str, Any]
+    forwarded_allow_ips: str
+    cors_origins: tuple[str, ...]
+    sentry: dict[str, Any] = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "settings") -> Settings:
+        """Check ``values`` (name -> value; the rest default) and build ``Settings``."""
+        return _build({name: (value, source) for name, value in values.items()})
+
+    def to_json(self) -> str:
+        """Every setting as JSON, secrets included: hand it only to trusted processes."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "JSON settings") -> Settings:
+        """The ``Settings`` that ``to_json`` wrote, checked again."""
+        try:
+            values = json.loads(text)
+        except ValueError:
+            raise ConfigError(f"{source}: not valid JSON; pass Settings.to_json()") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: not a JSON object; pass Settings.to_json()")
+        return cls.from_mapping(values, source=source)
+
+
+def load_settings(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] = os.environ,
+    overrides: Mapping[str, Any] = {},
+) -> Settings:
+    """Defaults < TOML file < ``DOORMAN_<NAME>`` variables < ``overrides`` (None: not given).
+
+    ``config_file`` (else ``DOORMAN_CONFIG``) must exist; without either,
+    ``doorman.toml`` in the working directory is read when it is there.
+    """
+    values: dict[str, tuple[Any, str]] = {}
+    explicit = config_file if config_file is not None else environ.get("DOORMAN_CONFIG") or None
+    path = Path(explicit if explicit is not None else DEFAULT_CONFIG_FILE)
+    if explicit is not None or path.is_file():
+        values.update((k, (v, str(path))) for k, v in _read_file(path, environ).items())
+    for setting in SETTINGS:
+        if setting.env in environ:
+            values[setting.name] = (environ[setting.env], setting.env)
+    for name, value in overrides.items():
+        if name not in _BY_NAME:
+            raise ConfigError(f"unknown setting {name!r}{_suggestion(name)}")
+        if value is not None:
+            values[name] = (value, _BY_NAME[name].flag)
+    return _build(values)
+
+
+def _build(values: Mapping[str, tuple[Any, str]]) -> Settings:
+    for name, (_, source) in values.items():
+        if name not in _BY_NAME:
+            raise ConfigError(f"{source}: unknown setting {name!r}{_suggestion(name)}")
+    checked = {}
+    for setting in SETTINGS:
+        value, source = values.get(setting.name, (setting.default, "default"))
+        try:
+            checked[setting.name] = setting.parse(value)
+        except _Bad as error:
+            shown = "<hidden>" if setting.hidden else _show(value)
+            raise ConfigError(f"{setting.name} = {shown} (from {source}): {error}") from None
+    return Settings(**checked)
+
+
+def _suggestion(name: str) -> str:
+    close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
+    fix = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{fix} The settings are listed in docs/configuration.md"
+
+
+def _show(value: object) -> str:
+    """A value for a message: one line, short, and without a password in a URL."""
+    if isinstance(value, str) and "://" in value:
+        parts = urllib.parse.urlsplit(value)
+        if parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            value = parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _read_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; fix the --config/DOORMAN_CONFIG path"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML ({error}); fix that line") from None
+    for key in data:
+        if key not in _BY_NAME:
+            raise ConfigError(f"{path}: unknown setting {key!r}{_suggestion(key)}")
+    return {key: _resolve(value, key, path, environ) for key, value in data.items()}
+
+
+def _resolve(value: Any, name: str, path: Path, environ: Mapping[str, str]) -> Any:
+    """Replace ``{"$env" = NAME}`` and ``{"$file" = PATH}`` anywhere in a value."""
+    if isinstance(value, dict):
+        if set(value) == {"$env"}:
+            variable = value["$env"]
+            if not isinstance(variable, str) or variable not in environ:
+                raise ConfigError(
+                    f'{name} = {{"$env" = {variable!r}}} in {path}: that environment '
+                    "variable is not set; set it, or give the value in the file"
+                )
+            return environ[variable]
+        if set(value) == {"$file"}:
+            return _read_value_file(value["$file"], name, path)
+        return {k: _resolve(v, name, path, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(item, name, path, environ) for item in value]
+    return value
+
+
+def _read_value_file(target: object, name: str, path: Path) -> str:
+    """A ``$file`` value: relative to the config file, without its trailing newline."""
+    where = f'{name} = {{"$file" = {target!r}}} in {path}'
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"{where}: give a file path")
+    try:
+        text = (path.parent / target).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            f"{where}: cannot read it ({reason}); create it or fix the path"
+        ) from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+# -- start-up: the secret, and the Doorman object ------------------------------
+
+
+async def resolve_secrets(settings: Settings, engine: AsyncEngine) -> list[str]:
+    """The configured secrets, else the one kept in the database (made on first start).
+
+    Workers that start together agree: each offers a new secret, the first
+    insert wins, and all read back the one that was kept.
+    """
+    await ensure_schema(engine)
+    if settings.secret:
+        try:
+            normalize_secrets(list(settings.secret))
+        except ConfigError as error:
+            raise ConfigError(f"secret = <hidden>: {error}") from None
+        return list(settings.secret)
+    insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
+        settings_table
+    )
+    offer = {"name": SECRET_ROW, "value": secrets_module.token_urlsafe(48)}
+    read = sa.select(settings_table.c.value).where(settings_table.c.name == SECRET_ROW)
+    async with connect(engine, write=True) as connection:
+        await connection.execute(insert.values(offer).on_conflict_do_nothing())
+        kept = (await connection.execute(read)).scalar_one()
+    if len(kept) < 32:
+        raise ConfigError(
+            "secret = <hidden> (from the doorman_settings table): shorter than 32 characters; "
+            "delete that row to have a new one made, or set DOORMAN_SECRET"
+        )
+    return [kept]
+
+
+def assemble(
+    settings: Settings, secrets: Sequence[str], *, engine: AsyncEngine | None = None
+) -> tuple[Doorman, SessionStore]:
+    """The ``Doorman`` and session store ``settings`` describe, on one engine.
+
+    ``secrets`` must be resolved already (``resolve_secrets``). Nothing is
+    opened yet: connections come on first use.
+    """
+    from .auth.throttle import LoginThrottle, counter_for
+    from .core import Doorman
+    from .stores import open_store
+    from .stores.sql import SQLStore
+
+    if engine is None:
+        engine = create_engine(settings.db)
+    store: SessionStore
+    if settings.sessions == "db":
+        store = SQLStore(engine=engine)
+    else:
+        store = open_store(settings.sessions, db=settings.db)
+    throttle = LoginThrottle(
+        counter_for(store, engine=engine),
+        per_account=settings.throttle_per_account,
+        per_address=settings.throttle_per_address,
+        window=settings.throttle_window,
+        secret=list(secrets),
+    )
+    doorman = Doorman(
+        engine=engine,
+        secret=list(secrets),
+        sessions=store,
+        throttle=throttle,
+        rules=settings.permissions,
+        plugins_dir=settings.plugins_dir,
+        password_min_length=settings.password_min_length,
+    )
+    return doorman, store
+
+
+async def open_doorman(settings: Settings) -> tuple[Doorman, SessionStore, list[str]]:
+    """The ``Doorman``, its session store and the secrets, as ``settings`` say.
+
+    Migrates the database and resolves the secret first. The engine is shared
+    by all three and owned by none of them: close with ``close_doorman``.
+    """
+    engine = create_engine(settings.db)
+    try:
+        found = await resolve_secrets(settings, engine)
+        doorman, store = assemble(settings, found, engine=engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return doorman, store, found
+
+
+async def close_doorman(doorman: Doorman, store: SessionStore) -> None:
+    """Close what ``open_doorman`` opened: the store, the ``Doorman`` and the engine."""
+    try:
+        await store.close()
+        await doorman.close()
+    finally:
+        await doorman.engine.dispose()
