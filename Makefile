@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Until the sign-in server lands, this runs the session example app.
+# The sign-in server on the embedded SQLite default (doorman.db in this directory).
+# On the first start it prints a one-time link that creates the first admin.
 serve: $(STAMP)
-	$(BIN)/python -m uvicorn examples.counter:app --host $(HOST) --port $(PORT)
+	$(BIN)/doorman serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest

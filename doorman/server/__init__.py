@@ -1,0 +1,1 @@
+"""The sign-in server: ``doorman serve``, its pages, JSON API and forward-auth endpoint."""

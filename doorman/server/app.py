@@ -1,0 +1,140 @@
+"""``create_app``: the sign-in server as a Starlette app. Wiring only; views do the work."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .._types import ASGIApp
+from ..auth.guards import requires
+from ..auth.middleware import AuthMiddleware
+from ..config import SERVE_SETTINGS_ENV, Settings, assemble
+from ..core import Doorman
+from ..exceptions import ConfigError
+from ..integrations.starlette import exception_handlers
+from ..sessions.middleware import SessionMiddleware
+from ..stores.base import SessionStore
+from .headers import SecurityHeadersMiddleware
+from .plugin import ServerPlugin
+from .redirects import NextSigner
+from .state import ServerState
+from .templates import Templates
+from .views import account, admin, api, signin
+
+__all__ = ["create_app", "from_environment"]
+
+_STATIC = Path(__file__).parent / "static"
+
+
+def create_app(
+    settings: Settings, *, doorman: Doorman | None = None, store: SessionStore | None = None
+) -> ASGIApp:
+    """The sign-in server for ``settings``; its secret must be resolved already."""
+    secrets = _secrets_of(settings)
+    if doorman is None or store is None:
+        doorman, store = assemble(settings, secrets)
+    prefix = "/" + settings.route_prefix.strip("/")
+    if doorman.plugins.get_plugin("doorman.server") is None:
+        doorman.plugins.register(ServerPlugin(prefix), name="doorman.server")
+    server = ServerState(
+        settings=settings,
+        doorman=doorman,
+        store=store,
+        templates=Templates(
+            doorman, template_dir=settings.template_dir, site_name=settings.site_name, prefix=prefix
+        ),
+        next_signer=NextSigner(secrets),
+        prefix=prefix,
+    )
+    app = Starlette(
+        routes=_routes(server),
+        exception_handlers=exception_handlers,
+        lifespan=_lifespan(doorman, store),
+    )
+    app.state.server = server
+    wrapped: ASGIApp = AuthMiddleware(
+        SecurityHeadersMiddleware(app), doorman, basic_auth=settings.basic_auth
+    )
+    for wrapper in doorman.plugins.hook.asgi_wrapper(doorman=doorman):
+        if wrapper is not None:
+            wrapped = wrapper(wrapped)
+    return SessionMiddleware(
+        wrapped,
+        secret=secrets,
+        store=store,
+        max_age=settings.session_max_age,
+        idle_timeout=settings.idle_timeout,
+        absolute_timeout=settings.absolute_timeout,
+        https_only=settings.cookie_secure,
+        domain=settings.cookie_domain,
+    )
+
+
+def _routes(server: ServerState) -> list[BaseRoute]:
+    p = server.prefix
+    routes: list[BaseRoute] = [
+        Route(f"{p}/login", signin.login_page, methods=["GET", "POST"]),
+        Route(f"{p}/logout", signin.logout_view, methods=["POST"]),
+        Route(f"{p}/register", signin.register_page, methods=["GET", "POST"]),
+        Route(f"{p}/setup", signin.setup_page, methods=["GET", "POST"]),
+        Route(f"{p}/whoami", api.whoami),
+        Route(f"{p}/auth", api.forward_auth, methods=["GET", "HEAD", "POST", "PUT", "DELETE"]),
+        Route(f"{p}/health", api.health),
+        *account.routes(p),
+        *admin.routes(p),
+        Mount(f"{p}/static", StaticFiles(directory=_STATIC), name="static"),
+        Route("/", _home),
+    ]
+    for path, endpoint in _plugin_routes(server):
+        routes.append(Route(path, endpoint))
+    return routes
+
+
+def _plugin_routes(server: ServerState) -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+    for answer in server.doorman.plugins.hook.register_routes(doorman=server.doorman):
+        found.extend(answer or ())
+    return found
+
+
+@requires("account")
+async def _home(request: Any) -> Response:
+    return RedirectResponse(request.app.state.server.url("account"), 302)
+
+
+def _lifespan(doorman: Doorman, store: SessionStore) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield  # AuthMiddleware runs doorman.startup() (migrations, startup hooks) on the way in
+        await store.close()
+        await doorman.close()
+        await doorman.engine.dispose()
+
+    return lifespan
+
+
+def _secrets_of(settings: Settings) -> list[str]:
+    secret = settings.secret
+    if not secret:
+        raise ConfigError(
+            "secret: not resolved; build the app with `doorman serve`, or set DOORMAN_SECRET"
+        )
+    return [secret] if isinstance(secret, str) else list(secret)
+
+
+def from_environment() -> ASGIApp:
+    """The app for uvicorn workers started by ``doorman serve``."""
+    raw = os.environ.get(SERVE_SETTINGS_ENV)
+    if not raw:
+        raise ConfigError(f"{SERVE_SETTINGS_ENV} is not set: start the server with `doorman serve`")
+    json.loads(raw)  # a clear error for a mangled variable, before Settings reads it
+    return create_app(Settings.from_json(raw))

@@ -1,0 +1,75 @@
+"""The one-time set-up link that creates the first admin.
+
+``doorman serve`` calls ``issue_setup_token`` on start: when there are no users
+it makes a random token, keeps only its SHA-256 in ``doorman_settings`` (so
+every worker can check it) and prints the link. The token works once, and
+only while the database has no users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..database import connect
+from ..migrations import ensure_schema
+from ..schema import settings_table, users_table
+
+__all__ = ["claim_setup_token", "issue_setup_token", "needs_setup", "setup_token_valid"]
+
+_NAME = "setup_token_sha256"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+async def needs_setup(engine: AsyncEngine) -> bool:
+    """True while the database has no users."""
+    await ensure_schema(engine)
+    async with connect(engine) as connection:
+        found = await connection.execute(sa.select(users_table.c.id).limit(1))
+        return found.first() is None
+
+
+async def issue_setup_token(engine: AsyncEngine) -> str | None:
+    """A new set-up token when there are no users (replacing any earlier one), else None."""
+    if not await needs_setup(engine):
+        return None
+    token = secrets.token_urlsafe(32)
+    async with connect(engine, write=True) as connection:
+        await connection.execute(settings_table.delete().where(settings_table.c.name == _NAME))
+        await connection.execute(settings_table.insert().values(name=_NAME, value=_digest(token)))
+    return token
+
+
+async def setup_token_valid(engine: AsyncEngine, token: object) -> bool:
+    """Whether ``token`` is the current set-up token and set-up is still needed."""
+    if not isinstance(token, str) or not token or len(token) > 200:
+        return False
+    if not await needs_setup(engine):
+        return False
+    async with connect(engine) as connection:
+        stored = (
+            await connection.execute(
+                sa.select(settings_table.c.value).where(settings_table.c.name == _NAME)
+            )
+        ).scalar_one_or_none()
+    return stored is not None and hmac.compare_digest(stored, _digest(token))
+
+
+async def claim_setup_token(engine: AsyncEngine, token: object) -> bool:
+    """Use the token up, atomically: of two requests racing with it, one wins."""
+    if not await setup_token_valid(engine, token):
+        return False
+    assert isinstance(token, str)
+    query = settings_table.delete().where(
+        settings_table.c.name == _NAME, settings_table.c.value == _digest(token)
+    )
+    async with connect(engine, write=True) as connection:
+        result = await connection.execute(query)
+    return result.rowcount == 1

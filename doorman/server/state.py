@@ -1,0 +1,37 @@
+"""What every view of the sign-in server needs, built once by ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..core import Doorman
+    from ..stores.base import SessionStore
+    from .redirects import NextSigner
+    from .templates import Templates
+
+__all__ = ["ServerState", "state_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerState:
+    settings: Settings
+    doorman: Doorman
+    store: SessionStore
+    templates: Templates
+    next_signer: NextSigner
+    #: ``route_prefix`` without its trailing slash: "/-" by default.
+    prefix: str
+
+    def url(self, path: str) -> str:
+        """A doorman route: ``url("login")`` is "/-/login"."""
+        return f"{self.prefix}/{path}"
+
+
+def state_of(request: Request) -> ServerState:
+    server: ServerState = request.app.state.server
+    return server

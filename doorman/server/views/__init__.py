@@ -1,0 +1,1 @@
+"""The sign-in server's views: pages, the JSON API and forward-auth."""

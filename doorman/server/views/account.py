@@ -1,0 +1,171 @@
+"""``/-/account``: own details, password change, own sessions and API tokens."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ...auth.guards import requires
+from ...auth.login import update_session_auth
+from ...auth.middleware import SESSION_SIGNIN
+from ...auth.users import User
+from ...exceptions import AccountError, PasswordRejected
+from ..state import ServerState, state_of
+from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
+
+__all__ = ["routes"]
+
+#: Lifetimes offered for a new token, in days (0: no expiry).
+TOKEN_LIFETIMES = {"30": 30, "90": 90, "365": 365, "0": 0}
+
+
+def routes(prefix: str) -> list[BaseRoute]:
+    return [
+        Route(f"{prefix}/account", account_page),
+        Route(f"{prefix}/account/password", change_password, methods=["POST"]),
+        Route(f"{prefix}/account/sessions/{{signin_id}}/revoke", revoke_signin, methods=["POST"]),
+        Route(f"{prefix}/account/tokens", create_token, methods=["POST"]),
+        Route(f"{prefix}/account/tokens/{{token_id}}/revoke", revoke_token, methods=["POST"]),
+    ]
+
+
+async def _me(request: Request) -> tuple[ServerState, User]:
+    server = state_of(request)
+    return server, await server.doorman.users.require(request.scope["actor"]["id"])
+
+
+@requires("account")
+async def account_page(request: Request) -> Response:
+    server, user = await _me(request)
+    return await _render(request, server, user)
+
+
+async def _render(
+    request: Request,
+    server: ServerState,
+    user: User,
+    status: int = 200,
+    *,
+    errors: list[str] | None = None,
+    notice: str = "",
+    new_token: str = "",
+) -> Response:
+    signins = await server.doorman.signins.list(user)
+    tokens = await server.doorman.tokens.list(user)
+    current = request.scope["session"].get(SESSION_SIGNIN)
+    if wants_json(request):
+        body: dict[str, Any] = {
+            "user": {"username": user.username, "email": user.email, "groups": list(user.groups)},
+            "sessions": [
+                {
+                    "id": s.id,
+                    "current": s.id == current,
+                    "address": s.address,
+                    "user_agent": s.user_agent,
+                    "created_at": s.created_at,
+                    "last_seen": s.last_seen,
+                }
+                for s in signins
+            ],
+            "tokens": [
+                {
+                    "id": t.id,
+                    "name": t.name,
+                    "created_at": t.created_at,
+                    "last_used_at": t.last_used_at,
+                    "expires_at": t.expires_at,
+                }
+                for t in tokens
+            ],
+        }
+        if new_token:
+            body["token"] = new_token
+        if errors:
+            body["errors"] = errors
+        return JSONResponse(body, status, headers={"cache-control": "no-store"})
+    return await server.templates.render(
+        request,
+        "account.html",
+        status,
+        user=user,
+        signins=signins,
+        current_signin=current,
+        tokens=tokens,
+        lifetimes=TOKEN_LIFETIMES,
+        errors=errors or [],
+        notice=notice,
+        new_token=new_token,
+        now=time.time(),
+    )
+
+
+@requires("account")
+async def change_password(request: Request) -> Response:
+    server, user = await _me(request)
+    fields = await checked_form(request)
+    if fields is None:
+        return await refuse_csrf(request)
+    password = field(fields, "password")
+    verdict = await server.doorman.hasher.verify(
+        field(fields, "current_password"), user.password_hash
+    )
+    errors = [] if verdict.ok else ["The current password is wrong."]
+    if password != field(fields, "password2"):
+        errors.append("The two new passwords differ.")
+    if not errors:
+        try:
+            user = await server.doorman.set_password(user, password)
+        except PasswordRejected as error:
+            errors = [f"This password {problem}." for problem in error.problems]
+        else:
+            await update_session_auth(request, user)
+            notice = "Password changed. Every other session of yours was signed out."
+            return await _render(request, server, user, notice=notice)
+    return await _render(request, server, user, 400, errors=errors)
+
+
+@requires("account")
+async def revoke_signin(request: Request) -> Response:
+    server, user = await _me(request)
+    if await checked_form(request) is None:
+        return await refuse_csrf(request)
+    found = await server.doorman.signins.revoke(request.path_params["signin_id"], user=user)
+    if wants_json(request):
+        return JSONResponse({"revoked": found}, 200 if found else 404)
+    return redirect(server.url("account"))
+
+
+@requires("account")
+async def create_token(request: Request) -> Response:
+    server, user = await _me(request)
+    fields = await checked_form(request)
+    if fields is None:
+        return await refuse_csrf(request)
+    days = TOKEN_LIFETIMES.get(field(fields, "expires", 10))
+    if days is None:
+        return json_error("expires: choose 30, 90, 365 or 0 (never)", 400)
+    try:
+        _, text = await server.doorman.tokens.create(
+            user, name=field(fields, "name", 200), expires_in=days * 86400 or None
+        )
+    except AccountError as error:
+        return await _render(request, server, user, 400, errors=[str(error)])
+    notice = "Copy this token now: it will not be shown again."
+    return await _render(
+        request, server, user, 201 if wants_json(request) else 200, notice=notice, new_token=text
+    )
+
+
+@requires("account")
+async def revoke_token(request: Request) -> Response:
+    server, user = await _me(request)
+    if await checked_form(request) is None:
+        return await refuse_csrf(request)
+    found = await server.doorman.tokens.revoke(request.path_params["token_id"], user=user)
+    if wants_json(request):
+        return JSONResponse({"revoked": found}, 200 if found else 404)
+    return redirect(server.url("account"))

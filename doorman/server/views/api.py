@@ -1,0 +1,114 @@
+"""The JSON side: ``/-/whoami``, forward-auth ``/-/auth`` and ``/-/health``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+
+from ...auth.csrf import csrf_token
+from ...database import connect
+from ...exceptions import StoreError
+from ..redirects import host_allowed, safe_path
+from ..state import ServerState, state_of
+
+__all__ = ["forward_auth", "health", "whoami"]
+
+log = logging.getLogger("doorman.server")
+_PRIVATE = {"cache-control": "no-store", "vary": "Cookie, Authorization"}
+
+
+async def whoami(request: Request) -> Response:
+    """``{"actor": {...}}`` or ``{"actor": null}``; ``?csrf=1`` adds this session's CSRF token."""
+    body: dict[str, Any] = {"actor": request.scope.get("actor")}
+    if request.query_params.get("csrf") == "1":
+        body["csrftoken"] = csrf_token(request.scope["session"])
+    return JSONResponse(body, headers=_PRIVATE)
+
+
+async def forward_auth(request: Request) -> Response:
+    """For nginx ``auth_request``, Traefik ``ForwardAuth`` and Caddy ``forward_auth``.
+
+    Signed in and allowed to ``view``: 200 with ``X-Doorman-User``. Signed in
+    but not allowed: 403. Not signed in: 401, or a 302 to the login page for a
+    browser (``Accept: text/html``) or when ``?rd=`` names where to return.
+    """
+    server = state_of(request)
+    actor = request.scope.get("actor")
+    if actor is not None:
+        if not await server.doorman.allowed(actor, "view"):
+            return PlainTextResponse("Forbidden\n", 403, headers=_PRIVATE)
+        headers = {
+            **_PRIVATE,
+            "x-doorman-user": _header_safe(str(actor.get("username") or actor["id"])),
+            "x-doorman-groups": ",".join(_header_safe(str(g)) for g in actor.get("groups") or []),
+            "x-doorman-admin": "true" if actor.get("admin") is True else "false",
+        }
+        return PlainTextResponse("OK\n", 200, headers=headers)
+    rd = request.query_params.get("rd")
+    if rd is not None or "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse(_login_url(server, request, rd), 302, headers=_PRIVATE)
+    return PlainTextResponse("Sign in first\n", 401, headers=_PRIVATE)
+
+
+def _login_url(server: ServerState, request: Request, rd: str | None) -> str:
+    """The login page, with a ``next`` that brings the user back to what they asked for."""
+    settings = server.settings
+    base = (settings.public_url or "").rstrip("/") + server.url("login")
+    original = rd or _original_url(request)
+    if original is None:
+        return base
+    if original.startswith("/"):
+        return f"{base}?{urlencode({'next': safe_path(original)})}"
+    parts = urlsplit(original)
+    public_host = urlsplit(settings.public_url).hostname if settings.public_url else None
+    if parts.scheme not in ("http", "https") or not host_allowed(
+        parts.hostname or "", public_host=public_host, cookie_domain=settings.cookie_domain
+    ):
+        return base
+    signature = server.next_signer.sign(original)
+    return f"{base}?{urlencode({'next': original, 'next_sig': signature})}"
+
+
+def _original_url(request: Request) -> str | None:
+    """What the proxy was asked for: nginx's X-Original-URL, or Traefik's and Caddy's headers."""
+    headers = request.headers
+    if "x-original-url" in headers:
+        return headers["x-original-url"]
+    host, uri = headers.get("x-forwarded-host"), headers.get("x-forwarded-uri")
+    if host and uri is not None:
+        proto = headers.get("x-forwarded-proto", "https").split(",")[0].strip()
+        return f"{proto}://{host}{uri if uri.startswith('/') else '/' + uri}"
+    return None
+
+
+def _header_safe(value: str) -> str:
+    """Percent-encoded UTF-8 beyond ASCII: "josé" is "jos%C3%A9", never "jos".
+
+    Usernames and group names cannot contain "%" or ",", so this is unambiguous.
+    """
+    return quote(value, safe="@.+-_ ")
+
+
+async def health(request: Request) -> Response:
+    """200 when the database and the session store answer, 503 (with what failed) when not."""
+    server = state_of(request)
+    failed: list[str] = []
+    try:
+        async with connect(server.doorman.engine) as connection:
+            await connection.execute(sa.text("SELECT 1"))
+    except StoreError as error:
+        log.error("health: database unavailable: %s", error)
+        failed.append("database")
+    try:
+        await server.store.ping()
+    except StoreError as error:
+        log.error("health: session store unavailable: %s", error)
+        failed.append("sessions")
+    status = 503 if failed else 200
+    body = {"status": "unavailable" if failed else "ok", "failed": failed}
+    return JSONResponse(body, status, headers={"cache-control": "no-store"})

@@ -1,0 +1,220 @@
+"""Sign in, sign out, register, and the one-time set-up of the first admin."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ...auth import csrf
+from ...auth.login import login, logout
+from ...auth.users import User, check_username
+from ...exceptions import AccountError, AuthenticationFailed, PasswordRejected, Throttled
+from .. import setup
+from ..redirects import safe_path
+from ..state import ServerState, state_of
+from .common import (
+    checked_form,
+    client_address,
+    field,
+    json_error,
+    redirect,
+    refuse_csrf,
+    wants_json,
+)
+
+__all__ = ["login_page", "logout_view", "register_page", "setup_page"]
+
+
+def _next_of(server: ServerState, values: Any) -> tuple[str, str | None]:
+    """Where to go after sign-in: a same-site path, or a URL we signed for an allowed host."""
+    given = values.get("next")
+    settings = server.settings
+    public_host = urlsplit(settings.public_url).hostname if settings.public_url else None
+    absolute = server.next_signer.absolute_allowed(
+        given,
+        values.get("next_sig"),
+        public_host=public_host,
+        cookie_domain=settings.cookie_domain,
+    )
+    if absolute is not None:
+        return absolute, values.get("next_sig")
+    return safe_path(given, default=server.url("account")), None
+
+
+async def login_page(request: Request) -> Response:
+    server = state_of(request)
+    if request.method == "GET":
+        target, signature = _next_of(server, request.query_params)
+        if request.scope.get("actor") is not None and "next" in request.query_params:
+            return redirect(target)
+        return await _login_form(request, server, target, signature)
+    fields = await checked_form(request)
+    if fields is None:
+        return await refuse_csrf(request)
+    target, signature = _next_of(server, fields)
+    username = field(fields, "username", 600)
+    try:
+        user = await server.doorman.authenticate(
+            username, field(fields, "password"), client=client_address(request)
+        )
+    except Throttled as error:
+        headers = {"retry-after": str(error.retry_after)}
+        if wants_json(request):
+            return json_error(str(error), 429, **headers)
+        response = await _login_form(request, server, target, signature, username, [str(error)])
+        response.status_code = 429
+        response.headers.update(headers)
+        return response
+    except AuthenticationFailed as error:
+        if wants_json(request):
+            return json_error(str(error), 401)
+        response = await _login_form(request, server, target, signature, username, [str(error)])
+        response.status_code = 401
+        return response
+    return await _signed_in(request, user, target)
+
+
+async def _login_form(
+    request: Request,
+    server: ServerState,
+    target: str,
+    signature: str | None,
+    username: str = "",
+    errors: list[str] | None = None,
+) -> Response:
+    return await server.templates.render(
+        request,
+        "login.html",
+        next=target if target != server.url("account") else "",
+        next_sig=signature or "",
+        username=username,
+        errors=errors or [],
+        notice="",
+        allow_registration=server.settings.allow_registration,
+    )
+
+
+async def _signed_in(request: Request, user: User, target: str) -> Response:
+    actor = await login(request, user)
+    csrf.rotate(request.scope["session"])  # a token seen before sign-in is worthless after
+    if wants_json(request):
+        return JSONResponse({"actor": actor}, headers={"cache-control": "no-store"})
+    return redirect(target)
+
+
+async def logout_view(request: Request) -> Response:
+    server = state_of(request)
+    if await checked_form(request) is None:
+        return await refuse_csrf(request)
+    await logout(request)
+    if wants_json(request):
+        return JSONResponse({"actor": None}, headers={"cache-control": "no-store"})
+    return redirect(server.url("login"))
+
+
+async def register_page(request: Request) -> Response:
+    server = state_of(request)
+    if not server.settings.allow_registration:
+        return await _not_found(request, server, "Registration is closed on this site.")
+    return await _account_form(request, server, action=server.url("register"), admin=False)
+
+
+async def setup_page(request: Request) -> Response:
+    server = state_of(request)
+    token = request.query_params.get("token") if request.method == "GET" else None
+    if request.method == "GET" and not await setup.setup_token_valid(server.doorman.engine, token):
+        return await _not_found(
+            request,
+            server,
+            "This set-up link is not valid: it was used already, or the server was "
+            "restarted and printed a new one.",
+        )
+    return await _account_form(
+        request, server, action=server.url("setup"), admin=True, token=token or ""
+    )
+
+
+async def _account_form(
+    request: Request, server: ServerState, *, action: str, admin: bool, token: str = ""
+) -> Response:
+    """The registration form, and its set-up twin that creates the first admin."""
+    template = "setup.html" if admin else "register.html"
+    context: dict[str, Any] = {
+        "action": action,
+        "token": token,
+        "username": "",
+        "email": "",
+        "errors": [],
+        "notice": "",
+        "min_length": server.doorman.password_min_length,
+        "button": "Create the admin account" if admin else "Create account",
+    }
+    if request.method == "GET":
+        return await server.templates.render(request, template, **context)
+    fields = await checked_form(request)
+    if fields is None:
+        return await refuse_csrf(request)
+    username, email = field(fields, "username", 600), field(fields, "email", 300)
+    context.update(username=username, email=email, token=field(fields, "token", 200))
+    password = field(fields, "password")
+    errors = await _account_problems(server, username, email, password, field(fields, "password2"))
+    if (
+        admin
+        and not errors
+        and not await setup.claim_setup_token(server.doorman.engine, context["token"])
+    ):
+        errors = ["This set-up link is not valid any more."]
+    if not errors:
+        try:
+            user = await server.doorman.create_user(
+                username, password, email=email or None, admin=admin, validate=False
+            )
+        except AccountError as error:
+            errors = [str(error)]
+        else:
+            return await _signed_in(
+                request, user, server.url("admin/users" if admin else "account")
+            )
+    if wants_json(request):
+        return JSONResponse({"errors": errors}, 400, headers={"cache-control": "no-store"})
+    return await server.templates.render(request, template, 400, **{**context, "errors": errors})
+
+
+async def _account_problems(
+    server: ServerState, username: str, email: str, password: str, again: str
+) -> list[str]:
+    errors: list[str] = []
+    try:
+        check_username(username)
+    except AccountError as error:
+        errors.append(str(error).capitalize())
+    if password != again:
+        errors.append("The two passwords differ.")
+    try:
+        problems = await server.doorman.password_problems(
+            password, username=username, email=email or None
+        )
+    except PasswordRejected as error:  # pragma: no cover - password_problems returns them
+        problems = error.problems
+    errors.extend(f"This password {problem}." for problem in problems)
+    if errors:
+        return errors
+    if await server.doorman.users.by_username(username) is not None:
+        errors.append("That username is taken.")
+    return errors
+
+
+async def _not_found(request: Request, server: ServerState, message: str) -> Response:
+    if wants_json(request):
+        return json_error(message, 404)
+    return await server.templates.render(
+        request,
+        "message.html",
+        404,
+        title="Not available",
+        message=message,
+        link={"href": server.url("login"), "label": "Sign in"},
+    )

@@ -1,0 +1,448 @@
+"""The sign-in server over HTTP, in process: sign-in, next, CSRF, set-up, account, forward-auth."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from doorman import PasswordHasher
+from doorman.config import Settings, assemble, load_settings
+from doorman.core import Doorman
+from doorman.server import setup
+from doorman.server.app import create_app
+from doorman.stores.base import SessionStore
+
+from .conftest import SECRET
+from .helpers import COOKIE, client
+
+pytestmark = pytest.mark.anyio
+
+PASSWORD = "correct horse battery staple"
+HTML = {"accept": "text/html,application/xhtml+xml"}
+
+
+@dataclass
+class Server:
+    app: Any
+    doorman: Doorman
+    store: SessionStore
+    settings: Settings
+
+
+@contextlib.asynccontextmanager
+async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
+    options = {"db": str(tmp_path / "doorman.db"), "secret": SECRET, **overrides}
+    found = load_settings(environ={}, overrides=options)
+    doorman, store = assemble(found, [SECRET])
+    doorman.hasher = doorman.users.hasher = PasswordHasher(time_cost=1, memory_cost=1024)
+    await doorman.startup()
+    try:
+        yield Server(create_app(found, doorman=doorman, store=store), doorman, store, found)
+    finally:
+        await store.close()
+        await doorman.close()
+        await doorman.engine.dispose()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    async with running(tmp_path, cookie_domain="example.com") as found:
+        await found.doorman.create_user("alice", PASSWORD)
+        await found.doorman.create_user("root", PASSWORD, admin=True)
+        yield found
+
+
+def browse(server: Server) -> httpx.AsyncClient:
+    """A client on the sign-in server's host, inside the cookie domain example.com."""
+    return client(server.app, base_url="http://auth.example.com")
+
+
+async def csrf_token(browser: httpx.AsyncClient) -> str:
+    token = (await browser.get("/-/whoami?csrf=1")).json()["csrftoken"]
+    assert isinstance(token, str)
+    return token
+
+
+async def sign_in(
+    browser: httpx.AsyncClient, username: str = "alice", **extra: str
+) -> httpx.Response:
+    data = {"username": username, "password": PASSWORD, "csrftoken": await csrf_token(browser)}
+    return await browser.post("/-/login", data={**data, **extra})
+
+
+async def actor_of(browser: httpx.AsyncClient) -> Any:
+    return (await browser.get("/-/whoami")).json()["actor"]
+
+
+# -- the login page ------------------------------------------------------------
+
+
+async def test_login_page_is_a_labelled_form_with_security_headers(server: Server) -> None:
+    async with browse(server) as browser:
+        page = await browser.get("/-/login", headers=HTML)
+    assert page.status_code == 200
+    assert re.search(r'<label for="username">', page.text)
+    assert re.search(r'<label for="password">', page.text)
+    assert 'name="csrftoken" value="' in page.text
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "same-origin"
+
+
+async def test_sign_in_cycles_the_session_and_lands_on_the_account(server: Server) -> None:
+    async with browse(server) as browser:
+        await csrf_token(browser)
+        before = browser.cookies[COOKIE]
+        response = await sign_in(browser)
+        assert response.status_code == 303
+        assert response.headers["location"] == "/-/account"
+        assert browser.cookies[COOKIE] != before
+        assert (await actor_of(browser))["username"] == "alice"
+        account = await browser.get("/-/account", headers=HTML)
+        assert account.status_code == 200 and "alice" in account.text
+
+
+async def test_wrong_password_and_unknown_user_read_the_same(server: Server) -> None:
+    async with browse(server) as browser:
+        token = await csrf_token(browser)
+        answers = []
+        for username in ("alice", "nobody"):
+            data = {"username": username, "password": "wrong", "csrftoken": token}
+            answers.append(await browser.post("/-/login", data=data))
+    assert [a.status_code for a in answers] == [401, 401]
+    assert "Wrong username or password." in answers[0].text
+    first, second = (re.sub(r'value="[^"]*"', "", a.text) for a in answers)
+    assert first == second
+
+
+async def test_a_form_without_its_csrf_token_is_refused(server: Server) -> None:
+    async with browse(server) as browser:
+        await csrf_token(browser)
+        bare = {"username": "alice", "password": PASSWORD}
+        assert (await browser.post("/-/login", data=bare)).status_code == 403
+        forged = await browser.post("/-/login", data={**bare, "csrftoken": "x" * 43})
+        assert forged.status_code == 403
+        cross = await browser.post(
+            "/-/login",
+            data={**bare, "csrftoken": await csrf_token(browser)},
+            headers={"sec-fetch-site": "cross-site"},
+        )
+        assert cross.status_code == 403
+        assert await actor_of(browser) is None
+
+
+async def test_throttled_sign_in_answers_429_with_retry_after(server: Server) -> None:
+    async with browse(server) as browser:
+        token = await csrf_token(browser)
+        for _ in range(server.settings.throttle_per_account):
+            data = {"username": "alice", "password": "wrong", "csrftoken": token}
+            await browser.post("/-/login", data=data)
+        response = await sign_in(browser)
+    assert response.status_code == 429
+    assert int(response.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "//evil.example/x",
+        "/\\evil.example",
+        "/%2F%2Fevil.example",
+        "%2F%2Fevil.example",
+        "/%252F%252Fevil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/\t/evil.example",
+        "/%09/evil.example",
+        "/%0d%0aSet-Cookie:x=1",
+        "",
+    ],
+)
+async def test_next_never_leaves_the_site(server: Server, given: str) -> None:
+    async with browse(server) as browser:
+        response = await sign_in(browser, next=given)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/-/account"
+
+
+async def test_next_keeps_a_path_on_this_site(server: Server) -> None:
+    async with browse(server) as browser:
+        response = await sign_in(browser, next="/reports?year=2026")
+    assert response.headers["location"] == "/reports?year=2026"
+
+
+async def test_an_absolute_next_needs_our_signature_and_an_allowed_host(server: Server) -> None:
+    signer = create_signer(server)
+    good = "https://app.example.com/dash"
+    async with browse(server) as browser:
+        unsigned = await sign_in(browser, next=good)
+        assert unsigned.headers["location"] == "/-/account"
+    async with browse(server) as browser:
+        signed = await sign_in(browser, next=good, next_sig=signer.sign(good))
+        assert signed.headers["location"] == good
+    elsewhere = "https://evil.example/x"
+    async with browse(server) as browser:
+        foreign = await sign_in(browser, next=elsewhere, next_sig=signer.sign(elsewhere))
+        assert foreign.headers["location"] == "/-/account", "signed, but not an allowed host"
+
+
+def create_signer(server: Server) -> Any:
+    from doorman.server.redirects import NextSigner
+
+    return NextSigner([SECRET])
+
+
+async def test_logout_needs_csrf_and_ends_the_session(server: Server) -> None:
+    async with browse(server) as browser:
+        await sign_in(browser)
+        assert (await browser.post("/-/logout")).status_code == 403
+        assert (await actor_of(browser))["id"] == "alice"
+        token = await csrf_token(browser)
+        response = await browser.post("/-/logout", data={"csrftoken": token})
+        assert (response.status_code, response.headers["location"]) == (303, "/-/login")
+        assert await actor_of(browser) is None
+
+
+async def test_json_sign_in_and_out_with_the_csrf_header(server: Server) -> None:
+    async with browse(server) as api:
+        token = await csrf_token(api)
+        body = {"username": "alice", "password": PASSWORD}
+        refused = await api.post("/-/login", json=body)
+        assert refused.status_code == 403
+        signed = await api.post("/-/login", json=body, headers={"x-csrftoken": token})
+        assert signed.json()["actor"]["id"] == "alice"
+        wrong = await api.post(
+            "/-/login",
+            json={"username": "alice", "password": "x"},
+            headers={"x-csrftoken": await csrf_token(api)},
+        )
+        assert (wrong.status_code, wrong.json()) == (401, {"error": "Wrong username or password."})
+        out = await api.post("/-/logout", json={}, headers={"x-csrftoken": await csrf_token(api)})
+        assert out.json() == {"actor": None}
+
+
+# -- registration and set-up ---------------------------------------------------
+
+
+async def test_registration_is_off_by_default(server: Server) -> None:
+    async with browse(server) as browser:
+        assert (await browser.get("/-/register", headers=HTML)).status_code == 404
+        token = await csrf_token(browser)
+        data = {"username": "eve", "password": PASSWORD, "password2": PASSWORD, "csrftoken": token}
+        assert (await browser.post("/-/register", data=data)).status_code == 404
+    assert await server.doorman.users.by_username("eve") is None
+
+
+async def test_registration_when_on(tmp_path: Path) -> None:
+    async with running(tmp_path, allow_registration=True) as found, browse(found) as browser:
+        token = await csrf_token(browser)
+        weak = {"username": "eve", "password": "password", "password2": "password"}
+        refused = await browser.post("/-/register", data={**weak, "csrftoken": token})
+        assert refused.status_code == 400
+        assert "shorter than 10 characters" in refused.text
+        assert "common" in refused.text
+        good = {"username": "eve", "password": PASSWORD, "password2": PASSWORD}
+        made = await browser.post("/-/register", data={**good, "csrftoken": token})
+        assert (made.status_code, made.headers["location"]) == (303, "/-/account")
+        assert (await actor_of(browser))["id"] == "eve"
+        again = await browser.post(
+            "/-/register", data={**good, "csrftoken": await csrf_token(browser)}
+        )
+        assert "That username is taken." in again.text
+
+
+async def test_setup_creates_the_first_admin_once(tmp_path: Path) -> None:
+    async with running(tmp_path) as found, browse(found) as browser:
+        token = await setup.issue_setup_token(found.doorman.engine)
+        assert token is not None
+        assert (await browser.get("/-/setup", headers=HTML)).status_code == 404
+        assert (await browser.get("/-/setup?token=wrong", headers=HTML)).status_code == 404
+        page = await browser.get(f"/-/setup?token={token}", headers=HTML)
+        assert page.status_code == 200
+        form = {
+            "username": "root",
+            "password": PASSWORD,
+            "password2": PASSWORD,
+            "token": token,
+            "csrftoken": await csrf_token(browser),
+        }
+        made = await browser.post("/-/setup", data=form)
+        assert (made.status_code, made.headers["location"]) == (303, "/-/admin/users")
+        assert (await actor_of(browser))["admin"] is True
+        form["username"] = "mallory"
+        form["csrftoken"] = await csrf_token(browser)
+        assert (await browser.post("/-/setup", data=form)).status_code == 400
+        assert await setup.issue_setup_token(found.doorman.engine) is None
+    assert await found.doorman.users.by_username("mallory") is None
+
+
+# -- account -------------------------------------------------------------------
+
+
+async def test_account_password_change_ends_the_other_session(server: Server) -> None:
+    async with browse(server) as laptop, browse(server) as phone:
+        await sign_in(laptop)
+        await sign_in(phone)
+        new = "a different long passphrase"
+        form = {"password": new, "password2": new, "csrftoken": await csrf_token(laptop)}
+        wrong = await laptop.post("/-/account/password", data={**form, "current_password": "nope"})
+        assert wrong.status_code == 400 and "current password is wrong" in wrong.text
+        done = await laptop.post(
+            "/-/account/password",
+            data={**form, "current_password": PASSWORD, "csrftoken": await csrf_token(laptop)},
+        )
+        assert done.status_code == 200 and "Password changed" in done.text
+        assert (await actor_of(laptop))["id"] == "alice"
+        assert await actor_of(phone) is None
+
+
+async def test_account_tokens_are_shown_once_and_revocable(server: Server) -> None:
+    async with browse(server) as browser:
+        await sign_in(browser)
+        made = await browser.post(
+            "/-/account/tokens",
+            data={"name": "ci", "expires": "30", "csrftoken": await csrf_token(browser)},
+        )
+        text = re.search(r"dmt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", made.text)
+        assert text is not None
+        bearer = {"authorization": f"Bearer {text.group(0)}"}
+        async with browse(server) as api:
+            assert (await api.get("/-/whoami", headers=bearer)).json()["actor"]["via"] == "token"
+            page = await browser.get("/-/account", headers=HTML)
+            assert text.group(0) not in page.text, "shown once"
+            token_id = text.group(0)[4:20]
+            await browser.post(
+                f"/-/account/tokens/{token_id}/revoke",
+                data={"csrftoken": await csrf_token(browser)},
+            )
+            assert (await api.get("/-/whoami", headers=bearer)).json()["actor"] is None
+
+
+async def test_account_lists_and_revokes_own_sessions(server: Server) -> None:
+    async with browse(server) as laptop, browse(server) as phone:
+        await sign_in(laptop)
+        await sign_in(phone)
+        listing = (await laptop.get("/-/account", headers={"accept": "application/json"})).json()
+        others = [s for s in listing["sessions"] if not s["current"]]
+        assert len(listing["sessions"]) == 2 and len(others) == 1
+        await laptop.post(
+            f"/-/account/sessions/{others[0]['id']}/revoke",
+            data={"csrftoken": await csrf_token(laptop)},
+        )
+        assert await actor_of(phone) is None
+        assert (await actor_of(laptop))["id"] == "alice"
+
+
+async def test_signed_out_browser_is_sent_to_sign_in(server: Server) -> None:
+    async with browse(server) as browser:
+        page = await browser.get("/-/account", headers=HTML)
+        assert page.status_code == 302
+        assert page.headers["location"] == "/-/login?next=%2F-%2Faccount"
+        api = await browser.get("/-/account", headers={"accept": "application/json"})
+        assert api.status_code == 401
+
+
+# -- whoami, forward-auth, health ------------------------------------------------
+
+
+async def test_whoami(server: Server) -> None:
+    async with browse(server) as browser:
+        anonymous = await browser.get("/-/whoami")
+        assert anonymous.json() == {"actor": None}
+        assert COOKIE not in browser.cookies, "no session is made for an anonymous whoami"
+        await sign_in(browser)
+        actor = await actor_of(browser)
+        assert (actor["id"], actor["username"]) == ("alice", "alice")
+
+
+async def test_forward_auth(server: Server) -> None:
+    async with browse(server) as proxy:
+        assert (await proxy.get("/-/auth")).status_code == 401
+        browser = await proxy.get("/-/auth", headers=HTML)
+        assert (browser.status_code, browser.headers["location"]) == (302, "/-/login")
+        await sign_in(proxy)
+        ok = await proxy.get("/-/auth")
+        assert ok.status_code == 200
+        assert ok.headers["x-doorman-user"] == "alice"
+        assert ok.headers["x-doorman-admin"] == "false"
+
+
+async def test_forward_auth_sends_browsers_back_where_they_were(server: Server) -> None:
+    forwarded = {
+        **HTML,
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "app.example.com",
+        "x-forwarded-uri": "/reports?x=1",
+    }
+    async with browse(server) as browser:
+        bounce = await browser.get("/-/auth", headers=forwarded)
+        assert bounce.status_code == 302
+        query = parse_qs(urlsplit(bounce.headers["location"]).query)
+        assert query["next"] == ["https://app.example.com/reports?x=1"]
+        evil = {**forwarded, "x-forwarded-host": "evil.example"}
+        refused = await browser.get("/-/auth", headers=evil)
+        assert "evil" not in refused.headers["location"]
+        with_rd = await browser.get("/-/auth?rd=https://app.example.com/")
+        assert with_rd.status_code == 302 and "next_sig" in with_rd.headers["location"]
+        back = await sign_in(browser, next=query["next"][0], next_sig=query["next_sig"][0])
+        assert back.headers["location"] == "https://app.example.com/reports?x=1"
+
+
+async def test_forward_auth_percent_encodes_non_ascii_names(server: Server) -> None:
+    await server.doorman.create_user("josé", PASSWORD)
+    async with browse(server) as proxy:
+        await sign_in(proxy, "josé")
+        assert (await proxy.get("/-/auth")).headers["x-doorman-user"] == "jos%C3%A9"
+
+
+async def test_health(tmp_path: Path) -> None:
+    async with running(tmp_path) as found, browse(found) as probe:
+        ok = await probe.get("/-/health")
+        assert (ok.status_code, ok.json()) == (200, {"status": "ok", "failed": []})
+    async with running(tmp_path, sessions="redis://127.0.0.1:1/0") as down, browse(down) as probe:
+        failed = await probe.get("/-/health")
+        assert failed.status_code == 503
+        assert failed.json() == {"status": "unavailable", "failed": ["sessions"]}
+
+
+# -- no 500 from any client input ------------------------------------------------
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    username=st.text(max_size=300),
+    password=st.text(max_size=300),
+    next_=st.text(max_size=300),
+    signature=st.text(max_size=100),
+)
+async def test_no_input_to_the_login_form_gives_a_500(
+    server: Server, username: str, password: str, next_: str, signature: str
+) -> None:
+    async with browse(server) as browser:
+        data = {
+            "username": username,
+            "password": password,
+            "next": next_,
+            "next_sig": signature,
+            "csrftoken": await csrf_token(browser),
+        }
+        response = await browser.post("/-/login", data=data)
+        assert response.status_code in (303, 400, 401, 429)
+        if response.status_code == 303:
+            location = response.headers["location"]
+            assert location.startswith("/") and not location.startswith("//")
