@@ -204,7 +204,7 @@ class AuthMiddleware:
             else:
                 session.clear()
             return None
-        await self.doorman.signins.seen(signin, last_seen)  # type: ignore[arg-type]
+        await self.doorman.signins.seen(signin, last_seen)
         return user.actor("session")
 
     async def _from_token(self, text: str, scope: Scope) -> dict[str, Any] | None:
