@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from .views import account, admin, api, signin
 __all__ = ["create_app", "from_environment"]
 
 _STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("doorman.server")
 
 
 def create_app(
@@ -40,6 +42,12 @@ def create_app(
 ) -> ASGIApp:
     """The sign-in server for ``settings``; its secret must be resolved already."""
     secrets = _secrets_of(settings)
+    if settings.cookie_domain and not settings.public_url:
+        log.warning(
+            "cookie_domain is set but public_url is not: forward-auth redirects to the login "
+            "page will be relative and break on other hosts; set public_url to this server's "
+            "address, such as https://auth.example.com"
+        )
     if doorman is None or store is None:
         doorman, store = assemble(settings, secrets)
     prefix = "/" + settings.route_prefix.strip("/")
