@@ -56,7 +56,8 @@ async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running(tmp_path, cookie_domain="example.com") as found:
+    options = {"cookie_domain": "example.com", "public_url": "http://auth.example.com"}
+    async with running(tmp_path, **options) as found:
         await found.doorman.create_user("alice", PASSWORD)
         await found.doorman.create_user("root", PASSWORD, admin=True)
         yield found
@@ -302,7 +303,9 @@ async def test_account_password_change_ends_the_other_session(server: Server) ->
             "/-/account/password",
             data={**form, "current_password": PASSWORD, "csrftoken": await csrf_token(laptop)},
         )
-        assert done.status_code == 200 and "Password changed" in done.text
+        assert (done.status_code, done.headers["location"]) == (303, "/-/account?done=password")
+        page = await laptop.get(done.headers["location"], headers=HTML)
+        assert "Password changed" in page.text
         assert (await actor_of(laptop))["id"] == "alice"
         assert await actor_of(phone) is None
 
@@ -314,7 +317,9 @@ async def test_account_tokens_are_shown_once_and_revocable(server: Server) -> No
             "/-/account/tokens",
             data={"name": "ci", "expires": "30", "csrftoken": await csrf_token(browser)},
         )
-        text = re.search(r"dmt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", made.text)
+        assert (made.status_code, made.headers["location"]) == (303, "/-/account?done=token")
+        shown = await browser.get(made.headers["location"], headers=HTML)
+        text = re.search(r"dmt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", shown.text)
         assert text is not None
         bearer = {"authorization": f"Bearer {text.group(0)}"}
         async with browse(server) as api:
@@ -370,7 +375,8 @@ async def test_forward_auth(server: Server) -> None:
     async with browse(server) as proxy:
         assert (await proxy.get("/-/auth")).status_code == 401
         browser = await proxy.get("/-/auth", headers=HTML)
-        assert (browser.status_code, browser.headers["location"]) == (302, "/-/login")
+        login = "http://auth.example.com/-/login"
+        assert (browser.status_code, browser.headers["location"]) == (302, login)
         await sign_in(proxy)
         ok = await proxy.get("/-/auth")
         assert ok.status_code == 200

@@ -51,15 +51,16 @@ def create_app(
     if doorman is None or store is None:
         doorman, store = assemble(settings, secrets)
     prefix = "/" + settings.route_prefix.strip("/")
+    templates = Templates(
+        doorman, template_dir=settings.template_dir, site_name=settings.site_name, prefix=prefix
+    )
     if doorman.plugins.get_plugin("doorman.server") is None:
-        doorman.plugins.register(ServerPlugin(prefix), name="doorman.server")
+        doorman.plugins.register(ServerPlugin(prefix, templates), name="doorman.server")
     server = ServerState(
         settings=settings,
         doorman=doorman,
         store=store,
-        templates=Templates(
-            doorman, template_dir=settings.template_dir, site_name=settings.site_name, prefix=prefix
-        ),
+        templates=templates,
         next_signer=NextSigner(secrets),
         prefix=prefix,
     )

@@ -38,10 +38,22 @@ async def _me(request: Request) -> tuple[ServerState, User]:
     return server, await server.doorman.users.require(request.scope["actor"]["id"])
 
 
+#: Notices after a redirect, by ``?done=``: fixed words, never text from the URL.
+_NOTICES = {
+    "password": "Password changed. Every other session of yours was signed out.",
+    "token": "Copy this token now: it will not be shown again.",
+}
+#: A token made on the previous request waits here for the page that shows it once.
+_NEW_TOKEN = "_new_token"  # noqa: S105 - a session key's name, not a secret
+
+
 @requires("account")
 async def account_page(request: Request) -> Response:
     server, user = await _me(request)
-    return await _render(request, server, user)
+    new_token = request.scope["session"].pop(_NEW_TOKEN, "")
+    done = "token" if new_token else request.query_params.get("done", "")
+    notice = _NOTICES["password"] if done == "password" else _NOTICES["token"] if new_token else ""
+    return await _render(request, server, user, notice=notice, new_token=new_token)
 
 
 async def _render(
@@ -123,8 +135,9 @@ async def change_password(request: Request) -> Response:
             errors = [f"This password {problem}." for problem in error.problems]
         else:
             await update_session_auth(request, user)
-            notice = "Password changed. Every other session of yours was signed out."
-            return await _render(request, server, user, notice=notice)
+            if wants_json(request):
+                return await _render(request, server, user, notice=_NOTICES["password"])
+            return redirect(server.url("account") + "?done=password")  # a reload sends nothing
     return await _render(request, server, user, 400, errors=errors)
 
 
@@ -154,10 +167,10 @@ async def create_token(request: Request) -> Response:
         )
     except AccountError as error:
         return await _render(request, server, user, 400, errors=[str(error)])
-    notice = "Copy this token now: it will not be shown again."
-    return await _render(
-        request, server, user, 201 if wants_json(request) else 200, notice=notice, new_token=text
-    )
+    if wants_json(request):
+        return await _render(request, server, user, 201, notice=_NOTICES["token"], new_token=text)
+    request.scope["session"][_NEW_TOKEN] = text  # shown once by the page this redirects to
+    return redirect(server.url("account") + "?done=token")
 
 
 @requires("account")

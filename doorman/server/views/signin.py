@@ -53,6 +53,8 @@ async def login_page(request: Request) -> Response:
         return await _login_form(request, server, target, signature)
     fields = await checked_form(request)
     if fields is None:
+        if request.scope.get("actor") is not None and not wants_json(request):
+            return redirect(server.url("account"))  # a second login tab: already signed in
         return await refuse_csrf(request)
     target, signature = _next_of(server, fields)
     username = field(fields, "username", 600)
@@ -108,6 +110,8 @@ async def _signed_in(request: Request, user: User, target: str) -> Response:
 async def logout_view(request: Request) -> Response:
     server = state_of(request)
     if await checked_form(request) is None:
+        if request.scope.get("actor") is None and not wants_json(request):
+            return redirect(server.url("login"))  # a stale tab: signed out already
         return await refuse_csrf(request)
     await logout(request)
     if wants_json(request):
