@@ -101,3 +101,9 @@ class UsernameTaken(AccountError):
     """Another user already has this username (compared without case)."""
 
     status_code = 409
+
+
+class DumpError(DoormanError, ValueError):
+    """A dump cannot be loaded: it is not as ``doorman.transfer.dump`` writes it, or clashes."""
+
+    status_code = 400

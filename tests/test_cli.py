@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 import doorman.cli
+import doorman.cli.db
 from doorman.cli import main
 from doorman.config import SETTINGS, Settings, close_doorman, open_doorman
 from doorman.core import Doorman
@@ -536,7 +537,7 @@ def test_db_dump_shows_progress_on_stderr_only(
         await engine.dispose()
 
     asyncio.run(many())
-    monkeypatch.setattr(doorman.cli, "_stderr_is_tty", lambda: True)
+    monkeypatch.setattr(doorman.cli.db, "_stderr_is_tty", lambda: True)
     result = ok(doorman_cli("db", "dump"))
     assert "dumping users" in result.stderr
     assert len(json.loads(result.stdout)["users"]) == 1200

@@ -47,6 +47,18 @@ class User:
     def has_usable_password(self) -> bool:
         return bool(self.password_hash)
 
+    def public_fields(self) -> dict[str, Any]:
+        """The user as JSON for the CLI and the admin pages: never the password hash."""
+        return {
+            "username": self.username,
+            "email": self.email,
+            "admin": self.is_admin,
+            "active": self.is_active,
+            "groups": list(self.groups),
+            "created_at": self.created_at,
+            "last_login": self.last_login,
+        }
+
     def actor(self, via: str) -> dict[str, Any]:
         """The actor dict for ``scope["actor"]``: the id is the username."""
         return {

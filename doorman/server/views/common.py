@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ...auth import csrf
+from ...auth.users import check_username
+from ...exceptions import AccountError
 from ..state import state_of
+
+if TYPE_CHECKING:
+    from ...core import Doorman
 
 __all__ = ["checked_form", "client_address", "json_error", "redirect", "refuse_csrf", "wants_json"]
 
@@ -92,3 +98,27 @@ def client_address(request: Request) -> str | None:
 def field(fields: dict[str, str], name: str, limit: int = 4096) -> str:
     """A field's value, cut to a sane length (passwords are checked for length elsewhere)."""
     return fields.get(name, "")[:limit]
+
+
+async def new_account_problems(
+    doorman: Doorman, username: str, email: str, password: str, again: str
+) -> list[str]:
+    """What a new account is checked for: the username, both passwords, the password rules."""
+    errors: list[str] = []
+    try:
+        check_username(username)
+    except AccountError as error:
+        errors.append(sentence(error))
+    if password != again:
+        errors.append("The two passwords differ.")
+    problems = await doorman.password_problems(password, username=username, email=email or None)
+    errors.extend(f"This password {problem}." for problem in problems)
+    if not errors and await doorman.users.by_username(username) is not None:
+        errors.append("That username is taken.")
+    return errors
+
+
+def sentence(error: Exception) -> str:
+    """An error's message as a sentence: capital first letter, full stop."""
+    text = str(error)
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")

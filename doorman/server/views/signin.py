@@ -10,8 +10,8 @@ from starlette.responses import JSONResponse, Response
 
 from ...auth import csrf
 from ...auth.login import login, logout
-from ...auth.users import User, check_username
-from ...exceptions import AccountError, AuthenticationFailed, PasswordRejected, Throttled
+from ...auth.users import User
+from ...exceptions import AccountError, AuthenticationFailed, Throttled
 from .. import setup
 from ..redirects import safe_path
 from ..state import ServerState, state_of
@@ -20,6 +20,7 @@ from .common import (
     client_address,
     field,
     json_error,
+    new_account_problems,
     redirect,
     refuse_csrf,
     wants_json,
@@ -164,7 +165,9 @@ async def _account_form(
     username, email = field(fields, "username", 600), field(fields, "email", 300)
     context.update(username=username, email=email, token=field(fields, "token", 200))
     password = field(fields, "password")
-    errors = await _account_problems(server, username, email, password, field(fields, "password2"))
+    errors = await new_account_problems(
+        server.doorman, username, email, password, field(fields, "password2")
+    )
     if (
         admin
         and not errors
@@ -185,30 +188,6 @@ async def _account_form(
     if wants_json(request):
         return JSONResponse({"errors": errors}, 400, headers={"cache-control": "no-store"})
     return await server.templates.render(request, template, 400, **{**context, "errors": errors})
-
-
-async def _account_problems(
-    server: ServerState, username: str, email: str, password: str, again: str
-) -> list[str]:
-    errors: list[str] = []
-    try:
-        check_username(username)
-    except AccountError as error:
-        errors.append(str(error).capitalize())
-    if password != again:
-        errors.append("The two passwords differ.")
-    try:
-        problems = await server.doorman.password_problems(
-            password, username=username, email=email or None
-        )
-    except PasswordRejected as error:  # pragma: no cover - password_problems returns them
-        problems = error.problems
-    errors.extend(f"This password {problem}." for problem in problems)
-    if errors:
-        return errors
-    if await server.doorman.users.by_username(username) is not None:
-        errors.append("That username is taken.")
-    return errors
 
 
 async def _not_found(request: Request, server: ServerState, message: str) -> Response:

@@ -1,0 +1,165 @@
+"""What every command shares: settings flags, --json, --yes, the password, ``run()``.
+
+Library errors become one line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ..config import SETTINGS, Settings, close_doorman, load_settings, open_doorman
+from ..exceptions import DoormanError, DumpError, PasswordRejected
+
+if TYPE_CHECKING:
+    from ..core import Doorman
+    from ..stores.base import SessionStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+_SETTINGS = {setting.name: setting for setting in SETTINGS}
+#: The metavar of a setting's flag, where its name in capitals would not do.
+_METAVARS = {"sessions": "STORE", "workers": "N", "plugins_dir": "DIR"}
+
+
+# -- errors and running library code --------------------------------------------------
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Library errors become one line on stderr and exit status 1 (``ClickException``)."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except PasswordRejected as error:
+        raise click.ClickException("password rejected: " + "; ".join(error.problems)) from None
+    except DumpError as error:  # one line already, quoting the dump's values as they are
+        raise click.ClickException(str(error)) from None
+    except DoormanError as error:
+        raise click.ClickException(one_line(str(error))) from None
+    except CommandError as error:  # a database migrated by a newer doorman, say
+        raise click.ClickException(f"migrations: {one_line(str(error))}") from None
+    except SQLAlchemyError as error:
+        cause = one_line(str(getattr(error, "orig", None) or error))[:200]
+        raise click.ClickException(f"database: {type(error).__name__}: {cause}") from None
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run library code; its errors become one line on stderr and exit status 1."""
+    with one_line_errors():
+        return asyncio.run(_settled(coroutine))
+
+
+async def _settled(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Await ``coroutine``, then the SQLite threads it started, while the loop still runs.
+
+    aiosqlite ends a connection that failed to open on its own thread, which then
+    reports to the loop: were the loop closed by then, that thread would print a
+    traceback after our one-line error.
+    """
+    before = set(threading.enumerate())
+    try:
+        return await coroutine
+    finally:
+        for thread in set(threading.enumerate()) - before:
+            if "_connection_worker_thread" in thread.name:
+                await asyncio.to_thread(thread.join, 5)
+
+
+async def with_doorman(settings: Settings, action: Callable[[Doorman], Awaitable[T]]) -> T:
+    """Open the ``Doorman`` the settings describe, run ``action`` with it, close it."""
+    return await with_store(settings, lambda doorman, _store: action(doorman))
+
+
+async def with_store(
+    settings: Settings, action: Callable[[Doorman, SessionStore], Awaitable[T]]
+) -> T:
+    """Open the ``Doorman`` and the session store, run ``action`` with both, close them."""
+    doorman, store, _ = await open_doorman(settings)
+    try:
+        return await action(doorman, store)
+    finally:
+        await close_doorman(doorman, store)
+
+
+# -- shared options -------------------------------------------------------------------
+
+
+def settings_options(*names: str) -> Callable[[F], F]:
+    """``--config`` and a flag per setting in ``names``; the command gets ``settings``.
+
+    The flags' help comes from the settings table; their values go through
+    ``load_settings`` like the file's and the environment's, so they are checked
+    (and reported) the same way.
+    """
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def wrapper(*args: Any, config_file: str | None, **kwargs: Any) -> Any:
+            overrides = {name: kwargs.pop(name) for name in names}
+            with one_line_errors():
+                settings = load_settings(config_file=config_file, overrides=overrides)
+            return command(*args, settings=settings, **kwargs)
+
+        for name in reversed(names):
+            setting = _SETTINGS[name]
+            shown = "" if setting.default is None else f"; default: {setting.default}"
+            wrapper = click.option(
+                setting.flag,
+                name,
+                metavar=_METAVARS.get(name, name.upper()),
+                help=f"{setting.help} [env {setting.env}{shown}]",
+            )(wrapper)
+        return click.option(  # type: ignore[return-value]
+            "--config",
+            "config_file",
+            envvar="DOORMAN_CONFIG",
+            metavar="FILE",
+            help="Settings file (TOML). [env DOORMAN_CONFIG; default: ./doorman.toml if present]",
+        )(wrapper)
+
+    return decorate
+
+
+def json_option(command: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        command
+    )
+
+
+def yes_option(command: F) -> F:
+    return click.option("--yes", is_flag=True, help="Do not ask for confirmation.")(command)
+
+
+def password_option(command: F) -> F:
+    return click.option(
+        "--password-stdin",
+        is_flag=True,
+        help="Read the password from the first line of standard input instead of a prompt.",
+    )(command)
+
+
+def read_password(from_stdin: bool) -> str:
+    """The password from a prompt (asked twice), or from the first line of stdin."""
+    if not from_stdin:
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    line = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not line:
+        raise click.ClickException(
+            "--password-stdin: standard input has no password; pipe it in, such as: "
+            "printf '%s\\n' \"$PASSWORD\" | doorman users create NAME --password-stdin"
+        )
+    return line

@@ -1,0 +1,114 @@
+"""``doorman tokens``: create, list and revoke API tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..config import Settings, parse_duration
+from ._options import json_option, run, settings_options, with_doorman
+from ._output import echo_json, echo_table, when
+
+if TYPE_CHECKING:
+    from ..core import Doorman
+
+
+class Duration(click.ParamType[int]):
+    """A lifetime: 90d, 12h, 30m, 3600s or a number of seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return parse_duration(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+@click.group("tokens")
+def tokens() -> None:
+    """Create, list and revoke API tokens."""
+
+
+@tokens.command("create")
+@click.argument("username")
+@click.option("--expires", type=Duration(), metavar="DURATION", help="90d, 12h, 30m or 3600s.")
+@click.option("--name", default="", help="A label to recognise the token by.")
+@click.option(
+    "--scope", "scopes", multiple=True, metavar="ACTION", help="Allow only this action (repeat)."
+)
+@settings_options("db")
+def create_token(
+    settings: Settings, username: str, expires: int | None, name: str, scopes: tuple[str, ...]
+) -> None:
+    """Make an API token for a user and print it, once: only its hash is kept."""
+
+    async def create(doorman: Doorman) -> tuple[Any, str]:
+        user = await doorman.users.require(username)
+        return await doorman.tokens.create(
+            user, name=name, expires_in=expires, scopes=scopes or None
+        )
+
+    token, text = run(with_doorman(settings, create))
+    click.echo(text)
+    until = f", valid until {when(token.expires_at)}" if token.expires_at else ""
+    click.echo(f"token {token.id} for {username}{until}; it will not be shown again", err=True)
+
+
+@tokens.command("list")
+@click.option("--user", "username", metavar="USERNAME", help="Only this user's tokens.")
+@click.option("--all", "include_dead", is_flag=True, help="Include revoked and expired tokens.")
+@json_option
+@settings_options("db")
+def list_tokens(
+    settings: Settings, username: str | None, include_dead: bool, as_json: bool
+) -> None:
+    """List API tokens (never the tokens themselves), newest first."""
+
+    async def every_token(doorman: Doorman) -> list[Any]:
+        user = None if username is None else await doorman.users.require(username)
+        return await doorman.tokens.list(user, include_dead=include_dead)
+
+    found = run(with_doorman(settings, every_token))
+    if as_json:
+        echo_json([_public(dataclasses.asdict(token), "user_id") for token in found])
+        return
+    now = time.time()
+    rows = [
+        (t.id, t.username, t.name, when(t.created_at), when(t.last_used_at) or "never",
+         _expiry(t, now))
+        for t in found
+    ]  # fmt: skip
+    headers = ("ID", "USER", "NAME", "CREATED", "LAST USED", "EXPIRES")
+    echo_table(headers, rows, "no tokens")
+
+
+def _public(record: dict[str, Any], *internal: str) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key not in internal}
+
+
+def _expiry(token: Any, now: float) -> str:
+    if token.revoked_at is not None:
+        return "revoked"
+    if not token.is_live(now):
+        return "expired"
+    return when(token.expires_at) or "never"
+
+
+@tokens.command("revoke")
+@click.argument("token_id", metavar="ID")
+@settings_options("db")
+def revoke_token(settings: Settings, token_id: str) -> None:
+    """Revoke an API token by its ID (as shown by doorman tokens list)."""
+
+    async def revoke(doorman: Doorman) -> bool:
+        return await doorman.tokens.revoke(token_id)
+
+    if not run(with_doorman(settings, revoke)):
+        raise click.ClickException(
+            f"no live token with the ID {token_id!r}; see doorman tokens list"
+        )
+    click.echo(f"revoked token {token_id}")

@@ -1,0 +1,142 @@
+"""``doorman users``: create, list and change user accounts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..config import Settings
+from ._options import (
+    json_option,
+    password_option,
+    read_password,
+    run,
+    settings_options,
+    with_doorman,
+    yes_option,
+)
+from ._output import echo_json, echo_table, when
+
+if TYPE_CHECKING:
+    from ..core import Doorman
+
+
+@click.group("users")
+def users() -> None:
+    """Create, list and change user accounts."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--email", metavar="E", help="The user's email address.")
+@click.option("--admin", is_flag=True, help="Make the user an admin.")
+@click.option("--group", "groups", multiple=True, metavar="NAME", help="Add to a group (repeat).")
+@password_option
+@settings_options("db")
+def create_user(
+    settings: Settings,
+    username: str,
+    email: str | None,
+    admin: bool,
+    groups: tuple[str, ...],
+    password_stdin: bool,
+) -> None:
+    """Add a user; the password is asked for (or read with --password-stdin) and checked."""
+
+    async def create(doorman: Doorman) -> str:
+        if await doorman.users.by_username(username) is not None:  # ask before the password
+            raise click.ClickException(f"the username {username!r} is taken")
+        password = read_password(password_stdin)
+        user = await doorman.create_user(
+            username, password, email=email, admin=admin, groups=groups
+        )
+        return f"created {'admin' if user.is_admin else 'user'} {user.username}"
+
+    click.echo(run(with_doorman(settings, create)))
+
+
+@users.command("list")
+@click.option("--search", metavar="TEXT", help="Only users whose username or email has TEXT.")
+@json_option
+@settings_options("db")
+def list_users(settings: Settings, search: str | None, as_json: bool) -> None:
+    """List users: username, email, admin, active, groups, last login."""
+
+    async def every_user(doorman: Doorman) -> list[Any]:
+        found: list[Any] = []
+        while page := await doorman.users.list(search=search, limit=500, offset=len(found)):
+            found.extend(page)
+        return found
+
+    found = [user.public_fields() for user in run(with_doorman(settings, every_user))]
+    if as_json:
+        echo_json(found)
+        return
+    yes = {True: "yes", False: "no"}
+    rows = [
+        (u["username"], u["email"], yes[u["admin"]], yes[u["active"]], ", ".join(u["groups"]),
+         when(u["last_login"]) or "never")
+        for u in found
+    ]  # fmt: skip
+    headers = ("USERNAME", "EMAIL", "ADMIN", "ACTIVE", "GROUPS", "LAST LOGIN")
+    echo_table(headers, rows, "no users")
+
+
+@users.command("passwd")
+@click.argument("username")
+@password_option
+@settings_options("db")
+def passwd(settings: Settings, username: str, password_stdin: bool) -> None:
+    """Set a user's password (checked); every session of the user ends."""
+
+    async def change(doorman: Doorman) -> None:
+        user = await doorman.users.require(username)
+        await doorman.set_password(user, read_password(password_stdin))
+
+    run(with_doorman(settings, change))
+    click.echo(f"changed the password of {username}; their sessions have ended")
+
+
+@users.command("disable")
+@click.argument("username")
+@settings_options("db")
+def disable(settings: Settings, username: str) -> None:
+    """Stop a user from signing in, and end their sessions (tokens stop working too)."""
+
+    async def change(doorman: Doorman) -> None:
+        user = await doorman.users.set_active(await doorman.users.require(username), False)
+        await doorman.end_sessions(user)
+
+    run(with_doorman(settings, change))
+    click.echo(f"disabled {username} and ended their sessions")
+
+
+@users.command("enable")
+@click.argument("username")
+@settings_options("db")
+def enable(settings: Settings, username: str) -> None:
+    """Let a disabled user sign in again."""
+
+    async def change(doorman: Doorman) -> None:
+        await doorman.users.set_active(await doorman.users.require(username), True)
+
+    run(with_doorman(settings, change))
+    click.echo(f"enabled {username}")
+
+
+@users.command("delete")
+@click.argument("username")
+@yes_option
+@settings_options("db")
+def delete_user(settings: Settings, username: str, yes: bool) -> None:
+    """Delete a user with their tokens, groups memberships and sessions."""
+
+    async def delete(doorman: Doorman) -> None:
+        user = await doorman.users.require(username)
+        if not yes:
+            click.confirm(f"Delete the user {user.username} for good?", abort=True)
+        await doorman.users.delete(user)
+
+    run(with_doorman(settings, delete))
+    click.echo(f"deleted {username}")

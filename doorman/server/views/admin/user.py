@@ -1,0 +1,268 @@
+"""One user's page and what an admin can do to them: groups, sign-out, tokens, delete.
+
+An admin cannot disable, demote or delete themselves, so one admin always remains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ....auth.guards import requires
+from ....auth.login import update_session_auth
+from ....auth.middleware import SESSION_SIGNIN
+from ....auth.users import User
+from ....core import Doorman
+from ....exceptions import PasswordRejected, Throttled, UserNotFound
+from ...state import ServerState, state_of
+from ..common import checked_form, field, refuse_csrf, wants_json
+from ._common import (
+    after_change,
+    done_notice,
+    group_names,
+    is_self,
+    json_response,
+    not_found,
+    target_user,
+    user_url,
+)
+
+
+@requires("admin")
+async def user_page(request: Request) -> Response:
+    server = state_of(request)
+    user = await target_user(request, server)
+    if user is None:
+        return await not_found(request, server)
+    return await _user_page(request, server, user, notice=done_notice(request))
+
+
+async def _user_page(
+    request: Request,
+    server: ServerState,
+    user: User,
+    status: int = 200,
+    *,
+    errors: list[str] | None = None,
+    notice: str = "",
+) -> Response:
+    if wants_json(request) and errors:
+        return json_response({"errors": errors}, status)
+    signins = await server.doorman.signins.list(user)
+    tokens = await server.doorman.tokens.list(user)
+    try:
+        await server.doorman.throttle.check(user.username, None)
+        locked = False
+    except Throttled:
+        locked = True
+    if wants_json(request):
+        return json_response(
+            {
+                "user": {**user.public_fields(), "locked": locked},
+                "sessions": [dataclasses.asdict(s) for s in signins],
+                "tokens": [dataclasses.asdict(t) for t in tokens],
+            }
+        )
+    return await server.templates.render(
+        request,
+        "admin/user.html",
+        status,
+        section="user",
+        user=user,
+        is_self=is_self(request, user),
+        locked=locked,
+        signins=signins,
+        current_signin=request.scope["session"].get(SESSION_SIGNIN),
+        tokens=tokens,
+        min_length=server.doorman.password_min_length,
+        errors=errors or [],
+        notice=notice,
+    )
+
+
+# -- actions -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Act:
+    """What an action on one user is given."""
+
+    request: Request
+    doorman: Doorman
+    user: User
+    fields: dict[str, str]
+
+    @property
+    def is_self(self) -> bool:
+        return is_self(self.request, self.user)
+
+
+class _Refused(Exception):
+    """The action cannot be done as asked: the errors to show, with a 400."""
+
+    def __init__(self, *errors: str) -> None:
+        super().__init__(*errors)
+        self.errors = list(errors)
+
+
+#: An action: None when done, or the ``NOTICES`` key to show instead ("gone").
+Action = Callable[[_Act], Awaitable[str | None]]
+
+
+async def _run(request: Request, done: str, action: Action) -> Response:
+    """The common part of every action on one user: 404, CSRF, errors, redirect back."""
+    server = state_of(request)
+    user = await target_user(request, server)
+    if user is None:
+        return await not_found(request, server)
+    fields = await checked_form(request)
+    if fields is None:
+        return await refuse_csrf(request)
+    try:
+        done = await action(_Act(request, server.doorman, user, fields)) or done
+    except _Refused as refusal:
+        return await _user_page(request, server, user, 400, errors=refusal.errors)
+    except UserNotFound:  # deleted meanwhile
+        return await not_found(request, server)
+    return after_change(request, done, user_url(server, user, done))
+
+
+def _not_self(act: _Act, doing: str) -> None:
+    if act.is_self:
+        raise _Refused(f"You cannot {doing} your own account: ask another administrator.")
+
+
+async def _set_groups(act: _Act) -> None:
+    errors, names = group_names(field(act.fields, "groups"))
+    if errors:
+        raise _Refused(*errors)
+    await act.doorman.users.set_groups(act.user, names)
+
+
+async def _sign_out(act: _Act) -> None:
+    await act.doorman.end_sessions(act.user)
+
+
+async def _revoke_tokens(act: _Act) -> None:
+    await act.doorman.tokens.revoke_all(act.user)
+
+
+async def _disable(act: _Act) -> None:
+    _not_self(act, "disable")
+    user = await act.doorman.users.set_active(act.user, False)
+    await act.doorman.end_sessions(user)  # the middleware would, on their next request
+
+
+async def _enable(act: _Act) -> None:
+    await act.doorman.users.set_active(act.user, True)
+
+
+async def _promote(act: _Act) -> None:
+    await act.doorman.users.set_admin(act.user, True)
+
+
+async def _demote(act: _Act) -> None:
+    _not_self(act, "remove administrator rights from")
+    await act.doorman.users.set_admin(act.user, False)
+
+
+async def _password(act: _Act) -> None:
+    password = field(act.fields, "password")
+    if password != field(act.fields, "password2"):
+        raise _Refused("The two passwords differ.")
+    try:
+        user = await act.doorman.set_password(act.user, password)
+    except PasswordRejected as error:
+        raise _Refused(*(f"This password {problem}." for problem in error.problems)) from None
+    if act.is_self:  # every session ended; keep this one
+        await update_session_auth(act.request, user)
+
+
+async def _unlock(act: _Act) -> None:
+    await act.doorman.throttle.reset(act.user.username)
+
+
+ACTIONS: dict[str, Callable[[_Act], Awaitable[None]]] = {
+    "groups": _set_groups,
+    "sign-out": _sign_out,
+    "revoke-tokens": _revoke_tokens,
+    "disable": _disable,
+    "enable": _enable,
+    "make-admin": _promote,
+    "remove-admin": _demote,
+    "password": _password,
+    "unlock": _unlock,
+}
+
+
+@requires("admin")
+async def user_action(request: Request) -> Response:
+    name = request.path_params["action"]
+    action = ACTIONS.get(name)
+    if action is None:
+        return await not_found(request, state_of(request), "There is no such action.")
+    return await _run(request, name, action)
+
+
+@requires("admin")
+async def revoke_user_signin(request: Request) -> Response:
+    return await _run(request, "revoke-session", _revoking(lambda doorman: doorman.signins))
+
+
+@requires("admin")
+async def revoke_user_token(request: Request) -> Response:
+    return await _run(request, "revoke-token", _revoking(lambda doorman: doorman.tokens))
+
+
+class _Revocable(Protocol):
+    async def revoke(self, item: str, /, *, user: User | None = None) -> bool: ...
+
+
+def _revoking(kind: Callable[[Doorman], _Revocable]) -> Action:
+    """The action that revokes the user's sign-in or token named in the URL ("gone" if none)."""
+
+    async def revoke(act: _Act) -> str | None:
+        found = await kind(act.doorman).revoke(act.request.path_params["item"], user=act.user)
+        return None if found else "gone"
+
+    return revoke
+
+
+# -- delete --------------------------------------------------------------------------
+
+
+@requires("admin")
+async def delete_user(request: Request) -> Response:
+    server = state_of(request)
+    user = await target_user(request, server)
+    if user is None:
+        return await not_found(request, server)
+    errors: list[str] = []
+    if request.method == "POST":
+        fields = await checked_form(request)
+        if fields is None:
+            return await refuse_csrf(request)
+        if is_self(request, user):
+            errors = ["You cannot delete your own account: ask another administrator."]
+        elif field(fields, "confirm", 600) != user.username:
+            errors = ["The username you typed does not match: nothing was deleted."]
+        else:
+            await server.doorman.users.delete(user)
+            url = f"{server.url('admin/users')}?done=deleted"
+            return after_change(request, "deleted", url)
+        if wants_json(request):
+            return json_response({"errors": errors}, 400)
+    return await server.templates.render(
+        request,
+        "admin/delete.html",
+        400 if errors else 200,
+        section="user",
+        user=user,
+        is_self=is_self(request, user),
+        errors=errors,
+        notice="",
+    )
