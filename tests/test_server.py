@@ -452,3 +452,18 @@ async def test_no_input_to_the_login_form_gives_a_500(
         if response.status_code == 303:
             location = response.headers["location"]
             assert location.startswith("/") and not location.startswith("//")
+
+
+async def test_a_deployer_template_overrides_the_page(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "login.html").write_text(
+        '{% extends "base.html" %}{% block content %}<h1>Sign in to Example Corp</h1>'
+        "<p>{{ csrftoken|length > 20 }}</p>{% endblock %}"
+    )
+    async with running(tmp_path, template_dir=str(templates)) as found, browse(found) as browser:
+        page = await browser.get("/-/login", headers=HTML)
+        assert "Sign in to Example Corp" in page.text
+        assert "<p>True</p>" in page.text, "the page context is the same"
+        account = await browser.get("/-/setup?token=x", headers=HTML)
+        assert "not valid" in account.text, "other pages keep doorman's own templates"

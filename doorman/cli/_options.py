@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 _SETTINGS = {setting.name: setting for setting in SETTINGS}
 #: The metavar of a setting's flag, where its name in capitals would not do.
-_METAVARS = {"sessions": "STORE", "workers": "N", "plugins_dir": "DIR"}
+_METAVARS = {"sessions": "STORE", "workers": "N", "plugins_dir": "DIR", "template_dir": "DIR"}
 
 
 # -- errors and running library code --------------------------------------------------

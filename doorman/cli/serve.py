@@ -14,7 +14,7 @@ from ._options import run, settings_options
 
 
 @click.command("serve")
-@settings_options("db", "sessions", "host", "port", "workers", "plugins_dir")
+@settings_options("db", "sessions", "host", "port", "workers", "plugins_dir", "template_dir")
 def serve(settings: Settings) -> None:
     """Run the sign-in server (uvicorn).
 
