@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import sessions as bench  # benchmarks/sessions.py: the fake server side and the timing loop
+from _report import package_versions, write_block  # benchmarks/_report.py
 
 SECRET = "x" * 40
 USERNAME, PASSWORD = "alice", "correct horse battery staple"
@@ -748,22 +749,7 @@ def actor_notes(rows: list[Row], samples: dict[tuple[str, str], list[float]]) ->
 
 
 def versions() -> str:
-    found = [f"Python {platform.python_version()}"]
-    for name in PACKAGES:
-        try:
-            found.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"],
-        cwd=DOCS.parent.parent,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    if commit:
-        found[1] += f" (commit {commit})"
-    return ", ".join(found)
+    return ", ".join(package_versions(PACKAGES))
 
 
 def environment() -> str:
@@ -886,19 +872,13 @@ Not like for like, and why:
 
 
 def write_docs(text: str) -> None:
-    old = DOCS.read_text()
-    if BEGIN in old and END in old:
-        before, rest = old.split(BEGIN, 1)
-        new = before + text + rest.split(END, 1)[1]
-    else:
-        intro = (
-            f"{HEADING}\n\nSign-in cost and per-request actor resolution, doorman beside "
-            "Django, Starlette\nand datasette-auth-passwords. To reproduce (the same "
-            "`benchmarks/.venv`; about\na minute and a half; `--quick` for a rougher "
-            "run in under a minute):\n\n    make bench-auth\n\n"
-        )
-        new = old.rstrip("\n") + "\n\n" + intro + text + "\n"
-    DOCS.write_text(new)
+    intro = (
+        f"{HEADING}\n\nSign-in cost and per-request actor resolution, doorman beside "
+        "Django, Starlette\nand datasette-auth-passwords. To reproduce (the same "
+        "`benchmarks/.venv`; about\na minute and a half; `--quick` for a rougher "
+        "run in under a minute):\n\n    make bench-auth\n\n"
+    )
+    write_block(DOCS, BEGIN, END, text, intro)
     print(f"wrote {DOCS}", file=sys.stderr)
 
 

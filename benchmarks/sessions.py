@@ -21,11 +21,9 @@ import argparse
 import asyncio
 import datetime as dt
 import gc
-import importlib.metadata
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _report import package_versions  # benchmarks/_report.py
 
 SECRET = "x" * 40
 REDIS_URL = "redis://127.0.0.1:6379/0"  # loopback only
@@ -571,22 +571,7 @@ def target(contenders: list[Contender], us: dict[tuple[str, str], float]) -> lis
 
 
 def versions() -> str:
-    found = [f"Python {platform.python_version()}"]
-    for name in PACKAGES:
-        try:
-            found.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"],
-        cwd=DOCS.parent.parent,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    if commit:
-        found[1] += f" (commit {commit})"
-    return ", ".join(found)
+    return ", ".join(package_versions(PACKAGES))
 
 
 def section(report: str, skipped: list[str], repeat: int, placement: str) -> str:
