@@ -62,10 +62,16 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
     """An engine tuned for doorman: WAL and a busy timeout on SQLite, timeouts on PostgreSQL."""
     url = async_url(db)
     if url.get_backend_name() == "sqlite":
+        # Keep enough connections for a busy worker: under load, a small pool closes and
+        # reopens them (each one an aiosqlite thread) instead of reusing them.
+        options.setdefault("pool_size", 10)
+        options.setdefault("max_overflow", 40)
         engine = create_async_engine(url, connect_args={"timeout": 5}, **options)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
     options.setdefault("pool_timeout", 5)
+    options.setdefault("pool_size", 10)
+    options.setdefault("max_overflow", 20)
     connect_args = {"timeout": 5, "command_timeout": 10}
     return create_async_engine(url, connect_args=connect_args, **options)
 

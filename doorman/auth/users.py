@@ -102,11 +102,6 @@ class Users:
 
     # -- reading -----------------------------------------------------------
 
-    async def get(self, user_id: int) -> User | None:
-        """The user with this id, groups included, in one round trip."""
-        found = await self._select(_u.id == user_id)
-        return found[0] if found else None
-
     async def by_username(self, username: str) -> User | None:
         if not isinstance(username, str) or len(username) > 600:
             return None
@@ -136,37 +131,29 @@ class Users:
         async with connect(self.engine) as connection:
             return int((await connection.execute(query)).scalar_one())
 
+    async def get(self, user_id: int) -> User | None:
+        """The user with this id, groups included, in one round trip."""
+        found = _users(await self._run(_BY_ID, {"user_id": user_id}))
+        return found[0] if found else None
+
     async def get_signed_in(self, user_id: int, signin_id: str) -> tuple[User | None, float | None]:
         """The user and the ``last_seen`` of their sign-in ``signin_id``, in one round trip.
 
         ``last_seen`` is None when that sign-in was revoked (or never existed).
+        This runs on every signed-in request: its statement is built once.
         """
-        seen = (
-            sa.select(signins_table.c.last_seen)
-            .where(signins_table.c.id == signin_id, signins_table.c.user_id == _u.id)
-            .scalar_subquery()
-            .label("signin_seen")
-        )
-        rows = await self._rows(_u.id == user_id, seen)
+        rows = await self._run(_SIGNED_IN, {"user_id": user_id, "signin_id": signin_id})
         found = _users(rows)
         return (found[0], rows[0]["signin_seen"]) if found else (None, None)
 
     async def _select(self, where: sa.ColumnElement[bool]) -> builtins.list[User]:
-        return _users(await self._rows(where))
+        return _users(await self._run(_user_rows(where), {}))
 
-    async def _rows(self, where: sa.ColumnElement[bool], *extra: Any) -> Sequence[Any]:
-        joined = users_table.outerjoin(user_groups_table, _ug.user_id == _u.id).outerjoin(
-            groups_table, _g.id == _ug.group_id
-        )
-        query = (
-            sa.select(users_table, _g.name.label("group_name"), *extra)
-            .select_from(joined)
-            .where(where)
-            .order_by(_u.username_key, _g.name)
-        )
+    async def _run(self, query: sa.Select[Any], params: dict[str, Any]) -> Sequence[Any]:
         await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
-            return (await connection.execute(query)).mappings().all()
+            rows: Sequence[Any] = (await connection.execute(query, params)).mappings().all()
+        return rows
 
     # -- writing -----------------------------------------------------------
 
@@ -286,6 +273,29 @@ class Users:
         if user is None:
             raise UserNotFound(f"no user with id {user_id}")
         return user
+
+
+def _user_rows(where: sa.ColumnElement[bool], *extra: Any) -> sa.Select[Any]:
+    """Users joined with their groups (one row per group), as ``_users`` reads them."""
+    joined = users_table.outerjoin(user_groups_table, _ug.user_id == _u.id).outerjoin(
+        groups_table, _g.id == _ug.group_id
+    )
+    return (
+        sa.select(users_table, _g.name.label("group_name"), *extra)
+        .select_from(joined)
+        .where(where)
+        .order_by(_u.username_key, _g.name)
+    )
+
+
+_BY_ID = _user_rows(_u.id == sa.bindparam("user_id"))
+_SIGNED_IN = _user_rows(
+    _u.id == sa.bindparam("user_id"),
+    sa.select(signins_table.c.last_seen)
+    .where(signins_table.c.id == sa.bindparam("signin_id"), signins_table.c.user_id == _u.id)
+    .scalar_subquery()
+    .label("signin_seen"),
+)
 
 
 def _insert_for(dialect: str) -> Any:
