@@ -208,12 +208,12 @@ class AuthMiddleware:
         return user.actor("session")
 
     async def _from_token(self, text: str, scope: Scope) -> dict[str, Any] | None:
-        token = await self.doorman.tokens.verify(text)
-        if token is None:
+        found = await self.doorman.tokens.verify_with_user(text)
+        if found is None:
             security_log.info("unknown, revoked or expired API token from %s", _client(scope))
             return None
-        user = await self.doorman.users.get(token.user_id)
-        if user is None or not user.is_active:
+        token, user = found
+        if not user.is_active:
             return None
         actor = user.actor("token")
         actor["token"] = token.id

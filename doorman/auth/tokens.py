@@ -27,7 +27,7 @@ from ..database import connect
 from ..exceptions import AccountError, UserNotFound
 from ..migrations import ensure_schema
 from ..schema import tokens_table, users_table
-from .users import User
+from .users import User, user_rows, users_from_rows
 
 __all__ = ["PREFIX", "Token", "Tokens", "parse_token"]
 
@@ -122,20 +122,21 @@ class Tokens:
 
     async def verify(self, text: str) -> Token | None:
         """The live token this text is, or None (unknown, wrong, revoked, expired)."""
+        found = await self.verify_with_user(text)
+        return found[0] if found is not None else None
+
+    async def verify_with_user(self, text: str) -> tuple[Token, User] | None:
+        """The live token and its user, in one round trip: what every API request needs."""
         token_id = parse_token(text)
         if token_id is None:
             return None
         await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
-            query = (
-                sa.select(tokens_table, users_table.c.username)
-                .join(users_table, users_table.c.id == _t.user_id)
-                .where(_t.id == token_id)
-            )
-            row = (await connection.execute(query)).mappings().first()
-        if row is None or not hmac.compare_digest(row["secret_hash"], _digest(text)):
+            rows = (await connection.execute(_WITH_USER, {"token_id": token_id})).mappings().all()
+        if not rows or not hmac.compare_digest(rows[0]["token_secret_hash"], _digest(text)):
             return None
-        token = _token(row, row["username"])
+        columns = {column.name: rows[0][f"token_{column.name}"] for column in tokens_table.c}
+        token = _token(columns, rows[0]["username"])
         now = time.time()
         if not token.is_live(now):
             return None
@@ -144,7 +145,7 @@ class Tokens:
                 await connection.execute(
                     tokens_table.update().where(_t.id == token.id).values(last_used_at=now)
                 )
-        return token
+        return token, users_from_rows(rows)[0]
 
     async def list(
         self, user: User | None = None, *, include_dead: bool = False
@@ -189,6 +190,13 @@ class Tokens:
         async with connect(self.engine, write=True) as connection:
             result = await connection.execute(query.values(revoked_at=now))
         return max(result.rowcount, 0)
+
+
+# A token's columns beside its user's (one row per group of the user), built once.
+_WITH_USER = user_rows(
+    sa.and_(_t.id == sa.bindparam("token_id"), _t.user_id == users_table.c.id),
+    *(column.label(f"token_{column.name}") for column in tokens_table.c),
+)
 
 
 def _check_scopes(scopes: Iterable[str]) -> list[str]:

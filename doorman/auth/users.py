@@ -21,7 +21,7 @@ from ..migrations import ensure_schema
 from ..schema import groups_table, signins_table, user_groups_table, users_table
 from .passwords import PasswordHasher
 
-__all__ = ["User", "Users", "check_username", "username_key"]
+__all__ = ["User", "Users", "check_username", "user_rows", "username_key", "users_from_rows"]
 
 _USERNAME = re.compile(r"[\w.@+-]{1,150}")
 _GROUP = re.compile(r"[\w.@+-][\w.@+ -]{0,148}[\w.@+-]|[\w.@+-]")
@@ -133,7 +133,7 @@ class Users:
 
     async def get(self, user_id: int) -> User | None:
         """The user with this id, groups included, in one round trip."""
-        found = _users(await self._run(_BY_ID, {"user_id": user_id}))
+        found = users_from_rows(await self._run(_BY_ID, {"user_id": user_id}))
         return found[0] if found else None
 
     async def get_signed_in(self, user_id: int, signin_id: str) -> tuple[User | None, float | None]:
@@ -143,11 +143,11 @@ class Users:
         This runs on every signed-in request: its statement is built once.
         """
         rows = await self._run(_SIGNED_IN, {"user_id": user_id, "signin_id": signin_id})
-        found = _users(rows)
+        found = users_from_rows(rows)
         return (found[0], rows[0]["signin_seen"]) if found else (None, None)
 
     async def _select(self, where: sa.ColumnElement[bool]) -> builtins.list[User]:
-        return _users(await self._run(_user_rows(where), {}))
+        return users_from_rows(await self._run(user_rows(where), {}))
 
     async def _run(self, query: sa.Select[Any], params: dict[str, Any]) -> Sequence[Any]:
         await ensure_schema(self.engine)
@@ -275,7 +275,7 @@ class Users:
         return user
 
 
-def _user_rows(where: sa.ColumnElement[bool], *extra: Any) -> sa.Select[Any]:
+def user_rows(where: sa.ColumnElement[bool], *extra: Any) -> sa.Select[Any]:
     """Users joined with their groups (one row per group), as ``_users`` reads them."""
     joined = users_table.outerjoin(user_groups_table, _ug.user_id == _u.id).outerjoin(
         groups_table, _g.id == _ug.group_id
@@ -288,8 +288,8 @@ def _user_rows(where: sa.ColumnElement[bool], *extra: Any) -> sa.Select[Any]:
     )
 
 
-_BY_ID = _user_rows(_u.id == sa.bindparam("user_id"))
-_SIGNED_IN = _user_rows(
+_BY_ID = user_rows(_u.id == sa.bindparam("user_id"))
+_SIGNED_IN = user_rows(
     _u.id == sa.bindparam("user_id"),
     sa.select(signins_table.c.last_seen)
     .where(signins_table.c.id == sa.bindparam("signin_id"), signins_table.c.user_id == _u.id)
@@ -305,7 +305,7 @@ def _insert_for(dialect: str) -> Any:
     return sqlite.insert
 
 
-def _users(rows: Sequence[Any]) -> list[User]:
+def users_from_rows(rows: Sequence[Any]) -> list[User]:
     """Users from rows of users joined with their groups (one row per group)."""
     users: dict[int, User] = {}
     groups: dict[int, list[str]] = {}
