@@ -1,0 +1,228 @@
+"""How each setting's value is read and checked: the parsers behind ``doorman.config.SETTINGS``.
+
+Each parser takes what came from the file, the environment or a flag and
+returns the clean value, or raises ``_Bad`` with a message that says what is
+wrong and how to fix it (never echoing the value: it may be a secret).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .database import async_url
+from .exceptions import ConfigError
+
+_DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_ROUTE_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~-]+/)*")
+_DOMAIN = re.compile(r"\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+class _Bad(Exception):
+    """A value is wrong; the message says how and how to fix it (no value in it)."""
+
+
+def parse_duration(text: str | int) -> int:
+    """Seconds in ``3600``, ``"3600s"``, ``"30m"``, ``"12h"``, ``"90d"`` or ``"2w"``.
+
+    Raises ``ValueError`` for anything else, or a duration of 0.
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        seconds = text
+    elif isinstance(text, str) and (found := _DURATION.fullmatch(text.strip().lower())):
+        seconds = int(found[1]) * _UNITS[found[2]]
+    else:
+        raise ValueError(f"{text!r} is not a duration such as 3600, 30m, 12h or 90d")
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: a duration must be above 0 seconds")
+    return seconds
+
+
+# -- parsers: a value from TOML, JSON or the environment (text) in, a checked value out --
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad("give some text")
+    return value.strip()
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """None (or empty text, as from ``DOORMAN_X=``) means "not set"."""
+
+    def parse_optional(value: object) -> Any:
+        return None if value is None or value == "" else parse(value)
+
+    return parse_optional
+
+
+def _integer(low: int, high: int, example: int) -> Callable[[Any], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if type(value) is not int or not low <= value <= high:
+            raise _Bad(f"give a whole number from {low} to {high}, such as {example}")
+        return value
+
+    return parse
+
+
+def _seconds(low: int, example: str) -> Callable[[Any], int]:
+    def parse(value: object) -> int:
+        try:
+            seconds = parse_duration(value)  # type: ignore[arg-type]
+        except ValueError:
+            seconds = -1
+        if seconds < low:
+            unit = "second" if low == 1 else "seconds"
+            raise _Bad(f"give at least {low} {unit}, as a number or a duration such as {example}")
+        return seconds
+
+    return parse
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _Bad("give true or false (from the environment also 1/0, yes/no)")
+
+
+def _choice_of_store(value: object) -> str:
+    spec = _text(value)
+    if spec in ("db", "cookie", "memory") or spec.startswith(("redis://", "rediss://", "unix://")):
+        return spec
+    raise _Bad("give db (the database), cookie, memory or a redis:// URL")
+
+
+def _database(value: object) -> str:
+    db = _text(value)
+    try:
+        async_url(db)
+    except ConfigError as error:
+        raise _Bad(str(error).removeprefix("db: ")) from None
+    return db
+
+
+def _secrets(value: object) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        value = re.split(r"[,\n]", value)
+    if not isinstance(value, list | tuple) or not all(isinstance(s, str) for s in value):
+        raise _Bad("give a list of secrets, newest first (comma-separated in the environment)")
+    found = tuple(s.strip() for s in value if s.strip())
+    for position, secret in enumerate(found, 1):
+        if len(secret) < 32:
+            raise _Bad(
+                f"secret #{position} is {len(secret)} characters long; give at least 32, such as "
+                "the output of: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+    return found or None
+
+
+def _route_prefix(value: object) -> str:
+    prefix = _text(value)
+    if not _ROUTE_PREFIX.fullmatch(prefix):
+        raise _Bad("give a path that starts and ends with /, such as /-/ or /auth/")
+    return prefix
+
+
+def _public_url(value: object) -> str:
+    url = _text(value)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise _Bad("give the sign-in server's external base URL, such as https://auth.example.com")
+    return url.rstrip("/")
+
+
+def _cookie_domain(value: object) -> str:
+    domain = _text(value).lower()
+    if not _DOMAIN.fullmatch(domain):
+        raise _Bad("give a domain name only (no scheme, port or path), such as example.com")
+    return domain
+
+
+def _directory(value: object) -> str:
+    path = _text(value)
+    if not Path(path).is_dir():
+        raise _Bad("give an existing directory (relative paths start at the working directory)")
+    return path
+
+
+def _table(check: Callable[[dict[str, Any]], None] | None = None) -> Callable[[Any], Any]:
+    def parse(value: object) -> dict[str, Any]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise _Bad("give a TOML table (in the environment: a JSON object)") from None
+        if not isinstance(value, Mapping):
+            raise _Bad("give a TOML table (in the environment: a JSON object)")
+        table = copy.deepcopy(dict(value))
+        if check is not None:
+            check(table)
+        return table
+
+    return parse
+
+
+def _check_rules(table: dict[str, Any]) -> None:
+    from .auth.permissions import Rules
+
+    try:
+        Rules(table)
+    except ConfigError as error:
+        raise _Bad(f"{error} (see docs/permissions.md)") from None
+
+
+def _sentry(value: object) -> dict[str, Any]:
+    if isinstance(value, str) and value.strip().startswith(("http://", "https://")):
+        return {"dsn": value.strip()}  # DOORMAN_SENTRY=https://key@sentry.example.com/1
+    table: dict[str, Any] = _table()(value)
+    if table and not isinstance(table.get("dsn"), str):
+        raise _Bad('give a table with at least "dsn", such as {dsn = "https://...@.../1"}')
+    return table
+
+
+def _origins(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(o, str) for o in value):
+        raise _Bad("give a list of origins (comma-separated in the environment)")
+    origins = tuple(o.strip().rstrip("/") for o in value if o.strip())
+    for origin in origins:
+        parts = urllib.parse.urlsplit(origin)
+        if origin != "*" and (
+            parts.scheme not in ("http", "https") or not parts.hostname or parts.path
+        ):
+            raise _Bad(f"{origin!r} is not an origin; give ones like https://app.example.com")
+    return origins
+
+
+def _addresses(value: object) -> str:
+    entries = [e.strip() for e in _text(value).split(",") if e.strip()]
+    for entry in entries:
+        try:
+            if entry != "*":
+                ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise _Bad(
+                f"{entry!r} is not an address; give IPs or networks, comma-separated, "
+                "such as 127.0.0.1,10.0.0.0/8 (* trusts every client: only behind a proxy)"
+            ) from None
+    return ",".join(entries)
+
+
+def _site_name(value: object) -> str:
+    name = _text(value)
+    if len(name) > 100:
+        raise _Bad("give at most 100 characters")
+    return name
