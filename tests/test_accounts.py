@@ -580,6 +580,28 @@ async def test_a_hash_with_old_parameters_is_replaced_on_sign_in(
     assert await stronger.authenticate("alice", PASSWORD, client=None)
 
 
+async def test_a_rehash_never_undoes_a_password_change_made_meanwhile(
+    doorman: Doorman, make_doorman: MakeDoorman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-hash at sign-in replaces the hash it verified, never one written since."""
+    await doorman.create_user("alice", PASSWORD)
+    stronger = await make_doorman(hasher=fast_hasher(memory_cost=2048))  # alice's hash is stale
+    verify = stronger.hasher.verify
+
+    async def verify_while_the_password_changes(password: str, encoded: str | None) -> Any:
+        verdict = await verify(password, encoded)
+        await doorman.set_password(await doorman.users.require("alice"), NEW_PASSWORD)
+        return verdict
+
+    monkeypatch.setattr(stronger.hasher, "verify", verify_while_the_password_changes)
+    await stronger.authenticate("alice", PASSWORD, client=None)
+    monkeypatch.undo()
+
+    with pytest.raises(AuthenticationFailed):
+        await stronger.authenticate("alice", PASSWORD, client=None)
+    assert (await stronger.authenticate("alice", NEW_PASSWORD, client=None)).username == "alice"
+
+
 # -- throttling ------------------------------------------------------------------------------
 
 
@@ -627,6 +649,27 @@ async def test_a_successful_sign_in_clears_the_account_failures(
             with pytest.raises(AuthenticationFailed):
                 await doorman.authenticate("alice", WRONG_PASSWORD, client=None)
         assert await doorman.authenticate("alice", PASSWORD, client=None) == alice
+
+
+async def test_a_parallel_burst_gets_no_more_password_checks_than_the_limit(
+    make_doorman: MakeDoorman, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attempts are counted before the password is checked, not after a failure."""
+    throttle = LoginThrottle(SQLCounter(engine), per_account=3, per_address=100, window=60)
+    doorman = await make_doorman(engine=engine, throttle=throttle)
+    await doorman.users.create("alice", password=PASSWORD)
+    calls = count_hashing(monkeypatch, doorman.hasher)
+
+    results = await asyncio.gather(
+        *(doorman.authenticate("alice", WRONG_PASSWORD, client="203.0.113.5") for _ in range(12)),
+        return_exceptions=True,
+    )
+
+    assert (
+        sorted(type(result).__name__ for result in results)
+        == ["AuthenticationFailed"] * 3 + ["Throttled"] * 9
+    )
+    assert calls == {"burn": 0, "verify": 3}
 
 
 # -- passwords: validation and changes -------------------------------------------------------
@@ -1064,6 +1107,18 @@ async def test_revoke_only_revokes_the_given_users_token(
     assert await doorman.tokens.revoke(token.id, user=alice) is True
     assert await doorman.tokens.verify(text) is None
     assert await doorman.tokens.revoke(token.id) is False  # already revoked
+
+
+async def test_revoking_a_sign_in_for_a_user_only_revokes_their_own(
+    doorman: Doorman, alice: User, bob: User
+) -> None:
+    signin = await doorman.signins.record(alice, user_agent="phone", address="203.0.113.5")
+
+    assert await doorman.signins.revoke(signin, user=bob) is False
+    assert [found.id for found in await doorman.signins.list(alice)] == [signin]
+
+    assert await doorman.signins.revoke(signin, user=alice) is True
+    assert await doorman.signins.list(alice) == []
 
 
 async def test_revoke_all_revokes_every_live_token_of_one_user(

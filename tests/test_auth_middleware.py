@@ -39,7 +39,7 @@ from doorman.integrations.starlette import exception_handlers
 from doorman.stores import SessionStore
 
 from .conftest import SECRET, make_store
-from .helpers import COOKIE, TestClient, client, sqlite_threads_settled
+from .helpers import COOKIE, TestClient, client, session_signer, sqlite_threads_settled
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "another long passphrase 42"
@@ -307,6 +307,86 @@ async def test_a_forged_user_id_in_a_session_is_refused(doorman: Doorman) -> Non
         assert await actor_id(browser) is None
 
 
+def app_with_failing_pages(doorman: Doorman, store: SessionStore) -> Any:
+    """Sign-in and whoami, plus two pages that answer 500: one after ``logout()``."""
+
+    async def fail(request: Request) -> Response:
+        return PlainTextResponse("something broke", 500)
+
+    async def logout_then_fail(request: Request) -> Response:
+        await logout(request)
+        return PlainTextResponse("the page after sign-out broke", 500)
+
+    routes = [
+        Route("/login", sign_in, methods=["POST"]),
+        Route("/whoami", whoami),
+        Route("/fail", fail),
+        Route("/logout-then-fail", logout_then_fail, methods=["POST"]),
+    ]
+    return SessionMiddleware(
+        AuthMiddleware(Starlette(routes=routes), doorman), secret=SECRET, store=store
+    )
+
+
+@pytest.mark.anyio
+async def test_logout_ends_the_session_even_when_the_response_is_an_error(
+    doorman: Doorman, store: SessionStore
+) -> None:
+    """A 5xx response saves nothing, but a sign-out must still delete the stored session."""
+    app = app_with_failing_pages(doorman, store)
+    async with signed_in(app) as browser:
+        stolen = browser.cookies[COOKIE]
+        assert (await browser.post("/logout-then-fail")).status_code == 500
+        if not store.stateless:
+            assert await store.load(session_signer().unsign(stolen)) is None, "data left behind"
+        assert await actor_id(browser) is None
+    if not store.stateless:
+        async with client(app, cookies={COOKIE: stolen}) as thief:
+            assert await actor_id(thief) is None
+
+
+@pytest.mark.anyio
+async def test_a_disabled_users_session_ends_even_when_the_response_is_an_error(
+    doorman: Doorman, store: SessionStore
+) -> None:
+    """The session is flushed (deleted), not merely emptied: a 5xx response saves nothing."""
+    app = app_with_failing_pages(doorman, store)
+    async with signed_in(app) as browser:
+        stolen = browser.cookies[COOKIE]
+        await doorman.users.set_active(await doorman.users.require("alice"), False)
+        assert (await browser.get("/fail")).status_code == 500
+        await doorman.users.set_active(await doorman.users.require("alice"), True)
+        assert await actor_id(browser) is None, "the session was ended, not paused"
+    if not store.stateless:
+        async with client(app, cookies={COOKIE: stolen}) as thief:
+            assert await actor_id(thief) is None
+
+
+@pytest.mark.anyio
+async def test_login_refuses_a_disabled_user(doorman: Doorman) -> None:
+    """``login()`` is the last gate for apps that find the user themselves (OAuth, magic links)."""
+    from doorman.stores import MemoryStore
+
+    alice = await doorman.users.set_active(await doorman.users.require("alice"), False)
+
+    async def sign_in_without_password(request: Request) -> Response:
+        try:
+            await login(request, alice)
+        except AuthenticationFailed:
+            return JSONResponse({"refused": True, "actor": request.scope["actor"]})
+        return JSONResponse({"refused": False, "actor": request.scope["actor"]})
+
+    routes = [Route("/magic", sign_in_without_password, methods=["POST"]), Route("/whoami", whoami)]
+    app = SessionMiddleware(
+        AuthMiddleware(Starlette(routes=routes), doorman), secret=SECRET, store=MemoryStore()
+    )
+    async with client(app) as browser:
+        response = await browser.post("/magic")
+        assert response.json() == {"refused": True, "actor": None}
+        assert COOKIE not in browser.cookies, "no session was bound to the disabled user"
+    assert (await doorman.users.require("alice")).last_login is None
+
+
 # -- API tokens and HTTP Basic -----------------------------------------------
 
 
@@ -418,6 +498,19 @@ async def test_basic_auth_is_throttled(tmp_path: Path) -> None:
     await doorman.close()
 
 
+@pytest.mark.anyio
+async def test_a_disabled_user_is_not_served_from_the_basic_cache(doorman: Doorman) -> None:
+    from doorman.stores import MemoryStore
+
+    app = build_app(doorman, MemoryStore(), basic_auth=True)
+    async with client(app) as api:
+        first = (await api.get("/whoami", headers=basic("alice", PASSWORD))).json()["actor"]
+        assert first["id"] == "alice", "the pair is now in the verified-pair cache"
+        await doorman.users.set_active(await doorman.users.require("alice"), False)
+        again = await api.get("/whoami", headers=basic("alice", PASSWORD))
+        assert (again.status_code, again.json()["actor"]) == (200, None)
+
+
 # -- throttling shared between app instances ---------------------------------
 
 
@@ -512,6 +605,68 @@ async def test_forbidden_hook_can_answer_differently(tmp_path: Path) -> None:
     async with signed_in(app) as alice:
         assert (await alice.get("/dashboard")).status_code == 403, "default answers the rest"
     await doorman.close()
+
+
+def test_guard_refuses_a_websocket_it_does_not_allow(tmp_path: Path) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    from doorman.stores import MemoryStore
+
+    async def prepare() -> tuple[Doorman, str]:
+        doorman = Doorman(
+            str(tmp_path / "a.db"), secret=SECRET, hasher=fast_hasher(), entry_points=False
+        )
+        user = await doorman.create_user("alice", PASSWORD)
+        _, text = await doorman.tokens.create(user)
+        return doorman, text
+
+    doorman, text = asyncio.run(prepare())
+    app = SessionMiddleware(
+        AuthMiddleware(guard(Starlette(routes=[WebSocketRoute("/ws", socket)]), "view"), doorman),
+        secret=SECRET,
+        store=MemoryStore(),
+    )
+    try:
+        with TestClient(app) as test_client:
+            with (
+                pytest.raises(WebSocketDisconnect) as refused,
+                test_client.websocket_connect("/ws") as ws,
+            ):
+                ws.receive_json()
+            assert refused.value.code == 1008
+            with test_client.websocket_connect("/ws", headers=bearer(text)) as ws:
+                assert ws.receive_json() == {"actor": "alice"}
+    finally:
+        asyncio.run(doorman.close())
+
+
+@pytest.mark.anyio
+async def test_only_a_real_true_gives_the_starlette_admin_scope(tmp_path: Path) -> None:
+    """As for permissions: an actor whose ``admin`` is 1 or "yes" is no admin to requires()."""
+    from doorman.stores import MemoryStore
+
+    class Plugin:
+        @hookimpl
+        def actor_from_request(self, doorman: Doorman, scope: Scope) -> Any:
+            admin = dict(scope["headers"]).get(b"x-admin", b"").decode()
+            return {"id": "robot", "admin": True if admin == "True" else admin}
+
+    doorman = Doorman(
+        str(tmp_path / "a.db"),
+        secret=SECRET,
+        hasher=fast_hasher(),
+        entry_points=False,
+        plugins=[Plugin()],
+    )
+    try:
+        async with client(build_app(doorman, MemoryStore())) as api:
+            for admin in ["1", "yes", "false"]:
+                body = (await api.get("/whoami", headers={"x-admin": admin})).json()
+                assert body["scopes"] == ["authenticated"], admin
+            body = (await api.get("/whoami", headers={"x-admin": "True"})).json()
+            assert body["scopes"] == ["authenticated", "admin"]
+    finally:
+        await doorman.close()
 
 
 # -- plugins -----------------------------------------------------------------
@@ -746,3 +901,75 @@ async def test_last_seen_is_written_at_most_once_a_minute(
         monkeypatch.setattr(signins_module.time, "time", lambda: later + 7200)
         assert await doorman.signins.clear_stale(older_than=3600) == 1
         assert await actor_id(browser) is None, "a swept sign-in is signed out"
+
+
+@pytest.mark.anyio
+async def test_signing_in_again_ends_the_previous_sign_in(
+    doorman: Doorman, store: SessionStore
+) -> None:
+    """A copy of the earlier cookie dies too, even a signed cookie the server cannot delete."""
+    app = build_app(doorman, store)
+    async with signed_in(app, "alice") as browser:
+        copied = browser.cookies[COOKIE]
+        again = await browser.post("/login", data={"username": "root", "password": PASSWORD})
+        assert again.status_code == 200
+        assert await actor_id(browser) == "root"
+    async with client(app, cookies={COOKIE: copied}) as thief:
+        assert await actor_id(thief) is None
+    assert await doorman.signins.list(await doorman.users.require("alice")) == []
+
+
+@pytest.mark.anyio
+async def test_a_sign_in_id_counts_only_for_its_own_user(doorman: Doorman) -> None:
+    """Even with a bug that lets data into a session, another user's live sign-in does not do."""
+    from doorman.auth.middleware import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID
+    from doorman.stores import MemoryStore
+
+    store = MemoryStore()
+    alice = await doorman.users.require("alice")
+    root = await doorman.users.require("root")
+
+    async def planted_session(signin: str) -> str:
+        async def plant(scope: Scope, receive: Receive, send: Send) -> None:
+            session = get_session(scope)
+            session[SESSION_USER_ID] = alice.id
+            session[SESSION_AUTH_HASH] = doorman.session_auth_hash(alice)
+            session[SESSION_SIGNIN] = signin
+            await PlainTextResponse("planted")(scope, receive, send)
+
+        async with client(SessionMiddleware(plant, secret=SECRET, store=store)) as browser:
+            await browser.get("/")
+            return browser.cookies[COOKIE]
+
+    app = build_app(doorman, store)
+    own = await planted_session(await doorman.signins.record(alice, address=None))
+    async with client(app, cookies={COOKIE: own}) as browser:
+        assert await actor_id(browser) == "alice", "the planted session is otherwise valid"
+    borrowed = await planted_session(await doorman.signins.record(root, address=None))
+    async with client(app, cookies={COOKIE: borrowed}) as browser:
+        assert await actor_id(browser) is None
+
+
+@pytest.mark.anyio
+async def test_signing_out_everywhere_also_ends_a_sign_in_in_flight(doorman: Doorman) -> None:
+    """The password was checked before "sign out everywhere"; the session was made after it."""
+    from doorman.stores import CookieStore
+
+    async def sign_in_while_signed_out_everywhere(request: Request) -> Response:
+        form = await request.form()
+        user = await doorman.authenticate(str(form["username"]), str(form["password"]), client=None)
+        await doorman.end_sessions(await doorman.users.require(user.username))  # meanwhile
+        await login(request, user)
+        return JSONResponse({"ok": True})
+
+    routes = [
+        Route("/login", sign_in_while_signed_out_everywhere, methods=["POST"]),
+        Route("/whoami", whoami),
+    ]
+    app = SessionMiddleware(
+        AuthMiddleware(Starlette(routes=routes), doorman), secret=SECRET, store=CookieStore()
+    )
+    async with client(app) as browser:
+        response = await browser.post("/login", data={"username": "alice", "password": PASSWORD})
+        assert response.status_code == 200
+        assert await actor_id(browser) is None
