@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from .epochs import epoch_of
 from .exceptions import ConfigError, StoreError
 from .schema import metadata, sessions_table
 
@@ -96,12 +97,23 @@ def describe(engine: AsyncEngine) -> str:
 
 
 @contextlib.asynccontextmanager
-async def connect(engine: AsyncEngine, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-    """A connection (in a transaction when ``write``) whose failures become ``StoreError``."""
+async def connect(
+    engine: AsyncEngine, *, write: bool = False, changes_accounts: bool = True
+) -> AsyncIterator[AsyncConnection]:
+    """A connection (in a transaction when ``write``) whose failures become ``StoreError``.
+
+    A write moves the database's change epoch once committed, so that every
+    worker reads users and sign-ins afresh (see ``doorman.epochs``). Writes that
+    cannot end or change a session (a new sign-in, ``last_seen``, throttle
+    counts, session data) pass ``changes_accounts=False``; when in doubt, leave
+    it: a needless change only costs a re-read.
+    """
     try:
         if write:
             async with engine.begin() as connection:
                 yield connection
+            if changes_accounts:
+                epoch_of(engine).advance()
         else:
             async with engine.connect() as connection:
                 yield connection

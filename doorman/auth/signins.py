@@ -23,6 +23,7 @@ from ..database import connect
 from ..exceptions import UserNotFound
 from ..migrations import ensure_schema
 from ..schema import signins_table, users_table
+from .cache import signed_in_cache
 from .users import User
 
 __all__ = ["LAST_SEEN_RESOLUTION", "SignIn", "SignIns"]
@@ -64,7 +65,7 @@ class SignIns:
         }
         await ensure_schema(self.engine)
         try:
-            async with connect(self.engine, write=True) as connection:
+            async with connect(self.engine, write=True, changes_accounts=False) as connection:
                 await connection.execute(signins_table.insert().values(row))
         except exc.IntegrityError:  # the user row went away meanwhile
             raise UserNotFound(f"no user {user.username!r} (deleted?)") from None
@@ -75,10 +76,11 @@ class SignIns:
         now = time.time()
         if now - last_seen < LAST_SEEN_RESOLUTION:
             return
-        async with connect(self.engine, write=True) as connection:
+        async with connect(self.engine, write=True, changes_accounts=False) as connection:
             await connection.execute(
                 signins_table.update().where(_s.id == signin_id).values(last_seen=now)
             )
+        signed_in_cache(self.engine).seen(signin_id, now)
 
     async def list(self, user: User | None = None) -> builtins.list[SignIn]:
         """Sign-ins, most recently seen first: of one user, or of everyone."""

@@ -144,7 +144,7 @@ class SQLCounter:
                 if not self._schema_ready:
                     await ensure_schema(self.engine)
                     self._schema_ready = True
-        async with connect(self.engine, write=write) as connection:
+        async with connect(self.engine, write=write, changes_accounts=False) as connection:
             yield connection
 
     async def hit(self, key: str, window: float) -> tuple[int, float]:

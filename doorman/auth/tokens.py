@@ -114,7 +114,7 @@ class Tokens:
         }
         await ensure_schema(self.engine)
         try:
-            async with connect(self.engine, write=True) as connection:
+            async with connect(self.engine, write=True, changes_accounts=False) as connection:
                 await connection.execute(tokens_table.insert().values(row))
         except exc.IntegrityError:  # the user row went away meanwhile
             raise UserNotFound(f"no user {user.username!r} (deleted?)") from None
@@ -141,7 +141,7 @@ class Tokens:
         if not token.is_live(now):
             return None
         if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-            async with connect(self.engine, write=True) as connection:
+            async with connect(self.engine, write=True, changes_accounts=False) as connection:
                 await connection.execute(
                     tokens_table.update().where(_t.id == token.id).values(last_used_at=now)
                 )

@@ -16,9 +16,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..database import connect
+from ..epochs import epoch_of
 from ..exceptions import AccountError, UsernameTaken, UserNotFound
 from ..migrations import ensure_schema
 from ..schema import groups_table, signins_table, user_groups_table, users_table
+from .cache import signed_in_cache
 from .passwords import PasswordHasher
 
 __all__ = ["User", "Users", "check_username", "user_rows", "username_key", "users_from_rows"]
@@ -99,6 +101,8 @@ class Users:
     def __init__(self, engine: AsyncEngine, hasher: PasswordHasher) -> None:
         self.engine = engine
         self.hasher = hasher
+        self._epoch = epoch_of(engine)
+        self._cache = signed_in_cache(engine)
 
     # -- reading -----------------------------------------------------------
 
@@ -142,9 +146,19 @@ class Users:
         ``last_seen`` is None when that sign-in was revoked (or never existed).
         This runs on every signed-in request: its statement is built once.
         """
+        epoch = self._epoch.current()
+        if epoch is not None:
+            kept = self._cache.get(epoch, user_id, signin_id)
+            if kept is not None:
+                return kept
         rows = await self._run(_SIGNED_IN, {"user_id": user_id, "signin_id": signin_id})
         found = users_from_rows(rows)
-        return (found[0], rows[0]["signin_seen"]) if found else (None, None)
+        if not found:
+            return None, None
+        user, last_seen = found[0], rows[0]["signin_seen"]
+        if epoch is not None and last_seen is not None:
+            self._cache.put(epoch, signin_id, user, last_seen)
+        return user, last_seen
 
     async def _select(self, where: sa.ColumnElement[bool]) -> builtins.list[User]:
         return users_from_rows(await self._run(user_rows(where), {}))
@@ -184,7 +198,7 @@ class Users:
         }
         await ensure_schema(self.engine)
         try:
-            async with connect(self.engine, write=True) as connection:
+            async with connect(self.engine, write=True, changes_accounts=False) as connection:
                 result = await connection.execute(users_table.insert().values(row))
                 user_id = result.inserted_primary_key[0]  # type: ignore[index]
                 await self._add_groups(connection, user_id, groups)
@@ -223,7 +237,7 @@ class Users:
         return await self._update(user, session_version=_u.session_version + 1)
 
     async def record_login(self, user: User, at: float) -> None:
-        async with connect(self.engine, write=True) as connection:
+        async with connect(self.engine, write=True, changes_accounts=False) as connection:
             await connection.execute(
                 users_table.update().where(_u.id == user.id).values(last_login=at)
             )

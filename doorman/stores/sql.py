@@ -70,7 +70,7 @@ class SQLStore:
             await self.create_table()
         if key is not None:
             row = {"sid": storage_id(key), "data": payload, "expires_at": expires_at}
-            async with connect(self.engine, write=True) as connection:
+            async with connect(self.engine, write=True, changes_accounts=False) as connection:
                 result = await connection.execute(_UPDATE, row)
             if result.rowcount == 0:
                 raise SessionInterrupted("the session was deleted while the request was using it")
@@ -79,7 +79,7 @@ class SQLStore:
             key = new_session_key()
             row = {"id": storage_id(key), "data": payload, "expires_at": expires_at}
             try:
-                async with connect(self.engine, write=True) as connection:
+                async with connect(self.engine, write=True, changes_accounts=False) as connection:
                     await connection.execute(_INSERT, row)
             except exc.IntegrityError:  # pragma: no cover - a 256-bit collision
                 continue
@@ -89,13 +89,13 @@ class SQLStore:
     async def delete(self, key: str) -> None:
         if not self._schema_ready:
             await self.create_table()
-        async with connect(self.engine, write=True) as connection:
+        async with connect(self.engine, write=True, changes_accounts=False) as connection:
             await connection.execute(_DELETE, {"sid": storage_id(key)})
 
     async def clear_expired(self) -> int:
         if not self._schema_ready:
             await self.create_table()
-        async with connect(self.engine, write=True) as connection:
+        async with connect(self.engine, write=True, changes_accounts=False) as connection:
             result = await connection.execute(_DELETE_EXPIRED, {"now": time.time()})
         return max(result.rowcount, 0)
 
@@ -111,7 +111,7 @@ class SQLStore:
         """Delete every session: everyone is signed out."""
         if not self._schema_ready:
             await self.create_table()
-        async with connect(self.engine, write=True) as connection:
+        async with connect(self.engine, write=True, changes_accounts=False) as connection:
             result = await connection.execute(_table.delete())
         return max(result.rowcount, 0)
 

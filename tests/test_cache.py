@@ -1,0 +1,313 @@
+"""The per-process cache of signed-in users, and the change epoch that keeps it honest.
+
+Two ``Doorman`` instances on one SQLite file stand for two workers: each has
+its own engine and connections, and shares only the file (and the epoch file
+beside it), as two ``doorman serve`` processes do. One test uses a real second
+process: the ``doorman`` CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import doorman.auth.cache as cache_module
+from doorman.auth.cache import SignedInCache
+from doorman.auth.passwords import PasswordHasher
+from doorman.core import Doorman
+from doorman.epochs import FileEpoch, LocalEpoch, NoEpoch, epoch_of
+from doorman.migrations import ensure_schema
+from doorman.stores import SQLStore
+
+from .conftest import SECRET
+
+pytestmark = pytest.mark.anyio
+PASSWORD = "correct horse battery staple"
+
+
+def fast_hasher() -> PasswordHasher:
+    return PasswordHasher(time_cost=1, memory_cost=1024)
+
+
+def new_doorman(db: str) -> Doorman:
+    return Doorman(db, secret=SECRET, hasher=fast_hasher(), entry_points=False)
+
+
+@pytest.fixture
+async def workers(tmp_path: Path) -> AsyncIterator[tuple[Doorman, Doorman]]:
+    """Two workers on one SQLite file."""
+    db = str(tmp_path / "doorman.db")
+    first, second = new_doorman(db), new_doorman(db)
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+def count_selects(doorman: Doorman) -> list[str]:
+    """Every SELECT this instance's engine runs from now on."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    event.listen(doorman.engine.sync_engine, "before_cursor_execute", record)
+    return seen
+
+
+async def signed_in_alice(doorman: Doorman) -> tuple[int, str]:
+    alice = await doorman.create_user("alice", PASSWORD)
+    signin = await doorman.signins.record(alice, address=None)
+    return alice.id, signin
+
+
+async def test_a_signed_in_user_is_read_once_while_nothing_changes(
+    workers: tuple[Doorman, Doorman],
+) -> None:
+    doorman, _ = workers
+    user_id, signin = await signed_in_alice(doorman)
+    selects = count_selects(doorman)
+
+    for _ in range(5):
+        user, last_seen = await doorman.users.get_signed_in(user_id, signin)
+        assert user is not None and user.username == "alice" and last_seen is not None
+
+    assert len(selects) == 1
+
+
+async def test_a_new_sign_in_or_a_failed_password_does_not_empty_the_cache(
+    workers: tuple[Doorman, Doorman],
+) -> None:
+    """Writes that cannot end a session leave the epoch alone: busy sites keep their cache."""
+    doorman, other_worker = workers
+    user_id, signin = await signed_in_alice(doorman)
+    await ensure_schema(other_worker.engine)  # a worker's first start may migrate: a change
+    await doorman.users.get_signed_in(user_id, signin)
+    epoch = epoch_of(doorman.engine).current()
+
+    bob = await other_worker.create_user("bob", PASSWORD)
+    await other_worker.signins.record(bob, address="203.0.113.9")
+    await other_worker.users.record_login(bob, time.time())
+    await other_worker.tokens.create(bob, name="ci")
+    with pytest.raises(Exception, match="Wrong username"):
+        await other_worker.authenticate("bob", "not the password", client="203.0.113.9")
+    store = SQLStore(engine=other_worker.engine)
+    key = await store.save(None, '{"theme": "dark"}', time.time() + 60)
+    await store.save(key, '{"theme": "light"}', time.time() + 60)
+    await store.delete(key)
+
+    assert epoch_of(doorman.engine).current() == epoch
+    selects = count_selects(doorman)
+    await doorman.users.get_signed_in(user_id, signin)
+    assert selects == []
+
+
+async def _disable(worker: Doorman, alice: Any, signin: str) -> None:
+    await worker.users.set_active(alice, False)
+
+
+async def _new_password(worker: Doorman, alice: Any, signin: str) -> None:
+    await worker.set_password(alice, "another long passphrase 42")
+
+
+async def _revoke_the_sign_in(worker: Doorman, alice: Any, signin: str) -> None:
+    await worker.signins.revoke(signin)
+
+
+async def _sign_out_everywhere(worker: Doorman, alice: Any, signin: str) -> None:
+    await worker.end_sessions(alice)
+
+
+async def _delete(worker: Doorman, alice: Any, signin: str) -> None:
+    await worker.users.delete(alice)
+
+
+async def _new_groups(worker: Doorman, alice: Any, signin: str) -> None:
+    await worker.users.set_groups(alice, ["editors"])
+
+
+async def _make_admin(worker: Doorman, alice: Any, signin: str) -> None:
+    await worker.users.set_admin(alice, True)
+
+
+CHANGES: dict[str, Callable[[Doorman, Any, str], Awaitable[None]]] = {
+    "disabled": _disable,
+    "new password": _new_password,
+    "sign-in revoked": _revoke_the_sign_in,
+    "signed out everywhere": _sign_out_everywhere,
+    "deleted": _delete,
+    "new groups": _new_groups,
+    "made admin": _make_admin,
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+async def test_a_change_by_another_worker_is_seen_on_the_next_request(
+    workers: tuple[Doorman, Doorman], change: str
+) -> None:
+    doorman, other_worker = workers
+    user_id, signin = await signed_in_alice(doorman)
+    before = await doorman.users.get_signed_in(user_id, signin)
+    assert before[0] is not None
+
+    alice = await other_worker.users.require("alice")
+    await CHANGES[change](other_worker, alice, signin)
+    fresh = await other_worker.users.get_signed_in(user_id, signin)
+
+    assert fresh != before, "the change must show in what is read"
+    assert await doorman.users.get_signed_in(user_id, signin) == fresh
+
+
+def test_a_change_from_another_process_is_seen_on_the_next_request(tmp_path: Path) -> None:
+    """The real CLI, in its own process, disables the user: the server's cache lets go."""
+    import anyio
+
+    db = str(tmp_path / "doorman.db")
+
+    async def sign_in_and_read() -> tuple[Doorman, int, str]:
+        doorman = new_doorman(db)
+        user_id, signin = await signed_in_alice(doorman)
+        user, _ = await doorman.users.get_signed_in(user_id, signin)
+        assert user is not None and user.is_active
+        return doorman, user_id, signin
+
+    async def check() -> None:
+        doorman, user_id, signin = await sign_in_and_read()
+        try:
+            environment = {**os.environ, "DOORMAN_SECRET": SECRET}
+            command = [sys.executable, "-m", "doorman", "users", "disable", "alice", "--db", db]
+            done = await anyio.run_process(command, env=environment, check=False)
+            assert done.returncode == 0, done.stderr.decode()
+            user, _ = await doorman.users.get_signed_in(user_id, signin)
+            assert user is not None and not user.is_active
+        finally:
+            await doorman.close()
+
+    anyio.run(check)
+
+
+async def test_a_change_behind_doormans_back_is_seen_within_max_age(
+    workers: tuple[Doorman, Doorman], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An UPDATE typed into the database moves no epoch: the entry's age bounds the delay."""
+    doorman, _ = workers
+    user_id, signin = await signed_in_alice(doorman)
+    await doorman.users.get_signed_in(user_id, signin)
+
+    with sqlite3.connect(tmp_path / "doorman.db") as connection:
+        connection.execute("UPDATE doorman_users SET is_active = 0")
+    kept, _ = await doorman.users.get_signed_in(user_id, signin)
+    assert kept is not None and kept.is_active, "within max_age the kept answer stands"
+
+    later = time.monotonic() + cache_module.MAX_AGE + 1
+    monkeypatch.setattr(cache_module.time, "monotonic", lambda: later)
+    user, _ = await doorman.users.get_signed_in(user_id, signin)
+    assert user is not None and not user.is_active
+
+
+async def test_only_a_live_sign_in_is_kept(workers: tuple[Doorman, Doorman]) -> None:
+    doorman, _ = workers
+    user_id, _ = await signed_in_alice(doorman)
+    assert await doorman.users.get_signed_in(user_id, "no-such-sign-in") == (
+        await doorman.users.require("alice"),
+        None,
+    )
+    selects = count_selects(doorman)
+    await doorman.users.get_signed_in(user_id, "no-such-sign-in")
+    assert len(selects) == 1, "a failed check is asked again, never remembered"
+
+
+async def test_a_sign_in_id_is_kept_for_its_own_user_only(workers: tuple[Doorman, Doorman]) -> None:
+    doorman, _ = workers
+    user_id, signin = await signed_in_alice(doorman)
+    await doorman.users.get_signed_in(user_id, signin)
+    bob = await doorman.create_user("bob", PASSWORD)
+
+    assert await doorman.users.get_signed_in(bob.id, signin) == (bob, None)
+
+
+def test_the_cache_is_bounded_and_drops_the_oldest_entry() -> None:
+    from doorman.auth.users import User
+
+    cache = SignedInCache(max_entries=3)
+    user = User(1, "alice", None, False, True, 0, 0.0, None)
+    for number in range(5):
+        cache.put(b"epoch", f"signin-{number}", user, 0.0)
+
+    assert len(cache) == 3
+    assert cache.get(b"epoch", 1, "signin-0") is None
+    assert cache.get(b"epoch", 1, "signin-4") == (user, 0.0)
+    assert cache.get(b"another epoch", 1, "signin-4") is None
+
+
+async def test_postgres_keeps_nothing_between_requests(postgres_url: str) -> None:
+    """Workers on PostgreSQL may be on other hosts: no shared epoch, so every request reads."""
+    doorman = new_doorman(postgres_url)
+    try:
+        assert isinstance(epoch_of(doorman.engine), NoEpoch)
+        await ensure_schema(doorman.engine)
+        async with doorman.engine.begin() as connection:
+            await connection.execute(sa.text("DELETE FROM doorman_users WHERE username = 'alice'"))
+        user_id, signin = await signed_in_alice(doorman)
+        selects = count_selects(doorman)
+        await doorman.users.get_signed_in(user_id, signin)
+        await doorman.users.get_signed_in(user_id, signin)
+        assert len(selects) == 2
+    finally:
+        async with doorman.engine.begin() as connection:
+            await connection.execute(sa.text("DELETE FROM doorman_users WHERE username = 'alice'"))
+        await doorman.close()
+
+
+async def test_the_epoch_lives_beside_the_database_file(tmp_path: Path) -> None:
+    doorman = new_doorman(str(tmp_path / "doorman.db"))
+    try:
+        epoch = epoch_of(doorman.engine)
+        assert isinstance(epoch, FileEpoch)
+        assert epoch.path == str(tmp_path / "doorman.db") + "-epoch"
+        before = epoch.current()
+        epoch.advance()
+        assert epoch.current() != before
+        assert (tmp_path / "doorman.db-epoch").read_bytes() == epoch.current()
+    finally:
+        await doorman.close()
+
+
+async def test_an_in_memory_database_has_an_epoch_of_its_own() -> None:
+    engine = create_async_engine("sqlite+aiosqlite://")
+    try:
+        epoch = epoch_of(engine)
+        assert isinstance(epoch, LocalEpoch)
+        before = epoch.current()
+        epoch.advance()
+        assert epoch.current() != before
+    finally:
+        await engine.dispose()
+
+
+async def test_an_epoch_file_that_cannot_be_made_means_nothing_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "doorman.db-epoch").mkdir()  # in the way
+    doorman = new_doorman(str(tmp_path / "doorman.db"))
+    try:
+        assert isinstance(epoch_of(doorman.engine), NoEpoch)
+        assert "every request will read the database" in caplog.text
+        user_id, signin = await signed_in_alice(doorman)
+        await doorman.users.set_active(await doorman.users.require("alice"), False)
+        user, _ = await doorman.users.get_signed_in(user_id, signin)
+        assert user is not None and not user.is_active
+    finally:
+        await doorman.close()
