@@ -1,0 +1,94 @@
+"""The Redis store batches session reads made in the same turn of the event loop.
+
+Against the real Redis server; the client's ``mget`` is wrapped only to count calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from doorman.exceptions import StoreError
+from doorman.stores.redis import RedisStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def store(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    yield store
+    await store.close()
+
+
+def count_mgets(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of keys in each MGET the store sends from now on."""
+    sizes: list[int] = []
+    mget = store.client.mget
+
+    async def counted(names: list[str], *args: Any) -> Any:
+        sizes.append(len(names))
+        return await mget(names, *args)
+
+    monkeypatch.setattr(store.client, "mget", counted)
+    return sizes
+
+
+async def test_concurrent_reads_share_one_round_trip(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later = time.time() + 60
+    keys = [await store.save(None, f'{{"n": {n}}}', later) for n in range(20)]
+    sizes = count_mgets(store, monkeypatch)
+
+    payloads = await asyncio.gather(*(store.load(key) for key in [*keys, keys[0], "unknown"]))
+
+    assert payloads == [*(f'{{"n": {n}}}' for n in range(20)), '{"n": 0}', None]
+    assert sizes == [21], "twenty keys, one of them asked twice, and an unknown one"
+
+
+async def test_reads_in_later_turns_make_new_batches(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = await store.save(None, '{"a": 1}', time.time() + 60)
+    sizes = count_mgets(store, monkeypatch)
+
+    for _ in range(3):
+        assert await store.load(key) == '{"a": 1}'
+    first = asyncio.ensure_future(store.load(key))
+    await asyncio.sleep(0.05)  # the first batch is under way: a new read starts the next
+    second = await store.load(key)
+
+    assert (await first, second) == ('{"a": 1}', '{"a": 1}')
+    assert sizes == [1, 1, 1, 1, 1]
+
+
+async def test_a_cancelled_read_leaves_the_others_their_answer(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = await store.save(None, '{"a": 1}', time.time() + 60)
+    reads = [asyncio.ensure_future(store.load(key)) for _ in range(3)]
+    await asyncio.sleep(0)
+    reads[1].cancel()
+
+    done = await asyncio.gather(*reads, return_exceptions=True)
+
+    assert done[0] == done[2] == '{"a": 1}'
+    assert isinstance(done[1], asyncio.CancelledError)
+
+
+async def test_every_waiting_read_fails_closed_when_redis_is_down() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0", timeout=1)
+    try:
+        results = await asyncio.gather(
+            *(store.load(f"key-{n}") for n in range(5)), return_exceptions=True
+        )
+    finally:
+        await store.close()
+
+    assert all(isinstance(result, StoreError) for result in results), results
+    assert len({str(result) for result in results}) == 1
