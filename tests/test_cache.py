@@ -22,7 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import doorman.auth.cache as cache_module
-from doorman.auth.cache import SignedInCache
+from doorman.auth.cache import EpochCache
 from doorman.auth.passwords import PasswordHasher
 from doorman.core import Doorman
 from doorman.epochs import FileEpoch, LocalEpoch, NoEpoch, epoch_of
@@ -239,17 +239,98 @@ async def test_a_sign_in_id_is_kept_for_its_own_user_only(workers: tuple[Doorman
 
 
 def test_the_cache_is_bounded_and_drops_the_oldest_entry() -> None:
-    from doorman.auth.users import User
-
-    cache = SignedInCache(max_entries=3)
-    user = User(1, "alice", None, False, True, 0, 0.0, None)
+    cache: EpochCache[int] = EpochCache(max_entries=3)
     for number in range(5):
-        cache.put(b"epoch", f"signin-{number}", user, 0.0)
+        cache.put(b"epoch", f"signin-{number}", number)
 
     assert len(cache) == 3
-    assert cache.get(b"epoch", 1, "signin-0") is None
-    assert cache.get(b"epoch", 1, "signin-4") == (user, 0.0)
-    assert cache.get(b"another epoch", 1, "signin-4") is None
+    assert cache.get(b"epoch", "signin-0") is None
+    assert cache.get(b"epoch", "signin-4") == 4
+    assert cache.get(b"another epoch", "signin-4") is None
+
+
+# -- API tokens -------------------------------------------------------------------------
+
+
+async def test_a_token_is_read_once_while_nothing_changes(
+    workers: tuple[Doorman, Doorman],
+) -> None:
+    doorman, _ = workers
+    alice = await doorman.create_user("alice", PASSWORD)
+    _, text = await doorman.tokens.create(alice, name="ci")
+    selects = count_selects(doorman)
+
+    for _ in range(5):
+        found = await doorman.tokens.verify_with_user(text)
+        assert found is not None and found[1].username == "alice"
+
+    assert len(selects) == 1
+
+
+async def test_a_kept_token_still_needs_its_secret(workers: tuple[Doorman, Doorman]) -> None:
+    """The id is public (lists show it): knowing it, and having it kept, is not enough."""
+    doorman, _ = workers
+    alice = await doorman.create_user("alice", PASSWORD)
+    _, text = await doorman.tokens.create(alice, name="ci")
+    assert await doorman.tokens.verify_with_user(text) is not None
+
+    forged = text[:-1] + ("A" if text[-1] != "A" else "B")
+    assert await doorman.tokens.verify_with_user(forged) is None
+    assert await doorman.tokens.verify_with_user(text) is not None
+
+
+async def test_a_kept_token_expires_on_time(
+    workers: tuple[Doorman, Doorman], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import doorman.auth.tokens as tokens_module
+
+    doorman, _ = workers
+    alice = await doorman.create_user("alice", PASSWORD)
+    _, text = await doorman.tokens.create(alice, name="ci", expires_in=60)
+    assert await doorman.tokens.verify_with_user(text) is not None
+
+    later = time.time() + 61
+    monkeypatch.setattr(tokens_module.time, "time", lambda: later)
+    assert await doorman.tokens.verify_with_user(text) is None
+
+
+async def _revoke_the_token(worker: Doorman, token_id: str) -> None:
+    await worker.tokens.revoke(token_id)
+
+
+async def _revoke_all_tokens(worker: Doorman, token_id: str) -> None:
+    await worker.tokens.revoke_all(await worker.users.require("alice"))
+
+
+async def _disable_the_owner(worker: Doorman, token_id: str) -> None:
+    await worker.users.set_active(await worker.users.require("alice"), False)
+
+
+async def _delete_the_owner(worker: Doorman, token_id: str) -> None:
+    await worker.users.delete(await worker.users.require("alice"))
+
+
+TOKEN_CHANGES: dict[str, Callable[[Doorman, str], Awaitable[None]]] = {
+    "revoked": _revoke_the_token,
+    "all revoked": _revoke_all_tokens,
+    "owner disabled": _disable_the_owner,
+    "owner deleted": _delete_the_owner,
+}
+
+
+@pytest.mark.parametrize("change", TOKEN_CHANGES)
+async def test_a_token_change_by_another_worker_is_seen_on_the_next_request(
+    workers: tuple[Doorman, Doorman], change: str
+) -> None:
+    doorman, other_worker = workers
+    alice = await doorman.create_user("alice", PASSWORD)
+    token, text = await doorman.tokens.create(alice, name="ci")
+    assert await doorman.tokens.verify_with_user(text) is not None
+
+    await TOKEN_CHANGES[change](other_worker, token.id)
+
+    found = await doorman.tokens.verify_with_user(text)
+    assert found is None or not found[1].is_active
 
 
 async def test_postgres_keeps_nothing_between_requests(postgres_url: str) -> None:

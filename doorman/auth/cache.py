@@ -1,11 +1,11 @@
-"""What a process remembers of signed-in users between requests, while nothing changed.
+"""What a process remembers of signed-in users and API tokens between requests.
 
-``Users.get_signed_in`` runs on every signed-in request. Its answer (the user
-and the ``last_seen`` of the sign-in) is kept here under the database's change
+``Users.get_signed_in`` runs on every signed-in request, ``Tokens.verify_with_user``
+on every API request. Their answers are kept here under the database's change
 epoch (``doorman.epochs``): any write that could end or change a session moves
 the epoch, and an entry read under an older epoch is never used again. So a
-password change, a disabled user or a revoked sign-in made by any worker is
-seen by every worker on its very next request.
+password change, a disabled user, a revoked sign-in or token made by any
+worker is seen by every worker on its very next request.
 
 Entries also expire after ``max_age`` seconds, which bounds how long a change
 made behind doorman's back (an ``UPDATE`` typed into the database) goes
@@ -18,74 +18,87 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 if TYPE_CHECKING:
+    from .tokens import Token
     from .users import User
 
-__all__ = ["MAX_AGE", "SignedInCache", "signed_in_cache"]
+__all__ = ["MAX_AGE", "EpochCache", "SignedInCache", "TokenCache", "signed_in_cache", "token_cache"]
 
 #: Longest an entry is used, whatever the epoch says.
 MAX_AGE = 5.0
-#: Most entries kept: about 1 KB each.
+#: Most entries kept per cache: about 1 KB each.
 MAX_ENTRIES = 10_000
+
+V = TypeVar("V")
 
 
 @dataclass(slots=True)
-class _Entry:
+class _Entry(Generic[V]):
     epoch: bytes
     expires: float
-    user: User
-    last_seen: float
+    value: V
 
 
-class SignedInCache:
-    """Per sign-in id: the user and ``last_seen`` read under ``epoch``."""
+class EpochCache(Generic[V]):
+    """Values by key, each usable while the epoch it was read under stands (and ``max_age``)."""
 
     def __init__(self, *, max_age: float = MAX_AGE, max_entries: int = MAX_ENTRIES) -> None:
         self.max_age = max_age
         self.max_entries = max_entries
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, _Entry[V]] = {}
 
-    def get(self, epoch: bytes, user_id: int, signin_id: str) -> tuple[User, float] | None:
-        entry = self._entries.get(signin_id)
+    def get(self, epoch: bytes, key: str) -> V | None:
+        entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry.epoch != epoch or entry.expires < time.monotonic() or entry.user.id != user_id:
-            del self._entries[signin_id]
+        if entry.epoch != epoch or entry.expires < time.monotonic():
+            del self._entries[key]
             return None
-        return entry.user, entry.last_seen
+        return entry.value
 
-    def put(self, epoch: bytes, signin_id: str, user: User, last_seen: float) -> None:
+    def put(self, epoch: bytes, key: str, value: V) -> None:
         if self.max_age <= 0:
             return
         entries = self._entries
-        entries.pop(signin_id, None)
-        entries[signin_id] = _Entry(epoch, time.monotonic() + self.max_age, user, last_seen)
+        entries.pop(key, None)
+        entries[key] = _Entry(epoch, time.monotonic() + self.max_age, value)
         while len(entries) > self.max_entries:
             del entries[next(iter(entries))]  # the oldest
 
-    def seen(self, signin_id: str, last_seen: float) -> None:
-        """``last_seen`` was written: remember it, so it is not written again too soon."""
-        entry = self._entries.get(signin_id)
+    def update(self, key: str, value: V) -> None:
+        """A newer value read under the same epoch (a ``last_seen`` just written, say)."""
+        entry = self._entries.get(key)
         if entry is not None:
-            entry.last_seen = last_seen
-
-    def forget(self, signin_id: str) -> None:
-        self._entries.pop(signin_id, None)
+            entry.value = value
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
-_caches: weakref.WeakKeyDictionary[AsyncEngine, SignedInCache] = weakref.WeakKeyDictionary()
+#: Per sign-in id: the user and the sign-in's ``last_seen``.
+SignedInCache = EpochCache[tuple["User", float]]
+#: Per token id: the token's stored hash, the token and its user.
+TokenCache = EpochCache[tuple[str, "Token", "User"]]
+
+_signed_in: weakref.WeakKeyDictionary[AsyncEngine, SignedInCache] = weakref.WeakKeyDictionary()
+_tokens: weakref.WeakKeyDictionary[AsyncEngine, TokenCache] = weakref.WeakKeyDictionary()
 
 
 def signed_in_cache(engine: AsyncEngine) -> SignedInCache:
-    """The cache for ``engine``'s database, shared by everything in this process using it."""
-    cache = _caches.get(engine)
+    """The sign-ins kept for ``engine``'s database, shared by everything in this process."""
+    cache = _signed_in.get(engine)
     if cache is None:
-        cache = _caches[engine] = SignedInCache()
+        cache = _signed_in[engine] = EpochCache()
+    return cache
+
+
+def token_cache(engine: AsyncEngine) -> TokenCache:
+    """The API tokens kept for ``engine``'s database, shared by everything in this process."""
+    cache = _tokens.get(engine)
+    if cache is None:
+        cache = _tokens[engine] = EpochCache()
     return cache

@@ -20,6 +20,7 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..database import connect
+from ..epochs import epoch_of
 from ..exceptions import UserNotFound
 from ..migrations import ensure_schema
 from ..schema import signins_table, users_table
@@ -80,7 +81,11 @@ class SignIns:
             await connection.execute(
                 signins_table.update().where(_s.id == signin_id).values(last_seen=now)
             )
-        signed_in_cache(self.engine).seen(signin_id, now)
+        cache = signed_in_cache(self.engine)
+        epoch = epoch_of(self.engine).current()
+        kept = cache.get(epoch, signin_id) if epoch is not None else None
+        if kept is not None:
+            cache.update(signin_id, (kept[0], now))
 
     async def list(self, user: User | None = None) -> builtins.list[SignIn]:
         """Sign-ins, most recently seen first: of one user, or of everyone."""

@@ -16,7 +16,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,9 +24,11 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..database import connect
+from ..epochs import epoch_of
 from ..exceptions import AccountError, UserNotFound
 from ..migrations import ensure_schema
 from ..schema import tokens_table, users_table
+from .cache import token_cache
 from .users import User, user_rows, users_from_rows
 
 __all__ = ["PREFIX", "Token", "Tokens", "parse_token"]
@@ -85,6 +87,8 @@ class Tokens:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._epoch = epoch_of(engine)
+        self._cache = token_cache(engine)
 
     async def create(
         self,
@@ -130,13 +134,26 @@ class Tokens:
         token_id = parse_token(text)
         if token_id is None:
             return None
-        await ensure_schema(self.engine)
-        async with connect(self.engine) as connection:
-            rows = (await connection.execute(_WITH_USER, {"token_id": token_id})).mappings().all()
-        if not rows or not hmac.compare_digest(rows[0]["token_secret_hash"], _digest(text)):
+        epoch = self._epoch.current()
+        kept = self._cache.get(epoch, token_id) if epoch is not None else None
+        if kept is None:
+            await ensure_schema(self.engine)
+            async with connect(self.engine) as connection:
+                query = await connection.execute(_WITH_USER, {"token_id": token_id})
+                rows = query.mappings().all()
+            if not rows:
+                return None
+            columns = {column.name: rows[0][f"token_{column.name}"] for column in tokens_table.c}
+            kept = (
+                rows[0]["token_secret_hash"],
+                _token(columns, rows[0]["username"]),
+                users_from_rows(rows)[0],
+            )
+            if epoch is not None:
+                self._cache.put(epoch, token_id, kept)
+        secret_hash, token, user = kept
+        if not hmac.compare_digest(secret_hash, _digest(text)):
             return None
-        columns = {column.name: rows[0][f"token_{column.name}"] for column in tokens_table.c}
-        token = _token(columns, rows[0]["username"])
         now = time.time()
         if not token.is_live(now):
             return None
@@ -145,7 +162,8 @@ class Tokens:
                 await connection.execute(
                     tokens_table.update().where(_t.id == token.id).values(last_used_at=now)
                 )
-        return token, users_from_rows(rows)[0]
+            self._cache.update(token_id, (secret_hash, replace(token, last_used_at=now), user))
+        return token, user
 
     async def list(
         self, user: User | None = None, *, include_dead: bool = False

@@ -148,8 +148,8 @@ class Users:
         """
         epoch = self._epoch.current()
         if epoch is not None:
-            kept = self._cache.get(epoch, user_id, signin_id)
-            if kept is not None:
+            kept = self._cache.get(epoch, signin_id)
+            if kept is not None and kept[0].id == user_id:
                 return kept
         rows = await self._run(_SIGNED_IN, {"user_id": user_id, "signin_id": signin_id})
         found = users_from_rows(rows)
@@ -157,7 +157,7 @@ class Users:
             return None, None
         user, last_seen = found[0], rows[0]["signin_seen"]
         if epoch is not None and last_seen is not None:
-            self._cache.put(epoch, signin_id, user, last_seen)
+            self._cache.put(epoch, signin_id, (user, last_seen))
         return user, last_seen
 
     async def _select(self, where: sa.ColumnElement[bool]) -> builtins.list[User]:
