@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .auth.tokens import Token
     from .auth.users import User
     from .core import Doorman
+    from .gate import ExistingCookiesGate
     from .hookspecs import hookimpl
     from .stores import RedisStore, SQLStore
 
@@ -59,6 +60,7 @@ _LAZY = {
     "PasswordHasher": "auth.passwords",
     "LoginThrottle": "auth.throttle",
     "hookimpl": "hookspecs",
+    "ExistingCookiesGate": "gate",
 }
 
 __all__ = [
@@ -70,6 +72,7 @@ __all__ = [
     "CookieStore",
     "Doorman",
     "DoormanError",
+    "ExistingCookiesGate",
     "JSONSigner",
     "LoginThrottle",
     "MemoryStore",

@@ -10,7 +10,8 @@ from ..core import Doorman
 from ..events import LoginEvent, LogoutEvent
 from ..exceptions import AuthenticationFailed
 from ..sessions.session import load_session
-from .middleware import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID, set_actor
+from .actors import set_actor
+from .middleware import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID
 from .users import User
 
 __all__ = ["login", "logout", "update_session_auth"]

@@ -25,6 +25,7 @@ from ..core import Doorman
 from ..exceptions import AuthenticationFailed, StoreError, Throttled
 from ..plugins import first_result
 from ..sessions.session import Session
+from .actors import AnonymousUser, AuthCredentials, AuthenticatedUser, set_actor
 from .guards import use
 from .users import User
 
@@ -49,61 +50,6 @@ SESSION_SIGNIN = "_auth_signin"
 
 _BASIC_CACHE_SIZE = 1024
 _BASIC_CACHE_SECONDS = 300.0
-
-
-class AuthenticatedUser:
-    """``scope["user"]`` for a signed-in actor (Starlette's ``BaseUser`` shape)."""
-
-    __slots__ = ("actor",)
-    is_authenticated = True
-
-    def __init__(self, actor: dict[str, Any]) -> None:
-        self.actor = actor
-
-    @property
-    def display_name(self) -> str:
-        return str(self.actor.get("username") or self.actor["id"])
-
-    @property
-    def identity(self) -> str:
-        return str(self.actor["id"])
-
-    def __repr__(self) -> str:
-        return f"<AuthenticatedUser {self.identity!r}>"
-
-
-class AnonymousUser:
-    """``scope["user"]`` when nobody is signed in."""
-
-    __slots__ = ()
-    is_authenticated = False
-    display_name = ""
-    identity = ""
-    actor = None
-
-
-class AuthCredentials:
-    """``scope["auth"]``: ``scopes`` as Starlette's ``requires()`` reads them."""
-
-    __slots__ = ("scopes",)
-
-    def __init__(self, scopes: list[str]) -> None:
-        self.scopes = scopes
-
-
-_ANONYMOUS = AnonymousUser()
-
-
-def set_actor(scope: Scope, actor: dict[str, Any] | None) -> None:
-    """Put ``actor`` in the scope, with the Starlette-shaped ``user`` and ``auth`` beside it."""
-    scope["actor"] = actor
-    if actor is None:
-        scope["user"], scope["auth"] = _ANONYMOUS, AuthCredentials([])
-        return
-    scopes = ["authenticated"]
-    if actor.get("admin") is True:
-        scopes.append("admin")
-    scope["user"], scope["auth"] = AuthenticatedUser(actor), AuthCredentials(scopes)
 
 
 class AuthMiddleware:

@@ -1,0 +1,439 @@
+"""``ExistingCookiesGate``: sign-in for an app on another host than the sign-in server.
+
+The gate forwards the cookies it is told about (and only those) to the sign-in
+server's ``/-/whoami``, and puts the answer in ``scope["actor"]``. The verdict
+is cached for ``ttl`` seconds in a cookie of the gate's own, signed and bound
+to the forwarded cookies, so a signed-in browser costs at most one upstream
+call per ``ttl``, and a new session at the sign-in server is asked about
+afresh. A browser that is not signed in goes to the login page with a signed
+``next``; an API client gets 401. An upstream that does not answer sensibly
+gives 503: the gate fails closed.
+
+Needs httpx (``pip install doorman[gate]``), and neither Starlette nor a database.
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.cookiejar
+import ipaddress
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from ._types import ASGIApp, Message, Receive, Scope, Send
+from .auth.actors import set_actor
+from .exceptions import BadSignature, ConfigError, SignatureExpired
+from .server.redirects import NextSigner
+from .signing import Signer, TimestampSigner, b64decode, b64encode
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["ExistingCookiesGate"]
+
+log = logging.getLogger("doorman.gate")
+security_log = logging.getLogger("doorman.security")
+
+_MAX_ANSWER = 64 * 1024  # a whoami answer is a few hundred bytes
+_MAX_COOKIE = 4000  # browsers drop bigger cookies silently
+_MAX_NEXT = 4000  # the sign-in server refuses a longer ``next``
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a cookie name (RFC 6265)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+class _UpstreamFailed(Exception):
+    """The sign-in server gave no usable answer; the message says how, without secrets."""
+
+
+class ExistingCookiesGate:
+    """Lets through only requests that the sign-in server at ``api_url`` says are signed in.
+
+    ``original_cookies`` are the names of the cookies to forward (``doorman_session``,
+    or Django's ``sessionid``). ``secret`` (newest first) must be the sign-in
+    server's, so that its login page trusts the ``next`` the gate signs.
+    ``public_paths`` pass without asking anyone: an entry ending in ``/`` is a
+    prefix, any other an exact path. ``X-Forwarded-Proto`` and
+    ``X-Forwarded-Host`` count only from ``trusted_proxies`` (addresses or networks).
+    ``http_client`` replaces the gate's own pooled ``httpx.AsyncClient`` (its
+    owner closes it); ``clock`` replaces ``time.time``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_url: str,
+        auth_redirect_url: str,
+        original_cookies: Sequence[str],
+        secret: str | Sequence[str],
+        cookie_name: str = "doorman_gate",
+        ttl: float = 60,
+        require_auth: bool = True,
+        public_paths: Sequence[str] = (),
+        trusted_proxies: Sequence[str] = (),
+        timeout: float = 5.0,
+        http_client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self.api_url = _checked_url("api_url", api_url)
+        self.auth_redirect_url = _checked_url("auth_redirect_url", auth_redirect_url)
+        self.cookie_name = _checked_cookie_name("cookie_name", cookie_name)
+        names = [
+            _checked_cookie_name("original_cookies", name)
+            for name in _checked_list("original_cookies", original_cookies)
+        ]
+        if not names or cookie_name in names:
+            raise ConfigError(
+                f"original_cookies = {list(original_cookies)!r}: name the sign-in server's "
+                f"session cookie, such as ['doorman_session'], and not {cookie_name!r}"
+            )
+        self.original_cookies = frozenset(names)
+        if not ttl > 0 or not timeout > 0:
+            raise ConfigError(f"ttl = {ttl!r}, timeout = {timeout!r}: both must be positive")
+        self.ttl, self.timeout = ttl, timeout
+        self.require_auth = require_auth
+        self.public_paths = tuple(
+            _checked_public_path(path) for path in _checked_list("public_paths", public_paths)
+        )
+        self.trusted_proxies = tuple(
+            _checked_network(proxy) for proxy in _checked_list("trusted_proxies", trusted_proxies)
+        )
+        secrets = [secret] if isinstance(secret, str) else list(secret)
+        self._verdicts = TimestampSigner(secrets, salt="doorman.gate")
+        self._binder = Signer(secrets, salt="doorman.gate.binding")
+        self._next_signer = NextSigner(secrets)
+        self._given_client = http_client
+        self._own_client: httpx.AsyncClient | None = None
+        self._clock = clock
+        parts = urlsplit(self.api_url)
+        self._upstream = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, receive, self._closing_on_shutdown(send))
+            return
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        _drop_identity_headers(scope)
+        cookies = _cookies_of(scope)
+        forwarded = "; ".join(f"{n}={v}" for n, v in cookies if n in self.original_cookies)
+        binding = self._binding(forwarded) if forwarded else ""
+        gate_cookies = [value for name, value in cookies if name == self.cookie_name]
+        found, actor = self._cached_verdict(gate_cookies, binding)
+        if self._is_public(scope["path"]):
+            set_actor(scope, actor)
+            await self.app(scope, receive, send)
+            return
+        new_cookie = None
+        if not found and forwarded:
+            try:
+                actor = await self._ask_upstream(forwarded)
+            except _UpstreamFailed as error:
+                log.error("the sign-in server at %s %s; answering 503", self._upstream, error)
+                await _refuse(kind, send, 503, "The sign-in server is unavailable; try again.")
+                return
+            if actor is not None or not self.require_auth:
+                new_cookie = self._verdict_cookie(scope, actor, binding)
+        if new_cookie is None and gate_cookies and not found:
+            new_cookie = self._cookie_header(scope, "", max_age=0)  # stale: drop it
+        if actor is None and self.require_auth:
+            await self._turn_away(scope, send, new_cookie)
+            return
+        set_actor(scope, actor)
+        await self.app(scope, receive, _adding_headers(send, new_cookie))
+
+    async def aclose(self) -> None:
+        """Close the gate's own HTTP client (lifespan shutdown does it too)."""
+        client, self._own_client = self._own_client, None
+        if client is not None:
+            await client.aclose()
+
+    # -- the verdict cookie ----------------------------------------------------------
+
+    def _binding(self, forwarded: str) -> str:
+        """A MAC of what was forwarded and where: a verdict holds for these cookies only."""
+        return self._binder.sign(f"{self._upstream}\x00{forwarded}").rpartition(".")[2]
+
+    def _cached_verdict(
+        self, gate_cookies: list[str], binding: str
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """``(True, actor)`` from a valid gate cookie bound to ``binding``, or ``(False, None)``."""
+        if not binding:
+            return False, None
+        for value in gate_cookies:
+            try:
+                payload, _ = self._verdicts.unsign_timestamp(
+                    value, max_age=self.ttl, now=self._clock()
+                )
+                verdict = json.loads(b64decode(payload))
+            except SignatureExpired:
+                continue
+            except (BadSignature, ValueError, RecursionError):
+                security_log.info("ignoring a gate cookie with a bad signature or payload")
+                continue
+            if not isinstance(verdict, dict) or not isinstance(verdict.get("bind"), str):
+                continue
+            if not hmac.compare_digest(verdict["bind"].encode(), binding.encode()):
+                continue  # another session's verdict: sign-out, or a different user since
+            actor = verdict.get("actor")
+            if actor is None or _valid_actor(actor):
+                return True, actor
+        return False, None
+
+    def _verdict_cookie(self, scope: Scope, actor: dict[str, Any] | None, binding: str) -> bytes:
+        text = json.dumps({"actor": actor, "bind": binding}, separators=(",", ":"))
+        value = self._verdicts.sign(b64encode(text.encode()), now=self._clock())
+        if len(value) > _MAX_COOKIE:
+            log.warning("the actor is too large for the gate cookie: one upstream call a request")
+            return self._cookie_header(scope, "", max_age=0)
+        return self._cookie_header(scope, value, max_age=math.ceil(self.ttl))
+
+    def _cookie_header(self, scope: Scope, value: str, *, max_age: int) -> bytes:
+        secure = "; Secure" if self._scheme(scope) == "https" else ""
+        return (
+            f"{self.cookie_name}={value}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax{secure}"
+        ).encode("latin-1")
+
+    # -- the sign-in server ----------------------------------------------------------
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._given_client is not None:
+            return self._given_client
+        if self._own_client is None:
+            import httpx
+
+            # The client must never keep a cookie from one answer for the next user.
+            no_cookies = http.cookiejar.CookieJar(
+                http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+            )
+            self._own_client = httpx.AsyncClient(cookies=no_cookies, follow_redirects=False)
+        return self._own_client
+
+    async def _ask_upstream(self, forwarded: str) -> dict[str, Any] | None:
+        """The actor the sign-in server sees for these cookies; ``_UpstreamFailed`` if unsure."""
+        import httpx
+
+        headers = {b"cookie": forwarded.encode("latin-1"), b"accept": b"application/json"}
+        try:
+            async with self._client().stream(
+                "GET", self.api_url, headers=headers, timeout=self.timeout, follow_redirects=False
+            ) as response:
+                if response.status_code != 200:
+                    raise _UpstreamFailed(f"answered HTTP {response.status_code}")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > _MAX_ANSWER:
+                        raise _UpstreamFailed(f"answered more than {_MAX_ANSWER} bytes")
+        except httpx.HTTPError as error:
+            raise _UpstreamFailed(f"could not be asked ({type(error).__name__})") from None
+        try:
+            answer = json.loads(bytes(body))
+        except (ValueError, RecursionError):
+            raise _UpstreamFailed("answered something that is not JSON") from None
+        if not isinstance(answer, dict) or "actor" not in answer:
+            raise _UpstreamFailed('answered JSON without an "actor"')
+        actor: dict[str, Any] | None = answer["actor"]
+        if actor is not None and not _valid_actor(actor):
+            raise _UpstreamFailed('answered an "actor" without a valid "id"')
+        return actor
+
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        async def send_and_close(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.aclose()
+            await send(message)
+
+        return send_and_close
+
+    # -- the request -----------------------------------------------------------------
+
+    def _is_public(self, path: str) -> bool:
+        if not self.public_paths or any(part in (".", "..") for part in path.split("/")):
+            return False
+        return any(
+            path.startswith(public) if public.endswith("/") else path == public
+            for public in self.public_paths
+        )
+
+    def _trusts_peer(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        if not self.trusted_proxies or not client:
+            return False
+        try:
+            peer = ipaddress.ip_address(client[0])
+        except ValueError:
+            return False
+        return any(peer in network for network in self.trusted_proxies)
+
+    def _scheme(self, scope: Scope) -> str:
+        scheme = str(scope.get("scheme", "http")).replace("ws", "http")
+        if self._trusts_peer(scope):
+            forwarded = _header(scope, b"x-forwarded-proto").split(",")[0].strip().lower()
+            if forwarded in ("http", "https"):
+                return forwarded
+        return scheme
+
+    def _original_url(self, scope: Scope) -> str | None:
+        """The absolute URL the browser asked for, or None when it cannot be told."""
+        host = _header(scope, b"host")
+        if self._trusts_peer(scope):
+            host = _header(scope, b"x-forwarded-host").split(",")[0].strip() or host
+        if not _HOST.fullmatch(host):
+            return None
+        raw_path = scope.get("raw_path")
+        if isinstance(raw_path, bytes) and raw_path.startswith(b"/"):
+            path = raw_path.split(b"?")[0].decode("latin-1")
+        else:
+            path = quote(scope.get("root_path", "") + scope["path"])
+        query = scope.get("query_string", b"").decode("latin-1")
+        return f"{self._scheme(scope)}://{host}{path}" + (f"?{query}" if query else "")
+
+    async def _turn_away(self, scope: Scope, send: Send, cookie: bytes | None) -> None:
+        """A browser to the login page, anything else 401 (a websocket: close 1008)."""
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        extra = [(b"set-cookie", cookie)] if cookie else []
+        browser = scope["method"] in ("GET", "HEAD") and "text/html" in _header(scope, b"accept")
+        if not browser:
+            await _send_json(send, 401, {"error": "Sign in first."}, extra)
+            return
+        location = self.auth_redirect_url
+        url = self._original_url(scope)
+        if url is not None and len(url) <= _MAX_NEXT:
+            query = urlencode({"next": url, "next_sig": self._next_signer.sign(url)})
+            location += ("&" if "?" in location else "?") + query
+        headers = [(b"location", location.encode("latin-1", "replace")), *extra]
+        await _send_json(send, 302, None, headers)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _valid_actor(actor: object) -> bool:
+    if not isinstance(actor, dict):
+        return False
+    actor_id = actor.get("id")
+    return (isinstance(actor_id, str) and actor_id != "") or (
+        isinstance(actor_id, int) and not isinstance(actor_id, bool)
+    )
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _cookies_of(scope: Scope) -> list[tuple[str, str]]:
+    """Every ``name=value`` of every Cookie header, in order; duplicates kept."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in scope["headers"]:
+        if key != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            name, sep, cookie = part.strip().partition("=")
+            if sep and _TOKEN.fullmatch(name) and not _CONTROL.search(cookie):
+                pairs.append((name, cookie.strip()))
+    return pairs
+
+
+def _drop_identity_headers(scope: Scope) -> None:
+    """Identity comes from the gate alone: ``X-Doorman-*`` from the client never reaches the app."""
+    headers = scope["headers"]
+    kept = [
+        (k, v) for k, v in headers if not k.lower().replace(b"_", b"-").startswith(b"x-doorman-")
+    ]
+    if len(kept) != len(headers):
+        scope["headers"] = kept
+
+
+def _adding_headers(send: Send, cookie: bytes | None) -> Send:
+    """``Vary: Cookie`` on every gated answer (it depends on who asks), and our cookie."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            varies = b",".join(v for k, v in headers if k.lower() == b"vary").lower()
+            if b"cookie" not in varies and b"*" not in varies:
+                headers.append((b"vary", b"Cookie"))
+            if cookie:
+                headers.append((b"set-cookie", cookie))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_headers
+
+
+async def _send_json(
+    send: Send, status: int, body: object, headers: list[tuple[bytes, bytes]]
+) -> None:
+    content = b"" if body is None else json.dumps(body).encode()
+    start = [
+        (b"content-length", str(len(content)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"vary", b"Cookie"),
+    ]
+    if content:
+        start.append((b"content-type", b"application/json"))
+    await send({"type": "http.response.start", "status": status, "headers": start + headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+async def _refuse(kind: str, send: Send, status: int, message: str) -> None:
+    if kind == "websocket":
+        await send({"type": "websocket.close", "code": 1013})  # try again later
+        return
+    await _send_json(send, status, {"error": message}, [])
+
+
+# -- checks at construction -------------------------------------------------------------
+
+
+def _checked_url(name: str, url: str) -> str:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{name} = {url!r}: give an absolute http(s) URL, such as "
+            "https://auth.example.com/-/whoami for api_url or .../-/login for auth_redirect_url"
+        )
+    return url
+
+
+def _checked_list(option: str, value: Sequence[str]) -> Sequence[str]:
+    if isinstance(value, str):  # a common slip: "doorman_session" for ["doorman_session"]
+        raise ConfigError(f"{option} = {value!r}: give a list, such as [{value!r}]")
+    return value
+
+
+def _checked_cookie_name(option: str, name: str) -> str:
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ConfigError(f"{option}: {name!r} is not a cookie name, such as 'doorman_session'")
+    return name
+
+
+def _checked_public_path(path: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigError(f"public_paths: {path!r} must start with '/', such as '/static/'")
+    return path
+
+
+def _checked_network(proxy: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(proxy, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"trusted_proxies: {proxy!r} is not an address or network, such as '10.0.0.0/8'"
+        ) from None
