@@ -1,4 +1,4 @@
-"""Helpers for tests: the store conformance suite, and a probe app.
+"""The store conformance suite, and the probe app it drives the middleware with.
 
 Third-party stores can reuse the suite that every doorman store passes::
 
@@ -28,11 +28,11 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from ._types import Receive, Scope, Send
-from .exceptions import SessionInterrupted, StoreError
-from .sessions import SessionMiddleware, get_session
-from .signing import Signer
-from .stores.base import SessionStore
+from .._types import Receive, Scope, Send
+from ..exceptions import SessionInterrupted, StoreError
+from ..sessions import SessionMiddleware, get_session
+from ..signing import Signer
+from ..stores.base import SessionStore
 
 __all__ = ["StoreContract", "session_probe_app"]
 

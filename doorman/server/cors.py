@@ -1,0 +1,121 @@
+"""CORS for the JSON API: credentials allowed, for a listed set of origins only.
+
+A small pure-ASGI middleware rather than Starlette's ``CORSMiddleware``: it
+covers only doorman's own routes (under the prefix), refuses ``*`` when it is
+built (with credentials, a wildcard would hand every site the user's session),
+and a preflight from an origin not in the list is refused outright.
+
+CORS only decides which pages may *read* doorman's answers. It does not
+authorise anything: a POST from a listed origin still needs its ``X-CSRFToken``,
+and the session cookie, ``SameSite=Lax``, reaches doorman only from the same
+site (``app.example.com`` calling ``auth.example.com``). A page on another site
+signs its calls with an API token (``Authorization: Bearer``) instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from .._types import ASGIApp, Message, Receive, Scope, Send, send_text
+from ..exceptions import ConfigError
+
+__all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "CORSMiddleware"]
+
+ALLOWED_METHODS = ("GET", "POST")
+ALLOWED_HEADERS = ("content-type", "x-csrftoken", "authorization")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class CORSMiddleware:
+    """Lets the listed ``origins`` call the routes under ``prefix`` with credentials."""
+
+    def __init__(
+        self, app: ASGIApp, *, origins: Iterable[str], prefix: str = "/-/", max_age: int = 600
+    ) -> None:
+        self.app = app
+        self.origins = frozenset(_normalize(origin) for origin in origins)
+        self.prefix = "/" + (prefix.strip("/") + "/").lstrip("/")
+        self._preflight_headers = [
+            (b"access-control-allow-methods", ", ".join(ALLOWED_METHODS).encode()),
+            (b"access-control-allow-headers", ", ".join(ALLOWED_HEADERS).encode()),
+            (b"access-control-max-age", str(max_age).encode()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        allowed = origin is not None and origin.lower() in self.origins
+        if scope["method"] == "OPTIONS" and origin is not None:
+            wanted = _header(scope, b"access-control-request-method")
+            if wanted is not None:
+                await self._preflight(scope, send, origin if allowed else None, wanted)
+                return
+        cors_headers = _allow(origin) if allowed and origin is not None else []
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"vary", b"Origin"),
+                    *cors_headers,
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    async def _preflight(self, scope: Scope, send: Send, origin: str | None, wanted: str) -> None:
+        vary = [(b"vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers")]
+        if origin is None:
+            await send_text(send, 403, "Origin not allowed.\n", vary)
+            return
+        asked = _header(scope, b"access-control-request-headers") or ""
+        extra = {h.strip().lower() for h in asked.split(",") if h.strip()} - set(ALLOWED_HEADERS)
+        if wanted.upper() not in ALLOWED_METHODS or extra:
+            refused = ", ".join(sorted(extra)) or wanted
+            await send_text(send, 400, f"Not allowed across origins: {refused[:200]}.\n", vary)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 204,
+                "headers": [*vary, *_allow(origin), *self._preflight_headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _allow(origin: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"access-control-allow-credentials", b"true"),
+    ]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for header, value in scope["headers"]:
+        if header == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _normalize(origin: str) -> str:
+    """``https://App.example.com:443/`` as a browser's Origin header says it."""
+    if origin.strip() == "*":
+        raise ConfigError(
+            "cors_origins: '*' would let every site read answers made with the user's "
+            "cookie; list the origins, such as https://app.example.com"
+        )
+    parts = urlsplit(origin.strip().rstrip("/").lower())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path or port == -1:
+        raise ConfigError(f"cors_origins: {origin!r} is not an origin like https://app.example.com")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
