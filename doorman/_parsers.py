@@ -23,6 +23,7 @@ _DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ROUTE_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~-]+/)*")
 _DOMAIN = re.compile(r"\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
+_UNSAFE_PATH = re.compile(r"[\x00-\x20\x7f\\?#]")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
@@ -226,3 +227,22 @@ def _site_name(value: object) -> str:
     if len(name) > 100:
         raise _Bad("give at most 100 characters")
     return name
+
+
+def _path_prefixes(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(p, str) for p in value):
+        raise _Bad(
+            'give a list of paths such as ["/static/", "/health"] (comma-separated in '
+            "the environment)"
+        )
+    paths = tuple(p.strip() for p in value if p.strip())
+    for path in paths:
+        segments = path.split("/")
+        if not path.startswith("/") or _UNSAFE_PATH.search(path) or {".", ".."} & set(segments):
+            raise _Bad(
+                f"{path!r} is not a plain path; give ones that start with /, such as /static/ "
+                "(no . or .. segments, no ?, # or spaces)"
+            )
+    return paths

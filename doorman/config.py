@@ -37,6 +37,7 @@ from ._parsers import (
     _integer,
     _optional,
     _origins,
+    _path_prefixes,
     _public_url,
     _route_prefix,
     _seconds,
@@ -135,6 +136,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Let visitors create their own accounts at /-/register.", _boolean),
     Setting("basic_auth", False,
             "Accept HTTP Basic credentials as well as sessions and API tokens.", _boolean),
+    Setting("access_log", True,
+            "Log one line per request (path without query string) on doorman.access.",
+            _boolean),
     Setting("throttle_per_account", 5,
             "Sign-in attempts allowed per account per window (0: no limit).",
             _integer(0, 1_000_000, 5)),
@@ -155,6 +159,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Proxies (IPs or networks, comma-separated) whose X-Forwarded-For and "
             "X-Forwarded-Proto headers are trusted.", _addresses),
     Setting("cors_origins", [], "Origins allowed to call the JSON API from browsers.", _origins),
+    Setting("public_paths", [],
+            "Paths (prefixes) that doorman protect serves without sign-in, such as /static/.",
+            _path_prefixes),
     Setting("sentry", {},
             "Sentry options (at least dsn), or a DSN; empty: no Sentry.", _sentry, hidden=True),
 )
@@ -182,6 +189,7 @@ class Settings:
     absolute_timeout: int | None
     allow_registration: bool
     basic_auth: bool
+    access_log: bool
     throttle_per_account: int
     throttle_per_address: int
     throttle_window: int
@@ -191,6 +199,7 @@ class Settings:
     permissions: dict[str, Any]
     forwarded_allow_ips: str
     cors_origins: tuple[str, ...]
+    public_paths: tuple[str, ...]
     sentry: dict[str, Any] = dataclasses.field(repr=False)
 
     @classmethod

@@ -33,7 +33,7 @@ from doorman import (
     requires,
     update_session_auth,
 )
-from doorman._types import Receive, Scope, Send
+from doorman._types import Message, Receive, Scope, Send
 from doorman.auth.throttle import LoginThrottle, counter_for
 from doorman.integrations.starlette import exception_handlers
 from doorman.stores import SessionStore
@@ -804,6 +804,41 @@ def test_lifespan_startup_migrates_and_runs_startup_hooks(tmp_path: Path) -> Non
         assert test_client.get("/whoami").json()["actor"] is None
     assert (tmp_path / "a.db").exists()
     asyncio.run(doorman.close())
+
+
+@pytest.mark.anyio
+async def test_a_failed_startup_stops_the_server_with_the_reason(tmp_path: Path) -> None:
+    """Not an error escaping before Starlette's handler, which uvicorn would ignore."""
+    from doorman.stores import MemoryStore
+
+    class Plugin:
+        @hookimpl
+        def startup(self, doorman: Doorman) -> Any:
+            raise RuntimeError("the licence server is down")
+
+    doorman = Doorman(
+        str(tmp_path / "a.db"),
+        secret=SECRET,
+        hasher=fast_hasher(),
+        entry_points=False,
+        plugins=[Plugin()],
+    )
+    sent: list[Message] = []
+    messages = [{"type": "lifespan.startup"}]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    try:
+        await build_app(doorman, MemoryStore())({"type": "lifespan"}, receive, send)
+    finally:
+        await doorman.close()
+    assert sent == [
+        {"type": "lifespan.startup.failed", "message": "RuntimeError: the licence server is down"}
+    ]
 
 
 @pytest.mark.anyio

@@ -244,6 +244,7 @@ BAD = {
     "absolute_timeout": [0, "1.5h"],
     "allow_registration": ["perhaps"],
     "basic_auth": [[]],
+    "access_log": ["sometimes", 2],
     "throttle_per_account": [-1, "many"],
     "throttle_per_address": [-1, 1.5],
     "throttle_window": [0, "never"],
@@ -253,6 +254,7 @@ BAD = {
     "permissions": ["not json", [1], {"view": {"alow": True}}, {"view": "everyone"}],
     "forwarded_allow_ips": ["proxy.example.com", "10.0.0.0/33"],
     "cors_origins": ["app.example.com", ["https://a.example.com/path"], 5],
+    "public_paths": ["static/", ["/a b"], "/x/../y", [7]],
     "sentry": ["not json", {"environment": "prod"}],
 }
 

@@ -375,7 +375,7 @@ async def test_an_anonymous_browser_signs_in_at_the_server_and_comes_back(world:
         answer = await client.post(
             f"{world.auth}/-/login", data={**fields, **credentials}, headers=HTML
         )
-        assert answer.status_code == 303, answer.text
+        assert answer.status_code == 302, answer.text
         assert answer.headers["location"] == wanted
 
         back = await client.get(answer.headers["location"], headers=HTML)

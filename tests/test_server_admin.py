@@ -103,7 +103,7 @@ async def signed_in(
     """A browser signed in as ``username``."""
     async with client(server.app, headers=headers) as browser:
         data = {"username": username, "password": PASSWORD, "csrftoken": await token_of(browser)}
-        assert (await browser.post("/-/login", data=data)).status_code == 303
+        assert (await browser.post("/-/login", data=data)).status_code == 302
         yield browser
 
 

@@ -48,6 +48,11 @@ SESSION_USER_ID = "_auth_user_id"
 SESSION_AUTH_HASH = "_auth_hash"
 SESSION_SIGNIN = "_auth_signin"
 
+
+class _StartupFailed(Exception):
+    """Ends the lifespan once ``lifespan.startup.failed`` has been sent."""
+
+
 _BASIC_CACHE_SIZE = 1024
 _BASIC_CACHE_SECONDS = 300.0
 
@@ -71,7 +76,10 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self.app(scope, self._starting(receive), send)
+            try:
+                await self.app(scope, self._starting(receive, send), send)
+            except _StartupFailed:
+                pass  # the server was told, with the reason: it stops
             return
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
@@ -92,11 +100,25 @@ class AuthMiddleware:
         set_actor(scope, actor)
         await self.app(scope, receive, send)
 
-    def _starting(self, receive: Receive) -> Receive:
+    def _starting(self, receive: Receive, send: Send) -> Receive:
+        """``receive``, which runs ``doorman.startup()`` when the server starts.
+
+        A failed start-up is reported to the server as ``lifespan.startup.failed``,
+        so that it stops: Starlette would let the error escape before its own
+        handler, and uvicorn would then take lifespan for unsupported and serve
+        with no start-up done.
+        """
+
         async def receive_and_start() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.doorman.startup()
+                try:
+                    await self.doorman.startup()
+                except Exception as error:
+                    reason = f"{type(error).__name__}: {error}"
+                    log.error("doorman could not start: %s", reason)
+                    await send({"type": "lifespan.startup.failed", "message": reason})
+                    raise _StartupFailed from error
             return message
 
         return receive_and_start

@@ -3,7 +3,7 @@
 Settings come from ``load_settings`` (defaults < doorman.toml < DOORMAN_* <
 flags); the flags are shared decorators (``_options``). Every error is one line
 on stderr and exit status 1, never a traceback. A module per command group:
-``serve``, ``users``, ``sessions``, ``tokens``, ``db`` and ``plugins``.
+``serve``, ``protect``, ``users``, ``sessions``, ``tokens``, ``db`` and ``plugins``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import click
 
 from .. import __version__
 from ..plugins import make_plugin_manager
-from . import db, plugins, serve, sessions, tokens, users
+from . import db, plugins, protect, serve, sessions, tokens, users
 from ._options import one_line
 
 __all__ = ["DoormanGroup", "main"]
@@ -48,6 +48,7 @@ def main() -> None:
 
 
 main.add_command(serve.serve)
+main.add_command(protect.protect)
 main.add_command(users.users)
 main.add_command(sessions.sessions)
 main.add_command(tokens.tokens)

@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import os
 import urllib.parse
+from typing import Any
 
 import click
 
@@ -31,16 +32,25 @@ def serve(settings: Settings) -> None:
     if token is not None:
         click.echo(f"Create the first admin at {_setup_url(resolved, token)}")
     os.environ[SERVE_SETTINGS_ENV] = resolved.to_json()  # the workers read it: one secret
-    uvicorn.run(
-        "doorman.server.app:from_environment",
-        factory=True,
-        host=resolved.host,
-        port=resolved.port,
-        workers=resolved.workers,
-        proxy_headers=True,
-        forwarded_allow_ips=resolved.forwarded_allow_ips,
-        log_level="info",
-    )
+    uvicorn.run("doorman.server.app:from_environment", **uvicorn_options(resolved))
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How ``serve`` and ``protect`` run uvicorn (the app aside)."""
+    from ..server.access_log import uvicorn_log_config
+
+    return {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "log_level": "info",
+        "log_config": uvicorn_log_config(settings.access_log),
+        "access_log": False,  # doorman's own, without query strings: see server/access_log.py
+        "lifespan": "on",  # a failed start-up stops the server rather than serving without it
+    }
 
 
 async def _prepare_serve(settings: Settings) -> tuple[Settings, str | None]:

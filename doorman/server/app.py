@@ -21,26 +21,39 @@ from ..auth.middleware import AuthMiddleware
 from ..config import SERVE_SETTINGS_ENV, Settings, assemble
 from ..core import Doorman
 from ..exceptions import ConfigError
+from ..integrations.sentry import with_sentry
 from ..integrations.starlette import exception_handlers
 from ..sessions.middleware import SessionMiddleware
 from ..stores.base import SessionStore
+from .access_log import AccessLogMiddleware
+from .cors import CORSMiddleware
 from .headers import SecurityHeadersMiddleware
 from .plugin import ServerPlugin
+from .protect import ProtectedApp
 from .redirects import NextSigner
 from .state import ServerState
 from .templates import Templates
 from .views import account, admin, api, signin
 
-__all__ = ["create_app", "from_environment"]
+__all__ = ["create_app", "from_environment", "settings_from_environment"]
 
 _STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("doorman.server")
 
 
 def create_app(
-    settings: Settings, *, doorman: Doorman | None = None, store: SessionStore | None = None
+    settings: Settings,
+    *,
+    doorman: Doorman | None = None,
+    store: SessionStore | None = None,
+    protected: ASGIApp | None = None,
 ) -> ASGIApp:
-    """The sign-in server for ``settings``; its secret must be resolved already."""
+    """The sign-in server for ``settings``; its secret must be resolved already.
+
+    With ``protected``, the server also serves that app behind sign-in: doorman's
+    routes stay under the prefix, and every other path goes to the app (see
+    ``ProtectedApp``; this is ``doorman protect``).
+    """
     secrets = _secrets_of(settings)
     if settings.cookie_domain and not settings.public_url:
         log.warning(
@@ -70,13 +83,14 @@ def create_app(
         lifespan=_lifespan(doorman, store),
     )
     app.state.server = server
-    wrapped: ASGIApp = AuthMiddleware(
-        SecurityHeadersMiddleware(app), doorman, basic_auth=settings.basic_auth
-    )
+    inner: ASGIApp = SecurityHeadersMiddleware(app)
+    if protected is not None:
+        inner = ProtectedApp(inner, protected, prefix=prefix, public_paths=settings.public_paths)
+    wrapped: ASGIApp = AuthMiddleware(inner, doorman, basic_auth=settings.basic_auth)
     for wrapper in doorman.plugins.hook.asgi_wrapper(doorman=doorman):
         if wrapper is not None:
             wrapped = wrapper(wrapped)
-    return SessionMiddleware(
+    wrapped = SessionMiddleware(
         wrapped,
         secret=secrets,
         store=store,
@@ -86,18 +100,25 @@ def create_app(
         https_only=settings.cookie_secure,
         domain=settings.cookie_domain,
     )
+    if settings.cors_origins:
+        wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=prefix)
+    wrapped = with_sentry(wrapped, settings.sentry)
+    return AccessLogMiddleware(wrapped) if settings.access_log else wrapped
 
 
 def _routes(server: ServerState) -> list[BaseRoute]:
     p = server.prefix
     routes: list[BaseRoute] = [
+        # The routes asked most often come first: Starlette tries them in order.
+        Route(
+            f"{p}/auth", api.ForwardAuth(server), methods=["GET", "HEAD", "POST", "PUT", "DELETE"]
+        ),
+        Route(f"{p}/whoami", api.whoami),
+        Route(f"{p}/health", api.health),
         Route(f"{p}/login", signin.login_page, methods=["GET", "POST"]),
         Route(f"{p}/logout", signin.logout_view, methods=["POST"]),
         Route(f"{p}/register", signin.register_page, methods=["GET", "POST"]),
         Route(f"{p}/setup", signin.setup_page, methods=["GET", "POST"]),
-        Route(f"{p}/whoami", api.whoami),
-        Route(f"{p}/auth", api.forward_auth, methods=["GET", "HEAD", "POST", "PUT", "DELETE"]),
-        Route(f"{p}/health", api.health),
         *account.routes(p),
         *admin.routes(p),
         Mount(f"{p}/static", StaticFiles(directory=_STATIC), name="static"),
@@ -142,8 +163,13 @@ def _secrets_of(settings: Settings) -> list[str]:
 
 def from_environment() -> ASGIApp:
     """The app for uvicorn workers started by ``doorman serve``."""
+    return create_app(settings_from_environment())
+
+
+def settings_from_environment() -> Settings:
+    """The settings ``doorman serve`` (or ``protect``) handed its workers."""
     raw = os.environ.get(SERVE_SETTINGS_ENV)
     if not raw:
         raise ConfigError(f"{SERVE_SETTINGS_ENV} is not set: start the server with `doorman serve`")
     json.loads(raw)  # a clear error for a mangled variable, before Settings reads it
-    return create_app(Settings.from_json(raw))
+    return Settings.from_json(raw)

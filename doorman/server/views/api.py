@@ -10,16 +10,18 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from ..._types import Receive, Scope, Send, send_text
 from ...auth.csrf import csrf_token
 from ...database import connect
 from ...exceptions import StoreError
 from ..redirects import host_allowed, safe_path
 from ..state import ServerState, state_of
 
-__all__ = ["forward_auth", "health", "whoami"]
+__all__ = ["ForwardAuth", "health", "whoami"]
 
 log = logging.getLogger("doorman.server")
 _PRIVATE = {"cache-control": "no-store", "vary": "Cookie, Authorization"}
+_PRIVATE_RAW = [(b"vary", b"Cookie, Authorization")]  # send_text adds no-store
 
 
 async def whoami(request: Request) -> Response:
@@ -30,25 +32,40 @@ async def whoami(request: Request) -> Response:
     return JSONResponse(body, headers=_PRIVATE)
 
 
-async def forward_auth(request: Request) -> Response:
+class ForwardAuth:
     """For nginx ``auth_request``, Traefik ``ForwardAuth`` and Caddy ``forward_auth``.
 
     Signed in and allowed to ``view``: 200 with ``X-Doorman-User``. Signed in
     but not allowed: 403. Not signed in: 401, or a 302 to the login page for a
     browser (``Accept: text/html``) or when ``?rd=`` names where to return.
+
+    A bare ASGI app rather than a Starlette view: a proxy asks it once for every
+    request it lets through, so the signed-in answer skips building a
+    ``Request`` and a ``Response``.
     """
-    server = state_of(request)
-    actor = request.scope.get("actor")
-    if actor is not None:
-        if not await server.doorman.allowed(actor, "view"):
-            return PlainTextResponse("Forbidden\n", 403, headers=_PRIVATE)
-        headers = {
-            **_PRIVATE,
-            "x-doorman-user": _header_safe(str(actor.get("username") or actor["id"])),
-            "x-doorman-groups": ",".join(_header_safe(str(g)) for g in actor.get("groups") or []),
-            "x-doorman-admin": "true" if actor.get("admin") is True else "false",
-        }
-        return PlainTextResponse("OK\n", 200, headers=headers)
+
+    def __init__(self, server: ServerState) -> None:
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        actor = scope.get("actor")
+        if actor is None:
+            response = _signed_out(self.server, Request(scope, receive))
+            await response(scope, receive, send)
+        elif not await self.server.doorman.allowed(actor, "view"):
+            await send_text(send, 403, "Forbidden\n", _PRIVATE_RAW)
+        else:
+            groups = b",".join(_header_safe(str(g)) for g in actor.get("groups") or [])
+            headers = [
+                *_PRIVATE_RAW,
+                (b"x-doorman-user", _header_safe(str(actor.get("username") or actor["id"]))),
+                (b"x-doorman-groups", groups),
+                (b"x-doorman-admin", b"true" if actor.get("admin") is True else b"false"),
+            ]
+            await send_text(send, 200, "OK\n", headers)
+
+
+def _signed_out(server: ServerState, request: Request) -> Response:
     rd = request.query_params.get("rd")
     if rd is not None or "text/html" in request.headers.get("accept", ""):
         return RedirectResponse(_login_url(server, request, rd), 302, headers=_PRIVATE)
@@ -86,12 +103,12 @@ def _original_url(request: Request) -> str | None:
     return None
 
 
-def _header_safe(value: str) -> str:
+def _header_safe(value: str) -> bytes:
     """Percent-encoded UTF-8 beyond ASCII: "josé" is "jos%C3%A9", never "jos".
 
     Usernames and group names cannot contain "%" or ",", so this is unambiguous.
     """
-    return quote(value, safe="@.+-_ ")
+    return quote(value, safe="@.+-_ ").encode("ascii")
 
 
 async def health(request: Request) -> Response:

@@ -86,9 +86,9 @@ def json_error(message: str, status: int, **headers: str) -> JSONResponse:
     )
 
 
-def redirect(url: str) -> RedirectResponse:
-    """303 See Other: after a POST the browser follows with a GET."""
-    return RedirectResponse(url, 303, headers={"cache-control": "no-store"})
+def redirect(url: str, status: int = 303) -> RedirectResponse:
+    """303 See Other by default: after a POST the browser follows with a GET."""
+    return RedirectResponse(url, status, headers={"cache-control": "no-store"})
 
 
 def client_address(request: Request) -> str | None:

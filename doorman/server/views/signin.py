@@ -77,7 +77,8 @@ async def login_page(request: Request) -> Response:
         response = await _login_form(request, server, target, signature, username, [str(error)])
         response.status_code = 401
         return response
-    return await _signed_in(request, user, target)
+    # 302, as DESIGN.md's route contract says (scripts check for it); browsers GET either way.
+    return await _signed_in(request, user, target, status=302)
 
 
 async def _login_form(
@@ -100,12 +101,12 @@ async def _login_form(
     )
 
 
-async def _signed_in(request: Request, user: User, target: str) -> Response:
+async def _signed_in(request: Request, user: User, target: str, status: int = 303) -> Response:
     actor = await login(request, user)
     csrf.rotate(request.scope["session"])  # a token seen before sign-in is worthless after
     if wants_json(request):
         return JSONResponse({"actor": actor}, headers={"cache-control": "no-store"})
-    return redirect(target)
+    return redirect(target, status)
 
 
 async def logout_view(request: Request) -> Response:

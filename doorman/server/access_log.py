@@ -1,0 +1,96 @@
+"""One line per request on the ``doorman.access`` logger, in place of uvicorn's access log.
+
+Two reasons to have our own. uvicorn's line carries the query string, and
+doorman's URLs carry secrets there (the one-time ``/-/setup?token=``) and
+return addresses (``next``, ``rd``) that are nobody's business in a log:
+this one logs the path alone. And uvicorn formats each line through a copy
+of the record and a colouring formatter, about a fifth of a forward-auth
+request's cost; this one hands ``logging`` a plain %-format.
+
+The line: client address, method, path, HTTP version, status, milliseconds::
+
+    127.0.0.1 "GET /-/auth HTTP/1.1" 200 0.6ms
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any
+
+from .._types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["AccessLogMiddleware", "access_log", "uvicorn_log_config"]
+
+access_log = logging.getLogger("doorman.access")
+
+
+class AccessLogMiddleware:
+    """Logs each http request once its response has started (status known) and ended."""
+
+    def __init__(self, app: ASGIApp, logger: logging.Logger = access_log) -> None:
+        self.app = app
+        self.log = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server answers if the app fails before starting a response
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            client = scope.get("client")
+            self.log.info(
+                '%s "%s %s HTTP/%s" %d %.1fms',
+                client[0] if client else "-",
+                scope["method"],
+                _printable(scope.get("raw_path") or scope["path"].encode()),
+                scope.get("http_version", "1.1"),
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+def _printable(raw_path: bytes) -> str:
+    """The path without its query string, control characters escaped (no forged lines)."""
+    path = raw_path.split(b"?", 1)[0][:500]
+    return path.decode("latin-1").encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+def uvicorn_log_config(access_log_on: bool) -> dict[str, Any]:
+    """uvicorn's logging set-up, with doorman's loggers added and uvicorn's access log off.
+
+    ``doorman.*`` (security events, stores that fail) goes to standard error at
+    INFO, as uvicorn's own messages do; ``doorman.access`` to standard output.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["doorman"] = {"format": "%(levelname)-9s %(message)s"}
+    config["handlers"]["doorman"] = {
+        "formatter": "doorman",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["handlers"]["doorman.access"] = {
+        "formatter": "doorman",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stdout",
+    }
+    config["loggers"]["doorman"] = {"handlers": ["doorman"], "level": "INFO", "propagate": False}
+    config["loggers"]["doorman.access"] = {
+        "handlers": ["doorman.access"],
+        "level": "INFO" if access_log_on else "WARNING",
+        "propagate": False,
+    }
+    return config
