@@ -202,7 +202,8 @@ class RedisCounter:
 
         self.client = client
         self.prefix = prefix
-        self._errors = (redis_errors.RedisError, OSError)
+        # uvloop raises RuntimeError writing to a socket Redis closed: down, too (a 503)
+        self._errors = (redis_errors.RedisError, OSError, RuntimeError)
         self._script = client.register_script(_HIT_SCRIPT)
         self._release_script = client.register_script(_RELEASE_SCRIPT)
         pool_options: dict[str, Any] = client.connection_pool.connection_kwargs

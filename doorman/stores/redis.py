@@ -10,11 +10,17 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from ..exceptions import SessionInterrupted, StoreError
 from .base import new_session_key, storage_id
 
 __all__ = ["RedisStore"]
+
+#: What a Redis that is down or restarting raises. uvloop raises RuntimeError for a
+#: write to a socket the server closed ("the handler is closed"): down, too, so a 503.
+_DOWN = (redis_errors.RedisError, OSError, RuntimeError)
 
 
 class RedisStore:
@@ -43,6 +49,10 @@ class RedisStore:
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 health_check_interval=30,
+                # After a Redis restart every pooled connection is dead: try once more,
+                # on a new one, before answering 503. A timeout is not retried.
+                retry=Retry(NoBackoff(), 1),
+                retry_on_error=[redis_errors.ConnectionError],
             )
         self.client = client
         self.prefix = prefix
@@ -60,13 +70,13 @@ class RedisStore:
     async def _answering(self) -> AsyncIterator[None]:
         try:
             yield
-        except (redis_errors.RedisError, OSError) as error:
+        except _DOWN as error:
             raise self._unavailable(error) from error
 
     async def load(self, key: str) -> str | None:
         try:  # inline rather than _answering(): this runs on every request
             payload: str | bytes | None = await self._reads.get(self._name(key))
-        except (redis_errors.RedisError, OSError) as error:
+        except _DOWN as error:
             raise self._unavailable(error) from error
         if isinstance(payload, bytes):  # a client given without decode_responses=True
             return payload.decode()
