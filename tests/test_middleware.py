@@ -488,3 +488,44 @@ async def test_websocket_scope_gets_a_session() -> None:
 def test_set_cookie_parser_sees_each_attribute() -> None:
     name, value, attributes = parse_set_cookie("a=b=c; Path=/; HttpOnly")
     assert (name, value, attributes) == ("a", "b=c", {"path": "/", "httponly": ""})
+
+
+class SavesFail(MemoryStore):
+    """Loads work; every save fails as if the server had just gone away."""
+
+    save_nowait = None  # type: ignore[assignment]  # no shortcut: the middleware awaits save()
+
+    async def save(self, key: str | None, payload: str, expires_at: float) -> str:
+        from doorman.exceptions import StoreError
+
+        raise StoreError("the store went away")
+
+
+@pytest.mark.anyio
+async def test_a_failed_save_under_starlette_answers_503_not_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Starlette catches what send() raises and answers 500: the middleware answers first."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def remember(request: Request) -> JSONResponse:
+        request.session["user"] = "alice"
+        return JSONResponse({"saved": True})
+
+    from doorman.integrations.starlette import exception_handlers
+
+    # With doorman's handlers, Starlette catches the StoreError that send() raises and
+    # answers it, through send() again: "response already started", a 500.
+    starlette_app = Starlette(routes=[Route("/", remember)], exception_handlers=exception_handlers)
+    app = SessionMiddleware(starlette_app, secret=SECRET, store=SavesFail())
+    async with client(app) as browser:
+        response = await browser.get("/")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert "set-cookie" not in response.headers
+    assert "saved" not in response.text
+    assert "the store went away" in caplog.text

@@ -110,26 +110,39 @@ class SessionMiddleware:
             except StoreError as exc:
                 await _refuse(kind, send, exc)
                 return
-        started = False
+        started = refused = False
 
         async def send_with_cookie(message: Message) -> None:
-            nonlocal started
+            nonlocal started, refused
+            if refused:
+                return  # the rest of a response that a 503 replaced
             message_type = message["type"]
-            if message_type == "http.response.start":
-                if session.accessed or session.modified or session.cookie_present:
-                    await self._finish(session, message, scope, message["status"] < 500)
-                started = True
-            elif message_type == "websocket.accept":
-                await self._finish(session, message, scope, True)
+            try:
+                if message_type == "http.response.start":
+                    if session.accessed or session.modified or session.cookie_present:
+                        await self._finish(session, message, scope, message["status"] < 500)
+                elif message_type == "websocket.accept":
+                    await self._finish(session, message, scope, True)
+            except StoreError as exc:
+                # Saving failed. Raising would reach the app, which (Starlette) answers
+                # 500 "response already started"; answer 503 here instead.
+                started = refused = True
+                await _refuse(kind, send, exc)
+                return
+            if message_type == "http.response.start" or message_type == "websocket.accept":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_cookie)
         except StoreError as exc:
+            if refused:
+                return
             if started:
                 raise
             await _refuse(kind, send, exc)
+            return
+        if refused:
             return
         if kind == "websocket" and started and session.modified and session.key is not None:
             await session.commit()  # changes after the handshake: the id stays, the data is saved
