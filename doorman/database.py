@@ -7,7 +7,9 @@ into an async SQLAlchemy engine with the right driver and settings.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -70,7 +72,9 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 5}, **options)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
-    options.setdefault("pool_timeout", 5)
+    options.setdefault(
+        "pool_timeout", 30
+    )  # a burst waits for a connection; a dead server fails fast
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 20)
     connect_args = {"timeout": 5, "command_timeout": 10}
@@ -110,7 +114,7 @@ async def connect(
     """
     try:
         if write:
-            async with engine.begin() as connection:
+            async with _one_writer(engine), engine.begin() as connection:
                 yield connection
             if changes_accounts:
                 epoch_of(engine).advance()
@@ -121,6 +125,52 @@ async def connect(
         raise
     except (exc.DBAPIError, exc.TimeoutError, OSError) as error:  # OSError covers TimeoutError
         raise unavailable(engine, error) from error
+
+
+@contextlib.asynccontextmanager
+async def _one_writer(engine: AsyncEngine) -> AsyncIterator[None]:
+    """On SQLite, this process's writes take turns in order (a lock per engine and loop).
+
+    SQLite has one writer at a time. Left to its busy timeout, a burst of writers
+    polls and sleeps, unfairly, and some give up after 5 s ("database is
+    locked"); queued here, each waits its turn. Other processes still meet the
+    busy timeout. A task that already holds the lock passes (no self-deadlock).
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    lock = _write_locks.get(engine)
+    loop = asyncio.get_running_loop()
+    if lock is None or lock.loop is not loop:
+        lock = _write_locks[engine] = _TaskLock(loop)
+    async with lock:
+        yield
+
+
+class _TaskLock:
+    """An asyncio lock its holder task may take again."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
+        self._depth = 0
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        if self._owner is not task or task is None:
+            await self._lock.acquire()
+            self._owner = task
+        self._depth += 1
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._owner = None
+            self._lock.release()
+
+
+_write_locks: weakref.WeakKeyDictionary[AsyncEngine, _TaskLock] = weakref.WeakKeyDictionary()
 
 
 def unavailable(engine: AsyncEngine, error: BaseException) -> StoreError:

@@ -92,3 +92,18 @@ async def test_every_waiting_read_fails_closed_when_redis_is_down() -> None:
 
     assert all(isinstance(result, StoreError) for result in results), results
     assert len({str(result) for result in results}) == 1
+
+
+async def test_a_burst_beyond_the_pool_waits_for_connections(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Two hundred saves at once through ten connections: all done, none refused."""
+    store = RedisStore(redis_url, prefix=redis_prefix, max_connections=10)
+    try:
+        later = time.time() + 60
+        keys = await asyncio.gather(*(store.save(None, f'{{"n": {n}}}', later) for n in range(200)))
+        loaded = await asyncio.gather(*(store.load(key) for key in keys))
+    finally:
+        await store.close()
+
+    assert loaded == [f'{{"n": {n}}}' for n in range(200)]

@@ -28,7 +28,9 @@ class RedisStore:
 
     Give ``url`` (``redis://host:port/db``, ``rediss://`` for TLS) or a
     ``client`` (``redis.asyncio.Redis`` with ``decode_responses=True``).
-    Keys are ``prefix`` + SHA-256 of the session key.
+    Keys are ``prefix`` + SHA-256 of the session key. At most ``max_connections``
+    commands are in flight; more wait for a free connection (10 s at most, then
+    ``StoreError``), and reads made together share one (see ``_Reads``).
     """
 
     stateless = False
@@ -40,11 +42,16 @@ class RedisStore:
         client: aioredis.Redis | None = None,
         prefix: str = "doorman:session:",
         timeout: float = 2.0,
+        max_connections: int = 50,
     ) -> None:
         self._owns_client = client is None
         if client is None:
-            client = aioredis.Redis.from_url(
+            # A pool that makes a burst wait for a connection (up to 10 s), where
+            # redis-py's default one refuses the 101st concurrent command outright.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 url,
+                max_connections=max_connections,
+                timeout=10,
                 decode_responses=True,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
@@ -54,6 +61,7 @@ class RedisStore:
                 retry=Retry(NoBackoff(), 1),
                 retry_on_error=[redis_errors.ConnectionError],
             )
+            client = aioredis.Redis.from_pool(pool)
         self.client = client
         self.prefix = prefix
         self._reads = _Reads(client)
