@@ -144,6 +144,7 @@ class Server:
     token: str = ""
     note: str = ""  # how the store is set up, for the docs
     runs: dict[str, list[Run]] = field(default_factory=dict)  # case name -> measured runs
+    env: dict[str, str] = field(default_factory=dict)  # more environment for the server
 
     def url(self, path: str) -> str:
         return f"http://{HOST}:{self.port}{path}"
@@ -246,7 +247,7 @@ def start(server: Server, where: Placement, tmp: Path) -> None:
         server.process = subprocess.Popen(
             serve_command(server, where),
             cwd=tmp,
-            env=doorman_env(),
+            env={**doorman_env(), **server.env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
