@@ -35,6 +35,9 @@ __all__ = ["Doorman"]
 log = logging.getLogger("doorman.auth")
 security_log = logging.getLogger("doorman.security")
 
+#: Session auth hashes remembered as verified (only good ones; each about 300 bytes).
+_VERIFIED_AUTH_HASHES = 10_000
+
 #: The one answer to every failed sign-in: it never says whether the user exists.
 BAD_CREDENTIALS = "Wrong username or password."
 
@@ -69,6 +72,7 @@ class Doorman:
         self.engine = engine if engine is not None else create_engine(db)
         self._owns_engine = engine is None
         self._auth_hash = Signer(secret, salt="doorman.auth-hash")
+        self._verified_auth_hashes: dict[tuple[str, str], None] = {}
         self.hasher = hasher if hasher is not None else PasswordHasher()
         self.users = Users(self.engine, self.hasher)
         self.tokens = Tokens(self.engine)
@@ -197,10 +201,17 @@ class Doorman:
     def session_auth_hash_matches(self, user: User, given: object) -> bool:
         if not isinstance(given, str):
             return False
+        material = _auth_material(user)
+        verified = self._verified_auth_hashes
+        if (material, given) in verified:  # checked before: every request of a session asks
+            return True
         try:
-            self._auth_hash.unsign(f"{_auth_material(user)}.{given}")
+            self._auth_hash.unsign(f"{material}.{given}")
         except BadSignature:
             return False
+        verified[material, given] = None
+        if len(verified) > _VERIFIED_AUTH_HASHES:
+            del verified[next(iter(verified))]  # the oldest
         return True
 
     # -- permissions and plugins -------------------------------------------

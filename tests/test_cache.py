@@ -392,3 +392,23 @@ async def test_an_epoch_file_that_cannot_be_made_means_nothing_is_kept(
         assert user is not None and not user.is_active
     finally:
         await doorman.close()
+
+
+async def test_a_remembered_auth_hash_matches_only_its_own_user_and_version(
+    workers: tuple[Doorman, Doorman],
+) -> None:
+    """Verified session auth hashes are remembered; a change of user or version still fails."""
+    doorman, _ = workers
+    alice = await doorman.create_user("alice", PASSWORD)
+    bob = await doorman.create_user("bob", PASSWORD)
+    good = doorman.session_auth_hash(alice)
+
+    assert doorman.session_auth_hash_matches(alice, good)
+    assert doorman.session_auth_hash_matches(alice, good), "remembered"
+    assert not doorman.session_auth_hash_matches(
+        alice, good[:-1] + ("A" if good[-1] != "A" else "B")
+    )
+    assert not doorman.session_auth_hash_matches(bob, good)
+    signed_out = await doorman.users.end_sessions(alice)
+    assert not doorman.session_auth_hash_matches(signed_out, good)
+    assert doorman.session_auth_hash_matches(signed_out, doorman.session_auth_hash(signed_out))

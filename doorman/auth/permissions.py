@@ -187,12 +187,11 @@ async def check_permission(
     scopes = actor.get("scopes") if actor is not None else None
     if scopes is not None and (not isinstance(scopes, list | tuple) or action not in scopes):
         return _decided(False, "token scopes", actor, action, resource)
-    answers = await all_results(
-        plugins.hook.permission_allowed,
-        doorman=doorman,
-        actor=actor,
-        action=action,
-        resource=resource,
+    hook = plugins.hook.permission_allowed
+    answers = (
+        await all_results(hook, doorman=doorman, actor=actor, action=action, resource=resource)
+        if hook.get_hookimpls()
+        else ()
     )
     if answers:
         allowed = all(answer is True for answer in answers)

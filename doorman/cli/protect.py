@@ -35,7 +35,7 @@ def protect(settings: Settings, spec: str, factory: bool, app_dir: str) -> None:
     try:
         import uvicorn
 
-        from ..server.app import create_app
+        from ..server.app import create_app, settled
         from ..server.protect import PROTECT_APP_ENV, AppTarget
     except ImportError as error:
         raise click.ClickException(
@@ -54,4 +54,4 @@ def protect(settings: Settings, spec: str, factory: bool, app_dir: str) -> None:
         uvicorn.run("doorman.server.protect:from_environment", **options)
         return
     with one_line_errors():  # a factory, so that the app is built inside uvicorn's event loop
-        uvicorn.run(lambda: create_app(resolved, protected=app), **options)
+        uvicorn.run(lambda: settled(create_app(resolved, protected=app)), **options)

@@ -50,6 +50,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_config": uvicorn_log_config(settings.access_log),
         "access_log": False,  # doorman's own, without query strings: see server/access_log.py
         "lifespan": "on",  # a failed start-up stops the server rather than serving without it
+        "server_header": False,  # no "server: uvicorn" advertised on every answer
     }
 
 

@@ -173,10 +173,10 @@ def _one_line(error: BaseException) -> str:
 
 def from_environment() -> ASGIApp:
     """The app for the uvicorn workers that ``doorman protect --workers N`` starts."""
-    from .app import create_app, settings_from_environment
+    from .app import create_app, settings_from_environment, settled
 
     raw = os.environ.get(PROTECT_APP_ENV)
     if not raw:
         raise ConfigError(f"{PROTECT_APP_ENV} is not set: start the server with `doorman protect`")
     target = AppTarget(**json.loads(raw))
-    return create_app(settings_from_environment(), protected=target.load())
+    return settled(create_app(settings_from_environment(), protected=target.load()))
