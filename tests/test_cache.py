@@ -412,3 +412,23 @@ async def test_a_remembered_auth_hash_matches_only_its_own_user_and_version(
     signed_out = await doorman.users.end_sessions(alice)
     assert not doorman.session_auth_hash_matches(signed_out, good)
     assert doorman.session_auth_hash_matches(signed_out, doorman.session_auth_hash(signed_out))
+
+
+async def test_concurrent_misses_read_the_database_once(workers: tuple[Doorman, Doorman]) -> None:
+    """When an entry expires on a busy sign-in, the requests in flight do not all read."""
+    import asyncio
+
+    doorman, _ = workers
+    user_id, signin = await signed_in_alice(doorman)
+    alice = await doorman.users.require("alice")
+    _, text = await doorman.tokens.create(alice, name="ci")
+    selects = count_selects(doorman)
+
+    sessions = await asyncio.gather(
+        *(doorman.users.get_signed_in(user_id, signin) for _ in range(20))
+    )
+    tokens = await asyncio.gather(*(doorman.tokens.verify_with_user(text) for _ in range(20)))
+
+    assert all(user is not None and user.username == "alice" for user, _ in sessions)
+    assert all(found is not None and found[1].username == "alice" for found in tokens)
+    assert len(selects) == 2, "one read for the sign-in, one for the token"

@@ -15,8 +15,11 @@ flushed, so it is never asked about again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -50,6 +53,7 @@ class EpochCache(Generic[V]):
         self.max_age = max_age
         self.max_entries = max_entries
         self._entries: dict[str, _Entry[V]] = {}
+        self._readers: dict[str, asyncio.Lock] = {}
 
     def get(self, epoch: bytes, key: str) -> V | None:
         entry = self._entries.get(key)
@@ -68,6 +72,23 @@ class EpochCache(Generic[V]):
         entries[key] = _Entry(epoch, time.monotonic() + self.max_age, value)
         while len(entries) > self.max_entries:
             del entries[next(iter(entries))]  # the oldest
+
+    @contextlib.asynccontextmanager
+    async def one_reader(self, key: str) -> AsyncIterator[None]:
+        """Misses for one key take turns: the first reads, the others then find its answer.
+
+        Without this, every request in flight when an entry expires (every
+        ``max_age`` on a busy sign-in) reads the database at once.
+        """
+        lock = self._readers.get(key)
+        if lock is None:
+            lock = self._readers[key] = asyncio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._readers.get(key) is lock:
+                del self._readers[key]
 
     def update(self, key: str, value: V) -> None:
         """A newer value read under the same epoch (a ``last_seen`` just written, say)."""

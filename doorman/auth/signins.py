@@ -77,15 +77,15 @@ class SignIns:
         now = time.time()
         if now - last_seen < LAST_SEEN_RESOLUTION:
             return
+        cache = signed_in_cache(self.engine)
+        epoch = epoch_of(self.engine).current()
+        kept = cache.get(epoch, signin_id) if epoch is not None else None
+        if kept is not None:  # first, so that the requests running meanwhile do not write too
+            cache.update(signin_id, (kept[0], now))
         async with connect(self.engine, write=True, changes_accounts=False) as connection:
             await connection.execute(
                 signins_table.update().where(_s.id == signin_id).values(last_seen=now)
             )
-        cache = signed_in_cache(self.engine)
-        epoch = epoch_of(self.engine).current()
-        kept = cache.get(epoch, signin_id) if epoch is not None else None
-        if kept is not None:
-            cache.update(signin_id, (kept[0], now))
 
     async def list(self, user: User | None = None) -> builtins.list[SignIn]:
         """Sign-ins, most recently seen first: of one user, or of everyone."""

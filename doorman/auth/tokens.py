@@ -135,22 +135,20 @@ class Tokens:
         if token_id is None:
             return None
         epoch = self._epoch.current()
-        kept = self._cache.get(epoch, token_id) if epoch is not None else None
+        if epoch is None:
+            kept = await self._read(token_id)
+        else:
+            kept = self._cache.get(epoch, token_id)
+            if kept is None:
+                async with self._cache.one_reader(token_id):
+                    epoch = self._epoch.current() or b""  # it may have moved meanwhile
+                    kept = self._cache.get(epoch, token_id)
+                    if kept is None:
+                        kept = await self._read(token_id)
+                        if kept is not None:
+                            self._cache.put(epoch, token_id, kept)
         if kept is None:
-            await ensure_schema(self.engine)
-            async with connect(self.engine) as connection:
-                query = await connection.execute(_WITH_USER, {"token_id": token_id})
-                rows = query.mappings().all()
-            if not rows:
-                return None
-            columns = {column.name: rows[0][f"token_{column.name}"] for column in tokens_table.c}
-            kept = (
-                rows[0]["token_secret_hash"],
-                _token(columns, rows[0]["username"]),
-                users_from_rows(rows)[0],
-            )
-            if epoch is not None:
-                self._cache.put(epoch, token_id, kept)
+            return None
         secret_hash, token, user = kept
         if not hmac.compare_digest(secret_hash, _digest(text)):
             return None
@@ -158,12 +156,28 @@ class Tokens:
         if not token.is_live(now):
             return None
         if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+            # Kept first, so that the requests running meanwhile do not write too.
+            self._cache.update(token_id, (secret_hash, replace(token, last_used_at=now), user))
             async with connect(self.engine, write=True, changes_accounts=False) as connection:
                 await connection.execute(
                     tokens_table.update().where(_t.id == token.id).values(last_used_at=now)
                 )
-            self._cache.update(token_id, (secret_hash, replace(token, last_used_at=now), user))
         return token, user
+
+    async def _read(self, token_id: str) -> tuple[str, Token, User] | None:
+        """The token's stored hash, the token and its user, or None."""
+        await ensure_schema(self.engine)
+        async with connect(self.engine) as connection:
+            query = await connection.execute(_WITH_USER, {"token_id": token_id})
+            rows = query.mappings().all()
+        if not rows:
+            return None
+        columns = {column.name: rows[0][f"token_{column.name}"] for column in tokens_table.c}
+        return (
+            rows[0]["token_secret_hash"],
+            _token(columns, rows[0]["username"]),
+            users_from_rows(rows)[0],
+        )
 
     async def list(
         self, user: User | None = None, *, include_dead: bool = False

@@ -147,18 +147,27 @@ class Users:
         This runs on every signed-in request: its statement is built once.
         """
         epoch = self._epoch.current()
-        if epoch is not None:
+        if epoch is None:
+            return await self._read_signed_in(user_id, signin_id)
+        kept = self._cache.get(epoch, signin_id)
+        if kept is not None and kept[0].id == user_id:
+            return kept
+        async with self._cache.one_reader(signin_id):
+            epoch = self._epoch.current() or b""  # it may have moved while this waited
             kept = self._cache.get(epoch, signin_id)
             if kept is not None and kept[0].id == user_id:
                 return kept
+            user, last_seen = await self._read_signed_in(user_id, signin_id)
+            if user is not None and last_seen is not None:
+                self._cache.put(epoch, signin_id, (user, last_seen))
+            return user, last_seen
+
+    async def _read_signed_in(
+        self, user_id: int, signin_id: str
+    ) -> tuple[User | None, float | None]:
         rows = await self._run(_SIGNED_IN, {"user_id": user_id, "signin_id": signin_id})
         found = users_from_rows(rows)
-        if not found:
-            return None, None
-        user, last_seen = found[0], rows[0]["signin_seen"]
-        if epoch is not None and last_seen is not None:
-            self._cache.put(epoch, signin_id, (user, last_seen))
-        return user, last_seen
+        return (found[0], rows[0]["signin_seen"]) if found else (None, None)
 
     async def _select(self, where: sa.ColumnElement[bool]) -> builtins.list[User]:
         return users_from_rows(await self._run(user_rows(where), {}))
