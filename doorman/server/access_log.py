@@ -24,6 +24,7 @@ from .._types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["AccessLogMiddleware", "access_log", "uvicorn_log_config"]
 
 access_log = logging.getLogger("doorman.access")
+_LINE = '%s "%s %s HTTP/%s" %d %.1fms'
 
 
 class AccessLogMiddleware:
@@ -50,14 +51,18 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_and_note)
         finally:
             client = scope.get("client")
-            self.log.info(
-                '%s "%s %s HTTP/%s" %d %.1fms',
+            args = (
                 client[0] if client else "-",
                 scope["method"],
                 _printable(scope.get("raw_path") or scope["path"].encode()),
                 scope.get("http_version", "1.1"),
                 status,
                 (time.perf_counter() - started) * 1000,
+            )
+            # As log.info() does, minus its search of the stack for the caller's line,
+            # which an access line has no use for: a third of the cost.
+            self.log.handle(
+                self.log.makeRecord(self.log.name, logging.INFO, "", 0, _LINE, args, None)
             )
 
 
