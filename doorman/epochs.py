@@ -11,7 +11,8 @@ longer current is not used.
 The epoch must be shared by every process that shares the database, and be
 cheap to read:
 
-- a SQLite file: 16 bytes in a file beside it (``doorman.db-epoch``), mapped
+- a SQLite file: 16 bytes in a file beside it (``doorman.db-epoch``, and
+  ``doorman.db-sessions-epoch`` for the SQL session store), mapped
   into memory, so reading it costs no system call. SQLite is one machine's
   database, so every worker that can open the database sees the same page;
 - an in-memory SQLite database: a counter in this process;
@@ -21,20 +22,31 @@ cheap to read:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import mmap
 import os
 import secrets
+import time
 import weakref
-from typing import Protocol
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["Epoch", "FileEpoch", "LocalEpoch", "epoch_of"]
+__all__ = ["MAX_AGE", "Epoch", "EpochCache", "FileEpoch", "LocalEpoch", "epoch_of"]
 
 log = logging.getLogger("doorman.auth")
 
 _SIZE = 16
+
+#: Longest a kept entry is used, whatever the epoch says: the bound on how long a
+#: change made behind doorman's back (an UPDATE typed into the database) goes unseen.
+MAX_AGE = 5.0
+#: Most entries kept per cache: about 1 KB each.
+MAX_ENTRIES = 10_000
 
 
 class Epoch(Protocol):
@@ -98,18 +110,28 @@ class FileEpoch:
         os.close(self._fd)
 
 
-_epochs: weakref.WeakKeyDictionary[AsyncEngine, Epoch] = weakref.WeakKeyDictionary()
+_epochs: weakref.WeakKeyDictionary[AsyncEngine, dict[str, Epoch]] = weakref.WeakKeyDictionary()
+#: The file beside the database for each epoch.
+_SUFFIXES = {"accounts": "-epoch", "sessions": "-sessions-epoch"}
 
 
-def epoch_of(engine: AsyncEngine) -> Epoch:
-    """The epoch shared by every process that uses ``engine``'s database."""
-    epoch = _epochs.get(engine)
+def epoch_of(engine: AsyncEngine, what: str = "accounts") -> Epoch:
+    """The epoch of ``what`` (accounts, or the SQL store's sessions) in ``engine``'s database.
+
+    Shared by every process that uses the database. Sessions have an epoch of
+    their own, so that the many session writes (a visitor's first CSRF token,
+    say) do not make every worker read the users again.
+    """
+    epochs = _epochs.get(engine)
+    if epochs is None:
+        epochs = _epochs[engine] = {}
+    epoch = epochs.get(what)
     if epoch is None:
-        epoch = _epochs[engine] = _new_epoch(engine)
+        epoch = epochs[what] = _new_epoch(engine, _SUFFIXES[what])
     return epoch
 
 
-def _new_epoch(engine: AsyncEngine) -> Epoch:
+def _new_epoch(engine: AsyncEngine, suffix: str) -> Epoch:
     url = engine.url
     if url.get_backend_name() != "sqlite":
         return NoEpoch()
@@ -118,7 +140,7 @@ def _new_epoch(engine: AsyncEngine) -> Epoch:
         return NoEpoch()  # a URI filename may name anything: keep nothing
     if database in ("", ":memory:"):
         return LocalEpoch()
-    path = f"{database}-epoch"
+    path = database + suffix
     try:
         epoch = FileEpoch(path)
     except OSError as error:
@@ -126,3 +148,67 @@ def _new_epoch(engine: AsyncEngine) -> Epoch:
         return NoEpoch()
     weakref.finalize(engine, epoch.close)
     return epoch
+
+
+V = TypeVar("V")
+
+
+@dataclass(slots=True)
+class _Entry(Generic[V]):
+    epoch: bytes
+    expires: float
+    value: V
+
+
+class EpochCache(Generic[V]):
+    """Values by key, each usable while the epoch it was read under stands (and ``max_age``)."""
+
+    def __init__(self, *, max_age: float = MAX_AGE, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_age = max_age
+        self.max_entries = max_entries
+        self._entries: dict[str, _Entry[V]] = {}
+        self._readers: dict[str, asyncio.Lock] = {}
+
+    def get(self, epoch: bytes, key: str) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.epoch != epoch or entry.expires < time.monotonic():
+            del self._entries[key]
+            return None
+        return entry.value
+
+    def put(self, epoch: bytes, key: str, value: V) -> None:
+        if self.max_age <= 0:
+            return
+        entries = self._entries
+        entries.pop(key, None)
+        entries[key] = _Entry(epoch, time.monotonic() + self.max_age, value)
+        while len(entries) > self.max_entries:
+            del entries[next(iter(entries))]  # the oldest
+
+    @contextlib.asynccontextmanager
+    async def one_reader(self, key: str) -> AsyncIterator[None]:
+        """Misses for one key take turns: the first reads, the others then find its answer.
+
+        Without this, every request in flight when an entry expires (every
+        ``max_age`` on a busy sign-in) reads the database at once.
+        """
+        lock = self._readers.get(key)
+        if lock is None:
+            lock = self._readers[key] = asyncio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._readers.get(key) is lock:
+                del self._readers[key]
+
+    def update(self, key: str, value: V) -> None:
+        """A newer value read under the same epoch (a ``last_seen`` just written, say)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.value = value
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import doorman.auth.cache as cache_module
+import doorman.epochs as cache_module
 from doorman.auth.cache import EpochCache
 from doorman.auth.passwords import PasswordHasher
 from doorman.core import Doorman
@@ -432,3 +432,89 @@ async def test_concurrent_misses_read_the_database_once(workers: tuple[Doorman, 
     assert all(user is not None and user.username == "alice" for user, _ in sessions)
     assert all(found is not None and found[1].username == "alice" for found in tokens)
     assert len(selects) == 2, "one read for the sign-in, one for the token"
+
+
+# -- sessions in the SQL store ----------------------------------------------------------
+
+
+@pytest.fixture
+async def two_stores(tmp_path: Path) -> AsyncIterator[tuple[SQLStore, SQLStore]]:
+    """Two workers' session stores on one SQLite file."""
+    db = str(tmp_path / "doorman.db")
+    first, second = SQLStore(db), SQLStore(db)
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+def count_store_selects(store: SQLStore) -> list[str]:
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", record)
+    return seen
+
+
+async def test_a_session_is_read_once_while_no_session_changes(
+    two_stores: tuple[SQLStore, SQLStore],
+) -> None:
+    store, _ = two_stores
+    key = await store.save(None, '{"d": 1}', time.time() + 60)
+    selects = count_store_selects(store)
+
+    assert [await store.load(key) for _ in range(5)] == ['{"d": 1}'] * 5
+    assert len(selects) == 1
+
+
+async def test_a_session_changed_or_ended_by_another_worker_is_seen_next(
+    two_stores: tuple[SQLStore, SQLStore],
+) -> None:
+    store, other_worker = two_stores
+    key = await store.save(None, '{"d": 1}', time.time() + 60)
+    assert await store.load(key) == '{"d": 1}'
+
+    await other_worker.save(key, '{"d": 2}', time.time() + 60)
+    assert await store.load(key) == '{"d": 2}'
+
+    await other_worker.delete(key)
+    assert await store.load(key) is None
+
+
+async def test_a_kept_session_still_expires_on_time(
+    two_stores: tuple[SQLStore, SQLStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import doorman.stores.sql as sql_module
+
+    store, _ = two_stores
+    key = await store.save(None, '{"d": 1}', time.time() + 60)
+    assert await store.load(key) == '{"d": 1}'
+
+    later = time.time() + 61
+    monkeypatch.setattr(sql_module.time, "time", lambda: later)
+    assert await store.load(key) is None
+
+
+def test_sessions_flushed_by_the_cli_are_gone_on_the_next_request(tmp_path: Path) -> None:
+    import anyio
+
+    db = str(tmp_path / "doorman.db")
+
+    async def check() -> None:
+        store = SQLStore(db)
+        try:
+            key = await store.save(None, '{"d": 1}', time.time() + 60)
+            assert await store.load(key) == '{"d": 1}'
+            environment = {**os.environ, "DOORMAN_SECRET": SECRET}
+            command = [sys.executable, "-m", "doorman", "sessions", "flush", "--yes", "--db", db]
+            done = await anyio.run_process(command, env=environment, check=False)
+            assert done.returncode == 0, done.stderr.decode()
+            assert await store.load(key) is None
+        finally:
+            await store.close()
+
+    anyio.run(check)

@@ -10,6 +10,7 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..database import connect, create_engine, unavailable
+from ..epochs import EpochCache, epoch_of
 from ..exceptions import SessionInterrupted
 from ..migrations import ensure_schema
 from ..schema import sessions_table
@@ -18,7 +19,7 @@ from .base import new_session_key, storage_id
 __all__ = ["SQLStore"]
 
 _table = sessions_table
-_LOAD = sa.select(_table.c.data).where(
+_LOAD = sa.select(_table.c.data, _table.c.expires_at).where(
     _table.c.id == sa.bindparam("sid"), _table.c.expires_at > sa.bindparam("now")
 )
 _INSERT = _table.insert()
@@ -46,6 +47,10 @@ class SQLStore:
         self._owns_engine = engine is None
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
+        # What this process read, while no worker has written a session since (on
+        # SQLite: see doorman.epochs); on PostgreSQL every load reads.
+        self._epoch = epoch_of(self.engine, "sessions")
+        self._kept: EpochCache[tuple[str, float]] = EpochCache()
 
     async def create_table(self) -> None:
         """Bring doorman's tables up to date, once; every method does this first."""
@@ -55,14 +60,42 @@ class SQLStore:
                 self._schema_ready = True
 
     async def load(self, key: str) -> str | None:
+        sid = storage_id(key)
+        epoch = self._epoch.current()
+        if epoch is None:
+            found = await self._read(sid)
+        else:
+            found = self._kept.get(epoch, sid)
+            if found is None:
+                async with self._kept.one_reader(sid):
+                    epoch = self._epoch.current() or b""  # it may have moved while this waited
+                    found = self._kept.get(epoch, sid)
+                    if found is None:
+                        found = await self._read(sid)
+                        if found is not None:
+                            self._kept.put(epoch, sid, found)
+        if found is None:
+            return None
+        payload, expires_at = found
+        return payload if expires_at > time.time() else None
+
+    async def _read(self, sid: str) -> tuple[str, float] | None:
+        """The session's payload and expiry, if it is there and live."""
         if not self._schema_ready:
             await self.create_table()
-        params = {"sid": storage_id(key), "now": time.time()}
         try:  # the hot path: connect()'s wrapper inlined
             async with self.engine.connect() as connection:
-                result = await connection.execute(_LOAD, params)
-                return result.scalar_one_or_none()
+                result = await connection.execute(_LOAD, {"sid": sid, "now": time.time()})
+                row = result.one_or_none()
         except (exc.DBAPIError, exc.TimeoutError, OSError) as error:
+            raise unavailable(self.engine, error) from error
+        return None if row is None else (str(row.data), float(row.expires_at))
+
+    def _changed(self) -> None:
+        """After a committed write: every worker reads sessions afresh."""
+        try:
+            self._epoch.advance()
+        except OSError as error:
             raise unavailable(self.engine, error) from error
 
     async def save(self, key: str | None, payload: str, expires_at: float) -> str:
@@ -72,6 +105,7 @@ class SQLStore:
             row = {"sid": storage_id(key), "data": payload, "expires_at": expires_at}
             async with connect(self.engine, write=True, changes_accounts=False) as connection:
                 result = await connection.execute(_UPDATE, row)
+            self._changed()
             if result.rowcount == 0:
                 raise SessionInterrupted("the session was deleted while the request was using it")
             return key
@@ -83,7 +117,7 @@ class SQLStore:
                     await connection.execute(_INSERT, row)
             except exc.IntegrityError:  # pragma: no cover - a 256-bit collision
                 continue
-            return key
+            return key  # a new key: nobody can have kept it, no change to announce
         raise RuntimeError("could not mint a unique session key")  # pragma: no cover
 
     async def delete(self, key: str) -> None:
@@ -91,12 +125,14 @@ class SQLStore:
             await self.create_table()
         async with connect(self.engine, write=True, changes_accounts=False) as connection:
             await connection.execute(_DELETE, {"sid": storage_id(key)})
+        self._changed()
 
     async def clear_expired(self) -> int:
         if not self._schema_ready:
             await self.create_table()
         async with connect(self.engine, write=True, changes_accounts=False) as connection:
             result = await connection.execute(_DELETE_EXPIRED, {"now": time.time()})
+        self._changed()
         return max(result.rowcount, 0)
 
     async def count(self) -> int:
@@ -113,6 +149,7 @@ class SQLStore:
             await self.create_table()
         async with connect(self.engine, write=True, changes_accounts=False) as connection:
             result = await connection.execute(_table.delete())
+        self._changed()
         return max(result.rowcount, 0)
 
     async def ping(self) -> None:
