@@ -144,14 +144,15 @@ class RedisStore:
 
 
 class _Reads:
-    """Session reads asked for in the same turn of the event loop go to Redis as one MGET.
+    """Session reads go to Redis in batches, one MGET at a time per event loop.
 
-    A busy worker starts many requests per turn, and each GET costs far more in
-    redis-py's Python (a pooled connection, packing, parsing) than in Redis: one
-    MGET for all of them pays that once. An idle worker sends an MGET of one key,
-    in the same single round trip as a GET. Any error reaches every waiting read.
-    Clients other than a plain ``redis.asyncio.Redis`` (a cluster, whose MGET
-    must not span slots) get one GET per read.
+    Each GET costs far more in redis-py's Python (a pooled connection, packing,
+    parsing) than in Redis. So reads wait for the MGET in flight, if any, and
+    then go together in the next one: the busier the worker, the bigger the
+    batch, and the less each read costs. An idle worker sends an MGET of one
+    key, the same single round trip as a GET. An error reaches every read of
+    its batch. Clients other than a plain ``redis.asyncio.Redis`` (a cluster,
+    whose MGET must not span slots) get one GET per read.
     """
 
     def __init__(self, client: Any) -> None:
@@ -159,25 +160,36 @@ class _Reads:
         self._batching = type(client) is aioredis.Redis
         self._waiting: dict[str, list[asyncio.Future[Any]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._fetching: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
 
     async def get(self, name: str) -> Any:
         if not self._batching:
             return await self._client.get(name)
         loop = asyncio.get_running_loop()
-        if not self._waiting or self._loop is not loop:
-            self._waiting, self._loop = {}, loop
-            # Runs after the requests already scheduled in this turn: they join the batch.
-            task = loop.create_task(self._fetch(self._waiting))
-            self._fetching.add(task)
-            task.add_done_callback(self._fetching.discard)
+        if self._loop is not loop:
+            self._waiting, self._loop, self._reader = {}, loop, None
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.setdefault(name, []).append(future)
+        if self._reader is None:
+            # It starts after the requests already scheduled in this turn: they join in.
+            self._reader = loop.create_task(self._read_batches())
         return await future
 
+    async def _read_batches(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                await self._fetch(batch)
+        except asyncio.CancelledError:
+            for futures in self._waiting.values():
+                for future in futures:
+                    future.cancel()
+            self._waiting = {}
+            raise
+        finally:
+            self._reader = None
+
     async def _fetch(self, waiting: dict[str, list[asyncio.Future[Any]]]) -> None:
-        if self._waiting is waiting:
-            self._waiting = {}  # later reads start the next batch
         names = list(waiting)
         try:
             values = await self._client.mget(names)
