@@ -242,8 +242,8 @@ def start(server: Server, where: Placement, tmp: Path) -> None:
     server.port = free_port()
     server.log = tmp / f"serve-{server.store}.log"
     with server.log.open("wb") as log:
-        # uvicorn's access log goes to stdout: thrown away (the CLI runs uvicorn at log
-        # level info, with no flag to lower it); its errors go to stderr: kept to show.
+        # doorman's access log goes to stdout: thrown away (it is on by default, as in a
+        # default deployment); errors go to stderr: kept to show.
         server.process = subprocess.Popen(
             serve_command(server, where),
             cwd=tmp,
@@ -584,7 +584,7 @@ def additions(servers: list[Server]) -> list[str]:
         f"doorman's middlewares and the access log, no store or database call): {floor}",
         f"- what a session adds to it (the session read and the user and sign-in lookup): "
         f"{session}",
-        f"- what a Bearer token adds (the token lookup, then the user's; `/-/whoami` "
+        f"- what a Bearer token adds (the token and its user, one lookup; `/-/whoami` "
         f"answers JSON): {bearer}",
     ]
 
@@ -665,10 +665,11 @@ it leaves out the time spent waiting for a CPU that another program holds.
 `{wrk_line}`.
 - Stores:{stores}
 
-`doorman serve` runs uvicorn at log level info with its access log on (the CLI has no
-flag to lower it): each request's access line is formatted and written (here to
-/dev/null), as in a default deployment. The session cookie is a real one, from a JSON
-sign-in over HTTP; the Bearer token comes from `doorman tokens create`. Every response
+`doorman serve` runs with its access log on (the `access_log` setting, on by default;
+doorman writes the line itself, uvicorn's own is off): each request's line is
+formatted and written (here to /dev/null), as in a default deployment. The session
+cookie is a real one, from a JSON sign-in over HTTP; the Bearer token comes from
+`doorman tokens create`. Every response
 is counted by status in wrk's Lua script (`benchmarks/load.lua`), and "errors" counts
 the responses with any other status, plus socket errors and timeouts, over the
 measured runs. Every request was also checked once by hand before the load: `/-/auth`
@@ -707,7 +708,7 @@ def write_docs(text: str) -> None:
 
 
 CATEGORIES = (  # (label, start of a frame's file path), the first that matches wins
-    ("uvicorn (the HTTP protocol, the access log call)", "uvicorn/"),
+    ("uvicorn (the HTTP protocol)", "uvicorn/"),
     ("starlette (routing, request, response)", "starlette/"),
     ("doorman: sessions", "doorman/sessions/"),
     ("doorman: stores", "doorman/stores/"),
@@ -717,7 +718,7 @@ CATEGORIES = (  # (label, start of a frame's file path), the first that matches 
     ("aiosqlite (queue hand-offs to its threads, sqlite3 calls)", "aiosqlite/"),
     ("redis client", "redis/"),
     ("asyncpg", "asyncpg/"),
-    ("logging (uvicorn's access log)", "logging/"),
+    ("logging (doorman's access log)", "logging/"),
     ("uvloop's event loop itself (C code under asyncio.run)", "asyncio/runners.py"),
     ("asyncio", "asyncio/"),
     ("threads and queues (stdlib)", "threading.py"),
@@ -730,8 +731,7 @@ ON_STACK = (
     ("the session store's read (Session.load)", "Session.load (doorman/"),
     ("the actor (AuthMiddleware.resolve), of which:", "AuthMiddleware.resolve (doorman/"),
     ("- the user and sign-in lookup (Users.get_signed_in)", "Users.get_signed_in (doorman/"),
-    ("- the API token check (Tokens.verify)", "Tokens.verify (doorman/"),
-    ("- the token's user (Users.get)", "Users.get (doorman/"),
+    ("- the API token and its user (Tokens.verify_with_user)", "Tokens.verify_with_user ("),
     ("Starlette: routing, the view, the response", "Starlette.__call__ (starlette/"),
     ("SQLAlchemy's async bridge (greenlet_spawn), of which:", "greenlet_spawn (sqlalchemy/"),
     (GREENLET, ""),  # counted by read_samples: stacks that start inside a greenlet
@@ -740,7 +740,7 @@ ON_STACK = (
         "Connection._execute (aiosqlite/",
     ),
     ("new threads (Thread.start: new aiosqlite connections)", "Thread.start ("),
-    ("uvicorn's access log (Logger.info)", "Logger.info (logging/"),
+    ("the access line (Logger.handle)", "Logger.handle (logging/"),
 )
 _FRAME_FILE = re.compile(r"\((.*):\d+\)$")
 
