@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -76,10 +77,8 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            try:
+            with contextlib.suppress(_StartupFailed):  # the server was told why: it stops
                 await self.app(scope, self._starting(receive, send), send)
-            except _StartupFailed:
-                pass  # the server was told, with the reason: it stops
             return
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
