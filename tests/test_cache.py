@@ -8,13 +8,15 @@ process: the ``doorman`` CLI.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -49,6 +51,10 @@ async def workers(tmp_path: Path) -> AsyncIterator[tuple[Doorman, Doorman]]:
     db = str(tmp_path / "doorman.db")
     first, second = new_doorman(db), new_doorman(db)
     try:
+        # Both have started (a first start migrates, a write that moves the epoch): a change
+        # made in a test must move the epoch itself, not ride on the other worker's start.
+        await ensure_schema(first.engine)
+        await ensure_schema(second.engine)
         yield first, second
     finally:
         await first.close()
@@ -134,6 +140,14 @@ async def _delete(worker: Doorman, alice: Any, signin: str) -> None:
     await worker.users.delete(alice)
 
 
+async def _sign_out_every_sign_in(worker: Doorman, alice: Any, signin: str) -> None:
+    await worker.signins.revoke_all(alice)
+
+
+async def _sweep_stale_sign_ins(worker: Doorman, alice: Any, signin: str) -> None:
+    await worker.signins.clear_stale(0)
+
+
 async def _new_groups(worker: Doorman, alice: Any, signin: str) -> None:
     await worker.users.set_groups(alice, ["editors"])
 
@@ -148,6 +162,8 @@ CHANGES: dict[str, Callable[[Doorman, Any, str], Awaitable[None]]] = {
     "sign-in revoked": _revoke_the_sign_in,
     "signed out everywhere": _sign_out_everywhere,
     "deleted": _delete,
+    "every sign-in revoked": _sign_out_every_sign_in,
+    "stale sign-ins swept": _sweep_stale_sign_ins,
     "new groups": _new_groups,
     "made admin": _make_admin,
 }
@@ -518,3 +534,255 @@ def test_sessions_flushed_by_the_cli_are_gone_on_the_next_request(tmp_path: Path
             await store.close()
 
     anyio.run(check)
+
+
+# -- changes that land while a read is under way ------------------------------------------
+
+
+T = TypeVar("T")
+
+
+class Elsewhere:
+    """A worker on a thread and event loop of its own, like another process.
+
+    A SQLAlchemy event hook runs synchronously in the middle of a statement or
+    a commit; from there this worker can act (and finish) before the first
+    worker goes on, which is how two processes interleave.
+    """
+
+    def __init__(self, db: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.doorman: Doorman = self.run(self._make(db))
+
+    @staticmethod
+    async def _make(db: str) -> Doorman:
+        return new_doorman(db)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=20)
+
+    def close(self) -> None:
+        self.run(self.doorman.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+async def test_a_read_made_while_a_change_commits_is_not_kept_past_it(tmp_path: Path) -> None:
+    """The epoch moves *after* the commit: what another worker reads just before is stale."""
+    db = str(tmp_path / "doorman.db")
+    writer = new_doorman(db)
+    reader = Elsewhere(db)
+    try:
+        user_id, signin = await signed_in_alice(writer)
+        reader.run(reader.doorman.users.get_signed_in(user_id, "warm-up"))  # schema checked
+        during: list[Any] = []
+
+        def read_meanwhile(_connection: Any) -> None:  # the revoke is about to commit
+            during.append(reader.run(reader.doorman.users.get_signed_in(user_id, signin)))
+
+        event.listen(writer.engine.sync_engine, "commit", read_meanwhile)
+        try:
+            assert await writer.signins.revoke(signin)
+        finally:
+            event.remove(writer.engine.sync_engine, "commit", read_meanwhile)
+
+        assert during and during[-1][1] is not None, "the read before the commit saw the sign-in"
+        assert reader.run(reader.doorman.users.get_signed_in(user_id, signin))[1] is None
+    finally:
+        reader.close()
+        await writer.close()
+
+
+async def test_a_change_committed_during_a_read_is_seen_on_the_next_request(
+    tmp_path: Path,
+) -> None:
+    """An entry is tagged with the epoch from *before* its read, never one read after it."""
+    db = str(tmp_path / "doorman.db")
+    reader = new_doorman(db)
+    writer = Elsewhere(db)
+    try:
+        user_id, signin = await signed_in_alice(reader)
+        writer.run(writer.doorman.users.get_signed_in(user_id, "warm-up"))  # schema checked
+        fired: list[bool] = []
+
+        def revoke_meanwhile(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if "signin_seen" in statement and not fired:
+                fired.append(True)  # the read has its snapshot: now another worker revokes
+                assert writer.run(writer.doorman.signins.revoke(signin))
+
+        event.listen(reader.engine.sync_engine, "after_cursor_execute", revoke_meanwhile)
+        try:
+            user, last_seen = await reader.users.get_signed_in(user_id, signin)
+        finally:
+            event.remove(reader.engine.sync_engine, "after_cursor_execute", revoke_meanwhile)
+
+        assert fired and user is not None and last_seen is not None, "read before the revoke"
+        assert (await reader.users.get_signed_in(user_id, signin))[1] is None
+    finally:
+        writer.close()
+        await reader.close()
+
+
+async def test_a_token_read_that_waited_sees_a_change_made_meanwhile(tmp_path: Path) -> None:
+    """A request that waited for another's read takes the epoch again before using its answer."""
+    db = str(tmp_path / "doorman.db")
+    reader = new_doorman(db)
+    writer = Elsewhere(db)
+    try:
+        alice = await reader.create_user("alice", PASSWORD)
+        token, text = await reader.tokens.create(alice, name="ci")
+        writer.run(writer.doorman.users.get_signed_in(alice.id, "warm-up"))  # schema checked
+        fired: list[bool] = []
+
+        def revoke_meanwhile(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if "token_secret_hash" in statement and not fired:
+                fired.append(True)  # the first read has its snapshot; the second one waits
+                assert writer.run(writer.doorman.tokens.revoke(token.id))
+
+        event.listen(reader.engine.sync_engine, "after_cursor_execute", revoke_meanwhile)
+        try:
+            first, second = await asyncio.gather(
+                reader.tokens.verify_with_user(text), reader.tokens.verify_with_user(text)
+            )
+        finally:
+            event.remove(reader.engine.sync_engine, "after_cursor_execute", revoke_meanwhile)
+
+        assert fired and first is not None, "the first read began before the revoke"
+        assert second is None, "the waiting read began before it too, but used its answer after"
+        assert await reader.tokens.verify_with_user(text) is None
+    finally:
+        writer.close()
+        await reader.close()
+
+
+async def test_signing_every_session_of_a_user_out_is_seen_by_another_worker(
+    workers: tuple[Doorman, Doorman],
+) -> None:
+    """``SignIns.revoke_all`` on its own (the admin's "sign out everywhere" list action)."""
+    doorman, other_worker = workers
+    await ensure_schema(other_worker.engine)  # its first start moves the epoch: not the test
+    user_id, signin = await signed_in_alice(doorman)
+    assert (await doorman.users.get_signed_in(user_id, signin))[1] is not None
+
+    assert await other_worker.signins.revoke_all(await other_worker.users.require("alice")) == 1
+
+    assert (await doorman.users.get_signed_in(user_id, signin))[1] is None
+
+
+async def test_a_stale_sign_in_swept_by_another_worker_is_seen_on_the_next_request(
+    workers: tuple[Doorman, Doorman],
+) -> None:
+    doorman, other_worker = workers
+    await ensure_schema(other_worker.engine)  # its first start moves the epoch: not the test
+    user_id, signin = await signed_in_alice(doorman)
+    assert (await doorman.users.get_signed_in(user_id, signin))[1] is not None
+
+    await asyncio.sleep(0.01)
+    assert await other_worker.signins.clear_stale(0) == 1
+
+    assert (await doorman.users.get_signed_in(user_id, signin))[1] is None
+
+
+async def test_a_forged_auth_hash_is_refused_every_time(workers: tuple[Doorman, Doorman]) -> None:
+    """Only verified pairs are remembered: a failure asked again fails again."""
+    doorman, _ = workers
+    alice = await doorman.create_user("alice", PASSWORD)
+    good = doorman.session_auth_hash(alice)
+    forged = good[:-1] + ("A" if good[-1] != "A" else "B")
+
+    for _ in range(3):
+        assert not doorman.session_auth_hash_matches(alice, forged)
+    assert doorman.session_auth_hash_matches(alice, good)
+
+
+async def test_sessions_swept_by_another_worker_are_gone_on_the_next_request(
+    two_stores: tuple[SQLStore, SQLStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper's clock is a little ahead of this worker's: its sweep still counts."""
+    import doorman.stores.sql as sql_module
+
+    store, other_worker = two_stores
+    key = await store.save(None, '{"d": 1}', time.time() + 60)
+    assert await store.load(key) == '{"d": 1}'
+
+    real = time.time
+    with monkeypatch.context() as patched:
+        patched.setattr(sql_module.time, "time", lambda: real() + 61)
+        assert await other_worker.clear_expired() == 1
+
+    assert await store.load(key) is None
+
+
+async def test_noting_activity_does_not_empty_every_worker_s_cache(
+    workers: tuple[Doorman, Doorman],
+) -> None:
+    """``last_seen`` cannot end a session: writing it leaves the accounts epoch alone."""
+    doorman, other_worker = workers
+    user_id, signin = await signed_in_alice(doorman)
+    await doorman.users.get_signed_in(user_id, signin)
+    epoch = epoch_of(doorman.engine).current()
+
+    await other_worker.signins.seen(signin, time.time() - 120)
+
+    assert epoch_of(doorman.engine).current() == epoch
+
+
+@pytest.mark.parametrize("change", CHANGES)
+async def test_each_change_itself_moves_the_epoch(
+    workers: tuple[Doorman, Doorman], change: str
+) -> None:
+    """As the test above, but the other worker has started first: its own start
+    (a migration check, a write) moves the epoch too, and would hide a change that does not."""
+    doorman, other_worker = workers
+    await ensure_schema(other_worker.engine)
+    user_id, signin = await signed_in_alice(doorman)
+    alice = await other_worker.users.require("alice")
+    before = await doorman.users.get_signed_in(user_id, signin)
+    assert before[0] is not None
+
+    await CHANGES[change](other_worker, alice, signin)
+    fresh = await other_worker.users.get_signed_in(user_id, signin)
+
+    assert fresh != before, "the change must show in what is read"
+    assert await doorman.users.get_signed_in(user_id, signin) == fresh
+
+
+@pytest.mark.parametrize("change", TOKEN_CHANGES)
+async def test_each_token_change_itself_moves_the_epoch(
+    workers: tuple[Doorman, Doorman], change: str
+) -> None:
+    doorman, other_worker = workers
+    await ensure_schema(other_worker.engine)
+    alice = await doorman.create_user("alice", PASSWORD)
+    token, text = await doorman.tokens.create(alice, name="ci")
+    assert await doorman.tokens.verify_with_user(text) is not None
+
+    await TOKEN_CHANGES[change](other_worker, token.id)
+
+    found = await doorman.tokens.verify_with_user(text)
+    assert found is None or not found[1].is_active
+
+
+async def test_a_cancelled_waiter_leaves_the_others_in_single_file(
+    workers: tuple[Doorman, Doorman],
+) -> None:
+    """A request cancelled while it waits for another's read does not open a second read."""
+    from .test_cache import count_selects
+
+    doorman, _ = workers
+    user_id, signin = await signed_in_alice(doorman)
+    selects = count_selects(doorman)
+
+    first = asyncio.ensure_future(doorman.users.get_signed_in(user_id, signin))
+    waiter = asyncio.ensure_future(doorman.users.get_signed_in(user_id, signin))
+    await asyncio.sleep(0)  # the first is reading, the second waits for it
+    waiter.cancel()
+    await asyncio.sleep(0)
+    third = asyncio.ensure_future(doorman.users.get_signed_in(user_id, signin))
+    (user, _), (again, _) = await asyncio.gather(first, third)
+
+    assert waiter.cancelled() and user is not None and again == user
+    assert len(selects) == 1
