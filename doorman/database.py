@@ -102,7 +102,11 @@ def describe(engine: AsyncEngine) -> str:
 
 @contextlib.asynccontextmanager
 async def connect(
-    engine: AsyncEngine, *, write: bool = False, changes_accounts: bool = True
+    engine: AsyncEngine,
+    *,
+    write: bool = False,
+    changes_accounts: bool = True,
+    changes_sessions: bool = False,
 ) -> AsyncIterator[AsyncConnection]:
     """A connection (in a transaction when ``write``) whose failures become ``StoreError``.
 
@@ -110,14 +114,25 @@ async def connect(
     worker reads users and sign-ins afresh (see ``doorman.epochs``). Writes that
     cannot end or change a session (a new sign-in, ``last_seen``, throttle
     counts, session data) pass ``changes_accounts=False``; when in doubt, leave
-    it: a needless change only costs a re-read.
+    it: a needless change only costs a re-read. The SQL session store's writes
+    pass ``changes_sessions=True``: sessions have an epoch of their own.
     """
     try:
         if write:
+            changed = [
+                epoch_of(engine, what)
+                for what, changes in (
+                    ("accounts", changes_accounts),
+                    ("sessions", changes_sessions),
+                )
+                if changes
+            ]
             async with _one_writer(engine), engine.begin() as connection:
                 yield connection
-            if changes_accounts:
-                epoch_of(engine).advance()
+                for epoch in changed:
+                    await epoch.mark(connection)  # PostgreSQL: in this very transaction
+            for epoch in changed:
+                epoch.advance()  # SQLite: once committed
         else:
             async with engine.connect() as connection:
                 yield connection

@@ -16,8 +16,9 @@ cheap to read:
   into memory, so reading it costs no system call. SQLite is one machine's
   database, so every worker that can open the database sees the same page;
 - an in-memory SQLite database: a counter in this process;
-- PostgreSQL: none yet (workers may be on other hosts). Nothing is kept and
-  every request reads the database.
+- PostgreSQL: a row of ``doorman_settings``, written in the same transaction
+  as the change and read once per request (workers may be on other hosts);
+  the read is shared by the requests that asked while none was under way.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .schema import settings_table
 
 __all__ = ["MAX_AGE", "Epoch", "EpochCache", "FileEpoch", "LocalEpoch", "epoch_of"]
 
@@ -51,10 +56,16 @@ MAX_ENTRIES = 10_000
 
 class Epoch(Protocol):
     def current(self) -> bytes | None:
-        """The epoch now; None when there is no shared epoch (nothing may be kept)."""
+        """The epoch now, when it can be had without I/O; else None (keep nothing)."""
+
+    async def read(self) -> bytes | None:
+        """The epoch now, as of a read that starts after this call; None: keep nothing."""
+
+    async def mark(self, connection: AsyncConnection) -> None:
+        """Move the epoch inside the write's own transaction (PostgreSQL)."""
 
     def advance(self) -> None:
-        """Move the epoch: everything kept under an earlier one is stale."""
+        """Move the epoch after the write committed: everything kept before is stale."""
 
 
 class NoEpoch:
@@ -62,6 +73,12 @@ class NoEpoch:
 
     def current(self) -> bytes | None:
         return None
+
+    async def read(self) -> bytes | None:
+        return None
+
+    async def mark(self, connection: AsyncConnection) -> None:
+        pass
 
     def advance(self) -> None:
         pass
@@ -75,6 +92,12 @@ class LocalEpoch:
 
     def current(self) -> bytes | None:
         return self._value.to_bytes(8, "big")
+
+    async def read(self) -> bytes | None:
+        return self.current()
+
+    async def mark(self, connection: AsyncConnection) -> None:
+        pass
 
     def advance(self) -> None:
         self._value += 1
@@ -101,6 +124,12 @@ class FileEpoch:
     def current(self) -> bytes | None:
         return self._map[:_SIZE]
 
+    async def read(self) -> bytes | None:
+        return self._map[:_SIZE]
+
+    async def mark(self, connection: AsyncConnection) -> None:
+        pass
+
     def advance(self) -> None:
         if os.pwrite(self._fd, secrets.token_bytes(_SIZE), 0) != _SIZE:
             raise OSError(f"short write to {self.path}")
@@ -109,6 +138,80 @@ class FileEpoch:
         self._map.close()
         os.close(self._fd)
 
+
+class PostgresEpoch:
+    """A row of ``doorman_settings``, written in the same transaction as each change.
+
+    Workers on PostgreSQL may be on other hosts, so the epoch lives in the
+    database, and each request reads it: one short query, shared by every
+    request that asked while none was under way (a read always starts after
+    the request asked, so a change committed before is seen). The rows a
+    request needs, kept under that epoch, cost no query. A database that does
+    not answer fails the read: ``StoreError``, a 503, never a kept answer.
+    """
+
+    def __init__(self, engine: AsyncEngine, name: str) -> None:
+        self.engine = engine
+        self.name = f"epoch:{name}"
+        self._waiting: list[asyncio.Future[bytes]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    def current(self) -> bytes | None:
+        return None  # only a query can tell
+
+    async def read(self) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._waiting, self._loop, self._reader = [], loop, None
+        future: asyncio.Future[bytes] = loop.create_future()
+        self._waiting.append(future)
+        if self._reader is None:
+            self._reader = loop.create_task(self._read_batches())
+        return await future
+
+    async def _read_batches(self) -> None:
+        from .database import connect  # the database module uses this one
+
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    async with connect(self.engine) as connection:
+                        found = await connection.execute(_READ_EPOCH, {"name": self.name})
+                        value = found.scalar_one_or_none()
+                except Exception as error:
+                    for future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                epoch = (value or "").encode()
+                for future in batch:
+                    if not future.done():
+                        future.set_result(epoch)
+        except asyncio.CancelledError:
+            for future in self._waiting:
+                future.cancel()
+            self._waiting = []
+            raise
+        finally:
+            self._reader = None
+
+    async def mark(self, connection: AsyncConnection) -> None:
+        upsert = postgresql.insert(settings_table).values(
+            name=self.name, value=secrets.token_hex(_SIZE)
+        )
+        await connection.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["name"], set_={"value": upsert.excluded.value}
+            )
+        )
+
+    def advance(self) -> None:
+        pass  # marked in the transaction itself
+
+
+_READ_EPOCH = sa.select(settings_table.c.value).where(settings_table.c.name == sa.bindparam("name"))
 
 _epochs: weakref.WeakKeyDictionary[AsyncEngine, dict[str, Epoch]] = weakref.WeakKeyDictionary()
 #: The file beside the database for each epoch.
@@ -127,14 +230,17 @@ def epoch_of(engine: AsyncEngine, what: str = "accounts") -> Epoch:
         epochs = _epochs[engine] = {}
     epoch = epochs.get(what)
     if epoch is None:
-        epoch = epochs[what] = _new_epoch(engine, _SUFFIXES[what])
+        epoch = epochs[what] = _new_epoch(engine, what)
     return epoch
 
 
-def _new_epoch(engine: AsyncEngine, suffix: str) -> Epoch:
+def _new_epoch(engine: AsyncEngine, what: str) -> Epoch:
     url = engine.url
+    if url.get_backend_name() == "postgresql":
+        return PostgresEpoch(engine, what)
     if url.get_backend_name() != "sqlite":
         return NoEpoch()
+    suffix = _SUFFIXES[what]
     database = url.database or ""
     if database.startswith("file:"):
         return NoEpoch()  # a URI filename may name anything: keep nothing

@@ -27,7 +27,7 @@ import doorman.epochs as cache_module
 from doorman.auth.cache import EpochCache
 from doorman.auth.passwords import PasswordHasher
 from doorman.core import Doorman
-from doorman.epochs import FileEpoch, LocalEpoch, NoEpoch, epoch_of
+from doorman.epochs import FileEpoch, LocalEpoch, NoEpoch, PostgresEpoch, epoch_of
 from doorman.migrations import ensure_schema
 from doorman.stores import SQLStore
 
@@ -349,22 +349,82 @@ async def test_a_token_change_by_another_worker_is_seen_on_the_next_request(
     assert found is None or not found[1].is_active
 
 
-async def test_postgres_keeps_nothing_between_requests(postgres_url: str) -> None:
-    """Workers on PostgreSQL may be on other hosts: no shared epoch, so every request reads."""
-    doorman = new_doorman(postgres_url)
+@pytest.fixture
+async def postgres_workers(postgres_url: str) -> AsyncIterator[tuple[Doorman, Doorman]]:
+    """Two workers on one PostgreSQL database (they could be on two hosts)."""
+    first, second = new_doorman(postgres_url), new_doorman(postgres_url)
+    await ensure_schema(first.engine)
+    await ensure_schema(second.engine)
+
+    async def clean() -> None:
+        async with first.engine.begin() as connection:
+            await connection.execute(sa.text("DELETE FROM doorman_users WHERE username = 'alice'"))
+
+    await clean()
     try:
-        assert isinstance(epoch_of(doorman.engine), NoEpoch)
-        await ensure_schema(doorman.engine)
-        async with doorman.engine.begin() as connection:
-            await connection.execute(sa.text("DELETE FROM doorman_users WHERE username = 'alice'"))
-        user_id, signin = await signed_in_alice(doorman)
-        selects = count_selects(doorman)
-        await doorman.users.get_signed_in(user_id, signin)
-        await doorman.users.get_signed_in(user_id, signin)
-        assert len(selects) == 2
+        yield first, second
     finally:
-        async with doorman.engine.begin() as connection:
-            await connection.execute(sa.text("DELETE FROM doorman_users WHERE username = 'alice'"))
+        await clean()
+        await first.close()
+        await second.close()
+
+
+async def test_postgres_keeps_rows_under_an_epoch_read_once_per_request(
+    postgres_workers: tuple[Doorman, Doorman],
+) -> None:
+    """The epoch is a row: each request reads it, not the user and sign-in rows."""
+    doorman, _ = postgres_workers
+    assert isinstance(epoch_of(doorman.engine), PostgresEpoch)
+    user_id, signin = await signed_in_alice(doorman)
+    selects = count_selects(doorman)
+
+    for _ in range(3):
+        user, _ = await doorman.users.get_signed_in(user_id, signin)
+        assert user is not None
+
+    users_reads = [s for s in selects if "doorman_users" in s]
+    epoch_reads = [s for s in selects if "doorman_settings" in s]
+    assert (len(users_reads), len(epoch_reads)) == (1, 4), "one miss (read twice), two hits"
+
+
+@pytest.mark.parametrize("change", CHANGES)
+async def test_on_postgres_a_change_by_another_worker_is_seen_on_the_next_request(
+    postgres_workers: tuple[Doorman, Doorman], change: str
+) -> None:
+    doorman, other_worker = postgres_workers
+    user_id, signin = await signed_in_alice(doorman)
+    before = await doorman.users.get_signed_in(user_id, signin)
+
+    alice = await other_worker.users.require("alice")
+    await CHANGES[change](other_worker, alice, signin)
+    fresh = await other_worker.users.get_signed_in(user_id, signin)
+
+    assert fresh != before, "the change must show in what is read"
+    assert await doorman.users.get_signed_in(user_id, signin) == fresh
+
+
+async def test_on_postgres_concurrent_requests_share_one_epoch_read(
+    postgres_workers: tuple[Doorman, Doorman],
+) -> None:
+    doorman, _ = postgres_workers
+    user_id, signin = await signed_in_alice(doorman)
+    await doorman.users.get_signed_in(user_id, signin)
+    selects = count_selects(doorman)
+
+    found = await asyncio.gather(*(doorman.users.get_signed_in(user_id, signin) for _ in range(20)))
+
+    assert all(user is not None for user, _ in found)
+    assert len(selects) == 1, selects
+
+
+async def test_on_postgres_a_database_that_is_down_fails_the_epoch_read() -> None:
+    from doorman.exceptions import StoreError
+
+    doorman = new_doorman("postgresql://postgres@127.0.0.1:1/test")
+    try:
+        with pytest.raises(StoreError):
+            await epoch_of(doorman.engine).read()
+    finally:
         await doorman.close()
 
 

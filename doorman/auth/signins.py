@@ -78,7 +78,7 @@ class SignIns:
         if now - last_seen < LAST_SEEN_RESOLUTION:
             return
         cache = signed_in_cache(self.engine)
-        epoch = epoch_of(self.engine).current()
+        epoch = await epoch_of(self.engine).read()
         kept = cache.get(epoch, signin_id) if epoch is not None else None
         if kept is not None:  # first, so that the requests running meanwhile do not write too
             cache.update(signin_id, (kept[0], now))

@@ -134,14 +134,14 @@ class Tokens:
         token_id = parse_token(text)
         if token_id is None:
             return None
-        epoch = self._epoch.current()
+        epoch = await self._epoch.read()
         if epoch is None:
             kept = await self._read(token_id)
         else:
             kept = self._cache.get(epoch, token_id)
             if kept is None:
                 async with self._cache.one_reader(token_id):
-                    epoch = self._epoch.current() or b""  # it may have moved meanwhile
+                    epoch = await self._epoch.read() or b""  # it may have moved meanwhile
                     kept = self._cache.get(epoch, token_id)
                     if kept is None:
                         kept = await self._read(token_id)

@@ -146,14 +146,14 @@ class Users:
         ``last_seen`` is None when that sign-in was revoked (or never existed).
         This runs on every signed-in request: its statement is built once.
         """
-        epoch = self._epoch.current()
+        epoch = await self._epoch.read()
         if epoch is None:
             return await self._read_signed_in(user_id, signin_id)
         kept = self._cache.get(epoch, signin_id)
         if kept is not None and kept[0].id == user_id:
             return kept
         async with self._cache.one_reader(signin_id):
-            epoch = self._epoch.current() or b""  # it may have moved while this waited
+            epoch = await self._epoch.read() or b""  # it may have moved while this waited
             kept = self._cache.get(epoch, signin_id)
             if kept is not None and kept[0].id == user_id:
                 return kept

@@ -66,7 +66,9 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     async with _process_lock():
         for attempt in range(_ATTEMPTS):
             try:
-                async with connect(engine, write=True) as connection:
+                # Creating tables changes no account: no epoch to move (its row may
+                # not even exist yet).
+                async with connect(engine, write=True, changes_accounts=False) as connection:
                     await connection.run_sync(_upgrade, revision)
                 break
             except (StoreError, exc.IntegrityError) as error:

@@ -30,6 +30,8 @@ _UPDATE = (
 )
 _DELETE = _table.delete().where(_table.c.id == sa.bindparam("sid"))
 _DELETE_EXPIRED = _table.delete().where(_table.c.expires_at <= sa.bindparam("now"))
+#: A session written, deleted or swept: every worker reads sessions afresh.
+_SESSIONS_CHANGE = {"changes_accounts": False, "changes_sessions": True}
 
 
 class SQLStore:
@@ -47,8 +49,8 @@ class SQLStore:
         self._owns_engine = engine is None
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
-        # What this process read, while no worker has written a session since (on
-        # SQLite: see doorman.epochs); on PostgreSQL every load reads.
+        # What this process read, while no worker has written a session since (see
+        # doorman.epochs: a file beside SQLite, a row of PostgreSQL).
         self._epoch = epoch_of(self.engine, "sessions")
         self._kept: EpochCache[tuple[str, float]] = EpochCache()
 
@@ -61,14 +63,14 @@ class SQLStore:
 
     async def load(self, key: str) -> str | None:
         sid = storage_id(key)
-        epoch = self._epoch.current()
+        epoch = await self._epoch.read()
         if epoch is None:
             found = await self._read(sid)
         else:
             found = self._kept.get(epoch, sid)
             if found is None:
                 async with self._kept.one_reader(sid):
-                    epoch = self._epoch.current() or b""  # it may have moved while this waited
+                    epoch = await self._epoch.read() or b""  # it may have moved while this waited
                     found = self._kept.get(epoch, sid)
                     if found is None:
                         found = await self._read(sid)
@@ -91,21 +93,13 @@ class SQLStore:
             raise unavailable(self.engine, error) from error
         return None if row is None else (str(row.data), float(row.expires_at))
 
-    def _changed(self) -> None:
-        """After a committed write: every worker reads sessions afresh."""
-        try:
-            self._epoch.advance()
-        except OSError as error:
-            raise unavailable(self.engine, error) from error
-
     async def save(self, key: str | None, payload: str, expires_at: float) -> str:
         if not self._schema_ready:
             await self.create_table()
         if key is not None:
             row = {"sid": storage_id(key), "data": payload, "expires_at": expires_at}
-            async with connect(self.engine, write=True, changes_accounts=False) as connection:
+            async with connect(self.engine, write=True, **_SESSIONS_CHANGE) as connection:
                 result = await connection.execute(_UPDATE, row)
-            self._changed()
             if result.rowcount == 0:
                 raise SessionInterrupted("the session was deleted while the request was using it")
             return key
@@ -123,16 +117,14 @@ class SQLStore:
     async def delete(self, key: str) -> None:
         if not self._schema_ready:
             await self.create_table()
-        async with connect(self.engine, write=True, changes_accounts=False) as connection:
+        async with connect(self.engine, write=True, **_SESSIONS_CHANGE) as connection:
             await connection.execute(_DELETE, {"sid": storage_id(key)})
-        self._changed()
 
     async def clear_expired(self) -> int:
         if not self._schema_ready:
             await self.create_table()
-        async with connect(self.engine, write=True, changes_accounts=False) as connection:
+        async with connect(self.engine, write=True, **_SESSIONS_CHANGE) as connection:
             result = await connection.execute(_DELETE_EXPIRED, {"now": time.time()})
-        self._changed()
         return max(result.rowcount, 0)
 
     async def count(self) -> int:
@@ -147,9 +139,8 @@ class SQLStore:
         """Delete every session: everyone is signed out."""
         if not self._schema_ready:
             await self.create_table()
-        async with connect(self.engine, write=True, changes_accounts=False) as connection:
+        async with connect(self.engine, write=True, **_SESSIONS_CHANGE) as connection:
             result = await connection.execute(_table.delete())
-        self._changed()
         return max(result.rowcount, 0)
 
     async def ping(self) -> None:
