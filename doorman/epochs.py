@@ -31,7 +31,7 @@ import os
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ._batches import Batches
 from .schema import settings_table
 
 __all__ = ["MAX_AGE", "Epoch", "EpochCache", "FileEpoch", "LocalEpoch", "epoch_of"]
@@ -153,49 +154,21 @@ class PostgresEpoch:
     def __init__(self, engine: AsyncEngine, name: str) -> None:
         self.engine = engine
         self.name = f"epoch:{name}"
-        self._waiting: list[asyncio.Future[bytes]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._reads: Batches[str, bytes] = Batches(self._fetch)
 
     def current(self) -> bytes | None:
         return None  # only a query can tell
 
     async def read(self) -> bytes | None:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._waiting, self._loop, self._reader = [], loop, None
-        future: asyncio.Future[bytes] = loop.create_future()
-        self._waiting.append(future)
-        if self._reader is None:
-            self._reader = loop.create_task(self._read_batches())
-        return await future
+        return await self._reads.get(self.name)
 
-    async def _read_batches(self) -> None:
+    async def _fetch(self, names: list[str]) -> list[bytes]:
         from .database import connect  # the database module uses this one
 
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    async with connect(self.engine) as connection:
-                        found = await connection.execute(_READ_EPOCH, {"name": self.name})
-                        value = found.scalar_one_or_none()
-                except Exception as error:
-                    for future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                    continue
-                epoch = (value or "").encode()
-                for future in batch:
-                    if not future.done():
-                        future.set_result(epoch)
-        except asyncio.CancelledError:
-            for future in self._waiting:
-                future.cancel()
-            self._waiting = []
-            raise
-        finally:
-            self._reader = None
+        async with connect(self.engine) as connection:
+            found = await connection.execute(_READ_EPOCH, {"name": self.name})
+            value = found.scalar_one_or_none()
+        return [(value or "").encode()]
 
     async def mark(self, connection: AsyncConnection) -> None:
         upsert = postgresql.insert(settings_table).values(
@@ -292,6 +265,36 @@ class EpochCache(Generic[V]):
         entries[key] = _Entry(epoch, time.monotonic() + self.max_age, value)
         while len(entries) > self.max_entries:
             del entries[next(iter(entries))]  # the oldest
+
+    async def fetch(
+        self,
+        epoch: Epoch,
+        key: str,
+        read: Callable[[], Awaitable[V | None]],
+        *,
+        usable: Callable[[V], bool] = lambda value: True,
+        keep: Callable[[V], bool] = lambda value: True,
+    ) -> V | None:
+        """What ``read()`` answers for ``key``, kept while ``epoch`` stands.
+
+        A kept value is used when ``usable`` says so; a value read is kept when
+        ``keep`` says so (never None). With no shared epoch, every call reads.
+        """
+        current = await epoch.read()
+        if current is None:
+            return await read()
+        kept = self.get(current, key)
+        if kept is not None and usable(kept):
+            return kept
+        async with self.one_reader(key):
+            current = await epoch.read() or b""  # it may have moved while this waited
+            kept = self.get(current, key)
+            if kept is not None and usable(kept):
+                return kept
+            found = await read()
+            if found is not None and keep(found):
+                self.put(current, key, found)
+            return found
 
     @contextlib.asynccontextmanager
     async def one_reader(self, key: str) -> AsyncIterator[None]:

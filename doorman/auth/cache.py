@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_AGE", "EpochCache", "SignedInCache", "TokenCache", "signed_in_cache", "token_cache"]
 
-#: Per sign-in id: the user and the sign-in's ``last_seen``.
-SignedInCache = EpochCache[tuple["User", float]]
+#: Per sign-in id: the user and the sign-in's ``last_seen`` (both there: only those are kept).
+SignedInCache = EpochCache[tuple["User | None", "float | None"]]
 #: Per token id: the token's stored hash, the token and its user.
 TokenCache = EpochCache[tuple[str, "Token", "User"]]
 

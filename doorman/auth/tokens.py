@@ -134,19 +134,7 @@ class Tokens:
         token_id = parse_token(text)
         if token_id is None:
             return None
-        epoch = await self._epoch.read()
-        if epoch is None:
-            kept = await self._read(token_id)
-        else:
-            kept = self._cache.get(epoch, token_id)
-            if kept is None:
-                async with self._cache.one_reader(token_id):
-                    epoch = await self._epoch.read() or b""  # it may have moved meanwhile
-                    kept = self._cache.get(epoch, token_id)
-                    if kept is None:
-                        kept = await self._read(token_id)
-                        if kept is not None:
-                            self._cache.put(epoch, token_id, kept)
+        kept = await self._cache.fetch(self._epoch, token_id, lambda: self._read(token_id))
         if kept is None:
             return None
         secret_hash, token, user = kept

@@ -146,21 +146,14 @@ class Users:
         ``last_seen`` is None when that sign-in was revoked (or never existed).
         This runs on every signed-in request: its statement is built once.
         """
-        epoch = await self._epoch.read()
-        if epoch is None:
-            return await self._read_signed_in(user_id, signin_id)
-        kept = self._cache.get(epoch, signin_id)
-        if kept is not None and kept[0].id == user_id:
-            return kept
-        async with self._cache.one_reader(signin_id):
-            epoch = await self._epoch.read() or b""  # it may have moved while this waited
-            kept = self._cache.get(epoch, signin_id)
-            if kept is not None and kept[0].id == user_id:
-                return kept
-            user, last_seen = await self._read_signed_in(user_id, signin_id)
-            if user is not None and last_seen is not None:
-                self._cache.put(epoch, signin_id, (user, last_seen))
-            return user, last_seen
+        found = await self._cache.fetch(
+            self._epoch,
+            signin_id,
+            lambda: self._read_signed_in(user_id, signin_id),
+            usable=lambda kept: kept[0] is not None and kept[0].id == user_id,
+            keep=lambda read: read[0] is not None and read[1] is not None,
+        )
+        return found if found is not None else (None, None)
 
     async def _read_signed_in(
         self, user_id: int, signin_id: str

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +12,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from .._batches import Batches
 from ..exceptions import SessionInterrupted, StoreError
 from .base import new_session_key, storage_id
 
@@ -30,7 +30,7 @@ class RedisStore:
     ``client`` (``redis.asyncio.Redis`` with ``decode_responses=True``).
     Keys are ``prefix`` + SHA-256 of the session key. At most ``max_connections``
     commands are in flight; more wait for a free connection (10 s at most, then
-    ``StoreError``), and reads made together share one (see ``_Reads``).
+    ``StoreError``), and reads made together share one MGET.
     """
 
     stateless = False
@@ -64,7 +64,14 @@ class RedisStore:
             client = aioredis.Redis.from_pool(pool)
         self.client = client
         self.prefix = prefix
-        self._reads = _Reads(client)
+        # Session reads go out in batches, one MGET in flight at a time (doorman._batches):
+        # a GET costs far more in redis-py's Python than in Redis. A cluster's MGET must
+        # not span slots: other clients than a plain Redis get one GET per read.
+        self._batches: Batches[str, Any] | None = (
+            Batches(lambda names: self.client.mget(names))
+            if type(client) is aioredis.Redis
+            else None
+        )
         pool_options: dict[str, Any] = client.connection_pool.connection_kwargs
         self._where = f"Redis {pool_options.get('host', '?')}:{pool_options.get('port', '?')}"
 
@@ -83,7 +90,11 @@ class RedisStore:
 
     async def load(self, key: str) -> str | None:
         try:  # inline rather than _answering(): this runs on every request
-            payload: str | bytes | None = await self._reads.get(self._name(key))
+            name = self._name(key)
+            batches = self._batches
+            payload: str | bytes | None = await (
+                batches.get(name) if batches is not None else self.client.get(name)
+            )
         except _DOWN as error:
             raise self._unavailable(error) from error
         if isinstance(payload, bytes):  # a client given without decode_responses=True
@@ -141,70 +152,3 @@ class RedisStore:
     async def close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
-
-
-class _Reads:
-    """Session reads go to Redis in batches, one MGET at a time per event loop.
-
-    Each GET costs far more in redis-py's Python (a pooled connection, packing,
-    parsing) than in Redis. So reads wait for the MGET in flight, if any, and
-    then go together in the next one: the busier the worker, the bigger the
-    batch, and the less each read costs. An idle worker sends an MGET of one
-    key, the same single round trip as a GET. An error reaches every read of
-    its batch. Clients other than a plain ``redis.asyncio.Redis`` (a cluster,
-    whose MGET must not span slots) get one GET per read.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._batching = type(client) is aioredis.Redis
-        self._waiting: dict[str, list[asyncio.Future[Any]]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def get(self, name: str) -> Any:
-        if not self._batching:
-            return await self._client.get(name)
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._waiting, self._loop, self._reader = {}, loop, None
-        future: asyncio.Future[Any] = loop.create_future()
-        self._waiting.setdefault(name, []).append(future)
-        if self._reader is None:
-            # It starts after the requests already scheduled in this turn: they join in.
-            self._reader = loop.create_task(self._read_batches())
-        return await future
-
-    async def _read_batches(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, {}
-                await self._fetch(batch)
-        except asyncio.CancelledError:
-            for futures in self._waiting.values():
-                for future in futures:
-                    future.cancel()
-            self._waiting = {}
-            raise
-        finally:
-            self._reader = None
-
-    async def _fetch(self, waiting: dict[str, list[asyncio.Future[Any]]]) -> None:
-        names = list(waiting)
-        try:
-            values = await self._client.mget(names)
-        except asyncio.CancelledError:
-            for futures in waiting.values():
-                for future in futures:
-                    future.cancel()
-            raise
-        except Exception as error:
-            for futures in waiting.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(error)
-            return
-        for name, value in zip(names, values, strict=True):
-            for future in waiting[name]:
-                if not future.done():
-                    future.set_result(value)

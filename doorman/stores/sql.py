@@ -63,19 +63,7 @@ class SQLStore:
 
     async def load(self, key: str) -> str | None:
         sid = storage_id(key)
-        epoch = await self._epoch.read()
-        if epoch is None:
-            found = await self._read(sid)
-        else:
-            found = self._kept.get(epoch, sid)
-            if found is None:
-                async with self._kept.one_reader(sid):
-                    epoch = await self._epoch.read() or b""  # it may have moved while this waited
-                    found = self._kept.get(epoch, sid)
-                    if found is None:
-                        found = await self._read(sid)
-                        if found is not None:
-                            self._kept.put(epoch, sid, found)
+        found = await self._kept.fetch(self._epoch, sid, lambda: self._read(sid))
         if found is None:
             return None
         payload, expires_at = found
