@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import socket
 import threading
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
@@ -99,3 +100,17 @@ def sqlite_threads_settled() -> Iterator[None]:
         for thread in set(threading.enumerate()) - before:
             if "_connection_worker_thread" in thread.name:
                 thread.join(timeout=5)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (for a real server in a test)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -37,7 +37,7 @@ import httpx
 import pytest
 
 from .conftest import POSTGRES_URL, _missing
-from .helpers import COOKIE, parse_set_cookie
+from .helpers import COOKIE, free_port, listening, parse_set_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "servers-test-secret-" + "q" * 24
@@ -64,19 +64,6 @@ async def pid(request):
 def register_routes(doorman):
     return [("/-/test/pid", pid)]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 # -- doorman serve ---------------------------------------------------------------------

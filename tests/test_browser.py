@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from typing import Any
 import pytest
 
 from .conftest import _missing
+from .helpers import free_port
 
 try:
     from playwright.sync_api import (
@@ -87,13 +87,6 @@ class Server:
 
     def log(self) -> str:
         return (self.directory / "stderr.txt").read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def start(directory: Path, **settings: str) -> Server:

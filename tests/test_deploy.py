@@ -37,7 +37,7 @@ from doorman.config import Settings, assemble, load_settings
 from doorman.server.app import create_app
 
 from .conftest import SECRET, _missing
-from .helpers import COOKIE
+from .helpers import COOKIE, free_port, listening
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PASSWORD = "correct horse battery staple"
@@ -55,19 +55,6 @@ FAST_HASHER = {"time_cost": 1, "memory_cost": 1024}
 
 
 # -- the pieces: free ports, uvicorn in a thread, a proxy in a subprocess ------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from doorman.server.app import create_app
 from doorman.server.protect import AppTarget, ProtectedApp, from_environment, is_public
 
 from .conftest import SECRET
-from .helpers import COOKIE, client
+from .helpers import COOKIE, client, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -571,13 +570,6 @@ def test_the_docs_show_the_example_that_is_tested() -> None:
 
 
 # -- a real server ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
