@@ -18,6 +18,7 @@ from typing import Any
 
 from .database import async_url
 from .exceptions import ConfigError
+from .signing import MAKE_A_SECRET, MIN_SECRET_LENGTH
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -121,10 +122,10 @@ def _secrets(value: object) -> tuple[str, ...] | None:
         raise _Bad("give a list of secrets, newest first (comma-separated in the environment)")
     found = tuple(s.strip() for s in value if s.strip())
     for position, secret in enumerate(found, 1):
-        if len(secret) < 32:
+        if len(secret) < MIN_SECRET_LENGTH:
             raise _Bad(
-                f"secret #{position} is {len(secret)} characters long; give at least 32, such as "
-                "the output of: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                f"secret #{position} is {len(secret)} characters long; give at least "
+                f"{MIN_SECRET_LENGTH}, such as the output of: {MAKE_A_SECRET}"
             )
     return found or None
 

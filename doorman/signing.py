@@ -22,9 +22,18 @@ from typing import Any
 
 from .exceptions import BadSignature, ConfigError, SignatureExpired
 
-__all__ = ["MIN_SECRET_LENGTH", "JSONSigner", "Signer", "TimestampSigner", "normalize_secrets"]
+__all__ = [
+    "MAKE_A_SECRET",
+    "MIN_SECRET_LENGTH",
+    "JSONSigner",
+    "Signer",
+    "TimestampSigner",
+    "normalize_secrets",
+]
 
 MIN_SECRET_LENGTH = 32
+#: The one piece of advice on making a secret, wherever a message or the docs give it.
+MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"  # noqa: S105
 _SEP = "."
 _BLOCK = 64  # SHA-256 block size
 
@@ -40,8 +49,7 @@ def normalize_secrets(secrets: str | bytes | Sequence[str | bytes]) -> list[byte
         if len(key) < MIN_SECRET_LENGTH:
             raise ConfigError(
                 f"secret #{position} is {len(key)} characters long; doorman needs at least "
-                f"{MIN_SECRET_LENGTH}. Make one with: "
-                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                f"{MIN_SECRET_LENGTH}. Make one with: {MAKE_A_SECRET}"
             )
     return keys
 

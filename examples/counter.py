@@ -31,7 +31,7 @@ def load_secret(path: Path = Path(".doorman-secret")) -> list[str]:
         return [s.strip() for s in os.environ["DOORMAN_SECRET"].split(",") if s.strip()]
     if not path.exists():
         path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(32))
+        path.write_text(secrets.token_urlsafe(48))
     return [path.read_text().strip()]
 
 

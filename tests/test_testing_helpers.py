@@ -199,9 +199,9 @@ def run_pytest(directory: Path, *args: str, env: dict[str, str] | None = None) -
 
 
 def code_blocks(text: str) -> dict[str, str]:
-    """The docs' Python blocks that start with ``# <file name>``, by file name."""
+    """The docs' Python blocks that start with ``# <file name>``, the first of each name."""
     blocks = re.findall(r"```python\n# (\S+\.py)\n(.*?)```", text, re.S)
-    return {name: body for name, body in blocks}
+    return {name: body for name, body in reversed(blocks)}
 
 
 def test_the_example_of_the_docs_and_the_fixtures(tmp_path: Path) -> None:

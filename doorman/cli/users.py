@@ -130,7 +130,7 @@ def enable(settings: Settings, username: str) -> None:
 @yes_option
 @settings_options("db")
 def delete_user(settings: Settings, username: str, yes: bool) -> None:
-    """Delete a user with their tokens, groups memberships and sessions."""
+    """Delete a user with their tokens, group memberships and sessions."""
 
     async def delete(doorman: Doorman) -> None:
         user = await doorman.users.require(username)
