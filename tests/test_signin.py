@@ -1,4 +1,4 @@
-"""The sign-in pages over HTTP: the login page's CSP, and where a sign-in lands.
+"""The sign-in pages over HTTP: the login page's CSP, where a sign-in lands, notices.
 The same in a real browser: test_browser_signin.py.
 """
 
@@ -170,3 +170,30 @@ def test_login_redirect_elsewhere_is_refused_at_start_up(
 def test_login_redirect_must_be_a_path_or_an_http_url(value: str) -> None:
     with pytest.raises(ConfigError, match=r"login_redirect = .*give a path on this site"):
         load_settings(environ={"DOORMAN_LOGIN_REDIRECT": value})
+
+
+# -- notices -------------------------------------------------------------------------------
+
+
+async def test_sign_out_says_so_on_the_login_page(server: Server) -> None:
+    async with browse(server) as browser:
+        await sign_in(browser)
+        out = await browser.post("/-/logout", data={"csrftoken": await csrf_token(browser)})
+        assert (out.status_code, out.headers["location"]) == (303, "/-/login?done=signed-out")
+        page = await browser.get(out.headers["location"], headers=HTML)
+        assert '<div class="alert notice" role="status"><p>You have signed out.</p>' in page.text
+        for done in ("", "created", "<script>alert(1)</script>", "signed-out%00"):
+            other = await browser.get("/-/login", params={"done": done}, headers=HTML)
+            assert 'role="status"' not in other.text and "alert(1)" not in other.text
+
+
+async def test_registration_says_the_account_was_created(tmp_path: Path) -> None:
+    async with running(tmp_path, allow_registration=True) as found, browse(found) as browser:
+        token = await csrf_token(browser)
+        form = {"username": "eve", "password": PASSWORD, "password2": PASSWORD, "csrftoken": token}
+        made = await browser.post("/-/register", data=form)
+        assert (made.status_code, made.headers["location"]) == (303, "/-/account?done=created")
+        page = await browser.get(made.headers["location"], headers=HTML)
+        assert "Your account was created, and you are signed in." in page.text
+        plain = await browser.get("/-/account?done=token", headers=HTML)
+        assert 'role="status"' not in plain.text, "no token notice without a token"

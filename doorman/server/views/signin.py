@@ -28,6 +28,9 @@ from .common import (
 
 __all__ = ["login_page", "logout_view", "register_page", "setup_page"]
 
+#: Notices on the login page after a redirect, by ``?done=``: fixed words, never text from the URL.
+_NOTICES = {"signed-out": "You have signed out."}
+
 
 class _Destination(NamedTuple):
     """Where a sign-in goes, and the ``next`` (with its signature) the form carries there."""
@@ -56,7 +59,8 @@ async def login_page(request: Request) -> Response:
         destination = _destination(server, request.query_params)
         if request.scope.get("actor") is not None and "next" in request.query_params:
             return redirect(destination.url)
-        return await _login_form(request, server, destination)
+        notice = _NOTICES.get(request.query_params.get("done", ""), "")
+        return await _login_form(request, server, destination, notice=notice)
     fields = await checked_form(request)
     if fields is None:
         if request.scope.get("actor") is not None and not wants_json(request):
@@ -92,6 +96,8 @@ async def _login_form(
     destination: _Destination,
     username: str = "",
     errors: list[str] | None = None,
+    *,
+    notice: str = "",
 ) -> Response:
     response = await server.templates.render(
         request,
@@ -100,7 +106,7 @@ async def _login_form(
         next_sig=destination.next_sig,
         username=username,
         errors=errors or [],
-        notice="",
+        notice=notice,
         allow_registration=server.settings.allow_registration,
     )
     # Browsers check the redirect that answers this form against the page's form-action:
@@ -128,7 +134,7 @@ async def logout_view(request: Request) -> Response:
     await logout(request)
     if wants_json(request):
         return JSONResponse({"actor": None}, headers={"cache-control": "no-store"})
-    return redirect(server.url("login"))
+    return redirect(server.url("login") + "?done=signed-out")
 
 
 async def register_page(request: Request) -> Response:
@@ -193,9 +199,8 @@ async def _account_form(
         except AccountError as error:
             errors = [str(error)]
         else:
-            return await _signed_in(
-                request, user, server.url("admin/users" if admin else "account")
-            )
+            landing = "admin/users" if admin else "account?done=created"
+            return await _signed_in(request, user, server.url(landing))
     if wants_json(request):
         return JSONResponse({"errors": errors}, 400, headers={"cache-control": "no-store"})
     return await server.templates.render(request, template, 400, **{**context, "errors": errors})
