@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -232,3 +233,23 @@ def test_a_sign_in_without_next_lands_on_the_protected_app(
     page.goto(f"{protect_server.url}/-/login")
     sign_in_through_the_form(page)
     expect_to_arrive(page, f"{protect_server.url}/", violations)
+
+
+# -- Keep me signed in -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("remember", [False, True], ids=["unticked", "ticked"])
+def test_keep_me_signed_in(sign_in_server: Server, open_page: PageFactory, remember: bool) -> None:
+    page, violations = open_page()
+    page.goto(f"{sign_in_server.url}/-/login")
+    if remember:
+        page.get_by_label("Keep me signed in").check()
+    started = time.time()
+    sign_in_through_the_form(page)
+    expect(page).to_have_url(f"{sign_in_server.url}/-/account")
+    [cookie] = [c for c in page.context.cookies() if c["name"] == COOKIE]
+    if remember:  # session_max_age: 14 days by default
+        assert started + 14 * 86400 - 60 <= cookie["expires"] <= time.time() + 14 * 86400 + 1
+    else:
+        assert cookie["expires"] == -1, "a cookie that ends with the browser session"
+    assert violations == []

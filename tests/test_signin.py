@@ -1,9 +1,10 @@
-"""The sign-in pages over HTTP: the login page's CSP, where a sign-in lands, notices.
-The same in a real browser: test_browser_signin.py.
+"""The sign-in pages over HTTP: the login page's CSP, where a sign-in lands, notices,
+and "Keep me signed in". The same in a real browser: test_browser_signin.py.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from doorman.server.app import create_app
 from doorman.server.redirects import NextSigner, origin_of
 
 from .conftest import SECRET
-from .helpers import client
+from .helpers import COOKIE, client, only_set_cookie, parse_set_cookie
 from .test_server import HTML, PASSWORD, Server, browse, csrf_token, running, server, sign_in
 
 pytestmark = pytest.mark.anyio
@@ -197,3 +198,76 @@ async def test_registration_says_the_account_was_created(tmp_path: Path) -> None
         assert "Your account was created, and you are signed in." in page.text
         plain = await browser.get("/-/account?done=token", headers=HTML)
         assert 'role="status"' not in plain.text, "no token notice without a token"
+
+
+# -- Keep me signed in ---------------------------------------------------------------------
+
+
+def expiry_in_store(found: Server) -> float:
+    """When the one session ends on the server (the memory store keeps it)."""
+    [(_, expires_at)] = found.store._sessions.values()  # type: ignore[attr-defined]
+    return float(expires_at)
+
+
+async def test_keep_me_signed_in_unchecked_ends_with_the_browser(tmp_path: Path) -> None:
+    options = {"sessions": "memory", "session_max_age": "1h", "idle_timeout": "10m"}
+    async with running(tmp_path, **options) as found, browse(found) as browser:
+        await found.doorman.create_user("alice", PASSWORD)
+        page = await browser.get("/-/login", headers=HTML)
+        assert '<input id="remember" name="remember" type="checkbox" value="on">' in page.text
+        started = time.time()
+        signed_in = await sign_in(browser)
+        _, _, attributes = cookie_set(signed_in)
+        assert "max-age" not in attributes and "expires" not in attributes
+        assert started + 600 - 5 <= expiry_in_store(found) <= time.time() + 600, "idle_timeout"
+
+
+async def test_keep_me_signed_in_checked_lasts_max_age(tmp_path: Path) -> None:
+    async with running(tmp_path, sessions="memory", session_max_age="1h") as found:
+        await found.doorman.create_user("alice", PASSWORD)
+        async with browse(found) as browser:
+            wrong = {"username": "alice", "password": "wrong", "remember": "on"}
+            again = await browser.post(
+                "/-/login", data={**wrong, "csrftoken": await csrf_token(browser)}, headers=HTML
+            )
+            assert 'type="checkbox" value="on" checked>' in again.text, "the box stays ticked"
+            started = time.time()
+            _, _, attributes = cookie_set(await sign_in(browser, remember="on"))
+            assert attributes["max-age"] == "3600"
+            assert started + 3600 - 5 <= expiry_in_store(found) <= time.time() + 3600
+        await found.store.flush()
+        async with browse(found) as browser:  # unchecked, no idle_timeout: max_age still ends it
+            started = time.time()
+            _, _, attributes = cookie_set(await sign_in(browser))
+            assert "max-age" not in attributes
+            assert started + 3600 - 5 <= expiry_in_store(found) <= time.time() + 3600
+
+
+@pytest.mark.parametrize(
+    ("extra", "remembered"),
+    [
+        ({}, True),
+        ({"remember": True}, True),
+        ({"remember": False}, False),
+        ({"remember": "0"}, False),
+    ],
+    ids=["unsaid", "true", "false", "zero"],
+)
+async def test_a_json_sign_in_is_remembered_unless_told(
+    server: Server, extra: dict[str, Any], remembered: bool
+) -> None:
+    async with browse(server) as api:
+        body = {"username": "alice", "password": PASSWORD, **extra}
+        answer = await api.post(
+            "/-/login", json=body, headers={"x-csrftoken": await csrf_token(api)}
+        )
+        assert answer.json()["actor"]["id"] == "alice"
+        _, _, attributes = cookie_set(answer)
+        assert ("max-age" in attributes) is remembered
+
+
+def cookie_set(response: httpx.Response) -> tuple[str, str, dict[str, str]]:
+    """The session cookie the answer sets (the sign-in sets only that one)."""
+    name, value, attributes = only_set_cookie(response)
+    assert name == COOKIE and value, parse_set_cookie(response.headers["set-cookie"])
+    return name, value, attributes

@@ -30,6 +30,7 @@ __all__ = ["login_page", "logout_view", "register_page", "setup_page"]
 
 #: Notices on the login page after a redirect, by ``?done=``: fixed words, never text from the URL.
 _NOTICES = {"signed-out": "You have signed out."}
+_TRUE = frozenset({"on", "1", "true", "yes"})
 
 
 class _Destination(NamedTuple):
@@ -53,6 +54,13 @@ def _destination(server: ServerState, values: Any) -> _Destination:
     return _Destination(path, path) if path else _Destination(server.login_redirect)
 
 
+def _remember(request: Request, fields: dict[str, str]) -> bool:
+    """Keep me signed in? The form's checkbox; a JSON sign-in keeps the session unless told."""
+    if "remember" not in fields:
+        return request.headers.get("content-type", "").startswith("application/json")
+    return fields["remember"].strip().lower() in _TRUE
+
+
 async def login_page(request: Request) -> Response:
     server = state_of(request)
     if request.method == "GET":
@@ -67,7 +75,7 @@ async def login_page(request: Request) -> Response:
             return redirect(server.login_redirect)  # a second login tab: already signed in
         return await refuse_csrf(request)
     destination = _destination(server, fields)
-    username = field(fields, "username", 600)
+    username, remember = field(fields, "username", 600), _remember(request, fields)
     try:
         user = await server.doorman.authenticate(
             username, field(fields, "password"), client=client_address(request)
@@ -76,18 +84,18 @@ async def login_page(request: Request) -> Response:
         headers = {"retry-after": str(error.retry_after)}
         if wants_json(request):
             return json_error(str(error), 429, **headers)
-        response = await _login_form(request, server, destination, username, [str(error)])
+        response = await _login_form(request, server, destination, username, [str(error)], remember)
         response.status_code = 429
         response.headers.update(headers)
         return response
     except AuthenticationFailed as error:
         if wants_json(request):
             return json_error(str(error), 401)
-        response = await _login_form(request, server, destination, username, [str(error)])
+        response = await _login_form(request, server, destination, username, [str(error)], remember)
         response.status_code = 401
         return response
     # 302, as DESIGN.md's route contract says (scripts check for it); browsers GET either way.
-    return await _signed_in(request, user, destination.url, status=302)
+    return await _signed_in(request, user, destination.url, status=302, remember=remember)
 
 
 async def _login_form(
@@ -96,6 +104,7 @@ async def _login_form(
     destination: _Destination,
     username: str = "",
     errors: list[str] | None = None,
+    remember: bool = False,
     *,
     notice: str = "",
 ) -> Response:
@@ -107,6 +116,7 @@ async def _login_form(
         username=username,
         errors=errors or [],
         notice=notice,
+        remember=remember,
         allow_registration=server.settings.allow_registration,
     )
     # Browsers check the redirect that answers this form against the page's form-action:
@@ -117,9 +127,13 @@ async def _login_form(
     return response
 
 
-async def _signed_in(request: Request, user: User, target: str, status: int = 303) -> Response:
+async def _signed_in(
+    request: Request, user: User, target: str, status: int = 303, *, remember: bool = True
+) -> Response:
     actor = await login(request, user)
-    csrf.rotate(request.scope["session"])  # a token seen before sign-in is worthless after
+    session = request.scope["session"]
+    session.set_expiry(None if remember else 0)  # 0: the cookie ends with the browser session
+    csrf.rotate(session)  # a token seen before sign-in is worthless after
     if wants_json(request):
         return JSONResponse({"actor": actor}, headers={"cache-control": "no-store"})
     return redirect(target, status)
