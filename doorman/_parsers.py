@@ -25,6 +25,7 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ROUTE_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~-]+/)*")
 _DOMAIN = re.compile(r"\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
 _UNSAFE_PATH = re.compile(r"[\x00-\x20\x7f\\?#]")
+_UNSAFE_URL = re.compile(r"[\x00-\x20\x7f\\]")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
@@ -143,6 +144,24 @@ def _public_url(value: object) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise _Bad("give the sign-in server's external base URL, such as https://auth.example.com")
     return url.rstrip("/")
+
+
+def _login_redirect(value: object) -> str:
+    """A path on this site, or an absolute http(s) URL (its host is checked at start-up)."""
+    target = _text(value)
+    try:
+        parts = urllib.parse.urlsplit(target)
+    except ValueError:  # a broken [IPv6] host
+        parts = None
+    if parts is not None and not parts.fragment and not _UNSAFE_URL.search(target):
+        if target.startswith("/") and not target.startswith("//") and not parts.netloc:
+            return target
+        if parts.scheme in ("http", "https") and parts.hostname and not parts.username:
+            return target
+    raise _Bad(
+        "give a path on this site, such as /, or an absolute URL on public_url's host or "
+        "under cookie_domain, such as https://app.example.com/"
+    )
 
 
 def _cookie_domain(value: object) -> str:

@@ -35,6 +35,7 @@ from ._parsers import (
     _database,
     _directory,
     _integer,
+    _login_redirect,
     _optional,
     _origins,
     _path_prefixes,
@@ -134,6 +135,10 @@ SETTINGS: tuple[Setting, ...] = (
             _optional(_seconds(60, "12h"))),
     Setting("allow_registration", False,
             "Let visitors create their own accounts at /-/register.", _boolean),
+    Setting("login_redirect", None,
+            "Where a sign-in without next lands: a path, or a URL on public_url's host or under "
+            "cookie_domain; unset: the account page (serve), / (protect).",
+            _optional(_login_redirect)),
     Setting("basic_auth", False,
             "Accept HTTP Basic credentials as well as sessions and API tokens.", _boolean),
     Setting("access_log", True,
@@ -188,6 +193,7 @@ class Settings:
     idle_timeout: int | None
     absolute_timeout: int | None
     allow_registration: bool
+    login_redirect: str | None
     basic_auth: bool
     access_log: bool
     throttle_per_account: int

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,11 +119,18 @@ def _cmdline(pid: int) -> str:
 
 
 def start_server(
-    directory: Path, *, workers: int = 1, pid_route: bool = False, **settings: object
+    directory: Path,
+    *,
+    workers: int = 1,
+    pid_route: bool = False,
+    port: int | None = None,
+    command: Sequence[str] = ("serve",),
+    **settings: object,
 ) -> Server:
     """Start ``python -m doorman serve`` in ``directory``; ``settings`` become DOORMAN_* variables.
 
     Does not wait: call ``wait_until_healthy``. ``pid_route`` adds ``GET /-/test/pid``.
+    ``port`` is a free one unless given; ``command`` may be ``("protect", "MODULE:APP")``.
     """
     directory.mkdir(parents=True, exist_ok=True)
     if pid_route:
@@ -131,13 +138,13 @@ def start_server(
         plugins.mkdir(exist_ok=True)
         (plugins / "pid.py").write_text(PID_PLUGIN)
         settings = {**settings, "plugins_dir": str(plugins)}
-    port = free_port()
+    port = port or free_port()
     env = doorman_env(settings)
-    command = [sys.executable, "-m", "doorman", "serve", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", str(workers)]
+    argv = [sys.executable, "-m", "doorman", *command, "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--workers", str(workers)]
     with (directory / "server.log").open("ab") as log:
         process = subprocess.Popen(
-            command,
+            argv,
             cwd=directory,
             env=env,
             stdout=log,

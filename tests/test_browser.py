@@ -377,6 +377,7 @@ def test_sign_in_and_out(server: Server, admin: str, new_page: PageFactory) -> N
 
     header(page).get_by_role("button", name="Sign out").click()
     expect_login_page(page)
+    expect(page.get_by_role("status")).to_have_text("You have signed out.")
     expect(header(page).get_by_role("button", name="Sign out")).to_have_count(0)
     page.go_back()  # the admin page is not kept: the browser asks again, and is sent to sign in
     expect_login_page(page)
@@ -437,7 +438,10 @@ def test_registration_when_allowed(servers: dict[str, Server], new_page: PageFac
     fill_new_account(page, "erin", PASSWORD)
     page.get_by_label("Email").fill("erin@example.com")
     page.get_by_role("button", name="Create account").click()
-    expect(page).to_have_url(re.compile(r"/-/account$"))
+    expect(page).to_have_url(re.compile(r"/-/account\?done=created$"))
+    expect(page.get_by_role("status")).to_have_text(
+        "Your account was created, and you are signed in."
+    )
     expect(page.get_by_role("heading", name="erin")).to_be_visible()
     expect(header(page).get_by_role("link", name="Admin")).to_have_count(0)
 
@@ -517,6 +521,10 @@ def test_keyboard_only_sign_in(server: Server, member: str, new_page: PageFactor
     page.keyboard.press("Tab")
     expect(page.get_by_label("Password")).to_be_focused()
     page.keyboard.type(PASSWORD)
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Keep me signed in")).to_be_focused()
+    page.keyboard.press("Space")
+    expect(page.get_by_label("Keep me signed in")).to_be_checked()
     page.keyboard.press("Tab")
     expect(page.get_by_role("button", name="Sign in")).to_be_focused()
     page.keyboard.press("Enter")

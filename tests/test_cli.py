@@ -678,6 +678,12 @@ def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         ([], {"DOORMAN_WORKERS": "abc"}, "workers = 'abc' (from DOORMAN_WORKERS)"),
         (["--plugins-dir", "nowhere"], {}, "plugins_dir = 'nowhere'"),
         ([], {"DOORMAN_SESSIONS": "redis://127.0.0.1:1/0"}, "did not answer"),
+        ([], {"DOORMAN_LOGIN_REDIRECT": "//evil.example/"}, "login_redirect = '//evil.example/'"),
+        (
+            [],
+            {"DOORMAN_LOGIN_REDIRECT": "https://evil.example/"},
+            "login_redirect = 'https://evil.example/': a URL must be on public_url's host",
+        ),
     ],
 )
 def test_serve_stops_before_uvicorn_on_a_bad_setting(

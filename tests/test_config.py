@@ -243,6 +243,7 @@ BAD = {
     "idle_timeout": [-1, "soon"],
     "absolute_timeout": [0, "1.5h"],
     "allow_registration": ["perhaps"],
+    "login_redirect": ["//evil.example/", "javascript:alert(1)", "/a#b", 7],
     "basic_auth": [[]],
     "access_log": ["sometimes", 2],
     "throttle_per_account": [-1, "many"],

@@ -38,6 +38,7 @@ from doorman.server.app import create_app
 
 from .conftest import SECRET, _missing
 from .helpers import COOKIE, free_port, listening
+from .servers import in_own_loop
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PASSWORD = "correct horse battery staple"
@@ -163,7 +164,7 @@ async def add_users(settings: Settings) -> None:
 @contextlib.contextmanager
 def doorman_on_loopback(settings: Settings) -> Iterator[int]:
     """``doorman serve`` in miniature: the same app and uvicorn's proxy-header settings."""
-    asyncio.run(add_users(settings))
+    in_own_loop(add_users(settings))  # the caller's thread may run a loop (Playwright's)
     doorman, store = assemble(settings, [SECRET])
     doorman.hasher = doorman.users.hasher = PasswordHasher(**FAST_HASHER)
     app = create_app(settings, doorman=doorman, store=store)
@@ -292,44 +293,63 @@ def check_forward_auth(app: str, auth: str, *, secure: bool) -> None:
 # -- nginx ---------------------------------------------------------------------------
 
 
-def test_nginx_auth_request(tmp_path: Path) -> None:
-    nginx = binary("nginx")
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for example.com, valid one day."""
     openssl = binary("openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert, key = directory / "cert.pem", directory / "key.pem"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     subject = ["-subj", "/CN=example.com", "-days", "1", "-keyout", str(key), "-out", str(cert)]
     subprocess.run(
         [openssl, "req", "-x509", *ec, *subject], check=True, capture_output=True, timeout=10
     )
+    return cert, key
+
+
+@contextlib.contextmanager
+def nginx_example(
+    directory: Path, port: int, *, doorman_port: int, app_port: int
+) -> Iterator[None]:
+    """The committed nginx example, run by nginx on https://127.0.0.1:``port`` until exit.
+
+    Only its ports and certificate paths change; both host names answer on ``port``.
+    """
+    nginx = binary("nginx")
+    cert, key = self_signed_certificate(directory)
+    site = derive(
+        EXAMPLES / "nginx" / "doorman.conf",
+        {
+            "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+            "127.0.0.1:8000": f"127.0.0.1:{doorman_port}",
+            "127.0.0.1:3000": f"127.0.0.1:{app_port}",
+            "/etc/ssl/example.com/fullchain.pem": str(cert),
+            "/etc/ssl/example.com/privkey.pem": str(key),
+        },
+    )
+    (directory / "doorman.conf").write_text(site)
+    # The test's own nginx.conf around it: what /etc/nginx/nginx.conf provides.
+    (directory / "nginx.conf").write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + "worker_processes 1;\npid nginx.pid;\nevents { worker_connections 64; }\n"
+        "http {\n    access_log off;\n    client_body_temp_path tmp;\n"
+        "    proxy_temp_path tmp;\n    include doorman.conf;\n}\n"
+    )
+    command = [nginx, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-e", "stderr"]
+    command += ["-g", "daemon off; error_log stderr;"]
+    with proxy_process(command, port, directory / "nginx.log"):
+        yield
+
+
+def test_nginx_auth_request(tmp_path: Path) -> None:
+    binary("nginx")  # skip before starting anything when there is none
     port = free_port()
     app, auth = f"https://app.example.com:{port}", f"https://auth.example.com:{port}"
     settings = doorman_settings(tmp_path, auth, secure=True)
     with (
         doorman_on_loopback(settings) as doorman_port,
         uvicorn_on_loopback(echo_app, lifespan="off") as app_port,
+        nginx_example(tmp_path, port, doorman_port=doorman_port, app_port=app_port),
     ):
-        site = derive(
-            EXAMPLES / "nginx" / "doorman.conf",
-            {
-                "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
-                "127.0.0.1:8000": f"127.0.0.1:{doorman_port}",
-                "127.0.0.1:3000": f"127.0.0.1:{app_port}",
-                "/etc/ssl/example.com/fullchain.pem": str(cert),
-                "/etc/ssl/example.com/privkey.pem": str(key),
-            },
-        )
-        (tmp_path / "doorman.conf").write_text(site)
-        # The test's own nginx.conf around it: what /etc/nginx/nginx.conf provides.
-        (tmp_path / "nginx.conf").write_text(
-            ("user root;\n" if os.geteuid() == 0 else "")
-            + "worker_processes 1;\npid nginx.pid;\nevents { worker_connections 64; }\n"
-            "http {\n    access_log off;\n    client_body_temp_path tmp;\n"
-            "    proxy_temp_path tmp;\n    include doorman.conf;\n}\n"
-        )
-        command = [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr"]
-        command += ["-g", "daemon off; error_log stderr;"]
-        with proxy_process(command, port, tmp_path / "nginx.log"):
-            check_forward_auth(app, auth, secure=True)
+        check_forward_auth(app, auth, secure=True)
 
 
 # -- Caddy ---------------------------------------------------------------------------

@@ -211,7 +211,10 @@ async def test_logout_needs_csrf_and_ends_the_session(server: Server) -> None:
         assert (await actor_of(browser))["id"] == "alice"
         token = await csrf_token(browser)
         response = await browser.post("/-/logout", data={"csrftoken": token})
-        assert (response.status_code, response.headers["location"]) == (303, "/-/login")
+        assert (response.status_code, response.headers["location"]) == (
+            303,
+            "/-/login?done=signed-out",
+        )
         assert await actor_of(browser) is None
 
 
@@ -255,7 +258,7 @@ async def test_registration_when_on(tmp_path: Path) -> None:
         assert "common" in refused.text
         good = {"username": "eve", "password": PASSWORD, "password2": PASSWORD}
         made = await browser.post("/-/register", data={**good, "csrftoken": token})
-        assert (made.status_code, made.headers["location"]) == (303, "/-/account")
+        assert (made.status_code, made.headers["location"]) == (303, "/-/account?done=created")
         assert (await actor_of(browser))["id"] == "eve"
         again = await browser.post(
             "/-/register", data={**good, "csrftoken": await csrf_token(browser)}

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import math
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -342,6 +343,17 @@ async def test_set_expiry_zero_makes_a_browser_session_cookie(store: type[Sessio
         response = await http.get("/set?more=1")  # stays a browser-session cookie
         assert "max-age" not in only_set_cookie(response)[2]
         assert (await http.get("/get")).json() == {"user": "alice", "more": "1"}
+
+
+@pytest.mark.anyio
+async def test_a_browser_session_ends_on_the_server_by_max_age() -> None:
+    """Browsers that restore their session cookies must not keep it longer than max_age."""
+    store = MemoryStore()
+    async with client(app_with(store, max_age=3600)) as http:
+        started = time.time()
+        await http.get("/expiry?v=0")
+        [(_, expires_at)] = store._sessions.values()
+    assert started + 3600 - 5 <= expires_at <= time.time() + 3600
 
 
 @pytest.mark.anyio

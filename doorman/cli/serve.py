@@ -55,13 +55,15 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 async def _prepare_serve(settings: Settings) -> tuple[Settings, str | None]:
-    """Check everything a worker will need, once: database, secret, store, plugins."""
+    """Check everything a worker will need, once: settings, database, secret, store, plugins."""
     try:
         setup = importlib.import_module("doorman.server.setup")
+        redirects = importlib.import_module("doorman.server.redirects")
     except ImportError as error:
         raise click.ClickException(
             f"the sign-in server cannot be imported ({error}); pip install 'doorman[server]'"
         ) from None
+    redirects.login_landing(settings, prefix=settings.route_prefix.rstrip("/"))
     doorman, store, secrets = await open_doorman(settings)
     try:
         await store.ping()

@@ -31,7 +31,7 @@ from .cors import CORSMiddleware
 from .headers import SecurityHeadersMiddleware
 from .plugin import ServerPlugin
 from .protect import ProtectedApp
-from .redirects import NextSigner
+from .redirects import NextSigner, login_landing
 from .state import ServerState
 from .templates import Templates
 from .views import account, admin, api, signin
@@ -62,9 +62,10 @@ def create_app(
             "page will be relative and break on other hosts; set public_url to this server's "
             "address, such as https://auth.example.com"
         )
+    prefix = "/" + settings.route_prefix.strip("/")
+    landing = login_landing(settings, prefix=prefix, protect=protected is not None)
     if doorman is None or store is None:
         doorman, store = assemble(settings, secrets)
-    prefix = "/" + settings.route_prefix.strip("/")
     templates = Templates(
         doorman, template_dir=settings.template_dir, site_name=settings.site_name, prefix=prefix
     )
@@ -77,6 +78,7 @@ def create_app(
         templates=templates,
         next_signer=NextSigner(secrets),
         prefix=prefix,
+        login_redirect=landing,
     )
     app = Starlette(
         routes=_routes(server),

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .._types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SecurityHeadersMiddleware"]
+__all__ = ["SecurityHeadersMiddleware", "content_security_policy"]
+
+
+def content_security_policy(form_targets: Iterable[str] = ()) -> str:
+    """Everything from this origin; no inline script at all; no framing; forms post here only.
+
+    ``form_targets`` are origins (``https://app.example.com``) that a form's
+    answer may redirect to besides this one: browsers apply ``form-action`` to
+    the redirect too, so the login page lists the one destination it was given.
+    """
+    form_action = " ".join(["'self'", *sorted(set(form_targets))])
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"object-src 'none'; base-uri 'none'; form-action {form_action}; frame-ancestors 'none'"
+    )
+
 
 _HEADERS = [
-    # Everything from this origin; no inline script at all; no framing; forms post here only.
-    (
-        b"content-security-policy",
-        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        b"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-    ),
+    (b"content-security-policy", content_security_policy().encode()),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
     (b"x-content-type-options", b"nosniff"),

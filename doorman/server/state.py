@@ -26,6 +26,8 @@ class ServerState:
     next_signer: NextSigner
     #: ``route_prefix`` without its trailing slash: "/-" by default.
     prefix: str
+    #: Where a sign-in without ``next`` lands (``login_redirect``, checked).
+    login_redirect: str
 
     def url(self, path: str) -> str:
         """A doorman route: ``url("login")`` is "/-/login"."""

@@ -313,8 +313,13 @@ class Session(MutableMapping[str, Any]):
         """When a session saved at ``now`` ends on the server."""
         policy = self._policy
         lifetime = self._expiry if self._expiry is not None else policy.max_age
-        if not lifetime:
-            lifetime = policy.idle_timeout or policy.absolute_timeout or DEFAULT_SERVER_LIFETIME
+        if not lifetime:  # a browser-session cookie: the server still ends it, by max_age at most
+            lifetime = (
+                policy.max_age
+                or policy.idle_timeout
+                or policy.absolute_timeout
+                or DEFAULT_SERVER_LIFETIME
+            )
         ends = now + lifetime
         if policy.idle_timeout:
             ends = min(ends, now + policy.idle_timeout)

@@ -42,6 +42,7 @@ async def _me(request: Request) -> tuple[ServerState, User]:
 _NOTICES = {
     "password": "Password changed. Every other session of yours was signed out.",
     "token": "Copy this token now: it will not be shown again.",
+    "created": "Your account was created, and you are signed in.",
 }
 #: A token made on the previous request waits here for the page that shows it once.
 _NEW_TOKEN = "_new_token"  # noqa: S105 - a session key's name, not a secret
@@ -52,7 +53,7 @@ async def account_page(request: Request) -> Response:
     server, user = await _me(request)
     new_token = request.scope["session"].pop(_NEW_TOKEN, "")
     done = "token" if new_token else request.query_params.get("done", "")
-    notice = _NOTICES["password"] if done == "password" else _NOTICES["token"] if new_token else ""
+    notice = "" if done == "token" and not new_token else _NOTICES.get(done, "")
     return await _render(request, server, user, notice=notice, new_token=new_token)
 
 

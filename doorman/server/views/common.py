@@ -56,12 +56,17 @@ async def _fields(request: Request) -> dict[str, str] | None:
             return None
         if not isinstance(body, dict):
             return None
-        return {k: v for k, v in body.items() if isinstance(k, str) and isinstance(v, str)}
+        return {k: _text_of(v) for k, v in body.items() if isinstance(v, str | bool)}
     try:
         form: FormData = await request.form(max_files=0, max_fields=_MAX_FORM_FIELDS)
     except Exception:  # malformed multipart or too many fields: the client's fault
         return None
     return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _text_of(value: str | bool) -> str:
+    """A JSON field as the form would send it: ``true`` is "true", ``false`` is "false"."""
+    return value if isinstance(value, str) else str(value).lower()
 
 
 async def refuse_csrf(request: Request) -> Response:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -13,7 +12,8 @@ from ...auth.login import login, logout
 from ...auth.users import User
 from ...exceptions import AccountError, AuthenticationFailed, Throttled
 from .. import setup
-from ..redirects import safe_path
+from ..headers import content_security_policy
+from ..redirects import origin_of, public_host, safe_path
 from ..state import ServerState, state_of
 from .common import (
     checked_form,
@@ -28,37 +28,54 @@ from .common import (
 
 __all__ = ["login_page", "logout_view", "register_page", "setup_page"]
 
+#: Notices on the login page after a redirect, by ``?done=``: fixed words, never text from the URL.
+_NOTICES = {"signed-out": "You have signed out."}
+_TRUE = frozenset({"on", "1", "true", "yes"})
 
-def _next_of(server: ServerState, values: Any) -> tuple[str, str | None]:
-    """Where to go after sign-in: a same-site path, or a URL we signed for an allowed host."""
-    given = values.get("next")
+
+class _Destination(NamedTuple):
+    """Where a sign-in goes, and the ``next`` (with its signature) the form carries there."""
+
+    url: str
+    next: str = ""
+    next_sig: str = ""
+
+
+def _destination(server: ServerState, values: Any) -> _Destination:
+    """A URL we signed for an allowed host, or a same-site path; else ``login_redirect``."""
+    given, signature = values.get("next"), values.get("next_sig")
     settings = server.settings
-    public_host = urlsplit(settings.public_url).hostname if settings.public_url else None
     absolute = server.next_signer.absolute_allowed(
-        given,
-        values.get("next_sig"),
-        public_host=public_host,
-        cookie_domain=settings.cookie_domain,
+        given, signature, public_host=public_host(settings), cookie_domain=settings.cookie_domain
     )
     if absolute is not None:
-        return absolute, values.get("next_sig")
-    return safe_path(given, default=server.url("account")), None
+        return _Destination(absolute, absolute, signature)
+    path = safe_path(given, default="")
+    return _Destination(path, path) if path else _Destination(server.login_redirect)
+
+
+def _remember(request: Request, fields: dict[str, str]) -> bool:
+    """Keep me signed in? The form's checkbox; a JSON sign-in keeps the session unless told."""
+    if "remember" not in fields:
+        return request.headers.get("content-type", "").startswith("application/json")
+    return fields["remember"].strip().lower() in _TRUE
 
 
 async def login_page(request: Request) -> Response:
     server = state_of(request)
     if request.method == "GET":
-        target, signature = _next_of(server, request.query_params)
+        destination = _destination(server, request.query_params)
         if request.scope.get("actor") is not None and "next" in request.query_params:
-            return redirect(target)
-        return await _login_form(request, server, target, signature)
+            return redirect(destination.url)
+        notice = _NOTICES.get(request.query_params.get("done", ""), "")
+        return await _login_form(request, server, destination, notice=notice)
     fields = await checked_form(request)
     if fields is None:
         if request.scope.get("actor") is not None and not wants_json(request):
-            return redirect(server.url("account"))  # a second login tab: already signed in
+            return redirect(server.login_redirect)  # a second login tab: already signed in
         return await refuse_csrf(request)
-    target, signature = _next_of(server, fields)
-    username = field(fields, "username", 600)
+    destination = _destination(server, fields)
+    username, remember = field(fields, "username", 600), _remember(request, fields)
     try:
         user = await server.doorman.authenticate(
             username, field(fields, "password"), client=client_address(request)
@@ -67,43 +84,56 @@ async def login_page(request: Request) -> Response:
         headers = {"retry-after": str(error.retry_after)}
         if wants_json(request):
             return json_error(str(error), 429, **headers)
-        response = await _login_form(request, server, target, signature, username, [str(error)])
+        response = await _login_form(request, server, destination, username, [str(error)], remember)
         response.status_code = 429
         response.headers.update(headers)
         return response
     except AuthenticationFailed as error:
         if wants_json(request):
             return json_error(str(error), 401)
-        response = await _login_form(request, server, target, signature, username, [str(error)])
+        response = await _login_form(request, server, destination, username, [str(error)], remember)
         response.status_code = 401
         return response
     # 302, as DESIGN.md's route contract says (scripts check for it); browsers GET either way.
-    return await _signed_in(request, user, target, status=302)
+    return await _signed_in(request, user, destination.url, status=302, remember=remember)
 
 
 async def _login_form(
     request: Request,
     server: ServerState,
-    target: str,
-    signature: str | None,
+    destination: _Destination,
     username: str = "",
     errors: list[str] | None = None,
+    remember: bool = False,
+    *,
+    notice: str = "",
 ) -> Response:
-    return await server.templates.render(
+    response = await server.templates.render(
         request,
         "login.html",
-        next=target if target != server.url("account") else "",
-        next_sig=signature or "",
+        next=destination.next,
+        next_sig=destination.next_sig,
         username=username,
         errors=errors or [],
-        notice="",
+        notice=notice,
+        remember=remember,
         allow_registration=server.settings.allow_registration,
     )
+    # Browsers check the redirect that answers this form against the page's form-action:
+    # name the one place it may go, besides this site (and the landing, for a second tab).
+    targets = [o for o in (origin_of(destination.url), origin_of(server.login_redirect)) if o]
+    if targets:
+        response.headers["content-security-policy"] = content_security_policy(targets)
+    return response
 
 
-async def _signed_in(request: Request, user: User, target: str, status: int = 303) -> Response:
+async def _signed_in(
+    request: Request, user: User, target: str, status: int = 303, *, remember: bool = True
+) -> Response:
     actor = await login(request, user)
-    csrf.rotate(request.scope["session"])  # a token seen before sign-in is worthless after
+    session = request.scope["session"]
+    session.set_expiry(None if remember else 0)  # 0: the cookie ends with the browser session
+    csrf.rotate(session)  # a token seen before sign-in is worthless after
     if wants_json(request):
         return JSONResponse({"actor": actor}, headers={"cache-control": "no-store"})
     return redirect(target, status)
@@ -118,7 +148,7 @@ async def logout_view(request: Request) -> Response:
     await logout(request)
     if wants_json(request):
         return JSONResponse({"actor": None}, headers={"cache-control": "no-store"})
-    return redirect(server.url("login"))
+    return redirect(server.url("login") + "?done=signed-out")
 
 
 async def register_page(request: Request) -> Response:
@@ -183,9 +213,8 @@ async def _account_form(
         except AccountError as error:
             errors = [str(error)]
         else:
-            return await _signed_in(
-                request, user, server.url("admin/users" if admin else "account")
-            )
+            landing = "admin/users" if admin else "account?done=created"
+            return await _signed_in(request, user, server.url(landing))
     if wants_json(request):
         return JSONResponse({"errors": errors}, 400, headers={"cache-control": "no-store"})
     return await server.templates.render(request, template, 400, **{**context, "errors": errors})
