@@ -95,6 +95,100 @@ def visible_text(page: str) -> str:
     return re.sub(r"<[^>]*>", " ", page)
 
 
+# -- pages that are not there ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/-/nothing-here", "/-/admin/nope/x", "/nope", "/-/static/x.css"])
+async def test_unknown_paths_get_a_page_of_the_site(server: Server, path: str) -> None:
+    async with client(server.app) as browser:
+        page = await browser.get(path, headers=HTML)
+        api = await browser.get(path, headers=JSON)
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<h1>Page not found</h1>" in page.text
+    assert 'href="/-/static/doorman.css"' in page.text
+    assert '<a href="/-/login">Sign in</a>' in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    assert api.status_code == 404
+    assert api.json() == {
+        "error": "There is no page at this address. Check the link, or start again."
+    }
+
+
+async def test_a_signed_in_person_is_offered_their_account_not_sign_in(server: Server) -> None:
+    async with signed_in(server) as browser:
+        page = await browser.get("/-/nothing-here", headers=HTML)
+    assert page.status_code == 404
+    assert '<a href="/-/account">Your account</a>' in page.text
+    assert ">Sign in<" not in page.text
+
+
+async def test_a_wrong_method_gets_405_with_allow(server: Server) -> None:
+    async with client(server.app) as browser:
+        page = await browser.delete("/-/login", headers=HTML)
+        api = await browser.put("/-/whoami", headers=JSON)
+    assert page.status_code == 405
+    assert "<h1>Not allowed here</h1>" in page.text
+    assert set(page.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+    assert api.status_code == 405
+    assert api.json()["error"] == "This address does not take that kind of request."
+    assert "GET" in api.headers["allow"]
+
+
+# -- the icon --------------------------------------------------------------------------
+
+
+async def test_favicon_is_served(server: Server) -> None:
+    async with client(server.app) as browser:
+        icon = await browser.get("/favicon.ico")
+        svg = await browser.get("/-/static/favicon.svg")
+        page = await browser.get("/-/login", headers=HTML)
+    assert icon.status_code == 200
+    assert icon.content[:4] == b"\x00\x00\x01\x00", "an ICO file"
+    assert icon.headers["content-type"] in ("image/vnd.microsoft.icon", "image/x-icon")
+    assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert '<link rel="icon" href="/-/static/favicon.svg" type="image/svg+xml">' in page.text
+
+
+async def test_under_protect_the_favicon_is_the_apps(tmp_path: Path) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"the app's own icon"})
+
+    public = ["/favicon.ico"]
+    async with (
+        running(tmp_path, protected=app, public_paths=public) as found,
+        client(found.app) as browser,
+    ):
+        icon = await browser.get("/favicon.ico")
+        missing = await browser.get("/-/nothing-here", headers=HTML)
+    assert icon.content == b"the app's own icon"
+    assert missing.status_code == 404 and "Page not found" in missing.text
+
+
+# -- links that fit who is reading -----------------------------------------------------
+
+
+async def test_the_site_name_links_to_sign_in_when_signed_out(server: Server) -> None:
+    async with client(server.app) as browser:
+        page = await browser.get("/-/login", headers=HTML)
+    assert '<a class="brand" href="/-/login">doorman</a>' in page.text
+    async with signed_in(server) as browser:
+        page = await browser.get("/-/account", headers=HTML)
+    assert '<a class="brand" href="/-/account">doorman</a>' in page.text
+
+
+async def test_closed_registration_offers_sign_in_only_when_signed_out(server: Server) -> None:
+    async with client(server.app) as browser:
+        page = await browser.get("/-/register", headers=HTML)
+    assert page.status_code == 404 and '<a href="/-/login">Sign in</a>' in page.text
+    async with signed_in(server) as browser:
+        page = await browser.get("/-/register", headers=HTML)
+    assert page.status_code == 404 and "Registration is closed" in page.text
+    assert ">Sign in<" not in page.text
+    assert '<a href="/-/account">Your account</a>' in page.text
+
+
 # -- sessions in words -----------------------------------------------------------------
 
 
