@@ -210,3 +210,73 @@ async def test_closed_registration_offers_sign_in_only_when_signed_out(server: S
 )
 def test_device_names(user_agent: str | None, name: str) -> None:
     assert device_name(user_agent) == name
+
+
+async def test_sessions_read_as_devices_and_times(server: Server) -> None:
+    async with (
+        signed_in(server, "alice"),
+        signed_in(server, "alice", SAFARI_ON_IPHONE),
+        signed_in(server, "alice", "") as browser,
+        signed_in(server, "root") as admin,
+    ):
+        pages = [
+            await browser.get("/-/account", headers=HTML),
+            await admin.get("/-/admin/users/alice", headers=HTML),
+            await admin.get("/-/admin/sessions", headers=HTML),
+        ]
+        listing = (await browser.get("/-/account", headers=JSON)).json()
+    for page in pages:
+        text = visible_text(page.text)
+        assert "Chrome on Linux" in text and "Mobile Safari on iOS" in text, page.url
+        assert UNKNOWN_DEVICE in text, page.url
+        assert "Mozilla/5.0" not in text, "the raw string only in a title"
+        assert f'title="{CHROME_ON_LINUX}"' in page.text
+        assert re.search(
+            r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ" title="[^"]+ UTC">just now</time>',
+            page.text,
+        )
+    devices = sorted(s["device"] for s in listing["sessions"])
+    assert devices == ["Chrome on Linux", "Mobile Safari on iOS", UNKNOWN_DEVICE]
+
+
+# -- tokens: their scopes; lists with nothing in them -----------------------------------
+
+
+async def test_token_scopes_are_shown(server: Server) -> None:
+    alice = await server.doorman.users.require("alice")
+    await server.doorman.tokens.create(alice, name="deploy", scopes=["view", "deploy"])
+    await server.doorman.tokens.create(alice, name="everything")
+    async with signed_in(server, "alice") as browser, signed_in(server, "root") as admin:
+        pages = [
+            await browser.get("/-/account", headers=HTML),
+            await admin.get("/-/admin/users/alice", headers=HTML),
+            await admin.get("/-/admin/tokens", headers=HTML),
+        ]
+        listing = (await browser.get("/-/account", headers=JSON)).json()
+    for page in pages:
+        assert '<th scope="col">Scopes</th>' in page.text, page.url
+        assert "<td>deploy, view</td>" in page.text, page.url
+        assert "<td>any action</td>" in page.text, page.url
+    scopes = {t["name"]: t["scopes"] for t in listing["tokens"]}
+    assert scopes == {"deploy": ["deploy", "view"], "everything": None}
+
+
+async def test_empty_lists_say_so_in_words(server: Server) -> None:
+    root = await server.doorman.users.require("root")
+    _, text = await server.doorman.tokens.create(root, name="api")
+    bearer = {"authorization": f"Bearer {text}", **HTML}
+    async with client(server.app) as api:  # signed in by token: no sign-in anywhere yet
+        user_page = visible_text((await api.get("/-/admin/users/bob", headers=bearer)).text)
+        sessions = visible_text((await api.get("/-/admin/sessions", headers=bearer)).text)
+    await server.doorman.tokens.revoke_all(root)
+    async with signed_in(server, "alice") as browser, signed_in(server, "root") as admin:
+        account = visible_text((await browser.get("/-/account", headers=HTML)).text)
+        tokens = visible_text((await admin.get("/-/admin/tokens", headers=HTML)).text)
+        search = await admin.get("/-/admin/users", params={"q": "zzz"}, headers=HTML)
+    assert "No API tokens yet." in account
+    assert "bob is not signed in anywhere." in user_page
+    assert "bob has no API tokens." in user_page
+    assert "Nobody is signed in." in sessions
+    assert "0 signed-in sessions" not in sessions
+    assert "Nobody has an API token yet." in tokens
+    assert "No one’s username or email has “zzz” in it." in search.text  # noqa: RUF001

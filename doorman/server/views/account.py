@@ -14,6 +14,7 @@ from ...auth.login import update_session_auth
 from ...auth.middleware import SESSION_SIGNIN
 from ...auth.users import User
 from ...exceptions import AccountError, PasswordRejected
+from ..devices import describe
 from ..state import ServerState, state_of
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 
@@ -52,7 +53,7 @@ async def account_page(request: Request) -> Response:
     server, user = await _me(request)
     new_token = request.scope["session"].pop(_NEW_TOKEN, "")
     done = "token" if new_token else request.query_params.get("done", "")
-    notice = _NOTICES["password"] if done == "password" else _NOTICES["token"] if new_token else ""
+    notice = _NOTICES.get(done, "") if done != "token" or new_token else ""
     return await _render(request, server, user, notice=notice, new_token=new_token)
 
 
@@ -78,6 +79,7 @@ async def _render(
                     "current": s.id == current,
                     "address": s.address,
                     "user_agent": s.user_agent,
+                    "device": await describe(s.user_agent),
                     "created_at": s.created_at,
                     "last_seen": s.last_seen,
                 }
@@ -87,6 +89,7 @@ async def _render(
                 {
                     "id": t.id,
                     "name": t.name,
+                    "scopes": None if t.scopes is None else list(t.scopes),
                     "created_at": t.created_at,
                     "last_used_at": t.last_used_at,
                     "expires_at": t.expires_at,
