@@ -6,6 +6,7 @@ Browser-level checks (copying, narrow screens, the layout) are in test_browser_p
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -280,3 +281,135 @@ async def test_empty_lists_say_so_in_words(server: Server) -> None:
     assert "0 signed-in sessions" not in sessions
     assert "Nobody has an API token yet." in tokens
     assert "No one’s username or email has “zzz” in it." in search.text  # noqa: RUF001
+
+
+# -- the account page: a new email address ---------------------------------------------
+
+
+async def test_people_change_their_email_with_their_password(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "doorman.security")
+    async with signed_in(server, "alice") as browser:
+        page = await browser.get("/-/account", headers=HTML)
+        assert 'action="/-/account/email"' in page.text
+        assert 'value="alice@example.com"' in page.text
+        wrong = await post(
+            browser, "/-/account/email", {"email": "new@example.com", "current_password": "no"}
+        )
+        bad = await post(
+            browser, "/-/account/email", {"email": "not-an-address", "current_password": PASSWORD}
+        )
+        assert (await server.doorman.users.require("alice")).email == "alice@example.com"
+        done = await post(
+            browser,
+            "/-/account/email",
+            {"email": " new@example.com ", "current_password": PASSWORD},
+        )
+        shown = await browser.get(done.headers["location"], headers=HTML)
+        assert (await server.doorman.users.require("alice")).email == "new@example.com"
+        cleared = await post(
+            browser, "/-/account/email", {"email": "", "current_password": PASSWORD}
+        )
+        forged = await browser.post(
+            "/-/account/email", data={"email": "x@example.com", "current_password": PASSWORD}
+        )
+    assert wrong.status_code == 400 and "The current password is wrong." in wrong.text
+    assert bad.status_code == 400 and "is not an email address." in bad.text
+    assert (done.status_code, done.headers["location"]) == (303, "/-/account?done=email")
+    assert '<div class="alert notice" role="status"><p>Email address saved.</p></div>' in shown.text
+    assert cleared.status_code == 303
+    assert forged.status_code == 403
+    assert (await server.doorman.users.require("alice")).email is None
+    logged = [r.getMessage() for r in caplog.records if r.name == "doorman.security"]
+    assert "user 'alice' changed their email address" in logged
+    assert not any("example.com" in line for line in logged), "no addresses in the log"
+
+
+async def test_a_token_shown_once_is_not_shown_by_a_done_link(server: Server) -> None:
+    async with signed_in(server, "alice") as browser:
+        page = await browser.get("/-/account?done=token", headers=HTML)
+        email = await browser.get("/-/account?done=email", headers=HTML)
+        made_up = await browser.get("/-/account?done=<b>hi</b>", headers=HTML)
+    assert "Copy this token now" not in page.text
+    assert "Email address saved." in email.text
+    assert 'role="status"' not in made_up.text and "hi</b>" not in made_up.text
+
+
+# -- the admin's user page: email, admin flag, groups ----------------------------------
+
+
+async def test_admins_edit_email_admin_flag_and_groups(server: Server) -> None:
+    async with signed_in(server, "root") as admin:
+        page = await admin.get("/-/admin/users/bob", headers=HTML)
+        assert 'action="/-/admin/users/bob/details"' in page.text
+        done = await post(
+            admin,
+            "/-/admin/users/bob/details",
+            {"email": "bob@example.com", "groups": "ops, staff", "admin": "on"},
+        )
+        assert (done.status_code, done.headers["location"]) == (
+            303,
+            "/-/admin/users/bob?done=details",
+        )
+        bob = await server.doorman.users.require("bob")
+        assert (bob.email, bob.is_admin, bob.groups) == ("bob@example.com", True, ("ops", "staff"))
+        shown = await admin.get(done.headers["location"], headers=HTML)
+        assert "Details saved." in shown.text
+        # The form sends a hidden "off" before the checkbox: unticked, only "off" arrives.
+        await post(admin, "/-/admin/users/bob/details", {"email": "", "groups": "", "admin": "off"})
+        bob = await server.doorman.users.require("bob")
+        assert (bob.email, bob.is_admin, bob.groups) == (None, False, ())
+
+
+async def test_admin_edits_are_checked_first_and_all_or_nothing(server: Server) -> None:
+    async with signed_in(server, "root") as admin:
+        for data, error in [
+            ({"email": "bad", "groups": "new", "admin": "on"}, "is not an email address."),
+            ({"email": "b@example.com", "groups": "ok, <bad>", "admin": "on"}, "group name"),
+            ({"email": "b@example.com", "admin": "maybe"}, "Administrator: give on or off."),
+        ]:
+            refused = await post(admin, "/-/admin/users/bob/details", data)
+            assert refused.status_code == 400 and error in refused.text, data
+        json_refused = await admin.post(
+            "/-/admin/users/bob/details",
+            json={"email": "bad"},
+            headers={"x-csrftoken": await token_of(admin)},
+        )
+    assert json_refused.status_code == 400
+    assert json_refused.json() == {"errors": ["'bad' is not an email address."]}
+    bob = await server.doorman.users.require("bob")
+    assert (bob.email, bob.is_admin, bob.groups) == (None, False, ())
+
+
+async def test_an_api_edit_changes_only_what_it_gives(server: Server) -> None:
+    await server.doorman.users.edit(
+        await server.doorman.users.require("bob"), groups=["ops"], admin=True
+    )
+    async with signed_in(server, "root") as admin:
+        answer = await admin.post(
+            "/-/admin/users/bob/details",
+            json={"email": "bob@example.com"},
+            headers={"x-csrftoken": await token_of(admin), **JSON},
+        )
+    assert answer.status_code == 200 and answer.json() == {"ok": True}
+    bob = await server.doorman.users.require("bob")
+    assert (bob.email, bob.is_admin, bob.groups) == ("bob@example.com", True, ("ops",))
+
+
+async def test_admins_cannot_take_away_their_own_admin_flag(server: Server) -> None:
+    async with signed_in(server, "root") as admin:
+        page = await admin.get("/-/admin/users/root", headers=HTML)
+        refused = await post(admin, "/-/admin/users/root/details", {"admin": "off"})
+        kept = await post(
+            admin, "/-/admin/users/root/details", {"email": "root@example.com", "groups": "ops"}
+        )
+    form = page.text[page.text.index('action="/-/admin/users/root/details"') :]
+    form = form[: form.index("</form>")]
+    assert 'name="admin"' not in form, "no admin field to send for oneself"
+    assert "disabled" in form and "You cannot remove your own administrator rights" in form
+    assert refused.status_code == 400
+    assert "You cannot remove administrator rights from your own account" in refused.text
+    assert kept.status_code == 303
+    root = await server.doorman.users.require("root")
+    assert (root.is_admin, root.email, root.groups) == (True, "root@example.com", ("ops",))
