@@ -411,6 +411,19 @@ async def test_set_active_admin_and_email_are_stored(doorman: Doorman) -> None:
         assert await doorman.users.get(alice.id) == alice
 
 
+async def test_edit_changes_what_is_given_all_or_nothing(doorman: Doorman) -> None:
+    alice = await doorman.users.create("alice", email="alice@example.com", groups=["staff"])
+    alice = await doorman.users.edit(alice, admin=True)
+    assert (alice.email, alice.is_admin, alice.groups) == ("alice@example.com", True, ("staff",))
+    alice = await doorman.users.edit(alice, email="", groups=["ops", " dev "], admin=False)
+    assert (alice.email, alice.is_admin, alice.groups) == (None, False, ("dev", "ops"))
+    assert await doorman.users.get(alice.id) == alice
+    for bad in ({"email": "nope", "admin": True}, {"groups": ["ok", "a;b"], "email": "a@b.c"}):
+        with pytest.raises(AccountError):
+            await doorman.users.edit(alice, **bad)
+    assert await doorman.users.get(alice.id) == alice, "nothing written"
+
+
 async def test_delete_removes_the_user_their_tokens_and_memberships(doorman: Doorman) -> None:
     alice = await doorman.users.create("alice", groups=["staff"])
     bob = await doorman.users.create("bob", groups=["staff"])
@@ -435,9 +448,11 @@ async def test_delete_removes_the_user_their_tokens_and_memberships(doorman: Doo
     "change",
     [
         lambda doorman, user: doorman.users.set_groups(user, ["staff"]),
+        lambda doorman, user: doorman.users.edit(user, groups=["staff"]),
+        lambda doorman, user: doorman.users.edit(user, email="a@example.com"),
         lambda doorman, user: doorman.tokens.create(user),
     ],
-    ids=["set_groups", "tokens.create"],
+    ids=["set_groups", "edit-groups", "edit-email", "tokens.create"],
 )
 async def test_changing_a_deleted_user_raises_user_not_found(
     doorman: Doorman, change: Callable[[Doorman, User], Awaitable[Any]]

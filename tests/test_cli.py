@@ -250,6 +250,29 @@ def test_users_delete_with_yes_does_not_ask(doorman_cli: Invoke, db: str) -> Non
     assert "?" not in result.output and "deleted bob" in result.stdout
 
 
+def test_users_edit(doorman_cli: Invoke, db: str) -> None:
+    ok(create(doorman_cli, "bob", "--email", "bob@example.com", "--group", "staff"))
+    result = ok(doorman_cli("users", "edit", "Bob", "--admin", "--groups", "ops, dev"))
+    assert result.stdout == "bob: an admin; groups dev, ops\n"
+    bob = with_doorman(db, lambda d: d.users.require("bob"))
+    assert (bob.email, bob.is_admin, bob.groups) == ("bob@example.com", True, ("dev", "ops"))
+    result = ok(doorman_cli("users", "edit", "bob", "--email", "b@example.org"))
+    assert result.stdout == "bob: email b@example.org\n"
+    ok(doorman_cli("users", "edit", "bob", "--email", "", "--no-admin", "--groups", ""))
+    bob = with_doorman(db, lambda d: d.users.require("bob"))
+    assert (bob.email, bob.is_admin, bob.groups) == (None, False, ())
+
+
+def test_users_edit_errors_are_one_line_and_change_nothing(doorman_cli: Invoke, db: str) -> None:
+    ok(create(doorman_cli, "bob", "--email", "bob@example.com"))
+    fails(doorman_cli("users", "edit", "bob"), "nothing to change", "--email")
+    fails(doorman_cli("users", "edit", "nobody", "--admin"), "no user 'nobody'")
+    fails(doorman_cli("users", "edit", "bob", "--email", "nope", "--admin"), "not an email")
+    fails(doorman_cli("users", "edit", "bob", "--groups", "ok,a;b", "--admin"), "group name")
+    bob = with_doorman(db, lambda d: d.users.require("bob"))
+    assert (bob.email, bob.is_admin, bob.groups) == ("bob@example.com", False, ())
+
+
 # -- tokens ------------------------------------------------------------------------------
 
 
@@ -286,6 +309,19 @@ def test_token_errors(doorman_cli: Invoke) -> None:
     bad = doorman_cli("tokens", "create", "nobody", "--expires", "soon")
     assert bad.exit_code == 2 and "--expires" in bad.stderr and "Traceback" not in bad.output
     fails(doorman_cli("tokens", "list", "--user", "nobody"), "nobody")
+
+
+def test_tokens_list_shows_scopes(doorman_cli: Invoke) -> None:
+    ok(create(doorman_cli, "ci"))
+    ok(
+        doorman_cli(
+            "tokens", "create", "ci", "--name", "deploy", "--scope", "view", "--scope", "deploy"
+        )
+    )
+    ok(doorman_cli("tokens", "create", "ci", "--name", "all"))
+    header, *rows = ok(doorman_cli("tokens", "list")).stdout.splitlines()
+    assert header.split()[:4] == ["ID", "USER", "NAME", "SCOPES"]
+    assert sorted(row.split()[2:4] for row in rows) == [["all", "any"], ["deploy", "deploy,view"]]
 
 
 # -- sessions ------------------------------------------------------------------------------

@@ -234,6 +234,40 @@ class Users:
     async def set_email(self, user: User, email: str | None) -> User:
         return await self._update(user, email=_check_email(email))
 
+    async def edit(
+        self,
+        user: User,
+        *,
+        email: str | None = None,
+        admin: bool | None = None,
+        groups: Iterable[str] | None = None,
+    ) -> User:
+        """Change what is given, all or nothing: email ("" removes it), admin flag, groups.
+
+        Everything is checked before anything is written (``AccountError``).
+        """
+        values: dict[str, Any] = {}
+        if email is not None:
+            values["email"] = _check_email(email)
+        if admin is not None:
+            values["is_admin"] = admin
+        names = None if groups is None else [check_group(name) for name in groups]
+        await ensure_schema(self.engine)
+        try:
+            async with connect(self.engine, write=True) as connection:
+                if values:
+                    query = users_table.update().where(_u.id == user.id).values(**values)
+                    if (await connection.execute(query)).rowcount == 0:
+                        raise UserNotFound(f"no user {user.username!r} (deleted?)")
+                if names is not None:
+                    await connection.execute(
+                        user_groups_table.delete().where(_ug.user_id == user.id)
+                    )
+                    await self._add_groups(connection, user.id, names)
+        except exc.IntegrityError:  # the user row went away meanwhile
+            raise UserNotFound(f"no user {user.username!r} (deleted?)") from None
+        return await self._must_get(user.id)
+
     async def end_sessions(self, user: User) -> User:
         """End every session of the user, in every store, signed cookies included."""
         return await self._update(user, session_version=_u.session_version + 1)

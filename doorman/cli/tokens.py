@@ -78,16 +78,23 @@ def list_tokens(
         return
     now = time.time()
     rows = [
-        (t.id, t.username, t.name, when(t.created_at), when(t.last_used_at) or "never",
-         _expiry(t, now))
+        (t.id, t.username, t.name, _scopes(t.scopes), when(t.created_at),
+         when(t.last_used_at) or "never", _expiry(t, now))
         for t in found
     ]  # fmt: skip
-    headers = ("ID", "USER", "NAME", "CREATED", "LAST USED", "EXPIRES")
+    headers = ("ID", "USER", "NAME", "SCOPES", "CREATED", "LAST USED", "EXPIRES")
     echo_table(headers, rows, "no tokens")
 
 
 def _public(record: dict[str, Any], *internal: str) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key not in internal}
+
+
+def _scopes(scopes: tuple[str, ...] | None) -> str:
+    """A token's scopes; "any" when it is not limited to some actions."""
+    if scopes is None:
+        return "any"
+    return ",".join(scopes) or "none"
 
 
 def _expiry(token: Any, now: float) -> str:

@@ -83,6 +83,45 @@ def list_users(settings: Settings, search: str | None, as_json: bool) -> None:
     echo_table(headers, rows, "no users")
 
 
+@users.command("edit")
+@click.argument("username")
+@click.option("--email", metavar="E", help='A new email address; "" removes it.')
+@click.option("--admin/--no-admin", default=None, help="Make the user an admin, or not.")
+@click.option(
+    "--groups",
+    metavar="A,B",
+    help='The groups, comma-separated, instead of the current ones; "" for none.',
+)
+@settings_options("db")
+def edit_user(
+    settings: Settings, username: str, email: str | None, admin: bool | None, groups: str | None
+) -> None:
+    """Change a user's email, admin flag or groups; what is not given stays."""
+    if email is None and admin is None and groups is None:
+        raise click.ClickException(
+            "nothing to change: give --email, --admin/--no-admin or --groups"
+        )
+    names = None if groups is None else [name.strip() for name in groups.split(",") if name.strip()]
+
+    async def change(doorman: Doorman) -> Any:
+        user = await doorman.users.require(username)
+        return await doorman.users.edit(user, email=email, admin=admin, groups=names)
+
+    user = run(with_doorman(settings, change))
+    given = {"email": email is not None, "admin": admin is not None, "groups": names is not None}
+    click.echo(f"{user.username}: {_what_is_now(user, given)}")
+
+
+def _what_is_now(user: Any, given: dict[str, bool]) -> str:
+    """The fields that were given, as they are now: "email a@example.com; an admin"."""
+    now = {
+        "email": f"email {user.email}" if user.email else "no email",
+        "admin": "an admin" if user.is_admin else "not an admin",
+        "groups": f"groups {', '.join(user.groups)}" if user.groups else "no groups",
+    }
+    return "; ".join(words for name, words in now.items() if given[name])
+
+
 @users.command("passwd")
 @click.argument("username")
 @password_option

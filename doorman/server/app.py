@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -34,7 +34,7 @@ from .protect import ProtectedApp
 from .redirects import NextSigner, login_landing
 from .state import ServerState
 from .templates import Templates
-from .views import account, admin, api, signin
+from .views import account, admin, api, errors, signin
 
 __all__ = ["create_app", "from_environment", "settings_from_environment", "settled"]
 
@@ -82,7 +82,7 @@ def create_app(
     )
     app = Starlette(
         routes=_routes(server),
-        exception_handlers=exception_handlers,
+        exception_handlers={**exception_handlers, **errors.error_handlers},
         lifespan=_lifespan(doorman, store),
     )
     app.state.server = server
@@ -125,6 +125,9 @@ def _routes(server: ServerState) -> list[BaseRoute]:
         *admin.routes(p),
         Mount(f"{p}/static", StaticFiles(directory=_STATIC), name="static"),
         Route("/", _home),
+        # Browsers ask every site for it. Under `doorman protect` only the prefix reaches
+        # these routes: there /favicon.ico stays the protected app's.
+        Route("/favicon.ico", _favicon, methods=["GET", "HEAD"]),
     ]
     for path, endpoint in _plugin_routes(server):
         routes.append(Route(path, endpoint))
@@ -164,6 +167,10 @@ def _plugin_routes(server: ServerState) -> list[tuple[str, Any]]:
 @requires("account")
 async def _home(request: Any) -> Response:
     return RedirectResponse(request.app.state.server.url("account"), 302)
+
+
+async def _favicon(request: Any) -> Response:
+    return FileResponse(_STATIC / "favicon.ico", headers={"cache-control": "public, max-age=86400"})
 
 
 def _lifespan(doorman: Doorman, store: SessionStore) -> Any:

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from ..auth.csrf import csrf_token
 from ..plugins import all_results
+from .devices import describe
 
 __all__ = ["Templates"]
 
@@ -33,7 +35,9 @@ class Templates:
             undefined=jinja2.StrictUndefined,
         )
         self.env.globals.update(site_name=site_name, prefix=prefix)
-        self.env.filters.update(when=_when, ago=_ago)
+        self.env.filters.update(
+            when=_when, ago=_ago, ago_tag=_ago_tag, device=describe, scopes=_scopes
+        )
         self.doorman = doorman
         doorman.plugins.hook.prepare_jinja2_environment(env=self.env, doorman=doorman)
 
@@ -83,3 +87,20 @@ def _ago(timestamp: float | None) -> str:
             count = seconds // size
             return f"{count} {unit}{'s' * (count != 1)} ago"
     return "just now"
+
+
+def _ago_tag(timestamp: float | None) -> Markup:
+    """``_ago`` in a ``<time>`` element that holds the exact moment, shown on hover."""
+    if timestamp is None:
+        return Markup("never")
+    moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        moment, _when(timestamp), _ago(timestamp)
+    )
+
+
+def _scopes(scopes: tuple[str, ...] | None) -> str:
+    """What an API token may do: its scopes, or any action when it has none."""
+    if scopes is None:
+        return "any action"
+    return ", ".join(scopes) or "nothing"

@@ -1,7 +1,8 @@
-"""``/-/account``: own details, password change, own sessions and API tokens."""
+"""``/-/account``: own details, email and password change, own sessions and API tokens."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -14,10 +15,13 @@ from ...auth.login import update_session_auth
 from ...auth.middleware import SESSION_SIGNIN
 from ...auth.users import User
 from ...exceptions import AccountError, PasswordRejected
+from ..devices import describe
 from ..state import ServerState, state_of
-from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
+from .common import checked_form, field, json_error, redirect, refuse_csrf, sentence, wants_json
 
 __all__ = ["routes"]
+
+security_log = logging.getLogger("doorman.security")
 
 #: Lifetimes offered for a new token, in days (0: no expiry).
 TOKEN_LIFETIMES = {"30": 30, "90": 90, "365": 365, "0": 0}
@@ -26,6 +30,7 @@ TOKEN_LIFETIMES = {"30": 30, "90": 90, "365": 365, "0": 0}
 def routes(prefix: str) -> list[BaseRoute]:
     return [
         Route(f"{prefix}/account", account_page),
+        Route(f"{prefix}/account/email", change_email, methods=["POST"]),
         Route(f"{prefix}/account/password", change_password, methods=["POST"]),
         Route(f"{prefix}/account/sessions/{{signin_id}}/revoke", revoke_signin, methods=["POST"]),
         Route(f"{prefix}/account/tokens", create_token, methods=["POST"]),
@@ -40,6 +45,7 @@ async def _me(request: Request) -> tuple[ServerState, User]:
 
 #: Notices after a redirect, by ``?done=``: fixed words, never text from the URL.
 _NOTICES = {
+    "email": "Email address saved.",
     "password": "Password changed. Every other session of yours was signed out.",
     "token": "Copy this token now: it will not be shown again.",
     "created": "Your account was created, and you are signed in.",
@@ -79,6 +85,7 @@ async def _render(
                     "current": s.id == current,
                     "address": s.address,
                     "user_agent": s.user_agent,
+                    "device": await describe(s.user_agent),
                     "created_at": s.created_at,
                     "last_seen": s.last_seen,
                 }
@@ -88,6 +95,7 @@ async def _render(
                 {
                     "id": t.id,
                     "name": t.name,
+                    "scopes": None if t.scopes is None else list(t.scopes),
                     "created_at": t.created_at,
                     "last_used_at": t.last_used_at,
                     "expires_at": t.expires_at,
@@ -114,6 +122,28 @@ async def _render(
         new_token=new_token,
         now=time.time(),
     )
+
+
+@requires("account")
+async def change_email(request: Request) -> Response:
+    """A new address (or none), confirmed with the password: it is where resets would go."""
+    server, user = await _me(request)
+    fields = await checked_form(request)
+    if fields is None:
+        return await refuse_csrf(request)
+    verdict = await server.doorman.hasher.verify(
+        field(fields, "current_password"), user.password_hash
+    )
+    if not verdict.ok:
+        return await _render(request, server, user, 400, errors=["The current password is wrong."])
+    try:
+        user = await server.doorman.users.set_email(user, field(fields, "email", 300).strip())
+    except AccountError as error:
+        return await _render(request, server, user, 400, errors=[sentence(error)])
+    security_log.info("user %r changed their email address", user.username)
+    if wants_json(request):
+        return await _render(request, server, user, notice=_NOTICES["email"])
+    return redirect(server.url("account") + "?done=email")
 
 
 @requires("account")

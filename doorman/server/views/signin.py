@@ -25,6 +25,7 @@ from .common import (
     refuse_csrf,
     wants_json,
 )
+from .errors import way_on
 
 __all__ = ["login_page", "logout_view", "register_page", "setup_page"]
 
@@ -229,5 +230,5 @@ async def _not_found(request: Request, server: ServerState, message: str) -> Res
         404,
         title="Not available",
         message=message,
-        link={"href": server.url("login"), "label": "Sign in"},
+        link=way_on(request),  # no "Sign in" for someone signed in already
     )

@@ -18,6 +18,7 @@ NO_STORE = {"cache-control": "no-store"}
 #: What ``?done=<action>`` shows after a change.
 NOTICES = {
     "created": "User created.",
+    "details": "Details saved.",
     "groups": "Groups saved.",
     "sign-out": "Signed out everywhere.",
     "revoke-session": "Session signed out.",

@@ -1,4 +1,4 @@
-"""One user's page and what an admin can do to them: groups, sign-out, tokens, delete.
+"""One user's page and what an admin can do to them: details, sign-out, tokens, delete.
 
 An admin cannot disable, demote or delete themselves, so one admin always remains.
 """
@@ -6,6 +6,7 @@ An admin cannot disable, demote or delete themselves, so one admin always remain
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -17,9 +18,9 @@ from ....auth.login import update_session_auth
 from ....auth.middleware import SESSION_SIGNIN
 from ....auth.users import User
 from ....core import Doorman
-from ....exceptions import PasswordRejected, Throttled, UserNotFound
+from ....exceptions import AccountError, PasswordRejected, Throttled, UserNotFound
 from ...state import ServerState, state_of
-from ..common import checked_form, field, refuse_csrf, wants_json
+from ..common import checked_form, field, refuse_csrf, sentence, wants_json
 from ._common import (
     after_change,
     done_notice,
@@ -30,6 +31,8 @@ from ._common import (
     target_user,
     user_url,
 )
+
+security_log = logging.getLogger("doorman.security")
 
 
 @requires("admin")
@@ -143,6 +146,31 @@ async def _set_groups(act: _Act) -> None:
     await act.doorman.users.set_groups(act.user, names)
 
 
+#: The admin flag as a form sends it: a hidden "off" before the checkbox's "on".
+_FLAG = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+
+async def _edit_details(act: _Act) -> None:
+    """Email, groups and the admin flag, each only when the form has its field; all or none."""
+    fields = act.fields
+    admin = _FLAG.get(field(fields, "admin", 10).lower()) if "admin" in fields else None
+    if "admin" in fields and admin is None:
+        raise _Refused("Administrator: give on or off.")
+    if admin is False and act.user.is_admin:
+        _not_self(act, "remove administrator rights from")
+    errors, groups = group_names(field(fields, "groups")) if "groups" in fields else ([], None)
+    if errors:
+        raise _Refused(*errors)
+    email = field(fields, "email", 300).strip() if "email" in fields else None
+    try:
+        await act.doorman.users.edit(act.user, email=email, admin=admin, groups=groups)
+    except AccountError as error:
+        raise _Refused(sentence(error)) from None
+    changed = ", ".join(name for name in ("email", "admin", "groups") if name in fields)
+    actor = (act.request.scope.get("actor") or {}).get("id")
+    security_log.info("admin %r changed %s of user %r", actor, changed, act.user.username)
+
+
 async def _sign_out(act: _Act) -> None:
     await act.doorman.end_sessions(act.user)
 
@@ -187,6 +215,7 @@ async def _unlock(act: _Act) -> None:
 
 
 ACTIONS: dict[str, Callable[[_Act], Awaitable[None]]] = {
+    "details": _edit_details,
     "groups": _set_groups,
     "sign-out": _sign_out,
     "revoke-tokens": _revoke_tokens,
