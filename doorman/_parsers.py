@@ -207,11 +207,20 @@ def _check_rules(table: dict[str, Any]) -> None:
 
 
 def _sentry(value: object) -> dict[str, Any]:
+    table: dict[str, Any]
     if isinstance(value, str) and value.strip().startswith(("http://", "https://")):
-        return {"dsn": value.strip()}  # DOORMAN_SENTRY=https://key@sentry.example.com/1
-    table: dict[str, Any] = _table()(value)
+        table = {"dsn": value.strip()}  # DOORMAN_SENTRY=https://key@sentry.example.com/1
+    else:
+        table = _table()(value)
     if table and not isinstance(table.get("dsn"), str):
         raise _Bad('give a table with at least "dsn", such as {dsn = "https://...@.../1"}')
+    if table:
+        from .integrations.sentry import check_sentry_options
+
+        try:
+            check_sentry_options(table)
+        except ConfigError as error:
+            raise _Bad(str(error).removeprefix("sentry: ")) from None
     return table
 
 

@@ -267,7 +267,13 @@ BAD = {
         "https://a.example.com:99999",
     ],
     "public_paths": ["static/", ["/a b"], "/x/../y", [7]],
-    "sentry": ["not json", {"environment": "prod"}],
+    "sentry": [
+        "not json",
+        {"environment": "prod"},
+        "https://sentry.example.com/1",  # no key
+        {"dsn": "https://k@sentry.example.com/1", "sample_rat": 0.5},
+        {"dsn": "https://k@sentry.example.com/1", "send_default_pii": True},
+    ],
 }
 
 
