@@ -282,6 +282,7 @@ def test_tokens_create_list_revoke(doorman_cli: Invoke, db: str) -> None:
 
 
 def test_token_errors(doorman_cli: Invoke) -> None:
+    ok(doorman_cli("db", "init"))
     fails(doorman_cli("tokens", "create", "nobody"), "no user 'nobody'")
     bad = doorman_cli("tokens", "create", "nobody", "--expires", "soon")
     assert bad.exit_code == 2 and "--expires" in bad.stderr and "Traceback" not in bad.output
@@ -387,7 +388,7 @@ def test_bad_settings_are_one_line(doorman_cli: Invoke, tmp_path: Path) -> None:
 
 
 def test_a_database_that_does_not_answer_is_one_line(doorman_cli: Invoke) -> None:
-    fails(doorman_cli("users", "list", "--db", "/nonexistent-dir/x.db"), "did not answer")
+    fails(doorman_cli("db", "init", "--db", "/nonexistent-dir/x.db"), "did not answer")
 
 
 # -- db -----------------------------------------------------------------------------------
@@ -400,6 +401,7 @@ def test_db_init_and_migrate(doorman_cli: Invoke, db: str) -> None:
     )
     assert "already" in ok(doorman_cli("db", "init")).stdout
     assert f"already at revision {head}" in ok(doorman_cli("db", "migrate")).stdout
+    Path(db).with_name("new.db").touch()  # an empty SQLite database: migrate does not make one
     fresh = ok(doorman_cli("db", "migrate", "--db", str(Path(db).with_name("new.db")))).stdout
     assert f"migrated from revision none (no tables) to {head}" in fresh
 
@@ -636,7 +638,7 @@ def test_a_broken_plugin_is_one_line_and_the_cli_still_works(
     doorman_cli: Invoke, plugin_commands: Any
 ) -> None:
     plugin_commands(BrokenPlugin())
-    result = ok(doorman_cli("users", "list"))
+    result = ok(doorman_cli("db", "schema"))
     assert result.stderr.startswith("doorman: plugin commands not loaded: RuntimeError: ")
     assert "this plugin is broken" in result.stderr and "Traceback" not in result.output
 

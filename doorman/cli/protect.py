@@ -8,7 +8,7 @@ import click
 
 from ..config import SERVE_SETTINGS_ENV, Settings
 from ._options import one_line_errors, run, settings_options
-from .serve import _prepare_serve, _setup_url, uvicorn_options
+from .serve import SERVE_SETTINGS, _prepare_serve, _setup_url, uvicorn_options
 
 
 @click.command("protect")
@@ -21,9 +21,7 @@ from .serve import _prepare_serve, _setup_url, uvicorn_options
     show_default=True,
     help="Directory to import MODULE from (put first on the Python path).",
 )
-@settings_options(
-    "db", "sessions", "host", "port", "workers", "plugins_dir", "template_dir", "public_paths"
-)
+@settings_options(*SERVE_SETTINGS, "public_paths", existing_database=False)
 def protect(settings: Settings, spec: str, factory: bool, app_dir: str) -> None:
     """Serve the ASGI app MODULE:APP behind sign-in (uvicorn).
 

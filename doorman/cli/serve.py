@@ -13,9 +13,12 @@ import click
 from ..config import SERVE_SETTINGS_ENV, Settings, close_doorman, open_doorman
 from ._options import run, settings_options
 
+#: The settings that ``serve`` (and ``protect``) take as flags.
+SERVE_SETTINGS = ("db", "sessions", "host", "port", "workers", "plugins_dir", "template_dir")
+
 
 @click.command("serve")
-@settings_options("db", "sessions", "host", "port", "workers", "plugins_dir", "template_dir")
+@settings_options(*SERVE_SETTINGS, existing_database=False)
 def serve(settings: Settings) -> None:
     """Run the sign-in server (uvicorn).
 
