@@ -93,6 +93,14 @@ CLI_CASES = {
         {"DOORMAN_SENTRY": "https://key@sentry.example.com/1"},
         needs("sentry_sdk", "sentry", "the sentry setting"),
     ),
+    "uvicorn": (["serve", "--port", PORT], {}, SERVER.format("uvicorn")),
+    "starlette": (["serve", "--port", PORT], {}, SERVER.format("starlette")),
+    "jinja2": (["serve", "--port", PORT], {}, SERVER.format("jinja2")),
+    "python_multipart": (
+        ["protect", "examples.members:app", "--app-dir", str(ROOT), "--port", PORT],
+        {},
+        SERVER.format("python_multipart"),
+    ),
 }
 
 
