@@ -27,7 +27,7 @@ from doorman.config import SETTINGS
 from doorman.server.app import create_app, settings_from_environment
 
 from .helpers import free_port
-from .servers import Server, running, start_server
+from .servers import ROOT, Server, running, start_server
 from .test_cli import Invoke, create, fails, ok, say_running
 
 # test_cli's fixtures, its autouse clean environment among them:
@@ -292,3 +292,29 @@ def test_a_server_database_is_not_checked_for_a_file(doorman_cli: Invoke) -> Non
     fails(
         doorman_cli("users", "list", "--db", "postgresql://nobody@127.0.0.1:1/x"), "did not answer"
     )
+
+
+# -- make serve: only what serving needs -------------------------------------------------------
+
+
+def test_make_serve_installs_the_server_extra_only() -> None:
+    """The Makefile's serve target installs .[server]; make test, .[dev] (dry run)."""
+    dry = _make_dry_run("serve")
+    assert "pip install --quiet -e '.[server]'" in dry and ".[dev]" not in dry, dry
+    assert dry.rstrip().endswith("/nonexistent-venv/bin/doorman serve --host 127.0.0.1 --port 8000")
+    test = _make_dry_run("test")
+    assert "pip install --quiet -e '.[dev]'" in test, test
+
+
+def _make_dry_run(target: str) -> str:
+    """What ``make TARGET`` would run, from scratch, into a venv that is not there."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", target, "VENV=/nonexistent-venv"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=30,
+        check=True,
+    ).stdout
