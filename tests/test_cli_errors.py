@@ -21,13 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from click.testing import Result
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from doorman.config import SETTINGS
+from doorman.database import create_engine
+from doorman.migrations import ensure_schema
+from doorman.schema import settings_table
 from doorman.server.app import create_app, settings_from_environment
+from doorman.server.setup import issue_setup_token, setup_token_valid
 
 from .helpers import free_port
-from .servers import ROOT, Server, running, start_server
+from .servers import ROOT, Server, fresh_postgres_database, running, start_server
 from .test_cli import Invoke, create, fails, ok, say_running
 
 # test_cli's fixtures, its autouse clean environment among them:
@@ -239,6 +245,45 @@ def test_with_workers_the_setup_link_comes_once_a_worker_listens(tmp_path: Path)
     running_at = next(i for i, line in enumerate(lines) if RUNNING in line)
     first_ready = lines.index("INFO:     Application startup complete.")
     assert running_at < first_ready < lines.index(LINK + link), lines
+
+
+# -- servers that start together on one new database ----------------------------------------
+
+
+@pytest.mark.postgres
+def test_a_server_issues_its_setup_token_while_another_does() -> None:
+    """Two ``serve`` on one new PostgreSQL database: neither fails on the token's row."""
+    with fresh_postgres_database() as url:
+        asyncio.run(_issue_while_another_server_does(url))
+
+
+async def _issue_while_another_server_does(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await ensure_schema(engine)
+        async with engine.connect() as other, other.begin():  # the other server, not committed
+            row = {"name": "setup_token_sha256", "value": "the other server's"}
+            await other.execute(settings_table.insert().values(row))
+            issuing = asyncio.ensure_future(issue_setup_token(engine))
+            await _until_a_query_waits_for_a_lock(engine)
+        token = await issuing
+        assert token is not None and await setup_token_valid(engine, token)
+    finally:
+        await engine.dispose()
+
+
+async def _until_a_query_waits_for_a_lock(engine: AsyncEngine) -> None:
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        async with engine.connect() as connection:
+            if (await connection.execute(waiting)).scalar_one():
+                return
+        assert time.monotonic() < deadline, "issue_setup_token never met the other's row"
+        await asyncio.sleep(0.05)
 
 
 # -- a SQLite path that does not exist -----------------------------------------------------------
