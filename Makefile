@@ -1,24 +1,34 @@
-# Two commands work on a fresh clone: `make serve` and `make test`.
-# Each sets up .venv itself (again whenever pyproject.toml changes).
+# Two commands work on a fresh clone, in either order: `make serve` and `make test`.
+# Each sets up .venv itself (again whenever pyproject.toml changes): `serve` with
+# only what serving needs (the server extra), `test` with the test and lint tools too.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-server
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: serve test lint format typecheck clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The dev install holds the server extra: after `make test`, nothing to install.
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	[ $(STAMP) -nt pyproject.toml ] || $(BIN)/python -m pip install --quiet -e '.[server]'
+	touch $(SERVE_STAMP)
+
 # The sign-in server on the embedded SQLite default (doorman.db in this directory).
-# On the first start it prints a one-time link that creates the first admin.
-serve: $(STAMP)
+# On the first start it prints a one-time link that creates the first admin, as the
+# last line before uvicorn's "Uvicorn running on".
+serve: $(SERVE_STAMP)
 	$(BIN)/doorman serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) lint typecheck

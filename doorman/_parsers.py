@@ -22,11 +22,12 @@ from .signing import MAKE_A_SECRET, MIN_SECRET_LENGTH
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_ROUTE_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~-]+/)*")
+_ROUTE_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~-]+/)+")  # not / alone: the pages need their own
 _DOMAIN = re.compile(r"\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
 _UNSAFE_PATH = re.compile(r"[\x00-\x20\x7f\\?#]")
 _UNSAFE_URL = re.compile(r"[\x00-\x20\x7f\\]")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class _Bad(Exception):
@@ -102,9 +103,26 @@ def _boolean(value: object) -> bool:
 
 def _choice_of_store(value: object) -> str:
     spec = _text(value)
-    if spec in ("db", "cookie", "memory") or spec.startswith(("redis://", "rediss://", "unix://")):
+    if spec in ("db", "cookie", "memory"):
         return spec
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        return _redis_url(spec)
     raise _Bad("give db (the database), cookie, memory or a redis:// URL")
+
+
+def _redis_url(url: str) -> str:
+    """What redis-py would refuse (or misread) only once the server starts."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - read for its ValueError
+    except ValueError:
+        raise _Bad("the port is not a number from 1 to 65535; give one such as 6379") from None
+    if parts.scheme == "unix" and not parts.path:
+        raise _Bad("give the socket's path, such as unix:///run/redis/redis.sock")
+    database = parts.path.strip("/") if parts.scheme != "unix" else ""
+    if database and not database.isdigit():
+        raise _Bad("the path is the database number; give one such as redis://host:6379/0")
+    return url
 
 
 def _database(value: object) -> str:
@@ -134,13 +152,17 @@ def _secrets(value: object) -> tuple[str, ...] | None:
 def _route_prefix(value: object) -> str:
     prefix = _text(value)
     if not _ROUTE_PREFIX.fullmatch(prefix):
-        raise _Bad("give a path that starts and ends with /, such as /-/ or /auth/")
+        raise _Bad("give a path that starts and ends with /, such as /-/ or /auth/ (not / alone)")
     return prefix
 
 
 def _public_url(value: object) -> str:
     url = _text(value)
     parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - read for its ValueError
+    except ValueError:
+        parts = parts._replace(scheme="")
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise _Bad("give the sign-in server's external base URL, such as https://auth.example.com")
     return url.rstrip("/")
@@ -205,11 +227,20 @@ def _check_rules(table: dict[str, Any]) -> None:
 
 
 def _sentry(value: object) -> dict[str, Any]:
+    table: dict[str, Any]
     if isinstance(value, str) and value.strip().startswith(("http://", "https://")):
-        return {"dsn": value.strip()}  # DOORMAN_SENTRY=https://key@sentry.example.com/1
-    table: dict[str, Any] = _table()(value)
+        table = {"dsn": value.strip()}  # DOORMAN_SENTRY=https://key@sentry.example.com/1
+    else:
+        table = _table()(value)
     if table and not isinstance(table.get("dsn"), str):
         raise _Bad('give a table with at least "dsn", such as {dsn = "https://...@.../1"}')
+    if table:
+        from .integrations.sentry import check_sentry_options
+
+        try:
+            check_sentry_options(table)
+        except ConfigError as error:
+            raise _Bad(str(error).removeprefix("sentry: ")) from None
     return table
 
 
@@ -220,12 +251,35 @@ def _origins(value: object) -> tuple[str, ...]:
         raise _Bad("give a list of origins (comma-separated in the environment)")
     origins = tuple(o.strip().rstrip("/") for o in value if o.strip())
     for origin in origins:
-        parts = urllib.parse.urlsplit(origin)
-        if origin != "*" and (
-            parts.scheme not in ("http", "https") or not parts.hostname or parts.path
-        ):
-            raise _Bad(f"{origin!r} is not an origin; give ones like https://app.example.com")
+        try:
+            normalize_origin(origin)
+        except ValueError as error:
+            raise _Bad(str(error)) from None
     return origins
+
+
+def normalize_origin(origin: str) -> str:
+    """``https://App.example.com:443/`` as a browser's Origin header says it.
+
+    Raises ``ValueError`` for anything but an http(s) origin, ``*`` included:
+    with credentials, a wildcard would hand every site the user's session.
+    """
+    if origin.strip() == "*":
+        raise ValueError(
+            "'*' would let every site read answers made with the user's cookie; list the "
+            "origins, such as https://app.example.com"
+        )
+    parts = urllib.parse.urlsplit(origin.strip().rstrip("/").lower())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path or port == -1:
+        raise ValueError(f"{origin!r} is not an origin; give ones like https://app.example.com")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
 
 
 def _addresses(value: object) -> str:

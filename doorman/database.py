@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from ._extras import needs_extra
 from .epochs import epoch_of
 from .exceptions import ConfigError, StoreError
 from .schema import metadata, sessions_table
@@ -72,6 +73,8 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 5}, **options)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
+    with needs_extra("postgres", "a postgresql:// database"):
+        import asyncpg  # type: ignore[import-untyped]  # noqa: F401 - SQLAlchemy's driver
     options.setdefault(
         "pool_timeout", 30
     )  # a burst waits for a connection; a dead server fails fast

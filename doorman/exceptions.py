@@ -13,6 +13,21 @@ class ConfigError(DoormanError):
     """A setting is missing or has a bad value; raised when the app is built."""
 
 
+class MissingDependency(DoormanError, ModuleNotFoundError):
+    """An optional package is not installed; the message names the extra that brings it.
+
+    Still an ``ImportError`` (and a ``ModuleNotFoundError``), so ``except ImportError``
+    around an optional import keeps working.
+    """
+
+    def __init__(self, module: str, *, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs {module}, which is not installed: pip install 'doorman[{extra}]'",
+            name=module,
+        )
+        self.extra = extra
+
+
 class BadSignature(DoormanError):
     """A signed value was forged, damaged or signed with an unknown key."""
 

@@ -23,16 +23,17 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from ._extras import needs_extra
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .auth.actors import set_actor
 from .exceptions import BadSignature, ConfigError, SignatureExpired
 from .server.redirects import NextSigner
 from .signing import Signer, TimestampSigner, b64decode, b64encode
 
-if TYPE_CHECKING:
+with needs_extra("gate", "ExistingCookiesGate"):  # at import: an app without it does not start
     import httpx
 
 __all__ = ["ExistingCookiesGate"]
@@ -210,8 +211,6 @@ class ExistingCookiesGate:
         if self._given_client is not None:
             return self._given_client
         if self._own_client is None:
-            import httpx
-
             # The client must never keep a cookie from one answer for the next user.
             no_cookies = http.cookiejar.CookieJar(
                 http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
@@ -221,8 +220,6 @@ class ExistingCookiesGate:
 
     async def _ask_upstream(self, forwarded: str) -> dict[str, Any] | None:
         """The actor the sign-in server sees for these cookies; ``_UpstreamFailed`` if unsure."""
-        import httpx
-
         headers = {b"cookie": forwarded.encode("latin-1"), b"accept": b"application/json"}
         try:
             async with self._client().stream(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -31,6 +32,7 @@ from doorman.plugins import make_plugin_manager
 from doorman.schema import users_table
 
 from .conftest import POSTGRES_URL, _missing
+from .helpers import free_port
 from .test_docs import command_paths
 
 T = TypeVar("T")
@@ -305,6 +307,7 @@ def test_tokens_create_list_revoke(doorman_cli: Invoke, db: str) -> None:
 
 
 def test_token_errors(doorman_cli: Invoke) -> None:
+    ok(doorman_cli("db", "init"))
     fails(doorman_cli("tokens", "create", "nobody"), "no user 'nobody'")
     bad = doorman_cli("tokens", "create", "nobody", "--expires", "soon")
     assert bad.exit_code == 2 and "--expires" in bad.stderr and "Traceback" not in bad.output
@@ -423,7 +426,7 @@ def test_bad_settings_are_one_line(doorman_cli: Invoke, tmp_path: Path) -> None:
 
 
 def test_a_database_that_does_not_answer_is_one_line(doorman_cli: Invoke) -> None:
-    fails(doorman_cli("users", "list", "--db", "/nonexistent-dir/x.db"), "did not answer")
+    fails(doorman_cli("db", "init", "--db", "/nonexistent-dir/x.db"), "did not answer")
 
 
 # -- db -----------------------------------------------------------------------------------
@@ -436,6 +439,7 @@ def test_db_init_and_migrate(doorman_cli: Invoke, db: str) -> None:
     )
     assert "already" in ok(doorman_cli("db", "init")).stdout
     assert f"already at revision {head}" in ok(doorman_cli("db", "migrate")).stdout
+    Path(db).with_name("new.db").touch()  # an empty SQLite database: migrate does not make one
     fresh = ok(doorman_cli("db", "migrate", "--db", str(Path(db).with_name("new.db")))).stdout
     assert f"migrated from revision none (no tables) to {head}" in fresh
 
@@ -672,7 +676,7 @@ def test_a_broken_plugin_is_one_line_and_the_cli_still_works(
     doorman_cli: Invoke, plugin_commands: Any
 ) -> None:
     plugin_commands(BrokenPlugin())
-    result = ok(doorman_cli("users", "list"))
+    result = ok(doorman_cli("db", "schema"))
     assert result.stderr.startswith("doorman: plugin commands not loaded: RuntimeError: ")
     assert "this plugin is broken" in result.stderr and "Traceback" not in result.output
 
@@ -696,15 +700,26 @@ def test_plugins_list(doorman_cli: Invoke, tmp_path: Path) -> None:
 
 @pytest.fixture
 def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Record uvicorn.run instead of serving; DOORMAN_SERVE_SETTINGS is restored afterwards."""
+    """Record uvicorn.run and say "running"; DOORMAN_SERVE_SETTINGS is restored afterwards."""
     import uvicorn
 
     calls: list[dict[str, Any]] = []
+
+    def run(app: object, **options: Any) -> None:
+        calls.append({"app": app, **options})
+        say_running(options)
+
     monkeypatch.setenv("DOORMAN_SERVE_SETTINGS", "")
-    monkeypatch.setattr(
-        uvicorn, "run", lambda app, **options: calls.append({"app": app, **options})
-    )
+    monkeypatch.setattr(uvicorn, "run", run)
     return calls
+
+
+def say_running(options: dict[str, Any]) -> None:
+    """Log uvicorn's "running" line as uvicorn does, once it listens (whatever the log level)."""
+    log = logging.getLogger("uvicorn.error")
+    message = "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)"
+    arguments = ("http", options["host"], options["port"])
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, message, arguments, None))
 
 
 @pytest.mark.parametrize(
@@ -738,20 +753,22 @@ def test_serve_hands_resolved_settings_to_uvicorn(
     doorman_cli: Invoke, db: str, uvicorn_calls: list[dict[str, Any]]
 ) -> None:
     pytest.importorskip("doorman.server.setup")
-    result = ok(doorman_cli("serve", "--host", "0.0.0.0", "--port", "8123", "--workers", "2"))
+    port = free_port()
+    result = ok(doorman_cli("serve", "--host", "0.0.0.0", "--port", str(port), "--workers", "1"))
     [call] = uvicorn_calls
     assert call["app"] == "doorman.server.app:from_environment" and call["factory"] is True
-    assert (call["host"], call["port"], call["workers"]) == ("0.0.0.0", 8123, 2)
+    assert (call["host"], call["port"], call["workers"]) == ("0.0.0.0", port, 1)
     assert call["proxy_headers"] is True and call["forwarded_allow_ips"] == "127.0.0.1"
     handed = Settings.from_json(os.environ["DOORMAN_SERVE_SETTINGS"])
-    assert handed.db == db and handed.port == 8123
+    assert handed.db == db and handed.port == port
     stored = with_doorman(db, lambda d: _secret_row(d))
     assert handed.secret == (stored,)  # every worker signs with the one kept in the database
-    assert "Create the first admin at http://127.0.0.1:8123/-/setup?token=" in result.stdout
+    assert f"Create the first admin at http://127.0.0.1:{port}/-/setup?token=" in result.stdout
 
     ok(create(doorman_cli, "admin", "--admin"))
     uvicorn_calls.clear()
-    result = ok(doorman_cli("serve", env={"DOORMAN_PUBLIC_URL": "https://auth.example.com"}))
+    env = {"DOORMAN_PUBLIC_URL": "https://auth.example.com", "DOORMAN_PORT": str(free_port())}
+    result = ok(doorman_cli("serve", env=env))
     assert "setup" not in result.stdout and len(uvicorn_calls) == 1
 
 
@@ -760,7 +777,7 @@ def test_serve_prints_the_setup_link_with_the_public_url(
 ) -> None:
     pytest.importorskip("doorman.server.setup")
     env = {"DOORMAN_PUBLIC_URL": "https://auth.example.com/", "DOORMAN_ROUTE_PREFIX": "/auth/"}
-    result = ok(doorman_cli("serve", env=env))
+    result = ok(doorman_cli("serve", "--port", str(free_port()), env=env))
     assert "Create the first admin at https://auth.example.com/auth/setup?token=" in result.stdout
 
 

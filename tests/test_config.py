@@ -229,14 +229,19 @@ def test_a_missing_file_reference_names_the_file(tmp_path: Path) -> None:
 
 BAD = {
     "db": ["", "mysql://x/y"],
-    "sessions": ["memcached", ""],
+    "sessions": ["memcached", "", "redis://cache:port/0", "redis://cache/zero", "unix://"],
     "secret": ["too-short", ["x" * 40, "short"], 42],
     "host": ["", 7],
     "port": [0, 65536, "abc", True, 80.5],
     "workers": [0, "abc", "-1"],
-    "route_prefix": ["-/", "/-", "/a b/"],
+    "route_prefix": ["-/", "/-", "/a b/", "/"],
     "site_name": ["", "x" * 101],
-    "public_url": ["auth.example.com", "ftp://auth.example.com", "https://a.example.com/?x=1"],
+    "public_url": [
+        "auth.example.com",
+        "ftp://auth.example.com",
+        "https://a.example.com/?x=1",
+        "https://auth.example.com:99999",
+    ],
     "cookie_domain": ["https://example.com", "example.com:8000", "exa mple.com"],
     "cookie_secure": ["maybe", 2],
     "session_max_age": [0, "forever", 59],
@@ -254,9 +259,22 @@ BAD = {
     "plugins_dir": ["/no/such/directory"],
     "permissions": ["not json", [1], {"view": {"alow": True}}, {"view": "everyone"}],
     "forwarded_allow_ips": ["proxy.example.com", "10.0.0.0/33"],
-    "cors_origins": ["app.example.com", ["https://a.example.com/path"], 5],
+    "cors_origins": [
+        "app.example.com",
+        ["https://a.example.com/path"],
+        5,
+        "*",
+        ["https://a.example.com", "*"],
+        "https://a.example.com:99999",
+    ],
     "public_paths": ["static/", ["/a b"], "/x/../y", [7]],
-    "sentry": ["not json", {"environment": "prod"}],
+    "sentry": [
+        "not json",
+        {"environment": "prod"},
+        "https://sentry.example.com/1",  # no key
+        {"dsn": "https://k@sentry.example.com/1", "sample_rat": 0.5},
+        {"dsn": "https://k@sentry.example.com/1", "send_default_pii": True},
+    ],
 }
 
 

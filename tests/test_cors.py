@@ -151,7 +151,7 @@ async def test_a_cross_site_page_calls_with_an_api_token(server: Server) -> None
 async def test_a_wildcard_with_credentials_stops_start_up(
     tmp_path: Path, origins: list[str]
 ) -> None:
-    with pytest.raises(ConfigError, match=r"cors_origins: '\*'"):
+    with pytest.raises(ConfigError, match=r"cors_origins = .*'\*' would let every site"):
         async with running(tmp_path, cors_origins=origins):
             pass
 

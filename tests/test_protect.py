@@ -31,6 +31,7 @@ from doorman.server.protect import AppTarget, ProtectedApp, from_environment, is
 
 from .conftest import SECRET
 from .helpers import COOKIE, client, free_port
+from .test_cli import say_running
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
@@ -494,13 +495,23 @@ def test_an_app_is_found_like_uvicorn_finds_it(app_dir: Path) -> None:
 
 @pytest.fixture
 def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Record uvicorn.run instead of serving; the variables for workers are restored."""
+    """Record uvicorn.run instead of serving; the variables for workers are restored.
+
+    With one worker it says "running" as uvicorn does (and serve prints the set-up
+    link); with several the link waits for a worker to listen, which none does here.
+    """
     import uvicorn
 
     calls: list[dict[str, Any]] = []
+
+    def run(app: object, **options: Any) -> None:
+        calls.append({"app": app, **options})
+        if options["workers"] == 1:
+            say_running(options)
+
     monkeypatch.setenv("DOORMAN_SERVE_SETTINGS", "")
     monkeypatch.setenv("DOORMAN_PROTECT_APP", "")
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    monkeypatch.setattr(uvicorn, "run", run)
     monkeypatch.setattr(sys, "path", list(sys.path))
     return calls
 
@@ -538,11 +549,12 @@ def test_the_command_serves_the_app_in_one_process(
     tmp_path: Path, uvicorn_calls: list[dict[str, Any]]
 ) -> None:
     args = ["examples.members:app", "--app-dir", str(ROOT), "--public-paths", "/about"]
-    result = protect_cli(tmp_path, *args, "--port", "8123")
+    port = free_port()
+    result = protect_cli(tmp_path, *args, "--port", str(port))
     assert result.exit_code == 0, result.output
-    assert "Create the first admin at http://127.0.0.1:8123/-/setup?token=" in result.stdout
+    assert f"Create the first admin at http://127.0.0.1:{port}/-/setup?token=" in result.stdout
     [call] = uvicorn_calls
-    assert call["factory"] is True and call["workers"] == 1 and call["port"] == 8123
+    assert call["factory"] is True and call["workers"] == 1 and call["port"] == port
     assert os.environ["DOORMAN_SERVE_SETTINGS"] == "", "one process: nothing handed on"
     asyncio.run(browse_members(call["app"]))
 
@@ -551,6 +563,7 @@ def test_workers_import_the_app_themselves(
     tmp_path: Path, uvicorn_calls: list[dict[str, Any]]
 ) -> None:
     args = ["examples.members:app", "--app-dir", str(ROOT), "--workers", "2"]
+    args += ["--port", str(free_port())]
     result = protect_cli(tmp_path, *args, "--public-paths", "/about")
     assert result.exit_code == 0, result.output
     [call] = uvicorn_calls

@@ -11,11 +11,13 @@ import functools
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ..config import SETTINGS, Settings, close_doorman, load_settings, open_doorman
+from ..database import async_url
 from ..exceptions import DoormanError, DumpError, PasswordRejected
 
 if TYPE_CHECKING:
@@ -98,12 +100,14 @@ async def with_store(
 # -- shared options -------------------------------------------------------------------
 
 
-def settings_options(*names: str) -> Callable[[F], F]:
+def settings_options(*names: str, existing_database: bool = True) -> Callable[[F], F]:
     """``--config`` and a flag per setting in ``names``; the command gets ``settings``.
 
     The flags' help comes from the settings table; their values go through
     ``load_settings`` like the file's and the environment's, so they are checked
-    (and reported) the same way.
+    (and reported) the same way. With ``db`` and ``existing_database``, a SQLite
+    file that is not there (a mistyped path) is refused rather than created; the
+    commands that make a database (``serve``, ``db init``...) pass False.
     """
 
     def decorate(command: F) -> F:
@@ -112,6 +116,8 @@ def settings_options(*names: str) -> Callable[[F], F]:
             overrides = {name: kwargs.pop(name) for name in names}
             with one_line_errors():
                 settings = load_settings(config_file=config_file, overrides=overrides)
+            if "db" in names and existing_database:
+                require_existing_database(settings.db)
             return command(*args, settings=settings, **kwargs)
 
         for name in reversed(names):
@@ -132,6 +138,23 @@ def settings_options(*names: str) -> Callable[[F], F]:
         )(wrapper)
 
     return decorate
+
+
+def require_existing_database(db: str) -> None:
+    """One line and exit 1 when ``db`` is a SQLite file that does not exist.
+
+    Opening it would create an empty database and answer "no users": a typo
+    in ``--db`` must not look like an empty install. Server databases are
+    not checked (they are not made by connecting).
+    """
+    url = async_url(db)
+    path = url.database
+    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return
+    if not Path(path).exists():
+        raise click.ClickException(
+            f"no database at {path} (create it with `doorman db init` or `doorman serve`)"
+        )
 
 
 def json_option(command: F) -> F:

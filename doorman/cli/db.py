@@ -54,7 +54,7 @@ async def _migrate(engine: AsyncEngine) -> tuple[str, str | None, str | None]:
 
 
 @db_group.command("init")
-@settings_options("db")
+@settings_options("db", existing_database=False)
 def db_init(settings: Settings) -> None:
     """Create doorman's tables (or bring them up to date)."""
     where, before, after = run(_with_engine(settings, _migrate))
@@ -83,7 +83,7 @@ def db_migrate(settings: Settings) -> None:
     type=click.Choice(["sqlite", "postgresql"]),
     help="The SQL dialect; default: that of --db.",
 )
-@settings_options("db")
+@settings_options("db", existing_database=False)  # it only prints SQL
 def db_schema(settings: Settings, dialect: str | None) -> None:
     """Print the SQL that creates doorman's tables, for DBAs who apply it themselves."""
     from ..database import async_url
@@ -150,7 +150,7 @@ def _write_private(path: Path, text: str) -> None:
 @click.option(
     "--skip-existing", is_flag=True, help="Keep users that exist already; load the others."
 )
-@settings_options("db")
+@settings_options("db", existing_database=False)
 def db_load(settings: Settings, source: str, skip_existing: bool) -> None:
     """Load users, groups and tokens from a dump (- reads standard input), in one transaction."""
     from ..database import describe

@@ -33,7 +33,7 @@ def users() -> None:
 @click.option("--admin", is_flag=True, help="Make the user an admin.")
 @click.option("--group", "groups", multiple=True, metavar="NAME", help="Add to a group (repeat).")
 @password_option
-@settings_options("db")
+@settings_options("db", existing_database=False)
 def create_user(
     settings: Settings,
     username: str,

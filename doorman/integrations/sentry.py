@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, quote, quote_plus
 
+from .._extras import needs_extra
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..exceptions import ConfigError
 
@@ -75,18 +76,9 @@ def setup_sentry(options: Mapping[str, Any], **sdk_options: Any) -> None:
     ``traces_sample_rate`` ...); ``sdk_options`` add what a TOML file cannot
     hold, such as a ``transport``.
     """
-    try:
-        import sentry_sdk
-    except ImportError:
-        raise ConfigError(
-            "sentry: set, but the Sentry SDK is not installed; pip install 'doorman[sentry]'"
-        ) from None
-    refused = [name for name in _REFUSED if name in options or name in sdk_options]
-    if refused:
-        raise ConfigError(
-            f"sentry: remove {refused[0]}; doorman keeps cookies, addresses, passwords and "
-            "tokens out of Sentry events and sets what the SDK collects itself"
-        )
+    check_sentry_options({**options, **sdk_options})
+    import sentry_sdk
+
     try:
         sentry_sdk.init(
             **{**options, **sdk_options},
@@ -97,6 +89,32 @@ def setup_sentry(options: Mapping[str, Any], **sdk_options: Any) -> None:
         )
     except TypeError as error:  # an unknown option
         raise ConfigError(f"sentry: {error}; see the options of sentry_sdk.init") from None
+
+
+def check_sentry_options(options: Mapping[str, Any]) -> None:
+    """Refuse what ``setup_sentry`` would: when settings are loaded, before anything starts."""
+    with needs_extra("sentry", "the sentry setting"):
+        from sentry_sdk.consts import DEFAULT_OPTIONS
+        from sentry_sdk.utils import BadDsn, Dsn
+    refused = [name for name in _REFUSED if name in options]
+    if refused:
+        raise ConfigError(
+            f"sentry: remove {refused[0]}; doorman keeps cookies, addresses, passwords and "
+            "tokens out of Sentry events and sets what the SDK collects itself"
+        )
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"sentry: unknown option {unknown[0]!r}; see the options of sentry_sdk.init"
+        )
+    if options.get("dsn"):
+        try:
+            Dsn(options["dsn"])
+        except BadDsn as error:  # its message names the part, never the key
+            raise ConfigError(
+                f"sentry: the dsn is not a Sentry DSN ({error}); copy it from the project's "
+                "settings, Client Keys"
+            ) from None
 
 
 def with_sentry(app: ASGIApp, options: Mapping[str, Any], **sdk_options: Any) -> ASGIApp:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-
+from .._extras import needs_extra
 from ..exceptions import AccountError, AuthenticationFailed, DoormanError, StoreError, Throttled
+
+with needs_extra("server", "doorman.integrations.starlette"):
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
 
 __all__ = ["exception_handlers", "handle_doorman_error"]
 

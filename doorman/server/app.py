@@ -11,10 +11,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.responses import FileResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from .._extras import needs_extra
+
+with needs_extra("server", "the sign-in server"):
+    import jinja2  # noqa: F401 - the pages' templates
+    import python_multipart  # noqa: F401 - Starlette reads forms with it, on the first POST
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse, RedirectResponse, Response
+    from starlette.routing import BaseRoute, Mount, Route
+    from starlette.staticfiles import StaticFiles
 
 from .._types import ASGIApp, Receive, Scope, Send
 from ..auth.guards import requires

@@ -15,8 +15,8 @@ signs its calls with an API token (``Authorization: Bearer``) instead.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
+from .._parsers import normalize_origin
 from .._types import ASGIApp, Message, Receive, Scope, Send, send_text
 from ..exceptions import ConfigError
 
@@ -24,7 +24,6 @@ __all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "CORSMiddleware"]
 
 ALLOWED_METHODS = ("GET", "POST")
 ALLOWED_HEADERS = ("content-type", "x-csrftoken", "authorization")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class CORSMiddleware:
@@ -102,20 +101,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _normalize(origin: str) -> str:
-    """``https://App.example.com:443/`` as a browser's Origin header says it."""
-    if origin.strip() == "*":
-        raise ConfigError(
-            "cors_origins: '*' would let every site read answers made with the user's "
-            "cookie; list the origins, such as https://app.example.com"
-        )
-    parts = urlsplit(origin.strip().rstrip("/").lower())
     try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path or port == -1:
-        raise ConfigError(f"cors_origins: {origin!r} is not an origin like https://app.example.com")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
-        host = f"{host}:{port}"
-    return f"{parts.scheme}://{host}"
+        return normalize_origin(origin)
+    except ValueError as error:
+        raise ConfigError(f"cors_origins: {error}") from None

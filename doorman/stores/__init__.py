@@ -55,11 +55,7 @@ def open_store(spec: str = "db", *, db: str = "doorman.db") -> SessionStore:
     if spec == "memory":
         return MemoryStore()
     if spec.startswith(("redis://", "rediss://", "unix://")):
-        try:
-            from .redis import RedisStore
-        except ImportError as error:
-            raise ConfigError(
-                "sessions: a Redis URL needs the redis package: pip install 'doorman[redis]'"
-            ) from error
+        from .redis import RedisStore  # MissingDependency without the redis extra
+
         return RedisStore(spec)
     raise ConfigError(f"sessions={spec!r}: use db (the default), cookie, memory or a redis:// URL")

@@ -7,14 +7,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis import exceptions as redis_errors
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from .._batches import Batches
+from .._extras import needs_extra
 from ..exceptions import SessionInterrupted, StoreError
 from .base import new_session_key, storage_id
+
+with needs_extra("redis", "the Redis session store"):
+    import redis.asyncio as aioredis
+    from redis import exceptions as redis_errors
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
 __all__ = ["RedisStore"]
 

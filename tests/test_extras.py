@@ -1,0 +1,167 @@
+"""A missing optional package is named with the extra that installs it, in one line.
+
+Each case runs in a real subprocess in which the named modules cannot be
+imported: a ``sitecustomize`` (on ``PYTHONPATH``) puts a finder first on
+``sys.meta_path`` that refuses them as a missing package would. Nothing is
+uninstalled, so the check is cheap and the same on every machine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import free_port
+
+ROOT = Path(__file__).parent.parent
+PORT = "<a free port>"
+
+BLOCKER = '''
+import os
+import sys
+
+
+class NotInstalled:
+    """Refuses the top-level packages in DOORMAN_TEST_NOT_INSTALLED, as if absent."""
+
+    names = set(os.environ["DOORMAN_TEST_NOT_INSTALLED"].split(","))
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotInstalled())
+'''
+
+
+def without(
+    tmp_path: Path, missing: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in ``tmp_path`` with the packages ``missing`` (comma-separated) gone."""
+    (tmp_path / "blocker").mkdir(exist_ok=True)
+    (tmp_path / "blocker" / "sitecustomize.py").write_text(BLOCKER)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DOORMAN_")}
+    path = [str(tmp_path / "blocker"), environment.get("PYTHONPATH", "")]
+    environment.update(
+        PYTHONPATH=os.pathsep.join(filter(None, path)),
+        DOORMAN_TEST_NOT_INSTALLED=missing,
+        DOORMAN_DB=str(tmp_path / "doorman.db"),
+        **(env or {}),
+    )
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_blocker_blocks(tmp_path: Path) -> None:
+    """The control: in such a process the package is not there; outside, it is."""
+    result = without(tmp_path, "redis", "-c", "import redis")
+    assert result.returncode == 1 and "No module named 'redis'" in result.stderr
+    assert without(tmp_path, "nothing", "-c", "import redis").returncode == 0
+
+
+def needs(module: str, extra: str, purpose: str) -> str:
+    return f"{purpose} needs {module}, which is not installed: pip install 'doorman[{extra}]'"
+
+
+SERVER = needs("{}", "server", "the sign-in server")
+CLI_CASES = {
+    "asyncpg": (
+        ["users", "list", "--db", "postgresql://doorman@127.0.0.1:1/doorman"],
+        {},
+        needs("asyncpg", "postgres", "a postgresql:// database"),
+    ),
+    "redis": (
+        ["serve", "--port", PORT, "--sessions", "redis://127.0.0.1:1/0"],
+        {},
+        needs("redis", "redis", "the Redis session store"),
+    ),
+    "sentry_sdk": (
+        ["serve", "--port", PORT],
+        {"DOORMAN_SENTRY": "https://key@sentry.example.com/1"},
+        needs("sentry_sdk", "sentry", "the sentry setting"),
+    ),
+    "uvicorn": (["serve", "--port", PORT], {}, SERVER.format("uvicorn")),
+    "starlette": (["serve", "--port", PORT], {}, SERVER.format("starlette")),
+    "jinja2": (["serve", "--port", PORT], {}, SERVER.format("jinja2")),
+    "python_multipart": (
+        ["protect", "examples.members:app", "--app-dir", str(ROOT), "--port", PORT],
+        {},
+        SERVER.format("python_multipart"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("missing", "case"), list(CLI_CASES.items()), ids=list(CLI_CASES))
+def test_the_cli_names_the_extra_in_one_line(
+    tmp_path: Path, missing: str, case: tuple[list[str], dict[str, str], str]
+) -> None:
+    args, env, message = case
+    args = [str(free_port()) if arg == PORT else arg for arg in args]
+    result = without(tmp_path, missing, "-m", "doorman", *args, env=env)
+    assert (result.returncode, result.stdout) == (1, ""), result
+    assert result.stderr == f"Error: {message}\n"
+
+
+LIBRARY_CASES = [
+    ("redis", "from doorman import RedisStore", needs("redis", "redis", "the Redis session store")),
+    (
+        "starlette",
+        "from doorman.integrations.starlette import exception_handlers",
+        needs("starlette", "server", "doorman.integrations.starlette"),
+    ),
+    ("starlette", "from doorman.server.app import create_app", SERVER.format("starlette")),
+    (
+        "httpx",
+        "from doorman import ExistingCookiesGate",
+        needs("httpx", "gate", "ExistingCookiesGate"),
+    ),
+    (
+        "sentry_sdk",
+        "from doorman.integrations.sentry import with_sentry\n"
+        "with_sentry(None, {'dsn': 'https://key@sentry.example.com/1'})",
+        needs("sentry_sdk", "sentry", "the sentry setting"),
+    ),
+    (
+        "asyncpg",
+        "from doorman.database import create_engine\n"
+        "create_engine('postgresql://doorman@127.0.0.1:1/doorman')",
+        needs("asyncpg", "postgres", "a postgresql:// database"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("missing", "code", "message"), LIBRARY_CASES, ids=[case[0] for case in LIBRARY_CASES]
+)
+def test_a_library_user_gets_an_import_error_naming_the_extra(
+    tmp_path: Path, missing: str, code: str, message: str
+) -> None:
+    result = without(tmp_path, missing, "-c", code)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == f"doorman.exceptions.MissingDependency: {message}"
+    assert "No module named" not in result.stderr  # not chained to the finder's error
+    caught = without(
+        tmp_path,
+        missing,
+        "-c",
+        "import doorman\ntry:\n"
+        + "".join(f"    {line}\n" for line in code.splitlines())
+        + "except ImportError as error:\n"
+        "    assert isinstance(error, (ModuleNotFoundError, doorman.DoormanError))\n"
+        "    print(error.name, '|', error)\n",
+    )
+    assert caught.returncode == 0, caught.stderr
+    assert caught.stdout == f"{missing} | {message}\n"
