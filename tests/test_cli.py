@@ -219,7 +219,7 @@ def test_users_passwd_ends_every_session(doorman_cli: Invoke, db: str) -> None:
 def test_users_passwd_checks_the_password(doorman_cli: Invoke) -> None:
     ok(create(doorman_cli, "alice"))
     fails(
-        doorman_cli("users", "passwd", "alice", "--password-stdin", input="alice123456\n"),
+        doorman_cli("users", "passwd", "alice", "--password-stdin", input="alice1234\n"),
         "password rejected: ",
         "too similar to the username",
     )
