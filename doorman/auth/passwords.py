@@ -44,6 +44,7 @@ __all__ = [
     "PasswordHasher",
     "Verdict",
     "is_common_password",
+    "password_rules",
     "validate_password",
 ]
 
@@ -304,3 +305,14 @@ def validate_password(
     if email and _too_similar(password, email):
         problems.append("is too similar to the email address")
     return problems
+
+
+def password_rules(
+    *, min_length: int = 10, max_length: int = 1024, check_common: bool = True
+) -> list[str]:
+    """What ``validate_password`` asks of a password, as phrases a form's hint can list."""
+    rules = [f"between {min_length} and {max_length:,} characters", "not all digits"]
+    if check_common:
+        rules.append("not one of the 20,000 most common passwords")
+    rules.append("not too similar to the username or email address")
+    return rules
