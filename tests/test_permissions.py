@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from doorman.auth.permissions import (
+    BUILT_IN_ACTIONS,
     DEFAULT_ACTIONS,
     Rules,
     actor_matches_allow,
     check_permission,
     default_decision,
+    known_actions,
 )
 from doorman.exceptions import ConfigError
 from doorman.hookspecs import hookimpl
@@ -100,6 +102,21 @@ def test_allow_blocks(actor: dict[str, Any] | None, allow: object, expected: boo
 def test_rules_are_checked_when_built(rules: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Rules(rules)
+
+
+def test_known_actions_are_doormans_and_the_rules() -> None:
+    rules = Rules({"deploy": {}, "view": {"allow": True}, "edit": {"allow": {"id": "a"}}})
+    assert rules.actions == {"deploy", "view", "edit"}
+    assert known_actions(rules) == [
+        "account",
+        "admin",
+        "deploy",
+        "edit",
+        "login",
+        "register",
+        "view",
+    ]
+    assert set(DEFAULT_ACTIONS) <= BUILT_IN_ACTIONS
 
 
 def test_rules_decide_by_resource_then_action_then_not_at_all() -> None:

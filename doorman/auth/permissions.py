@@ -23,11 +23,13 @@ from ..exceptions import ConfigError
 from ..plugins import all_results
 
 __all__ = [
+    "BUILT_IN_ACTIONS",
     "DEFAULT_ACTIONS",
     "Rules",
     "actor_matches_allow",
     "check_permission",
     "default_decision",
+    "known_actions",
     "validate_allow",
 ]
 
@@ -44,6 +46,9 @@ DEFAULT_ACTIONS: Mapping[str, object] = MappingProxyType(
         "account": {"id": "*"},
     }
 )
+
+#: The actions doorman itself checks (``admin``: the admin pages) or has a default for.
+BUILT_IN_ACTIONS: frozenset[str] = frozenset({*DEFAULT_ACTIONS, "admin"})
 
 _SCALARS = (str, int, bool)
 _ACTION_KEYS = frozenset({"allow", "resources"})
@@ -149,6 +154,11 @@ class Rules:
             validate_allow(block["allow"], f"{place}.allow")
             self._resources[action][resource] = block["allow"]
 
+    @property
+    def actions(self) -> frozenset[str]:
+        """The actions these rules name; an empty table names one without a rule."""
+        return frozenset(self._resources)
+
     def decide(self, actor: Actor | None, action: str, resource: str | None = None) -> bool | None:
         """The resource's rule when there is one, else the action's; None when neither exists."""
         _check_resource(resource)
@@ -161,6 +171,16 @@ class Rules:
 
     def __repr__(self) -> str:
         return f"<Rules for actions {sorted(self._resources)}>"
+
+
+def known_actions(rules: Rules) -> list[str]:
+    """The actions there are, sorted: doorman's own and those ``rules`` name.
+
+    A token's scopes are checked against them where a person types scopes
+    (``doorman tokens create --scope``), so a typo is refused, not kept as a
+    token that may do nothing.
+    """
+    return sorted(BUILT_IN_ACTIONS | rules.actions)
 
 
 def default_decision(actor: Actor | None, action: str) -> bool:
