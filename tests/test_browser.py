@@ -442,6 +442,32 @@ def test_registration_when_allowed(servers: dict[str, Server], new_page: PageFac
     expect(header(page).get_by_role("link", name="Admin")).to_have_count(0)
 
 
+def test_new_user_errors_sit_beside_their_fields(admin_page: Page) -> None:
+    """The New user form is at the bottom of the list: the page opens on its first error."""
+    admin_page.set_viewport_size({"width": 1024, "height": 500})
+    admin_page.goto("/-/admin/users")
+    form = admin_page.get_by_role("form", name="New user")
+    form.get_by_label("Username").fill("bad name")
+    form.get_by_label("Password", exact=True).fill("short")
+    form.get_by_label("Password again").fill("different")
+    form.get_by_role("button", name="Create user").click()
+
+    form = admin_page.get_by_role("form", name="New user")
+    username = form.get_by_label("Username")
+    expect(username).to_be_focused()
+    expect(username).to_be_in_viewport()
+    expect(username).to_have_accessible_description(re.compile(r"^A username is 1 to 150"))
+    expect(form.get_by_label("Password", exact=True)).to_have_accessible_description(
+        re.compile(r"^This password is shorter than 10 characters\..* Between 10 and 1,024")
+    )
+    expect(form.get_by_label("Password again")).to_have_accessible_description(
+        "The two passwords differ."
+    )
+    expect(form.get_by_label("Groups")).to_have_accessible_description("")
+    expect(admin_page.get_by_role("alert")).to_have_count(0)
+    expect(username).to_have_value("bad name")
+
+
 # -- 5. a password change ends the other sessions --------------------------------------
 
 
