@@ -343,11 +343,16 @@ def test_setup_link_creates_the_first_admin_once(
 
     fill_new_account(page, "root", "password")
     page.get_by_role("button", name="Create the admin account").click()
-    alert = page.get_by_role("alert")
-    expect(alert).to_contain_text("This password is shorter than 10 characters.")
-    expect(alert).to_contain_text("This password is one of the 20,000 most common passwords.")
+    password = page.get_by_label("Password", exact=True)  # the message is beside the field
+    expect(password).to_be_focused()
+    expect(password).to_have_accessible_description(
+        re.compile(
+            r"^This password is shorter than 10 characters\. .*"
+            r"This password is one of the 20,000 most common passwords\."
+        )
+    )
     expect(page.get_by_label("Username")).to_have_value("root")
-    expect(page.get_by_label("Password", exact=True)).to_have_value("")
+    expect(password).to_have_value("")
 
     fill_new_account(page, "root", PASSWORD)
     page.get_by_role("button", name="Create the admin account").click()
@@ -444,6 +449,32 @@ def test_registration_when_allowed(servers: dict[str, Server], new_page: PageFac
     )
     expect(page.get_by_role("heading", name="erin")).to_be_visible()
     expect(header(page).get_by_role("link", name="Admin")).to_have_count(0)
+
+
+def test_new_user_errors_sit_beside_their_fields(admin_page: Page) -> None:
+    """The New user form is at the bottom of the list: the page opens on its first error."""
+    admin_page.set_viewport_size({"width": 1024, "height": 500})
+    admin_page.goto("/-/admin/users")
+    form = admin_page.get_by_role("form", name="New user")
+    form.get_by_label("Username").fill("bad name")
+    form.get_by_label("Password", exact=True).fill("short")
+    form.get_by_label("Password again").fill("different")
+    form.get_by_role("button", name="Create user").click()
+
+    form = admin_page.get_by_role("form", name="New user")
+    username = form.get_by_label("Username")
+    expect(username).to_be_focused()
+    expect(username).to_be_in_viewport()
+    expect(username).to_have_accessible_description(re.compile(r"^A username is 1 to 150"))
+    expect(form.get_by_label("Password", exact=True)).to_have_accessible_description(
+        re.compile(r"^This password is shorter than 10 characters\..* Between 10 and 1,024")
+    )
+    expect(form.get_by_label("Password again")).to_have_accessible_description(
+        "The two passwords differ."
+    )
+    expect(form.get_by_label("Groups")).to_have_accessible_description("")
+    expect(admin_page.get_by_role("alert")).to_have_count(0)
+    expect(username).to_have_value("bad name")
 
 
 # -- 5. a password change ends the other sessions --------------------------------------

@@ -221,7 +221,7 @@ def test_users_passwd_ends_every_session(doorman_cli: Invoke, db: str) -> None:
 def test_users_passwd_checks_the_password(doorman_cli: Invoke) -> None:
     ok(create(doorman_cli, "alice"))
     fails(
-        doorman_cli("users", "passwd", "alice", "--password-stdin", input="alice123456\n"),
+        doorman_cli("users", "passwd", "alice", "--password-stdin", input="alice1234\n"),
         "password rejected: ",
         "too similar to the username",
     )
@@ -278,11 +278,15 @@ def test_users_edit_errors_are_one_line_and_change_nothing(doorman_cli: Invoke, 
 # -- tokens ------------------------------------------------------------------------------
 
 
+#: The settings name an action of the app's own, so that a token may be limited to it.
+DEPLOY_RULE = {"DOORMAN_PERMISSIONS": '{"deploy": {}}'}
+
+
 def test_tokens_create_list_revoke(doorman_cli: Invoke, db: str) -> None:
     ok(create(doorman_cli, "ci"))
     result = ok(
         doorman_cli("tokens", "create", "ci", "--expires", "90d", "--name", "deploy",
-                    "--scope", "view", "--scope", "deploy")
+                    "--scope", "view", "--scope", "deploy", env=DEPLOY_RULE)
     )  # fmt: skip
     token = result.stdout.strip()
     assert token.startswith("dmt_") and "\n" not in token
@@ -311,6 +315,7 @@ def test_token_errors(doorman_cli: Invoke) -> None:
     fails(doorman_cli("tokens", "create", "nobody"), "no user 'nobody'")
     bad = doorman_cli("tokens", "create", "nobody", "--expires", "soon")
     assert bad.exit_code == 2 and "--expires" in bad.stderr and "Traceback" not in bad.output
+    assert "or never" in bad.stderr
     fails(doorman_cli("tokens", "list", "--user", "nobody"), "nobody")
 
 
@@ -318,13 +323,53 @@ def test_tokens_list_shows_scopes(doorman_cli: Invoke) -> None:
     ok(create(doorman_cli, "ci"))
     ok(
         doorman_cli(
-            "tokens", "create", "ci", "--name", "deploy", "--scope", "view", "--scope", "deploy"
+            "tokens",
+            "create",
+            "ci",
+            "--name",
+            "deploy",
+            "--scope",
+            "view",
+            "--scope",
+            "deploy",
+            env=DEPLOY_RULE,
         )
     )
     ok(doorman_cli("tokens", "create", "ci", "--name", "all"))
     header, *rows = ok(doorman_cli("tokens", "list")).stdout.splitlines()
     assert header.split()[:4] == ["ID", "USER", "NAME", "SCOPES"]
     assert sorted(row.split()[2:4] for row in rows) == [["all", "any"], ["deploy", "deploy,view"]]
+
+
+def test_token_scopes_must_name_actions(doorman_cli: Invoke, db: str) -> None:
+    ok(create(doorman_cli, "ci"))
+    choices = "choose from account, admin, login, register, view, or name your own"
+    fails(
+        doorman_cli("tokens", "create", "ci", "--scope", "view", "--scope", "nonexistent"),
+        "--scope 'nonexistent' is not an action;",
+        choices,
+    )
+    fails(doorman_cli("tokens", "create", "ci", "--scope", "veiw"), "did you mean 'view'?")
+    fails(doorman_cli("tokens", "create", "ci", "--scope", "deploy"), "[permissions]")
+    assert with_doorman(db, lambda d: d.tokens.list()) == []
+    ok(doorman_cli("tokens", "create", "ci", "--scope", "deploy", env=DEPLOY_RULE))
+    ok(doorman_cli("tokens", "create", "ci", "--scope", "admin"))
+    scopes = [t.scopes for t in with_doorman(db, lambda d: d.tokens.list())]
+    assert sorted(scopes) == [("admin",), ("deploy",)]
+
+
+def test_tokens_expire_in_90_days_unless_never(doorman_cli: Invoke, db: str) -> None:
+    ok(create(doorman_cli, "ci"))
+    usual = ok(doorman_cli("tokens", "create", "ci")).stdout.strip()
+    endless = ok(doorman_cli("tokens", "create", "ci", "--expires", "never"))
+    assert "never expires" in endless.stderr
+    found = with_doorman(db, lambda d: d.tokens.verify(usual))
+    assert found is not None and found.expires_at is not None
+    assert 89 * 86400 < found.expires_at - time.time() <= 90 * 86400
+    forever = with_doorman(db, lambda d: d.tokens.verify(endless.stdout.strip()))
+    assert forever is not None and forever.expires_at is None
+    help_text = " ".join(ok(doorman_cli("tokens", "create", "--help")).stdout.split())
+    assert "never for a token that does not expire. [default: 90d]" in help_text
 
 
 # -- sessions ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from doorman import AuthMiddleware, Doorman, MemoryStore, PasswordHasher, Sessio
 from doorman.integrations.fastapi import (
     Actor,
     CurrentActor,
+    Refusal,
     SignedInActor,
     exception_handlers,
     requires,
@@ -115,11 +116,45 @@ async def test_sign_in_errors_are_answered_by_the_handlers(example: Any) -> None
     async with client(example["app"]) as api:
         wrong = await api.post("/login", json={"username": "alice", "password": "nope"})
         assert wrong.status_code == 401
+        assert wrong.json() == {"detail": "Wrong username or password."}, "JSON, as FastAPI's"
         form = await api.post("/login", data={"username": "alice", "password": PASSWORD})
         assert form.status_code == 422, "a cross-site form cannot sign anyone in"
         for _ in range(6):
             answer = await api.post("/login", json={"username": "alice", "password": "nope"})
     assert answer.status_code == 429 and int(answer.headers["retry-after"]) > 0
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json()["detail"].startswith("Too many failed sign-in attempts")
+
+
+@pytest.mark.parametrize(
+    "accept",
+    ["text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "text/html"],
+)
+async def test_browsers_get_a_page_for_every_refusal(example: Any, accept: str) -> None:
+    async with client(example["app"], headers={"accept": accept}) as browser:
+        notes = await browser.get("/notes")
+        await sign_in(browser)
+        admin = await browser.get("/admin-stuff")
+    for answer, status, message in [
+        (notes, 401, "Sign in to continue."),
+        (admin, 403, "You may not do this (admin-stuff)."),
+    ]:
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == "text/html; charset=utf-8"
+        assert f"<p>{message}</p>" in answer.text and "detail" not in answer.text
+        assert answer.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    "accept", [None, "*/*", "application/json", "application/json,text/html;q=0.5"]
+)
+async def test_api_clients_get_json_for_every_refusal(example: Any, accept: str | None) -> None:
+    headers = {"accept": accept} if accept is not None else {}
+    async with client(example["app"], headers=headers) as api:
+        notes = await api.get("/notes")
+        admin = await api.get("/admin-stuff", headers={"content-type": "application/json"})
+    assert (notes.status_code, notes.json()) == (401, {"detail": "Sign in to continue."})
+    assert admin.status_code == 401 and admin.headers["content-type"] == "application/json"
 
 
 async def test_a_store_that_is_down_is_503_never_500(example: Any, tmp_path: Path) -> None:
@@ -132,9 +167,13 @@ async def test_a_store_that_is_down_is_503_never_500(example: Any, tmp_path: Pat
         shutil.rmtree(tmp_path / "data")
         whoami = await signed_in.get("/whoami")  # AuthMiddleware cannot load the session
         assert whoami.status_code == 503
+        assert whoami.json()["detail"].startswith("Service unavailable:")  # the middleware's
         login = await sign_in(stranger)  # the route raises StoreError: the handler answers
         assert login.status_code == 503 and login.headers["retry-after"] == "5"
+        assert login.json() == {"detail": "Service unavailable: try again shortly."}
         assert "accounts.db" not in login.text
+        page = await signed_in.get("/whoami", headers={"accept": "text/html"})
+        assert page.status_code == 503 and "<h1>Service Unavailable</h1>" in page.text
 
 
 # -- the dependencies in an app of their own -------------------------------------------
@@ -207,5 +246,6 @@ async def test_without_auth_middleware_the_mistake_is_named() -> None:
             await browser.get("/me")
 
 
-def test_the_fastapi_handlers_are_doormans() -> None:
-    assert exception_handlers == starlette_handlers
+def test_the_fastapi_handlers_are_doormans_and_answer_refusals() -> None:
+    assert starlette_handlers.items() <= exception_handlers.items()
+    assert set(exception_handlers) - set(starlette_handlers) == {Refusal}

@@ -377,7 +377,10 @@ async def test_admin_edits_are_checked_first_and_all_or_nothing(server: Server) 
             headers={"x-csrftoken": await token_of(admin)},
         )
     assert json_refused.status_code == 400
-    assert json_refused.json() == {"errors": ["'bad' is not an email address."]}
+    assert json_refused.json() == {
+        "errors": ["'bad' is not an email address."],
+        "field_errors": {"email": ["'bad' is not an email address."]},
+    }
     bob = await server.doorman.users.require("bob")
     assert (bob.email, bob.is_admin, bob.groups) == (None, False, ())
 

@@ -11,12 +11,15 @@ from typing import Any
 import pytest
 
 from doorman.auth.permissions import (
+    BUILT_IN_ACTIONS,
     DEFAULT_ACTIONS,
     Rules,
     actor_matches_allow,
     check_permission,
     default_decision,
+    known_actions,
 )
+from doorman.config import load_settings
 from doorman.exceptions import ConfigError
 from doorman.hookspecs import hookimpl
 from doorman.plugins import make_plugin_manager
@@ -100,6 +103,52 @@ def test_allow_blocks(actor: dict[str, Any] | None, allow: object, expected: boo
 def test_rules_are_checked_when_built(rules: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Rules(rules)
+
+
+@pytest.mark.parametrize(
+    ("allow", "message"),
+    [
+        ({"grups": ["editors"]}, "unknown key 'grups' (did you mean 'groups'?); "),
+        ({"ID": "alice"}, "unknown key 'ID' (did you mean 'id'?); "),
+        ({"unauthenticatd": True}, "(did you mean 'unauthenticated'?)"),
+        ({"colour": "blue"}, "unknown key 'colour'; an allow block matches "),
+    ],
+)
+def test_a_misspelt_allow_key_stops_start_up(allow: dict[str, Any], message: str) -> None:
+    valid = "admin, groups, id, token, username, via or unauthenticated"
+    for rules in (
+        {"edit": {"allow": allow}},
+        {"edit": {"resources": {"42": {"allow": allow}}}},
+    ):
+        with pytest.raises(ConfigError) as raised:
+            Rules(rules)
+        text = str(raised.value)
+        assert text.startswith("permissions.edit.") and message in text and valid in text
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(environ={}, overrides={"permissions": {"edit": {"allow": allow}}})
+
+
+def test_plugins_actors_may_bring_their_own_keys() -> None:
+    rules = Rules({"edit": {"allow": {"role": "editor"}}}, actor_keys=["role"])
+    assert rules.decide({"id": "bot", "role": "editor"}, "edit") is True
+    assert rules.decide({"id": "bot", "role": "reader"}, "edit") is False
+    with pytest.raises(ConfigError, match="matches admin, groups, id, role, token"):
+        Rules({"edit": {"allow": {"rol": "editor"}}}, actor_keys=["role"])
+
+
+def test_known_actions_are_doormans_and_the_rules() -> None:
+    rules = Rules({"deploy": {}, "view": {"allow": True}, "edit": {"allow": {"id": "a"}}})
+    assert rules.actions == {"deploy", "view", "edit"}
+    assert known_actions(rules) == [
+        "account",
+        "admin",
+        "deploy",
+        "edit",
+        "login",
+        "register",
+        "view",
+    ]
+    assert set(DEFAULT_ACTIONS) <= BUILT_IN_ACTIONS
 
 
 def test_rules_decide_by_resource_then_action_then_not_at_all() -> None:

@@ -21,7 +21,8 @@ from collections import OrderedDict
 from collections.abc import MutableMapping
 from typing import Any
 
-from .._types import ASGIApp, Message, Receive, Scope, Send, send_text
+from .._answers import send_error
+from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..core import Doorman
 from ..exceptions import AuthenticationFailed, StoreError, Throttled
 from ..plugins import first_result
@@ -89,12 +90,12 @@ class AuthMiddleware:
             actor = await self.resolve(scope)
         except Throttled as error:
             await _answer(
-                kind, send, 429, str(error), [(b"retry-after", b"%d" % error.retry_after)]
+                scope, send, 429, str(error), [(b"retry-after", b"%d" % error.retry_after)]
             )
             return
         except StoreError as error:
             log.error("accounts store unavailable, answering 503: %s", error)
-            await _answer(kind, send, 503, "Service unavailable: try again shortly.\n")
+            await _answer(scope, send, 503, "Service unavailable: try again shortly.")
             return
         set_actor(scope, actor)
         await self.app(scope, receive, send)
@@ -232,9 +233,13 @@ def _client(scope: Scope) -> str | None:
 
 
 async def _answer(
-    kind: str, send: Send, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None
+    scope: Scope,
+    send: Send,
+    status: int,
+    text: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    if kind == "websocket":
+    if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1013 if status == 503 else 1008})
         return
-    await send_text(send, status, text, headers)
+    await send_error(scope, send, status, text, headers)

@@ -44,6 +44,7 @@ __all__ = [
     "PasswordHasher",
     "Verdict",
     "is_common_password",
+    "password_rules",
     "validate_password",
 ]
 
@@ -248,16 +249,30 @@ def is_common_password(password: str) -> bool:
 
 
 def _too_similar(password: str, value: str) -> bool:
-    """Django's user attribute similarity: the value or a word of it, against the password."""
+    """Django's ``UserAttributeSimilarityValidator``: the value, or a word of it, is too alike.
+
+    Alike means a ``SequenceMatcher.quick_ratio`` of 0.7 or more, both sides
+    case-folded. A word is a run of the value between non-word characters, so
+    "jane.doe@example.com" is looked at whole and as "jane", "doe", "example"
+    and "com". A value found inside the password is not refused for that
+    alone: "ann" in "planning the summer" is no weakness.
+    """
     password, value = password.casefold(), value.casefold()
     for part in {value, *re.split(r"\W+", value)}:
-        if len(part) >= 3 and part in password:
+        if not part or _far_too_short(part, password):
+            continue
+        if difflib.SequenceMatcher(a=password, b=part).quick_ratio() >= _SIMILARITY:
             return True
-        if part:
-            matcher = difflib.SequenceMatcher(a=password, b=part)
-            if matcher.quick_ratio() >= _SIMILARITY and matcher.ratio() >= _SIMILARITY:
-                return True
     return False
+
+
+def _far_too_short(part: str, password: str) -> bool:
+    """Whether ``part`` is so much shorter than the password that it cannot be alike.
+
+    A quick ratio is at most 2 / (1 + length ratio), about 0.18 at ten times
+    shorter: Django skips such parts without comparing them.
+    """
+    return len(password) >= 10 * len(part) and len(part) < _SIMILARITY / 2 * len(password)
 
 
 def validate_password(
@@ -287,6 +302,17 @@ def validate_password(
         problems.append("is one of the 20,000 most common passwords")
     if username and _too_similar(password, username):
         problems.append("is too similar to the username")
-    if email and _too_similar(password, email.rpartition("@")[0] or email):
+    if email and _too_similar(password, email):
         problems.append("is too similar to the email address")
     return problems
+
+
+def password_rules(
+    *, min_length: int = 10, max_length: int = 1024, check_common: bool = True
+) -> list[str]:
+    """What ``validate_password`` asks of a password, as phrases a form's hint can list."""
+    rules = [f"between {min_length} and {max_length:,} characters", "not all digits"]
+    if check_common:
+        rules.append("not one of the 20,000 most common passwords")
+    rules.append("not too similar to the username or email address")
+    return rules

@@ -12,8 +12,9 @@ Pure: no HTTP here. Resource ids are strings; pass ``str(42)``, never ``42``.
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -23,11 +24,14 @@ from ..exceptions import ConfigError
 from ..plugins import all_results
 
 __all__ = [
+    "ACTOR_KEYS",
+    "BUILT_IN_ACTIONS",
     "DEFAULT_ACTIONS",
     "Rules",
     "actor_matches_allow",
     "check_permission",
     "default_decision",
+    "known_actions",
     "validate_allow",
 ]
 
@@ -44,6 +48,12 @@ DEFAULT_ACTIONS: Mapping[str, object] = MappingProxyType(
         "account": {"id": "*"},
     }
 )
+
+#: The actions doorman itself checks (``admin``: the admin pages) or has a default for.
+BUILT_IN_ACTIONS: frozenset[str] = frozenset({*DEFAULT_ACTIONS, "admin"})
+
+#: The keys of doorman's own actors, which allow blocks match (and ``unauthenticated``).
+ACTOR_KEYS: frozenset[str] = frozenset({"id", "username", "admin", "groups", "via", "token"})
 
 _SCALARS = (str, int, bool)
 _ACTION_KEYS = frozenset({"allow", "resources"})
@@ -84,17 +94,24 @@ def _same(a: object, b: object) -> bool:
     return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
-def validate_allow(allow: object, where: str) -> None:
-    """Raise ``ConfigError`` naming ``where`` unless ``allow`` is a well-formed allow block."""
+def validate_allow(allow: object, where: str, *, actor_keys: Iterable[str] = ()) -> None:
+    """Raise ``ConfigError`` naming ``where`` unless ``allow`` is a well-formed allow block.
+
+    Its keys are ``ACTOR_KEYS``, ``unauthenticated`` and ``actor_keys``, the
+    keys of actors your plugins make: a misspelt key would match no one.
+    """
     if allow is None or isinstance(allow, bool):
         return
     if not isinstance(allow, Mapping):
         raise ConfigError(
             f'{where} must be true, false or a table such as {{id = ["alice"]}}, not {allow!r}'
         )
+    known = sorted(ACTOR_KEYS | set(actor_keys))
     for key, value in allow.items():
         if not isinstance(key, str):
             raise ConfigError(f"{where}: keys must be strings, not {key!r}")
+        if key != "unauthenticated" and key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}{_key_hint(key, known)}")
         if key == "unauthenticated":
             if not isinstance(value, bool):
                 raise ConfigError(f"{where}.unauthenticated must be true or false, not {value!r}")
@@ -107,14 +124,24 @@ def validate_allow(allow: object, where: str) -> None:
             )
 
 
+def _key_hint(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key.lower(), [*known, "unauthenticated"], n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{guess}; an allow block matches {', '.join(known)} or unauthenticated"
+
+
 class Rules:
     """Configured permissions, checked when built: ``{action: {"allow": ..., "resources": ...}}``.
 
     ``resources`` maps a resource id (a string) to ``{"allow": ...}``. Both keys
-    are optional; any other key is a ``ConfigError``.
+    are optional; any other key is a ``ConfigError``, as is an allow block key
+    other than ``ACTOR_KEYS``, ``unauthenticated`` and ``actor_keys``.
     """
 
-    def __init__(self, rules: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, rules: Mapping[str, Any] | None = None, *, actor_keys: Iterable[str] = ()
+    ) -> None:
+        self._actor_keys = tuple(actor_keys)
         self._allow: dict[str, object] = {}
         self._resources: dict[str, dict[str, object]] = {}
         if rules is None:
@@ -134,7 +161,7 @@ class Rules:
         if unknown:
             raise ConfigError(f'{where}: unknown key {unknown[0]!r}; use "allow" or "resources"')
         if "allow" in rule:
-            validate_allow(rule["allow"], f"{where}.allow")
+            validate_allow(rule["allow"], f"{where}.allow", actor_keys=self._actor_keys)
             self._allow[action] = rule["allow"]
         resources = rule.get("resources", {})
         if not isinstance(resources, Mapping):
@@ -146,8 +173,13 @@ class Rules:
             place = f"{where}.resources.{resource}"
             if not isinstance(block, Mapping) or set(block) != {"allow"}:
                 raise ConfigError(f'{place} must be a table with only an "allow" key')
-            validate_allow(block["allow"], f"{place}.allow")
+            validate_allow(block["allow"], f"{place}.allow", actor_keys=self._actor_keys)
             self._resources[action][resource] = block["allow"]
+
+    @property
+    def actions(self) -> frozenset[str]:
+        """The actions these rules name; an empty table names one without a rule."""
+        return frozenset(self._resources)
 
     def decide(self, actor: Actor | None, action: str, resource: str | None = None) -> bool | None:
         """The resource's rule when there is one, else the action's; None when neither exists."""
@@ -161,6 +193,16 @@ class Rules:
 
     def __repr__(self) -> str:
         return f"<Rules for actions {sorted(self._resources)}>"
+
+
+def known_actions(rules: Rules) -> list[str]:
+    """The actions there are, sorted: doorman's own and those ``rules`` name.
+
+    A token's scopes are checked against them where a person types scopes
+    (``doorman tokens create --scope``), so a typo is refused, not kept as a
+    token that may do nothing.
+    """
+    return sorted(BUILT_IN_ACTIONS | rules.actions)
 
 
 def default_decision(actor: Actor | None, action: str) -> bool:

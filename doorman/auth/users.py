@@ -23,7 +23,15 @@ from ..schema import groups_table, signins_table, user_groups_table, users_table
 from .cache import signed_in_cache
 from .passwords import PasswordHasher
 
-__all__ = ["User", "Users", "check_username", "user_rows", "username_key", "users_from_rows"]
+__all__ = [
+    "User",
+    "Users",
+    "check_email",
+    "check_username",
+    "user_rows",
+    "username_key",
+    "users_from_rows",
+]
 
 _USERNAME = re.compile(r"[\w.@+-]{1,150}")
 _GROUP = re.compile(r"[\w.@+-][\w.@+ -]{0,148}[\w.@+-]|[\w.@+-]")
@@ -191,7 +199,7 @@ class Users:
         row = {
             "username": name,
             "username_key": username_key(name),
-            "email": _check_email(email),
+            "email": check_email(email),
             "password_hash": password_hash,
             "is_admin": is_admin,
             "is_active": is_active,
@@ -232,7 +240,7 @@ class Users:
         return await self._update(user, is_admin=admin)
 
     async def set_email(self, user: User, email: str | None) -> User:
-        return await self._update(user, email=_check_email(email))
+        return await self._update(user, email=check_email(email))
 
     async def edit(
         self,
@@ -248,7 +256,7 @@ class Users:
         """
         values: dict[str, Any] = {}
         if email is not None:
-            values["email"] = _check_email(email)
+            values["email"] = check_email(email)
         if admin is not None:
             values["is_admin"] = admin
         names = None if groups is None else [check_group(name) for name in groups]
@@ -392,7 +400,8 @@ def _matches(search: str) -> sa.ColumnElement[bool]:
     )
 
 
-def _check_email(email: str | None) -> str | None:
+def check_email(email: str | None) -> str | None:
+    """The address (None for none or ""), or ``AccountError`` when it is not an email address."""
     if email is None or email == "":
         return None
     if (

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..auth.permissions import BUILT_IN_ACTIONS, Rules, known_actions
 from ..config import Settings, parse_duration
 from ._options import json_option, run, settings_options, with_doorman
 from ._output import echo_json, echo_table, when
@@ -16,16 +18,20 @@ if TYPE_CHECKING:
     from ..core import Doorman
 
 
-class Duration(click.ParamType[int]):
-    """A lifetime: 90d, 12h, 30m, 3600s or a number of seconds."""
+class Lifetime(click.ParamType[int | None]):
+    """A lifetime: 90d, 12h, 30m, 3600s, a number of seconds, or never (None)."""
 
     name = "duration"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "never"):
+            return None
         try:
             return parse_duration(value)
         except ValueError as error:
-            self.fail(str(error), param, ctx)
+            self.fail(f"{error}, or never", param, ctx)
 
 
 @click.group("tokens")
@@ -35,16 +41,29 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.argument("username")
-@click.option("--expires", type=Duration(), metavar="DURATION", help="90d, 12h, 30m or 3600s.")
+@click.option(
+    "--expires",
+    type=Lifetime(),
+    default="90d",
+    show_default=True,
+    metavar="DURATION",
+    help="90d, 12h, 30m, 3600s, or never for a token that does not expire.",
+)
 @click.option("--name", default="", help="A label to recognise the token by.")
 @click.option(
-    "--scope", "scopes", multiple=True, metavar="ACTION", help="Allow only this action (repeat)."
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="ACTION",
+    help="Allow only this action (repeat): one of doorman's "
+    f"({', '.join(sorted(BUILT_IN_ACTIONS))}) or one named under [permissions] in the settings.",
 )
 @settings_options("db")
 def create_token(
     settings: Settings, username: str, expires: int | None, name: str, scopes: tuple[str, ...]
 ) -> None:
     """Make an API token for a user and print it, once: only its hash is kept."""
+    _check_scopes(scopes, known_actions(Rules(settings.permissions)))
 
     async def create(doorman: Doorman) -> tuple[Any, str]:
         user = await doorman.users.require(username)
@@ -54,8 +73,20 @@ def create_token(
 
     token, text = run(with_doorman(settings, create))
     click.echo(text)
-    until = f", valid until {when(token.expires_at)}" if token.expires_at else ""
-    click.echo(f"token {token.id} for {username}{until}; it will not be shown again", err=True)
+    until = f"valid until {when(token.expires_at)}" if token.expires_at else "never expires"
+    click.echo(f"token {token.id} for {username}, {until}; it will not be shown again", err=True)
+
+
+def _check_scopes(scopes: tuple[str, ...], known: list[str]) -> None:
+    """Refuse, in one line, a scope that names no action: the token could never do it."""
+    for scope in scopes:
+        if scope not in known:
+            close = difflib.get_close_matches(scope, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise click.ClickException(
+                f"--scope {scope!r} is not an action; {hint}choose from {', '.join(known)}, "
+                "or name your own under [permissions] in the settings"
+            )
 
 
 @tokens.command("list")

@@ -11,11 +11,13 @@ typed as FastAPI wants them) a store that is down answers 503, not 500::
     @app.get("/reports")
     async def reports(actor: Annotated[Actor, Depends(requires("view-reports"))]): ...
 
-A refusal raises FastAPI's ``HTTPException`` (401 signed out, 403 not
-allowed; a websocket gets ``WebSocketException`` with 1008) instead of
+A refusal raises ``Refusal``, FastAPI's ``HTTPException`` (401 signed out,
+403 not allowed; a websocket gets ``WebSocketException`` with 1008) instead of
 answering through the ``forbidden`` hook: a dependency cannot send a response,
 only raise, and a FastAPI app shapes and documents its errors through its
 exception handlers and the ``{"detail": ...}`` body its clients expect.
+``exception_handlers`` answer it like doorman's own errors: that JSON for API
+clients, a small HTML page for browsers.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from . import starlette
 __all__ = [
     "Actor",
     "CurrentActor",
+    "Refusal",
     "SignedInActor",
     "current_actor",
     "exception_handlers",
@@ -43,10 +46,20 @@ __all__ = [
 
 security_log = logging.getLogger("doorman.security")
 
+
+class Refusal(HTTPException):
+    """``requires``/``require_actor`` said no: 401 or 403, with ``{"detail": ...}``."""
+
+
+async def _answer_refusal(request: Request, error: Exception) -> Response:
+    assert isinstance(error, Refusal)
+    return starlette.error_response(request, error.status_code, error.detail, error.headers)
+
+
 #: ``FastAPI(exception_handlers=...)``: a store that is down 503, throttled 429, refusals 401/403.
 exception_handlers = cast(
     "dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]]",
-    dict(starlette.exception_handlers),  # the same async handlers, in FastAPI's declared type
+    {**starlette.exception_handlers, Refusal: _answer_refusal},  # in FastAPI's declared type
 )
 
 #: An actor: at least ``id``; a user's also has ``username``, ``admin``, ``groups`` and ``via``.
@@ -107,4 +120,4 @@ def _refusal(connection: HTTPConnection, status: int, message: str) -> Exception
     scheme = connection.headers.get("authorization", "").strip().partition(" ")[0]
     if status == 401 and scheme.lower() == "bearer":
         headers["www-authenticate"] = "Bearer"
-    return HTTPException(status, detail=message, headers=headers)
+    return Refusal(status, detail=message, headers=headers)

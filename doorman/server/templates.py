@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jinja2
@@ -34,7 +35,9 @@ class Templates:
             enable_async=True,
             undefined=jinja2.StrictUndefined,
         )
-        self.env.globals.update(site_name=site_name, prefix=prefix)
+        # No field_errors unless a view gives some (templates/_fields.html shows them).
+        no_errors: MappingProxyType[str, list[str]] = MappingProxyType({})
+        self.env.globals.update(site_name=site_name, prefix=prefix, field_errors=no_errors)
         self.env.filters.update(
             when=_when, ago=_ago, ago_tag=_ago_tag, device=describe, scopes=_scopes
         )

@@ -7,7 +7,8 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from .._types import ASGIApp, Message, Receive, Scope, Send, send_text
+from .._answers import send_error
+from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..exceptions import ConfigError, SessionTooLarge, StoreError
 from ..signing import Signer
 from ..stores.base import SessionStore
@@ -27,7 +28,7 @@ _MAX_CANDIDATES = 3
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ATTRIBUTE = re.compile(r"[\x21-\x3a\x3c-\x7e]*")  # printable ASCII, no ";"
 
-_UNAVAILABLE_TEXT = "Service unavailable: the session store did not answer.\n"
+_UNAVAILABLE_TEXT = "Service unavailable: the session store did not answer."
 
 
 class SessionMiddleware:
@@ -108,7 +109,7 @@ class SessionMiddleware:
             try:
                 await session.load()
             except StoreError as exc:
-                await _refuse(kind, send, exc)
+                await _refuse(scope, send, exc)
                 return
         started = refused = False
 
@@ -127,7 +128,7 @@ class SessionMiddleware:
                 # Saving failed. Raising would reach the app, which (Starlette) answers
                 # 500 "response already started"; answer 503 here instead.
                 started = refused = True
-                await _refuse(kind, send, exc)
+                await _refuse(scope, send, exc)
                 return
             if message_type == "http.response.start" or message_type == "websocket.accept":
                 started = True
@@ -140,7 +141,7 @@ class SessionMiddleware:
                 return
             if started:
                 raise
-            await _refuse(kind, send, exc)
+            await _refuse(scope, send, exc)
             return
         if refused:
             return
@@ -206,13 +207,13 @@ def _read_cookies(headers: Sequence[tuple[bytes, bytes]], needle: bytes) -> list
     return found
 
 
-async def _refuse(kind: str, send: Send, error: StoreError) -> None:
+async def _refuse(scope: Scope, send: Send, error: StoreError) -> None:
     """Fail closed: a store that cannot be read never yields a signed-in answer."""
     log.error("session store unavailable, answering 503: %s", error)
-    if kind == "websocket":
+    if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1013})  # "try again later"
         return
-    await send_text(send, 503, _UNAVAILABLE_TEXT, [(b"retry-after", b"5")])
+    await send_error(scope, send, 503, _UNAVAILABLE_TEXT, [(b"retry-after", b"5")])
 
 
 def _cookie_attributes(

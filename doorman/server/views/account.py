@@ -14,10 +14,11 @@ from ...auth.guards import requires
 from ...auth.login import update_session_auth
 from ...auth.middleware import SESSION_SIGNIN
 from ...auth.users import User
-from ...exceptions import AccountError, PasswordRejected
+from ...exceptions import AccountError
 from ..devices import describe
 from ..state import ServerState, state_of
-from .common import checked_form, field, json_error, redirect, refuse_csrf, sentence, wants_json
+from .common import checked_form, field, redirect, refuse_csrf, sentence, wants_json
+from .forms import FormErrors, check_new_password, password_hint
 
 __all__ = ["routes"]
 
@@ -69,7 +70,7 @@ async def _render(
     user: User,
     status: int = 200,
     *,
-    errors: list[str] | None = None,
+    errors: FormErrors | None = None,
     notice: str = "",
     new_token: str = "",
 ) -> Response:
@@ -106,7 +107,7 @@ async def _render(
         if new_token:
             body["token"] = new_token
         if errors:
-            body["errors"] = errors
+            body.update(errors.json())
         return JSONResponse(body, status, headers={"cache-control": "no-store"})
     return await server.templates.render(
         request,
@@ -117,7 +118,8 @@ async def _render(
         current_signin=current,
         tokens=tokens,
         lifetimes=TOKEN_LIFETIMES,
-        errors=errors or [],
+        **(errors or FormErrors()).context(),
+        password_hint=password_hint(server.doorman),
         notice=notice,
         new_token=new_token,
         now=time.time(),
@@ -134,12 +136,15 @@ async def change_email(request: Request) -> Response:
     verdict = await server.doorman.hasher.verify(
         field(fields, "current_password"), user.password_hash
     )
-    if not verdict.ok:
-        return await _render(request, server, user, 400, errors=["The current password is wrong."])
+    errors = FormErrors()
+    if not verdict.ok:  # keyed apart from the password form's field of the same name
+        errors.add("The current password is wrong.", "email_password")
+        return await _render(request, server, user, 400, errors=errors)
     try:
         user = await server.doorman.users.set_email(user, field(fields, "email", 300).strip())
     except AccountError as error:
-        return await _render(request, server, user, 400, errors=[sentence(error)])
+        errors.add(sentence(error), "email")
+        return await _render(request, server, user, 400, errors=errors)
     security_log.info("user %r changed their email address", user.username)
     if wants_json(request):
         return await _render(request, server, user, notice=_NOTICES["email"])
@@ -153,23 +158,27 @@ async def change_password(request: Request) -> Response:
     if fields is None:
         return await refuse_csrf(request)
     password = field(fields, "password")
+    errors = FormErrors()
     verdict = await server.doorman.hasher.verify(
         field(fields, "current_password"), user.password_hash
     )
-    errors = [] if verdict.ok else ["The current password is wrong."]
-    if password != field(fields, "password2"):
-        errors.append("The two new passwords differ.")
-    if not errors:
-        try:
-            user = await server.doorman.set_password(user, password)
-        except PasswordRejected as error:
-            errors = [f"This password {problem}." for problem in error.problems]
-        else:
-            await update_session_auth(request, user)
-            if wants_json(request):
-                return await _render(request, server, user, notice=_NOTICES["password"])
-            return redirect(server.url("account") + "?done=password")  # a reload sends nothing
-    return await _render(request, server, user, 400, errors=errors)
+    if not verdict.ok:
+        errors.add("The current password is wrong.", "current_password")
+    await check_new_password(
+        errors,
+        server.doorman,
+        password,
+        field(fields, "password2"),
+        username=user.username,
+        email=user.email,
+    )
+    if errors:
+        return await _render(request, server, user, 400, errors=errors)
+    user = await server.doorman.set_password(user, password, validate=False)
+    await update_session_auth(request, user)
+    if wants_json(request):
+        return await _render(request, server, user, notice=_NOTICES["password"])
+    return redirect(server.url("account") + "?done=password")  # a reload sends nothing
 
 
 @requires("account")
@@ -191,13 +200,17 @@ async def create_token(request: Request) -> Response:
         return await refuse_csrf(request)
     days = TOKEN_LIFETIMES.get(field(fields, "expires", 10))
     if days is None:
-        return json_error("expires: choose 30, 90, 365 or 0 (never)", 400)
+        errors = FormErrors()
+        errors.add("Choose when the token expires: in 30, 90 or 365 days, or never.", "expires")
+        return await _render(request, server, user, 400, errors=errors)
     try:
         _, text = await server.doorman.tokens.create(
             user, name=field(fields, "name", 200), expires_in=days * 86400 or None
         )
     except AccountError as error:
-        return await _render(request, server, user, 400, errors=[str(error)])
+        errors = FormErrors()
+        errors.add(sentence(error), "name")  # the one field the library checks
+        return await _render(request, server, user, 400, errors=errors)
     if wants_json(request):
         return await _render(request, server, user, 201, notice=_NOTICES["token"], new_token=text)
     request.scope["session"][_NEW_TOKEN] = text  # shown once by the page this redirects to

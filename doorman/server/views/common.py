@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ...auth import csrf
-from ...auth.users import check_username
+from ...auth.users import check_email, check_username
 from ...exceptions import AccountError
 from ..state import state_of
+from .forms import FormErrors, check_new_password
 
 if TYPE_CHECKING:
     from ...core import Doorman
@@ -107,19 +108,23 @@ def field(fields: dict[str, str], name: str, limit: int = 4096) -> str:
 
 async def new_account_problems(
     doorman: Doorman, username: str, email: str, password: str, again: str
-) -> list[str]:
-    """What a new account is checked for: the username, both passwords, the password rules."""
-    errors: list[str] = []
+) -> FormErrors:
+    """Every problem of a new account's fields: username, email, and both passwords."""
+    errors = FormErrors()
     try:
         check_username(username)
     except AccountError as error:
-        errors.append(sentence(error))
-    if password != again:
-        errors.append("The two passwords differ.")
-    problems = await doorman.password_problems(password, username=username, email=email or None)
-    errors.extend(f"This password {problem}." for problem in problems)
-    if not errors and await doorman.users.by_username(username) is not None:
-        errors.append("That username is taken.")
+        errors.add(sentence(error), "username")
+    else:
+        if await doorman.users.by_username(username) is not None:
+            errors.add("That username is taken.", "username")
+    try:
+        check_email(email)
+    except AccountError as error:
+        errors.add(sentence(error), "email")
+    await check_new_password(
+        errors, doorman, password, again, username=username, email=email or None
+    )
     return errors
 
 

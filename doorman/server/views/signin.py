@@ -23,9 +23,11 @@ from .common import (
     new_account_problems,
     redirect,
     refuse_csrf,
+    sentence,
     wants_json,
 )
 from .errors import way_on
+from .forms import FormErrors, password_hint
 
 __all__ = ["login_page", "logout_view", "register_page", "setup_page"]
 
@@ -187,6 +189,7 @@ async def _account_form(
         "errors": [],
         "notice": "",
         "min_length": server.doorman.password_min_length,
+        "password_hint": password_hint(server.doorman),
         "button": "Create the admin account" if admin else "Create account",
     }
     if request.method == "GET":
@@ -205,20 +208,20 @@ async def _account_form(
         and not errors
         and not await setup.claim_setup_token(server.doorman.engine, context["token"])
     ):
-        errors = ["This set-up link is not valid any more."]
+        errors = FormErrors.of("This set-up link is not valid any more.")
     if not errors:
         try:
             user = await server.doorman.create_user(
                 username, password, email=email or None, admin=admin, validate=False
             )
         except AccountError as error:
-            errors = [str(error)]
+            errors = FormErrors.of(sentence(error))
         else:
             landing = "admin/users" if admin else "account?done=created"
             return await _signed_in(request, user, server.url(landing))
     if wants_json(request):
-        return JSONResponse({"errors": errors}, 400, headers={"cache-control": "no-store"})
-    return await server.templates.render(request, template, 400, **{**context, "errors": errors})
+        return JSONResponse(errors.json(), 400, headers={"cache-control": "no-store"})
+    return await server.templates.render(request, template, 400, **{**context, **errors.context()})
 
 
 async def _not_found(request: Request, server: ServerState, message: str) -> Response:

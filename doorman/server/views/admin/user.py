@@ -16,11 +16,12 @@ from starlette.responses import Response
 from ....auth.guards import requires
 from ....auth.login import update_session_auth
 from ....auth.middleware import SESSION_SIGNIN
-from ....auth.users import User
+from ....auth.users import User, check_email
 from ....core import Doorman
-from ....exceptions import AccountError, PasswordRejected, Throttled, UserNotFound
+from ....exceptions import AccountError, Throttled, UserNotFound
 from ...state import ServerState, state_of
 from ..common import checked_form, field, refuse_csrf, sentence, wants_json
+from ..forms import FormErrors, check_new_password, password_hint
 from ._common import (
     after_change,
     done_notice,
@@ -50,11 +51,11 @@ async def _user_page(
     user: User,
     status: int = 200,
     *,
-    errors: list[str] | None = None,
+    errors: FormErrors | None = None,
     notice: str = "",
 ) -> Response:
     if wants_json(request) and errors:
-        return json_response({"errors": errors}, status)
+        return json_response(errors.json(), status)
     signins = await server.doorman.signins.list(user)
     tokens = await server.doorman.tokens.list(user)
     try:
@@ -82,7 +83,8 @@ async def _user_page(
         current_signin=request.scope["session"].get(SESSION_SIGNIN),
         tokens=tokens,
         min_length=server.doorman.password_min_length,
-        errors=errors or [],
+        password_hint=password_hint(server.doorman),
+        **(errors or FormErrors()).context(),
         notice=notice,
     )
 
@@ -107,9 +109,9 @@ class _Act:
 class _Refused(Exception):
     """The action cannot be done as asked: the errors to show, with a 400."""
 
-    def __init__(self, *errors: str) -> None:
-        super().__init__(*errors)
-        self.errors = list(errors)
+    def __init__(self, errors: FormErrors) -> None:
+        super().__init__(*errors.messages)
+        self.errors = errors
 
 
 #: An action: None when done, or the ``NOTICES`` key to show instead ("gone").
@@ -136,13 +138,17 @@ async def _run(request: Request, done: str, action: Action) -> Response:
 
 def _not_self(act: _Act, doing: str) -> None:
     if act.is_self:
-        raise _Refused(f"You cannot {doing} your own account: ask another administrator.")
+        message = f"You cannot {doing} your own account: ask another administrator."
+        raise _Refused(FormErrors.of(message))
 
 
 async def _set_groups(act: _Act) -> None:
-    errors, names = group_names(field(act.fields, "groups"))
-    if errors:
-        raise _Refused(*errors)
+    messages, names = group_names(field(act.fields, "groups"))
+    if messages:
+        errors = FormErrors()
+        for message in messages:
+            errors.add(message, "groups")
+        raise _Refused(errors)
     await act.doorman.users.set_groups(act.user, names)
 
 
@@ -152,20 +158,30 @@ _FLAG = {"on": True, "true": True, "1": True, "off": False, "false": False, "0":
 
 async def _edit_details(act: _Act) -> None:
     """Email, groups and the admin flag, each only when the form has its field; all or none."""
-    fields = act.fields
+    fields, errors = act.fields, FormErrors()
     admin = _FLAG.get(field(fields, "admin", 10).lower()) if "admin" in fields else None
     if "admin" in fields and admin is None:
-        raise _Refused("Administrator: give on or off.")
-    if admin is False and act.user.is_admin:
-        _not_self(act, "remove administrator rights from")
-    errors, groups = group_names(field(fields, "groups")) if "groups" in fields else ([], None)
-    if errors:
-        raise _Refused(*errors)
+        errors.add("Administrator: give on or off.", "admin")
+    if admin is False and act.user.is_admin and act.is_self:
+        errors.add(  # about the whole form: one's own page shows no admin field to put it by
+            "You cannot remove administrator rights from your own account: "
+            "ask another administrator."
+        )
+    messages, groups = group_names(field(fields, "groups")) if "groups" in fields else ([], None)
+    for message in messages:
+        errors.add(message, "groups")
     email = field(fields, "email", 300).strip() if "email" in fields else None
+    if email:
+        try:
+            check_email(email)
+        except AccountError as error:
+            errors.add(sentence(error), "email")
+    if errors:
+        raise _Refused(errors)
     try:
         await act.doorman.users.edit(act.user, email=email, admin=admin, groups=groups)
     except AccountError as error:
-        raise _Refused(sentence(error)) from None
+        raise _Refused(FormErrors.of(sentence(error))) from None
     changed = ", ".join(name for name in ("email", "admin", "groups") if name in fields)
     actor = (act.request.scope.get("actor") or {}).get("id")
     security_log.info("admin %r changed %s of user %r", actor, changed, act.user.username)
@@ -199,13 +215,18 @@ async def _demote(act: _Act) -> None:
 
 
 async def _password(act: _Act) -> None:
-    password = field(act.fields, "password")
-    if password != field(act.fields, "password2"):
-        raise _Refused("The two passwords differ.")
-    try:
-        user = await act.doorman.set_password(act.user, password)
-    except PasswordRejected as error:
-        raise _Refused(*(f"This password {problem}." for problem in error.problems)) from None
+    password, errors = field(act.fields, "password"), FormErrors()
+    await check_new_password(
+        errors,
+        act.doorman,
+        password,
+        field(act.fields, "password2"),
+        username=act.user.username,
+        email=act.user.email,
+    )
+    if errors:
+        raise _Refused(errors)
+    user = await act.doorman.set_password(act.user, password, validate=False)
     if act.is_self:  # every session ended; keep this one
         await update_session_auth(act.request, user)
 
@@ -270,21 +291,21 @@ async def delete_user(request: Request) -> Response:
     user = await target_user(request, server)
     if user is None:
         return await not_found(request, server)
-    errors: list[str] = []
+    errors = FormErrors()
     if request.method == "POST":
         fields = await checked_form(request)
         if fields is None:
             return await refuse_csrf(request)
         if is_self(request, user):
-            errors = ["You cannot delete your own account: ask another administrator."]
+            errors.add("You cannot delete your own account: ask another administrator.")
         elif field(fields, "confirm", 600) != user.username:
-            errors = ["The username you typed does not match: nothing was deleted."]
+            errors.add("The username you typed does not match: nothing was deleted.", "confirm")
         else:
             await server.doorman.users.delete(user)
             url = f"{server.url('admin/users')}?done=deleted"
             return after_change(request, "deleted", url)
         if wants_json(request):
-            return json_response({"errors": errors}, 400)
+            return json_response(errors.json(), 400)
     return await server.templates.render(
         request,
         "admin/delete.html",
@@ -292,6 +313,6 @@ async def delete_user(request: Request) -> Response:
         section="user",
         user=user,
         is_self=is_self(request, user),
-        errors=errors,
+        **errors.context(),
         notice="",
     )

@@ -21,6 +21,7 @@ from ..common import (
     sentence,
     wants_json,
 )
+from ..forms import FormErrors, password_hint
 from ._common import NO_STORE, done_notice, group_names, json_response, user_url
 
 PAGE_SIZE = 50
@@ -45,7 +46,7 @@ async def _users_list(
     server: ServerState,
     status: int = 200,
     *,
-    errors: list[str] | None = None,
+    errors: FormErrors | None = None,
     notice: str = "",
     form: dict[str, Any] | None = None,
 ) -> Response:
@@ -77,7 +78,8 @@ async def _users_list(
         next_url=page_url(page + 1) if page < pages else "",
         form=form or {"username": "", "email": "", "groups": "", "admin": False},
         min_length=server.doorman.password_min_length,
-        errors=errors or [],
+        password_hint=password_hint(server.doorman),
+        **(errors or FormErrors()).context(),
         notice=notice,
     )
 
@@ -96,22 +98,24 @@ async def _create_user(request: Request, server: ServerState) -> Response:
     username, email = field(fields, "username", 600), field(fields, "email", 300)
     password, groups_text = field(fields, "password"), field(fields, "groups")
     admin = field(fields, "admin", 10).lower() in _TRUE
-    errors, groups = group_names(groups_text)
-    errors += await new_account_problems(
+    errors = await new_account_problems(
         server.doorman, username, email, password, field(fields, "password2")
     )
+    group_errors, groups = group_names(groups_text)
+    for message in group_errors:
+        errors.add(message, "groups")
     if not errors:
         try:
             user = await server.doorman.create_user(
                 username, password, email=email or None, admin=admin, groups=groups, validate=False
             )
         except AccountError as error:
-            errors = [sentence(error)]
+            errors = FormErrors.of(sentence(error))
         else:
             if wants_json(request):
                 return json_response({"ok": True, "user": user.public_fields()}, 201)
             return redirect(user_url(server, user, "created"))
     if wants_json(request):
-        return json_response({"errors": errors}, 400)
+        return json_response(errors.json(), 400)
     form = {"username": username, "email": email, "groups": groups_text, "admin": admin}
     return await _users_list(request, server, 400, errors=errors, form=form)
