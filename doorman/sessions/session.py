@@ -1,4 +1,4 @@
-"""``Session``: the mutable mapping a request sees in ``scope["session"]``."""
+"""``Session``: the dict a request sees in ``scope["session"]``, and its life cycle."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, NamedTuple
 
 from ..exceptions import BadSignature, SessionDataError, SessionInterrupted, SessionNotLoaded
 from ..signing import Signer
 from ..stores.base import SessionStore, SyncLoadable
+from ._tracked import TrackedDict
 
 __all__ = [
     "DELETE_COOKIE",
@@ -88,16 +89,18 @@ class SessionPolicy:
         )
 
 
-class Session(MutableMapping[str, Any]):
-    """Session data plus the bookkeeping to save it only when needed.
+class Session(TrackedDict):
+    """Session data, a ``dict``, plus the bookkeeping to save it only when needed.
 
-    It loads on first access: at once for in-process stores (cookie, memory),
-    and before the app runs for network stores unless the middleware is lazy,
-    in which case ``await load_session(request)`` must come first.
+    With in-process stores (cookie, memory) it loads when it is made; with
+    network stores the middleware loads it before the app runs, unless it is
+    lazy, in which case ``await load_session(request)`` must come first.
     """
 
-    # Defaults live on the class, so a request that never touches its session
-    # pays for four attribute writes, not fifteen.
+    # What every request sets lives in slots (fast to write, no instance dict);
+    # the rest keeps its default on the class until a session changes it.
+    __slots__ = ("_candidates", "_client", "_loaded", "_policy", "accessed", "modified")
+
     _key: str | None = None
     _created = _saved_at = 0
     _expiry: int | None = None
@@ -105,7 +108,6 @@ class Session(MutableMapping[str, Any]):
     _sid: str | None = None
     _cycle = _ended = False
     _doomed: tuple[str, ...] = ()
-    accessed = modified = False
 
     def __init__(
         self, policy: SessionPolicy, cookies: list[str] | None = None, client: Any = None
@@ -113,8 +115,10 @@ class Session(MutableMapping[str, Any]):
         self._policy = policy
         self._candidates = cookies or ()
         self._client = client  # the scope's (host, port), for log lines
-        self._data: dict[str, Any] = {}
         self._loaded = not cookies
+        self.accessed = self.modified = False
+        if cookies and policy.load_nowait is not None:
+            self._ensure()  # no I/O; and C code reading the dict must not find it empty
 
     # -- loading -----------------------------------------------------------
 
@@ -184,7 +188,8 @@ class Session(MutableMapping[str, Any]):
                 self._doomed += (key,)
                 return False
         self._key = key
-        self._data, self._created, self._saved_at = data, created, saved_at
+        dict.update(self, data)
+        self._created, self._saved_at = created, saved_at
         if len(record) > 3:  # optional fields: only sessions that use them pay for them
             expiry, until, sid = record.get("x"), record.get("u"), record.get("i")
             self._expiry = expiry if type(expiry) is int else None
@@ -192,63 +197,8 @@ class Session(MutableMapping[str, Any]):
             self._sid = sid if type(sid) is str else None
         return True
 
-    # -- the mapping -------------------------------------------------------
-
-    def __getitem__(self, name: str) -> Any:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        return self._data[name]
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        if type(name) is not str:
-            raise SessionDataError(f"session keys must be str, not {type(name).__name__}")
-        if not self._loaded:
-            self._ensure()
-        self.accessed = self.modified = True
-        self._data[name] = value
-
-    def __delitem__(self, name: str) -> None:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        del self._data[name]
-        self.modified = True
-
-    def __iter__(self) -> Iterator[str]:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        return len(self._data)
-
-    def __contains__(self, name: object) -> bool:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        return name in self._data
-
-    def get(self, name: str, default: Any = None) -> Any:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        return self._data.get(name, default)
-
-    def clear(self) -> None:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        if self._data:
-            self._data = {}
-            self.modified = True
-
     def __repr__(self) -> str:
-        state = repr(self._data) if self._loaded else "<not loaded>"
+        state = dict.__repr__(self) if self._loaded else "<not loaded>"
         return f"<Session {state} modified={self.modified}>"
 
     # -- life cycle --------------------------------------------------------
@@ -278,7 +228,7 @@ class Session(MutableMapping[str, Any]):
         if self._key is not None and self._key not in self._doomed:
             self._doomed += (self._key,)
         self._key = None
-        self._data = {}
+        dict.clear(self)
         self._cycle = False
         self._ended = True
         self._expiry = self._until = None
@@ -330,7 +280,7 @@ class Session(MutableMapping[str, Any]):
         return bool(
             policy.idle_timeout
             and self._key is not None
-            and self._data
+            and dict.__len__(self)
             and now - self._saved_at >= policy.touch_interval
         )
 
@@ -354,7 +304,7 @@ class Session(MutableMapping[str, Any]):
         while self._doomed:
             doomed, self._doomed = self._doomed[0], self._doomed[1:]
             await store.delete(doomed)
-        if not save or not self._data:
+        if not save or not dict.__len__(self):
             if self._ended or (save and self.modified):
                 if self._key is not None:
                     await store.delete(self._key)
@@ -391,7 +341,8 @@ class Session(MutableMapping[str, Any]):
 
     def dump(self, now: float) -> str:
         """The payload to store: JSON, never pickle."""
-        record: dict[str, Any] = {"d": self._data, "c": self._created or int(now), "a": int(now)}
+        data = dict(dict.items(self))  # a plain copy: encoding self would set `accessed`
+        record: dict[str, Any] = {"d": data, "c": self._created or int(now), "a": int(now)}
         if self._expiry is not None:
             record["x"] = self._expiry
         if self._until is not None:
@@ -401,7 +352,7 @@ class Session(MutableMapping[str, Any]):
         try:
             return _encode(record)
         except (TypeError, ValueError) as exc:
-            raise _explain_unserialisable(self._data) from exc
+            raise _explain_unserialisable(data) from exc
 
 
 def _explain_unserialisable(data: dict[str, Any]) -> SessionDataError:
