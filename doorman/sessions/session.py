@@ -15,6 +15,7 @@ from ..exceptions import BadSignature, SessionDataError, SessionInterrupted, Ses
 from ..signing import Signer
 from ..stores.base import SessionStore, SyncLoadable
 from ._tracked import TrackedDict
+from .legacy import StarletteCookieReader
 
 __all__ = [
     "DELETE_COOKIE",
@@ -55,6 +56,7 @@ class SessionPolicy:
         "absolute_timeout",
         "fixed_lifetime",
         "idle_timeout",
+        "legacy",
         "load_nowait",
         "max_age",
         "save_nowait",
@@ -71,12 +73,15 @@ class SessionPolicy:
         max_age: int | None,
         idle_timeout: int | None = None,
         absolute_timeout: int | None = None,
+        legacy: StarletteCookieReader | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
         self.max_age = max_age
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
+        #: Reads cookies Starlette signed, to carry them over; only with ``secret_key=``.
+        self.legacy = legacy
         self.stateless = bool(store.stateless)
         # Looked up once here: a Protocol isinstance() per request costs microseconds.
         self.load_nowait = store.load_nowait if isinstance(store, SyncLoadable) else None
@@ -84,8 +89,11 @@ class SessionPolicy:
         #: How stale an idle deadline may get before an unmodified session is re-saved.
         self.touch_interval = min(60, (idle_timeout or 0) // 10)
         #: Server-side lifetime when only max_age applies: the common case, computed once.
+        #: Starlette's max_age may be 0 or less: then sessions end at once.
         self.fixed_lifetime = (
-            None if idle_timeout or absolute_timeout else (max_age or DEFAULT_SERVER_LIFETIME)
+            None
+            if idle_timeout or absolute_timeout
+            else (DEFAULT_SERVER_LIFETIME if max_age is None else max_age)
         )
 
 
@@ -108,6 +116,9 @@ class Session(TrackedDict):
     _sid: str | None = None
     _cycle = _ended = False
     _doomed: tuple[str, ...] = ()
+    _carried: dict[str, Any] | None = None  # a Starlette session, read from its cookie
+    #: True when this session came from a cookie that Starlette's middleware signed.
+    carried_over = False
 
     def __init__(
         self, policy: SessionPolicy, cookies: list[str] | None = None, client: Any = None
@@ -144,6 +155,9 @@ class Session(TrackedDict):
             key = self._verify(raw)
             if key is not None and self._adopt(key, load_nowait(key)):
                 break
+        else:
+            if self._carried is not None:
+                self._carry_over(self._carried)
         self._loaded = True
 
     async def load(self) -> None:
@@ -154,19 +168,39 @@ class Session(TrackedDict):
             key = self._verify(raw)
             if key is not None and self._adopt(key, await self._policy.store.load(key)):
                 break
+        else:
+            if self._carried is not None:
+                self._carry_over(self._carried)
         self._loaded = True
 
     def _verify(self, raw: str) -> str | None:
-        """The key a cookie value carries, or None (and a security log line) if forged."""
+        """The key a cookie value carries, or None (and a log line) if doorman did not sign it."""
+        policy = self._policy
         try:
-            return self._policy.signer.unsign(raw)
+            return policy.signer.unsign(raw)
         except BadSignature:
+            pass
+        client = self._client[0] if self._client else "-"
+        if policy.legacy is None:
             security_log.warning(
                 "session cookie with a bad signature from %s (forged, damaged, "
                 "or signed by a secret that was since removed)",
-                self._client[0] if self._client else "-",
+                client,
             )
-            return None
+        elif self._carried is None and (data := policy.legacy.loads(raw)) is not None:
+            self._carried = data
+        else:
+            # Switching from Starlette leaves many cookies that no longer count (expired,
+            # other secrets); a warning for each, on every request, would bury real ones.
+            log.debug("session cookie from %s not signed with this secret, or expired", client)
+        return None
+
+    def _carry_over(self, data: dict[str, Any]) -> None:
+        """Make a Starlette session a doorman one: saved anew, with a cookie in doorman's format."""
+        dict.update(self, data)
+        self._carried = None
+        self.carried_over = self.modified = True
+        log.debug("carrying over a Starlette session cookie from %s", self._client or "-")
 
     def _adopt(self, key: str, payload: str | None) -> bool:
         if payload is None:
@@ -263,7 +297,7 @@ class Session(TrackedDict):
         """When a session saved at ``now`` ends on the server."""
         policy = self._policy
         lifetime = self._expiry if self._expiry is not None else policy.max_age
-        if not lifetime:
+        if lifetime is None or (lifetime == 0 and self._expiry == 0):  # until the browser closes
             lifetime = policy.idle_timeout or policy.absolute_timeout or DEFAULT_SERVER_LIFETIME
         ends = now + lifetime
         if policy.idle_timeout:
@@ -316,7 +350,7 @@ class Session(TrackedDict):
             return None
         old = self._key
         policy = self._policy
-        if self._expiry is None and self._until is None and policy.fixed_lifetime:
+        if self._expiry is None and self._until is None and policy.fixed_lifetime is not None:
             expires_at, max_age = now + policy.fixed_lifetime, policy.max_age
         else:
             expires_at = self.expires_at(now)
