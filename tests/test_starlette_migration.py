@@ -325,3 +325,49 @@ async def test_starlettes_max_age_zero_or_less_ends_sessions_at_once(max_age: in
 def test_max_age_zero_is_still_refused_with_doormans_spelling() -> None:
     with pytest.raises(ConfigError, match="max_age"):
         SessionMiddleware(unused_app, secret=SECRET, max_age=0)
+
+
+# -- the Set-Cookie header, as a string ----------------------------------------------
+
+
+def attribute_parts(header: str) -> set[str]:
+    """The attributes of a Set-Cookie header as written, names in their own case."""
+    return set(header.split("; ")[1:])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"path": "/", "max_age": None, "same_site": "strict"},
+        {"https_only": True, "same_site": "none", "domain": "example.com", "partitioned": True},
+    ],
+    ids=["defaults", "strict", "everything"],
+)
+async def test_with_secret_key_the_cookie_attributes_are_spelled_as_starlette_does(
+    options: dict[str, Any],
+) -> None:
+    headers = []
+    for middleware in (StarletteSessionMiddleware, SessionMiddleware):
+        async with client(session_app(middleware, secret_key=SECRET, **options)) as http:
+            response = await http.get("/add?user=alice")
+            headers.append(response.headers["set-cookie"])
+    theirs, ours = headers
+    assert attribute_parts(ours) == attribute_parts(theirs)
+
+
+@pytest.mark.anyio
+async def test_with_secret_the_cookie_attributes_keep_doormans_spelling() -> None:
+    app = session_app(SessionMiddleware, secret=SECRET, partitioned=True, domain="example.com")
+    async with client(app) as http:
+        header = (await http.get("/add?user=alice")).headers["set-cookie"]
+    assert attribute_parts(header) == {
+        "Max-Age=1209600",
+        "Path=/",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Secure",
+        "Domain=example.com",
+        "Partitioned",
+    }

@@ -6,7 +6,7 @@ import logging
 import re
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .._types import ASGIApp, Message, Receive, Scope, Send, send_text
 from ..exceptions import ConfigError, SessionTooLarge, StoreError, WeakSecretWarning
@@ -102,9 +102,14 @@ class SessionMiddleware:
             same_site = same_site.lower()  # type: ignore[assignment]  # Starlette takes "Lax" too
         # Browsers ignore SameSite=None and Partitioned cookies that are not Secure.
         self._always_secure = https_only or same_site == "none" or partitioned
-        self._attributes = _cookie_attributes(path, same_site, domain, partitioned, secure=False)
+        # With Starlette's spelling, its attribute spelling too: the same header, byte for
+        # byte where it can be, for code and tests that read it as a string.
+        spelling = _STARLETTE_SPELLING if legacy is not None else _SPELLING
+        self._attributes = _cookie_attributes(
+            path, same_site, domain, partitioned, secure=False, spelling=spelling
+        )
         self._secure_attributes = _cookie_attributes(
-            path, same_site, domain, partitioned, secure=True
+            path, same_site, domain, partitioned, secure=True, spelling=spelling
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -242,22 +247,43 @@ async def _refuse(kind: str, send: Send, error: StoreError) -> None:
     await send_text(send, 503, _UNAVAILABLE_TEXT, [(b"retry-after", b"5")])
 
 
+class _Spelling(NamedTuple):
+    path: str
+    http_only: str
+    same_site: str
+    secure: str
+    domain: str
+    partitioned: str
+
+
+_SPELLING = _Spelling("Path", "HttpOnly", "SameSite", "Secure", "Domain", "Partitioned")
+_STARLETTE_SPELLING = _Spelling("path", "httponly", "samesite", "secure", "domain", "partitioned")
+
+
 def _cookie_attributes(
-    path: str, same_site: str, domain: str | None, partitioned: bool, *, secure: bool
+    path: str,
+    same_site: str,
+    domain: str | None,
+    partitioned: bool,
+    *,
+    secure: bool,
+    spelling: _Spelling = _SPELLING,
 ) -> str:
     if not path.startswith("/") or not _ATTRIBUTE.fullmatch(path):
         raise ConfigError(f"path={path!r}: a cookie path starts with / and has no ; or spaces")
     if same_site not in ("lax", "strict", "none"):
         raise ConfigError(f"same_site={same_site!r}: use 'lax', 'strict' or 'none'")
-    text = f"; Path={path}; HttpOnly; SameSite={same_site.capitalize()}"
+    if spelling is _SPELLING:
+        same_site = same_site.capitalize()
+    text = f"; {spelling.path}={path}; {spelling.http_only}; {spelling.same_site}={same_site}"
     if secure:
-        text += "; Secure"
+        text += f"; {spelling.secure}"
     if domain is not None:
         if not domain or not _ATTRIBUTE.fullmatch(domain):
             raise ConfigError(f"domain={domain!r}: not a cookie domain")
-        text += f"; Domain={domain}"
+        text += f"; {spelling.domain}={domain}"
     if partitioned:
-        text += "; Partitioned"
+        text += f"; {spelling.partitioned}"
     return text
 
 
