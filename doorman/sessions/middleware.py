@@ -14,7 +14,8 @@ from ..signing import MIN_SECRET_LENGTH, Signer, normalize_secrets
 from ..stores.base import SessionStore
 from ..stores.cookie import CookieStore
 from .legacy import StarletteCookieReader
-from .session import DELETE_COOKIE, CookieUpdate, Session, SessionPolicy
+from .policy import DELETE_COOKIE, CookieUpdate, SessionPolicy
+from .session import Session
 
 __all__ = ["MAX_COOKIE_BYTES", "SessionMiddleware"]
 
