@@ -73,6 +73,15 @@ def test_the_reader_reads_what_itsdangerous_signs(secret: str, data: dict[str, A
     assert StarletteCookieReader([secret.encode()], max_age=60).loads(value) == data
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.text(alphabet=st.characters(max_codepoint=255), max_size=200)
+    | st.lists(st.text(alphabet="AZaz09-_=+/.", max_size=40), min_size=2, max_size=4).map(".".join)
+)
+def test_the_reader_answers_none_to_anything_else(value: str) -> None:
+    assert StarletteCookieReader([SECRET.encode()], max_age=60).loads(value) is None
+
+
 def test_the_reader_tries_every_secret() -> None:
     value = starlette_cookie({"user": "alice"}, "old-secret")
     reader = StarletteCookieReader([b"new-secret", b"old-secret"], max_age=None)
