@@ -77,6 +77,7 @@ class SessionMiddleware:
             secret_key = str(secret_key)  # Starlette's `Secret` wrapper, read as Starlette does
         if session_cookie is None:
             session_cookie = "session" if secret_key is not None else "doorman_session"
+        starlette = secret_key is not None  # Starlette's spelling: its ways where they differ
         if secret_key is not None:
             keys = _starlette_keys(secret_key)
             signer = Signer(keys, salt="doorman.session", min_length=1)
@@ -92,12 +93,13 @@ class SessionMiddleware:
             store=store if store is not None else CookieStore(),
             signer=signer,
             # Starlette takes any max_age; 0 or less makes sessions that end at once.
-            max_age=_check_seconds("max_age", max_age, allow_none=True, any_int=legacy is not None),
+            max_age=_check_seconds("max_age", max_age, allow_none=True, any_int=starlette),
             idle_timeout=_check_seconds("idle_timeout", idle_timeout, allow_none=True),
             absolute_timeout=_check_seconds("absolute_timeout", absolute_timeout, allow_none=True),
             legacy=legacy,
         )
-        # In-process stores load on first access; network stores before the app, unless lazy.
+        # In-process stores load as the Session is made; network stores before the app,
+        # unless lazy.
         self._loads_before_app = self.policy.load_nowait is None and not lazy
         if isinstance(same_site, str):
             same_site = same_site.lower()  # type: ignore[assignment]  # Starlette takes "Lax" too
@@ -105,7 +107,7 @@ class SessionMiddleware:
         self._always_secure = https_only or same_site == "none" or partitioned
         # With Starlette's spelling, its attribute spelling too: the same header, byte for
         # byte where it can be, for code and tests that read it as a string.
-        spelling = _STARLETTE_SPELLING if legacy is not None else _SPELLING
+        spelling = _STARLETTE_SPELLING if starlette else _SPELLING
         self._attributes = _cookie_attributes(
             path, same_site, domain, partitioned, secure=False, spelling=spelling
         )
