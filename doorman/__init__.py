@@ -23,6 +23,7 @@ from .exceptions import (
     Throttled,
     UsernameTaken,
     UserNotFound,
+    WeakSecretWarning,
 )
 from .sessions import Session, SessionMiddleware, clear_session, get_session, load_session
 from .signing import JSONSigner, Signer, TimestampSigner
@@ -100,6 +101,7 @@ __all__ = [
     "User",
     "UserNotFound",
     "UsernameTaken",
+    "WeakSecretWarning",
     "allowed",
     "clear_session",
     "get_session",

@@ -122,3 +122,7 @@ class DumpError(DoormanError, ValueError):
     """A dump cannot be loaded: it is not as ``doorman.transfer.dump`` writes it, or clashes."""
 
     status_code = 400
+
+
+class WeakSecretWarning(UserWarning):
+    """A secret accepted for Starlette's sake (``secret_key=``) is too short to be safe."""

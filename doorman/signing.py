@@ -38,18 +38,20 @@ _SEP = "."
 _BLOCK = 64  # SHA-256 block size
 
 
-def normalize_secrets(secrets: str | bytes | Sequence[str | bytes]) -> list[bytes]:
-    """Return the secrets as bytes, newest first; refuse none or weak ones."""
+def normalize_secrets(
+    secrets: str | bytes | Sequence[str | bytes], *, min_length: int = MIN_SECRET_LENGTH
+) -> list[bytes]:
+    """Return the secrets as bytes, newest first; refuse none, or one under ``min_length``."""
     if isinstance(secrets, str | bytes):
         secrets = [secrets]
     keys = [s.encode() if isinstance(s, str) else bytes(s) for s in secrets]
     if not keys:
         raise ConfigError("secret: no secret given; set DOORMAN_SECRET or pass secret=...")
     for position, key in enumerate(keys, 1):
-        if len(key) < MIN_SECRET_LENGTH:
+        if len(key) < min_length:
             raise ConfigError(
                 f"secret #{position} is {len(key)} characters long; doorman needs at least "
-                f"{MIN_SECRET_LENGTH}. Make one with: {MAKE_A_SECRET}"
+                f"{min_length}. Make one with: {MAKE_A_SECRET}"
             )
     return keys
 
@@ -86,20 +88,26 @@ def _hmac_states(key: bytes) -> tuple[Any, Any]:
 
 
 class Signer:
-    """Appends an HMAC-SHA256 of the value; verifies it in constant time."""
+    """Appends an HMAC-SHA256 of the value; verifies it in constant time.
+
+    ``min_length`` is lowered only for secrets that are accepted with a warning
+    (Starlette's ``secret_key=``).
+    """
 
     def __init__(
         self,
         secrets: str | bytes | Sequence[str | bytes],
         *,
         salt: str = "doorman.signer",
+        min_length: int = MIN_SECRET_LENGTH,
     ) -> None:
         self.salt = salt
         label = b"doorman.signing\x00" + salt.encode()
         # One key per secret and purpose, derived once; each kept as HMAC's two
         # padded hash states, so a MAC costs two hash copies, not a key schedule.
         self._keys = [
-            _hmac_states(hmac.digest(s, label, "sha256")) for s in normalize_secrets(secrets)
+            _hmac_states(hmac.digest(s, label, "sha256"))
+            for s in normalize_secrets(secrets, min_length=min_length)
         ]
 
     @staticmethod

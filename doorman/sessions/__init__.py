@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .middleware import MAX_COOKIE_BYTES, SessionMiddleware
-from .session import Session, SessionPolicy, clear_session, get_session, load_session
+from .policy import SessionPolicy
+from .session import Session, clear_session, get_session, load_session
 
 __all__ = [
     "MAX_COOKIE_BYTES",

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .._answers import send_error
 from .._types import ASGIApp, Message, Receive, Scope, Send
-from ..exceptions import ConfigError, SessionTooLarge, StoreError
-from ..signing import Signer
+from ..exceptions import ConfigError, SessionTooLarge, StoreError, WeakSecretWarning
+from ..signing import MIN_SECRET_LENGTH, Signer, normalize_secrets
 from ..stores.base import SessionStore
 from ..stores.cookie import CookieStore
-from .session import DELETE_COOKIE, CookieUpdate, Session, SessionPolicy
+from .legacy import StarletteCookieReader
+from .policy import DELETE_COOKIE, CookieUpdate, SessionPolicy
+from .session import Session
 
 __all__ = ["MAX_COOKIE_BYTES", "SessionMiddleware"]
 
 log = logging.getLogger("doorman.sessions")
+security_log = logging.getLogger("doorman.security")
 
 #: Browsers keep cookies up to about 4096 bytes; 4093 is the size every one keeps.
 MAX_COOKIE_BYTES = 4093
@@ -36,9 +40,10 @@ class SessionMiddleware:
 
     A drop-in for Starlette's ``SessionMiddleware``: its arguments (``secret_key``,
     ``session_cookie``, ``max_age``, ``path``, ``same_site``, ``https_only``, ``partitioned``,
-    ``domain``) mean the same here, and with ``secret_key`` the cookie keeps
-    Starlette's name, ``session``. doorman's own spelling is ``secret=``, whose
-    cookie is ``doorman_session``.
+    ``domain``) mean the same here. With ``secret_key`` the cookie keeps Starlette's
+    name, ``session``; a short secret is accepted with a ``WeakSecretWarning``; and
+    cookies Starlette signed are carried over once, re-issued in doorman's format.
+    doorman's own spelling is ``secret=``, whose cookie is ``doorman_session``.
 
     ``secret`` may be a list, newest first: the newest signs, all verify.
     The cookie gets ``Secure`` on https (and wss) requests even without
@@ -73,6 +78,13 @@ class SessionMiddleware:
             secret_key = str(secret_key)  # Starlette's `Secret` wrapper, read as Starlette does
         if session_cookie is None:
             session_cookie = "session" if secret_key is not None else "doorman_session"
+        starlette = secret_key is not None  # Starlette's spelling: its ways where they differ
+        if secret_key is not None:
+            keys = _starlette_keys(secret_key)
+            signer = Signer(keys, salt="doorman.session", min_length=1)
+            legacy = StarletteCookieReader(keys, max_age)
+        else:
+            signer, legacy = Signer(secret, salt="doorman.session"), None  # type: ignore[arg-type]
         self.app = app
         self.save_every_request = save_every_request
         self.lazy = lazy
@@ -80,20 +92,28 @@ class SessionMiddleware:
         self._cookie_bytes = session_cookie.encode() + b"="
         self.policy = SessionPolicy(
             store=store if store is not None else CookieStore(),
-            signer=Signer(secret if secret is not None else secret_key, salt="doorman.session"),  # type: ignore[arg-type]
-            max_age=_check_seconds("max_age", max_age, allow_none=True),
+            signer=signer,
+            # Starlette takes any max_age; 0 or less makes sessions that end at once.
+            max_age=_check_seconds("max_age", max_age, allow_none=True, any_int=starlette),
             idle_timeout=_check_seconds("idle_timeout", idle_timeout, allow_none=True),
             absolute_timeout=_check_seconds("absolute_timeout", absolute_timeout, allow_none=True),
+            legacy=legacy,
         )
-        # In-process stores load on first access; network stores before the app, unless lazy.
+        # In-process stores load as the Session is made; network stores before the app,
+        # unless lazy.
         self._loads_before_app = self.policy.load_nowait is None and not lazy
         if isinstance(same_site, str):
             same_site = same_site.lower()  # type: ignore[assignment]  # Starlette takes "Lax" too
         # Browsers ignore SameSite=None and Partitioned cookies that are not Secure.
         self._always_secure = https_only or same_site == "none" or partitioned
-        self._attributes = _cookie_attributes(path, same_site, domain, partitioned, secure=False)
+        # With Starlette's spelling, its attribute spelling too: the same header, byte for
+        # byte where it can be, for code and tests that read it as a string.
+        spelling = _STARLETTE_SPELLING if starlette else _SPELLING
+        self._attributes = _cookie_attributes(
+            path, same_site, domain, partitioned, secure=False, spelling=spelling
+        )
         self._secure_attributes = _cookie_attributes(
-            path, same_site, domain, partitioned, secure=True
+            path, same_site, domain, partitioned, secure=True, spelling=spelling
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -161,7 +181,22 @@ class SessionMiddleware:
                 headers.append((b"vary", b"Cookie"))
             if update is not None:
                 secure = self._always_secure or scope.get("scheme") in ("https", "wss")
-                headers.append((b"set-cookie", self._set_cookie(update, secure)))
+                headers.append((b"set-cookie", self._cookie_header(session, update, secure)))
+
+    def _cookie_header(self, session: Session, update: CookieUpdate, secure: bool) -> bytes:
+        try:
+            return self._set_cookie(update, secure)
+        except SessionTooLarge:
+            if not session.carried_over:
+                raise  # the app stored too much: a programming error, said loudly
+            # Starlette never limits its cookie; one near 4 KB may not fit doorman's
+            # format. The cookie comes from the client: no 500, the session goes.
+            log.warning(
+                "a session carried over from Starlette is too large for a doorman cookie "
+                "and was dropped: its user signs in again (a server-side store, SQLStore "
+                "or RedisStore, keeps sessions of any size)"
+            )
+            return self._set_cookie(DELETE_COOKIE, secure)
 
     def _set_cookie(self, update: CookieUpdate, secure: bool) -> bytes:
         attributes = self._secure_attributes if secure else self._attributes
@@ -216,22 +251,43 @@ async def _refuse(scope: Scope, send: Send, error: StoreError) -> None:
     await send_error(scope, send, 503, _UNAVAILABLE_TEXT, [(b"retry-after", b"5")])
 
 
+class _Spelling(NamedTuple):
+    path: str
+    http_only: str
+    same_site: str
+    secure: str
+    domain: str
+    partitioned: str
+
+
+_SPELLING = _Spelling("Path", "HttpOnly", "SameSite", "Secure", "Domain", "Partitioned")
+_STARLETTE_SPELLING = _Spelling("path", "httponly", "samesite", "secure", "domain", "partitioned")
+
+
 def _cookie_attributes(
-    path: str, same_site: str, domain: str | None, partitioned: bool, *, secure: bool
+    path: str,
+    same_site: str,
+    domain: str | None,
+    partitioned: bool,
+    *,
+    secure: bool,
+    spelling: _Spelling = _SPELLING,
 ) -> str:
     if not path.startswith("/") or not _ATTRIBUTE.fullmatch(path):
         raise ConfigError(f"path={path!r}: a cookie path starts with / and has no ; or spaces")
     if same_site not in ("lax", "strict", "none"):
         raise ConfigError(f"same_site={same_site!r}: use 'lax', 'strict' or 'none'")
-    text = f"; Path={path}; HttpOnly; SameSite={same_site.capitalize()}"
+    if spelling is _SPELLING:
+        same_site = same_site.capitalize()
+    text = f"; {spelling.path}={path}; {spelling.http_only}; {spelling.same_site}={same_site}"
     if secure:
-        text += "; Secure"
+        text += f"; {spelling.secure}"
     if domain is not None:
         if not domain or not _ATTRIBUTE.fullmatch(domain):
             raise ConfigError(f"domain={domain!r}: not a cookie domain")
-        text += f"; Domain={domain}"
+        text += f"; {spelling.domain}={domain}"
     if partitioned:
-        text += "; Partitioned"
+        text += f"; {spelling.partitioned}"
     return text
 
 
@@ -243,9 +299,29 @@ def _check_cookie_name(name: str) -> str:
     return name
 
 
-def _check_seconds(option: str, value: int | None, *, allow_none: bool) -> int | None:
+def _check_seconds(
+    option: str, value: int | None, *, allow_none: bool, any_int: bool = False
+) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or (value <= 0 and not any_int):
         raise ConfigError(f"{option}={value!r}: give a whole number of seconds above 0, or None")
     return value
+
+
+def _starlette_keys(secret_key: str | bytes | Sequence[str | bytes]) -> list[bytes]:
+    """Starlette's secret(s), as bytes: short ones too, as Starlette takes them, with a warning."""
+    keys = normalize_secrets(secret_key, min_length=1)
+    for position, key in enumerate(keys, 1):
+        if len(key) < MIN_SECRET_LENGTH:
+            which = "the secret" if len(keys) == 1 else f"secret #{position}"
+            message = (
+                f"SessionMiddleware(secret_key=...): {which} is {len(key)} characters long, "
+                f"and anyone who guesses it can forge any session; doorman asks for at least "
+                f"{MIN_SECRET_LENGTH} (and refuses shorter ones given as secret=). Make one "
+                "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+            warnings.warn(message, WeakSecretWarning, stacklevel=3)
+            security_log.warning("%s", message)
+            break
+    return keys

@@ -1,4 +1,4 @@
-"""``Session``: the mutable mapping a request sees in ``scope["session"]``."""
+"""``Session``: the dict a request sees in ``scope["session"]``, and its life cycle."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterator, MutableMapping
-from typing import Any, NamedTuple
+from collections.abc import MutableMapping
+from typing import Any
 
 from ..exceptions import BadSignature, SessionDataError, SessionInterrupted, SessionNotLoaded
-from ..signing import Signer
-from ..stores.base import SessionStore, SyncLoadable
+from ._tracked import TrackedDict
+from .policy import DEFAULT_SERVER_LIFETIME, DELETE_COOKIE, CookieUpdate, SessionPolicy
 
 __all__ = [
     "DELETE_COOKIE",
@@ -31,73 +31,19 @@ security_log = logging.getLogger("doorman.security")
 # Built once: json.dumps() with options builds a new encoder on every call.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
-#: Server-side lifetime of a browser-session cookie (``max_age=None``) that
-#: sets no idle or absolute timeout: a session must end somewhere.
-DEFAULT_SERVER_LIFETIME = 14 * 24 * 3600
 
+class Session(TrackedDict):
+    """Session data, a ``dict``, plus the bookkeeping to save it only when needed.
 
-class CookieUpdate(NamedTuple):
-    """A new cookie value to send; ``max_age=None`` makes a browser-session cookie."""
-
-    value: str
-    max_age: int | None
-
-
-#: ``Session.commit()`` answer meaning "delete the session cookie".
-DELETE_COOKIE = CookieUpdate("", 0)
-
-
-class SessionPolicy:
-    """What every session of one middleware shares: store, signer, lifetimes."""
-
-    __slots__ = (
-        "absolute_timeout",
-        "fixed_lifetime",
-        "idle_timeout",
-        "load_nowait",
-        "max_age",
-        "save_nowait",
-        "signer",
-        "stateless",
-        "store",
-        "touch_interval",
-    )
-
-    def __init__(
-        self,
-        store: SessionStore,
-        signer: Signer,
-        max_age: int | None,
-        idle_timeout: int | None = None,
-        absolute_timeout: int | None = None,
-    ) -> None:
-        self.store = store
-        self.signer = signer
-        self.max_age = max_age
-        self.idle_timeout = idle_timeout
-        self.absolute_timeout = absolute_timeout
-        self.stateless = bool(store.stateless)
-        # Looked up once here: a Protocol isinstance() per request costs microseconds.
-        self.load_nowait = store.load_nowait if isinstance(store, SyncLoadable) else None
-        self.save_nowait = getattr(store, "save_nowait", None)
-        #: How stale an idle deadline may get before an unmodified session is re-saved.
-        self.touch_interval = min(60, (idle_timeout or 0) // 10)
-        #: Server-side lifetime when only max_age applies: the common case, computed once.
-        self.fixed_lifetime = (
-            None if idle_timeout or absolute_timeout else (max_age or DEFAULT_SERVER_LIFETIME)
-        )
-
-
-class Session(MutableMapping[str, Any]):
-    """Session data plus the bookkeeping to save it only when needed.
-
-    It loads on first access: at once for in-process stores (cookie, memory),
-    and before the app runs for network stores unless the middleware is lazy,
-    in which case ``await load_session(request)`` must come first.
+    With in-process stores (cookie, memory) it loads when it is made; with
+    network stores the middleware loads it before the app runs, unless it is
+    lazy, in which case ``await load_session(request)`` must come first.
     """
 
-    # Defaults live on the class, so a request that never touches its session
-    # pays for four attribute writes, not fifteen.
+    # What every request sets lives in slots (fast to write, no instance dict);
+    # the rest keeps its default on the class until a session changes it.
+    __slots__ = ("_candidates", "_client", "_loaded", "_policy", "accessed", "modified")
+
     _key: str | None = None
     _created = _saved_at = 0
     _expiry: int | None = None
@@ -105,7 +51,9 @@ class Session(MutableMapping[str, Any]):
     _sid: str | None = None
     _cycle = _ended = False
     _doomed: tuple[str, ...] = ()
-    accessed = modified = False
+    _carried: dict[str, Any] | None = None  # a Starlette session, read from its cookie
+    #: True when this session came from a cookie that Starlette's middleware signed.
+    carried_over = False
 
     def __init__(
         self, policy: SessionPolicy, cookies: list[str] | None = None, client: Any = None
@@ -113,8 +61,10 @@ class Session(MutableMapping[str, Any]):
         self._policy = policy
         self._candidates = cookies or ()
         self._client = client  # the scope's (host, port), for log lines
-        self._data: dict[str, Any] = {}
         self._loaded = not cookies
+        self.accessed = self.modified = False
+        if cookies and policy.load_nowait is not None:
+            self._ensure()  # no I/O; and C code reading the dict must not find it empty
 
     # -- loading -----------------------------------------------------------
 
@@ -140,6 +90,9 @@ class Session(MutableMapping[str, Any]):
             key = self._verify(raw)
             if key is not None and self._adopt(key, load_nowait(key)):
                 break
+        else:
+            if self._carried is not None:
+                self._carry_over(self._carried)
         self._loaded = True
 
     async def load(self) -> None:
@@ -150,19 +103,39 @@ class Session(MutableMapping[str, Any]):
             key = self._verify(raw)
             if key is not None and self._adopt(key, await self._policy.store.load(key)):
                 break
+        else:
+            if self._carried is not None:
+                self._carry_over(self._carried)
         self._loaded = True
 
     def _verify(self, raw: str) -> str | None:
-        """The key a cookie value carries, or None (and a security log line) if forged."""
+        """The key a cookie value carries, or None (and a log line) if doorman did not sign it."""
+        policy = self._policy
         try:
-            return self._policy.signer.unsign(raw)
+            return policy.signer.unsign(raw)
         except BadSignature:
+            pass
+        client = self._client[0] if self._client else "-"
+        if policy.legacy is None:
             security_log.warning(
                 "session cookie with a bad signature from %s (forged, damaged, "
                 "or signed by a secret that was since removed)",
-                self._client[0] if self._client else "-",
+                client,
             )
-            return None
+        elif self._carried is None and (data := policy.legacy.loads(raw)) is not None:
+            self._carried = data
+        else:
+            # Switching from Starlette leaves many cookies that no longer count (expired,
+            # other secrets); a warning for each, on every request, would bury real ones.
+            log.debug("session cookie from %s not signed with this secret, or expired", client)
+        return None
+
+    def _carry_over(self, data: dict[str, Any]) -> None:
+        """Make a Starlette session a doorman one: saved anew, with a cookie in doorman's format."""
+        dict.update(self, data)
+        self._carried = None
+        self.carried_over = self.modified = True
+        log.debug("carrying over a Starlette session cookie from %s", self._client or "-")
 
     def _adopt(self, key: str, payload: str | None) -> bool:
         if payload is None:
@@ -184,7 +157,8 @@ class Session(MutableMapping[str, Any]):
                 self._doomed += (key,)
                 return False
         self._key = key
-        self._data, self._created, self._saved_at = data, created, saved_at
+        dict.update(self, data)
+        self._created, self._saved_at = created, saved_at
         if len(record) > 3:  # optional fields: only sessions that use them pay for them
             expiry, until, sid = record.get("x"), record.get("u"), record.get("i")
             self._expiry = expiry if type(expiry) is int else None
@@ -192,63 +166,8 @@ class Session(MutableMapping[str, Any]):
             self._sid = sid if type(sid) is str else None
         return True
 
-    # -- the mapping -------------------------------------------------------
-
-    def __getitem__(self, name: str) -> Any:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        return self._data[name]
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        if type(name) is not str:
-            raise SessionDataError(f"session keys must be str, not {type(name).__name__}")
-        if not self._loaded:
-            self._ensure()
-        self.accessed = self.modified = True
-        self._data[name] = value
-
-    def __delitem__(self, name: str) -> None:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        del self._data[name]
-        self.modified = True
-
-    def __iter__(self) -> Iterator[str]:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        return len(self._data)
-
-    def __contains__(self, name: object) -> bool:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        return name in self._data
-
-    def get(self, name: str, default: Any = None) -> Any:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        return self._data.get(name, default)
-
-    def clear(self) -> None:
-        if not self._loaded:
-            self._ensure()
-        self.accessed = True
-        if self._data:
-            self._data = {}
-            self.modified = True
-
     def __repr__(self) -> str:
-        state = repr(self._data) if self._loaded else "<not loaded>"
+        state = dict.__repr__(self) if self._loaded else "<not loaded>"
         return f"<Session {state} modified={self.modified}>"
 
     # -- life cycle --------------------------------------------------------
@@ -278,7 +197,7 @@ class Session(MutableMapping[str, Any]):
         if self._key is not None and self._key not in self._doomed:
             self._doomed += (self._key,)
         self._key = None
-        self._data = {}
+        dict.clear(self)
         self._cycle = False
         self._ended = True
         self._expiry = self._until = None
@@ -313,9 +232,11 @@ class Session(MutableMapping[str, Any]):
         """When a session saved at ``now`` ends on the server."""
         policy = self._policy
         lifetime = self._expiry if self._expiry is not None else policy.max_age
-        if not lifetime:  # a browser-session cookie: the server still ends it, by max_age at most
+        if lifetime is None or (lifetime == 0 and self._expiry == 0):
+            # A browser-session cookie: the server still ends it, by max_age at most.
+            server_max_age = policy.max_age if policy.max_age and policy.max_age > 0 else None
             lifetime = (
-                policy.max_age
+                server_max_age
                 or policy.idle_timeout
                 or policy.absolute_timeout
                 or DEFAULT_SERVER_LIFETIME
@@ -335,7 +256,7 @@ class Session(MutableMapping[str, Any]):
         return bool(
             policy.idle_timeout
             and self._key is not None
-            and self._data
+            and dict.__len__(self)
             and now - self._saved_at >= policy.touch_interval
         )
 
@@ -359,7 +280,7 @@ class Session(MutableMapping[str, Any]):
         while self._doomed:
             doomed, self._doomed = self._doomed[0], self._doomed[1:]
             await store.delete(doomed)
-        if not save or not self._data:
+        if not save or not dict.__len__(self):
             if self._ended or (save and self.modified):
                 if self._key is not None:
                     await store.delete(self._key)
@@ -371,7 +292,7 @@ class Session(MutableMapping[str, Any]):
             return None
         old = self._key
         policy = self._policy
-        if self._expiry is None and self._until is None and policy.fixed_lifetime:
+        if self._expiry is None and self._until is None and policy.fixed_lifetime is not None:
             expires_at, max_age = now + policy.fixed_lifetime, policy.max_age
         else:
             expires_at = self.expires_at(now)
@@ -396,7 +317,8 @@ class Session(MutableMapping[str, Any]):
 
     def dump(self, now: float) -> str:
         """The payload to store: JSON, never pickle."""
-        record: dict[str, Any] = {"d": self._data, "c": self._created or int(now), "a": int(now)}
+        data = dict(dict.items(self))  # a plain copy: encoding self would set `accessed`
+        record: dict[str, Any] = {"d": data, "c": self._created or int(now), "a": int(now)}
         if self._expiry is not None:
             record["x"] = self._expiry
         if self._until is not None:
@@ -406,7 +328,7 @@ class Session(MutableMapping[str, Any]):
         try:
             return _encode(record)
         except (TypeError, ValueError) as exc:
-            raise _explain_unserialisable(self._data) from exc
+            raise _explain_unserialisable(data) from exc
 
 
 def _explain_unserialisable(data: dict[str, Any]) -> SessionDataError:
