@@ -81,10 +81,14 @@ def _login_url(server: ServerState, request: Request, rd: str | None) -> str:
         return base
     if original.startswith("/"):
         return f"{base}?{urlencode({'next': safe_path(original)})}"
-    parts = urlsplit(original)
+    try:
+        parts = urlsplit(original)
+        host = parts.hostname or ""
+    except ValueError:  # does not parse ("http://[::1", a host NFKC turns into "#@"): not allowed
+        return base
     public_host = urlsplit(settings.public_url).hostname if settings.public_url else None
     if parts.scheme not in ("http", "https") or not host_allowed(
-        parts.hostname or "", public_host=public_host, cookie_domain=settings.cookie_domain
+        host, public_host=public_host, cookie_domain=settings.cookie_domain
     ):
         return base
     signature = server.next_signer.sign(original)
