@@ -22,6 +22,9 @@ from .signing import MAKE_A_SECRET, MIN_SECRET_LENGTH
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"(\d+)\s*(|b|k|kb|kib|m|mb|mib)")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024}
+_SIZE_UNITS.update(m=1024**2, mb=1024**2, mib=1024**2)
 _ROUTE_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~-]+/)+")  # not / alone: the pages need their own
 _DOMAIN = re.compile(r"\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
 _UNSAFE_PATH = re.compile(r"[\x00-\x20\x7f\\?#]")
@@ -89,6 +92,25 @@ def _seconds(low: int, example: str) -> Callable[[Any], int]:
             unit = "second" if low == 1 else "seconds"
             raise _Bad(f"give at least {low} {unit}, as a number or a duration such as {example}")
         return seconds
+
+    return parse
+
+
+def _bytes(low: int, high: int, example: str) -> Callable[[Any], int]:
+    """A size: bytes, or a number with a unit, ``64KB`` or ``1MB`` (multiples of 1024)."""
+
+    def parse(value: object) -> int:
+        size = -1
+        if type(value) is int:
+            size = value
+        elif isinstance(value, str) and (found := _SIZE.fullmatch(value.strip().lower())):
+            size = int(found[1]) * _SIZE_UNITS[found[2]]
+        if not low <= size <= high:
+            raise _Bad(
+                f"give a size from {low} bytes to {high // 1024**2} MB, as bytes or with a unit "
+                f"such as {example}"
+            )
+        return size
 
     return parse
 

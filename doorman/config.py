@@ -29,6 +29,7 @@ from ._parsers import (
     _addresses,
     _Bad,
     _boolean,
+    _bytes,
     _check_rules,
     _choice_of_store,
     _cookie_domain,
@@ -139,6 +140,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Where a sign-in without next lands: a path, or a URL on public_url's host or under "
             "cookie_domain; unset: the account page (serve), / (protect).",
             _optional(_login_redirect)),
+    Setting("max_body_size", 65536,
+            "Largest request body doorman's routes read (bytes, or 64KB, 1MB); a bigger one "
+            "gets 413.", _bytes(1024, 1024**3, "64KB")),
     Setting("basic_auth", False,
             "Accept HTTP Basic credentials as well as sessions and API tokens.", _boolean),
     Setting("access_log", True,
@@ -194,6 +198,7 @@ class Settings:
     absolute_timeout: int | None
     allow_registration: bool
     login_redirect: str | None
+    max_body_size: int
     basic_auth: bool
     access_log: bool
     throttle_per_account: int

@@ -48,6 +48,12 @@ class StoreError(DoormanError):
     status_code = 503
 
 
+class RequestTooLarge(DoormanError):
+    """The request body is larger than doorman reads (``max_body_size``): 413."""
+
+    status_code = 413
+
+
 class SessionError(DoormanError):
     """Base of session misuse errors (programming errors, not client input)."""
 

@@ -249,6 +249,7 @@ BAD = {
     "absolute_timeout": [0, "1.5h"],
     "allow_registration": ["perhaps"],
     "login_redirect": ["//evil.example/", "javascript:alert(1)", "/a#b", 7],
+    "max_body_size": [0, "12", "64 parsecs", "2000MB", -1, True, 1.5],
     "basic_auth": [[]],
     "access_log": ["sometimes", 2],
     "throttle_per_account": [-1, "many"],

@@ -17,6 +17,7 @@ with needs_extra("server", "the sign-in server"):
     import jinja2  # noqa: F401 - the pages' templates
     import python_multipart  # noqa: F401 - Starlette reads forms with it, on the first POST
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.responses import FileResponse, RedirectResponse, Response
     from starlette.routing import BaseRoute, Mount, Route
     from starlette.staticfiles import StaticFiles
@@ -32,6 +33,7 @@ from ..integrations.starlette import exception_handlers
 from ..sessions.middleware import SessionMiddleware
 from ..stores.base import SessionStore
 from .access_log import AccessLogMiddleware
+from .body_limit import BodyLimitMiddleware
 from .cors import CORSMiddleware
 from .headers import SecurityHeadersMiddleware
 from .plugin import ServerPlugin
@@ -87,6 +89,8 @@ def create_app(
     )
     app = Starlette(
         routes=_routes(server),
+        # Inside Starlette's error handling, so that its 413 is not turned into a 500 first.
+        middleware=[Middleware(BodyLimitMiddleware, max_size=settings.max_body_size)],
         exception_handlers={**exception_handlers, **errors.error_handlers},
         lifespan=_lifespan(doorman, store),
     )

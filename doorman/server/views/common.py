@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ...auth import csrf
 from ...auth.users import check_email, check_username
-from ...exceptions import AccountError
+from ...exceptions import AccountError, RequestTooLarge
 from ..state import state_of
 from .forms import FormErrors, check_new_password
 
@@ -60,6 +60,8 @@ async def _fields(request: Request) -> dict[str, str] | None:
         return {k: _text_of(v) for k, v in body.items() if isinstance(v, str | bool)}
     try:
         form: FormData = await request.form(max_files=0, max_fields=_MAX_FORM_FIELDS)
+    except RequestTooLarge:
+        raise  # BodyLimitMiddleware answers 413
     except Exception:  # malformed multipart or too many fields: the client's fault
         return None
     return {k: v for k, v in form.items() if isinstance(v, str)}
