@@ -6,12 +6,13 @@ with doorman's own ``PasswordHasher`` (argon2id, the real parameters) and
 ``Users.create``. Then, for each throttle scenario, a fresh
 ``python -m doorman serve --workers 1`` is started on loopback and 200 simulated
 browsers (one ``httpx.AsyncClient`` each, so one connection each) do what a
-browser's script does: ``GET /-/whoami?csrf=1`` for a session and its CSRF token
-(20 browsers at a time), then, released at once, a JSON ``POST /-/login`` with
-``X-CSRFToken``. The script records each login's status and latency, the storm's
-wall time and the server's memory from /proc (``VmRSS`` before and after, sampled
-every 10 ms during the storm, and the kernel's high-water mark ``VmHWM``), then
-checks every new session with ``GET /-/whoami``. The server is pinned to one CPU
+browser's script does: ``GET /-/whoami?csrf=1`` for a CSRF token and the cookie it
+is bound to (20 browsers at a time; no session is made before sign-in), then,
+released at once, a JSON ``POST /-/login`` with ``X-CSRFToken``. The script
+records each login's status and latency, the storm's wall time and the server's
+memory from /proc (``VmRSS`` before and after, sampled every 10 ms during the
+storm, and the kernel's high-water mark ``VmHWM``), then checks every new session
+with ``GET /-/whoami``. The server is pinned to one CPU
 and the browsers to the other with taskset / sched_setaffinity, as in load.py.
 
 Throttle scenarios (doorman counts every attempt per account and per client
@@ -200,11 +201,15 @@ async def create_users(db: str, hashes: list[str]) -> None:
 # -- the browsers ----------------------------------------------------------------------
 
 
-def new_cookie(response: httpx.Response) -> str | None:
-    """``doorman_session=...`` from the response's Set-Cookie, if it sets one."""
+#: A browser without a session keeps its CSRF secret in this cookie.
+CSRF_COOKIE = "doorman_csrf"
+
+
+def new_cookie(response: httpx.Response, name: str = COOKIE) -> str | None:
+    """``doorman_session=...`` (or cookie ``name``) from the response's Set-Cookie, if set."""
     for value in response.headers.get_list("set-cookie"):
         pair = value.split(";", 1)[0]
-        if pair.startswith(COOKIE + "=") and pair != COOKIE + "=":
+        if pair.startswith(name + "=") and pair != name + "=":
             return pair
     return None
 
@@ -222,14 +227,14 @@ class Browser:
     problem: str = ""  # what was wrong with an answer of the expected status
 
     async def prepare(self, gate: asyncio.Semaphore) -> None:
-        """The session and its CSRF token, as a page's script gets them before a login."""
+        """A CSRF token and its cookie, as a page's script gets them before a login."""
         async with gate:
             try:
                 response = await self.client.get("/-/whoami?csrf=1")
             except httpx.HTTPError as error:
                 self.status = f"GET /-/whoami?csrf=1: {type(error).__name__}"
                 return
-        cookie = new_cookie(response)
+        cookie = new_cookie(response, CSRF_COOKIE)
         if response.status_code != 200 or cookie is None:
             self.status = f"GET /-/whoami?csrf=1: {response.status_code}"
             return
@@ -318,7 +323,7 @@ class Storm:
     problems: list[str] = field(default_factory=list)
     sessions_ok: int = 0
     idle: Memory | None = None  # after start-up
-    ready: Memory | None = None  # the 200 pre-login sessions made, before the storm
+    ready: Memory | None = None  # the 200 CSRF tokens handed out, before the storm
     after: Memory | None = None  # right after the storm
     sampled_rss: int = 0
     sampled_threads: int = 0
@@ -631,7 +636,7 @@ with that hash in its hashing pool (at most min(4, CPUs) = 2 hashes at once).
 {scenarios}
 
 Each of the {args.logins} browsers is its own `httpx.AsyncClient` (one connection):
-it first gets a session and its CSRF token (`GET /-/whoami?csrf=1`; {PREPARE_AT_ONCE}
+it first gets a CSRF token and its cookie (`GET /-/whoami?csrf=1`; {PREPARE_AT_ONCE}
 browsers at a time, so that the page loads are not a storm of their own), then all the
 `POST /-/login` (JSON, `X-CSRFToken`) are released at once. "wall s" runs from the
 release to the last answer; the latencies are those of the successful logins, from
@@ -642,7 +647,7 @@ work"). "logins/s" is the successful logins over the wall time; server CPU is th
 server process's user and system time during the storm, every thread (the hashing
 pool's included). Memory comes from `/proc/<pid>/status` of the server (one process:
 `--workers 1` runs uvicorn in the `doorman serve` process): `VmRSS` at start-up, after
-the {args.logins} pre-login sessions, sampled every {SAMPLE_EVERY * 1000:.0f} ms during
+the {args.logins} CSRF tokens, sampled every {SAMPLE_EVERY * 1000:.0f} ms during
 the storm and after it; `VmHWM` is the kernel's high-water mark of the RSS since the
 process started; "storm's growth" is `VmHWM` less the RSS just before the release.
 

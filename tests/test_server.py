@@ -104,11 +104,13 @@ async def test_login_page_is_a_labelled_form_with_security_headers(server: Serve
 async def test_sign_in_cycles_the_session_and_lands_on_the_account(server: Server) -> None:
     async with browse(server) as browser:
         await csrf_token(browser)
-        before = browser.cookies[COOKIE]
+        assert COOKIE not in browser.cookies, "no session before sign-in: nothing to fixate"
         response = await sign_in(browser)
         assert response.status_code == 302
         assert response.headers["location"] == "/-/account"
-        assert browser.cookies[COOKIE] != before
+        before = browser.cookies[COOKIE]
+        await sign_in(browser)
+        assert browser.cookies[COOKIE] != before, "a sign-in cycles the session it finds"
         assert (await actor_of(browser))["username"] == "alice"
         account = await browser.get("/-/account", headers=HTML)
         assert account.status_code == 200 and "alice" in account.text

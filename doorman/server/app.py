@@ -23,6 +23,7 @@ with needs_extra("server", "the sign-in server"):
     from starlette.staticfiles import StaticFiles
 
 from .._types import ASGIApp, Receive, Scope, Send
+from ..auth.csrf import CSRF, CSRFCookieMiddleware
 from ..auth.guards import requires
 from ..auth.middleware import AuthMiddleware
 from ..config import SERVE_SETTINGS_ENV, Settings, assemble
@@ -73,8 +74,13 @@ def create_app(
     landing = login_landing(settings, prefix=prefix, protect=protected is not None)
     if doorman is None or store is None:
         doorman, store = assemble(settings, secrets)
+    csrf = CSRF(secrets, max_age=settings.session_max_age, https_only=settings.cookie_secure)
     templates = Templates(
-        doorman, template_dir=settings.template_dir, site_name=settings.site_name, prefix=prefix
+        doorman,
+        template_dir=settings.template_dir,
+        site_name=settings.site_name,
+        prefix=prefix,
+        csrf=csrf,
     )
     if doorman.plugins.get_plugin("doorman.server") is None:
         doorman.plugins.register(ServerPlugin(prefix, templates), name="doorman.server")
@@ -86,11 +92,15 @@ def create_app(
         next_signer=NextSigner(secrets),
         prefix=prefix,
         login_redirect=landing,
+        csrf=csrf,
     )
     app = Starlette(
         routes=_routes(server),
         # Inside Starlette's error handling, so that its 413 is not turned into a 500 first.
-        middleware=[Middleware(BodyLimitMiddleware, max_size=settings.max_body_size)],
+        middleware=[
+            Middleware(BodyLimitMiddleware, max_size=settings.max_body_size),
+            Middleware(CSRFCookieMiddleware, csrf=csrf),
+        ],
         exception_handlers={**exception_handlers, **errors.error_handlers},
         lifespan=_lifespan(doorman, store),
     )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 if TYPE_CHECKING:
+    from ..auth.csrf import CSRF
     from ..config import Settings
     from ..core import Doorman
     from ..stores.base import SessionStore
@@ -28,6 +29,8 @@ class ServerState:
     prefix: str
     #: Where a sign-in without ``next`` lands (``login_redirect``, checked).
     login_redirect: str
+    #: CSRF tokens: the session's, or the ``doorman_csrf`` cookie's for visitors without one.
+    csrf: CSRF
 
     def url(self, path: str) -> str:
         """A doorman route: ``url("login")`` is "/-/login"."""

@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from ..._types import Receive, Scope, Send, send_text
-from ...auth.csrf import csrf_token
 from ...database import connect
 from ...exceptions import StoreError
 from ..redirects import host_allowed, safe_path
@@ -25,10 +24,10 @@ _PRIVATE_RAW = [(b"vary", b"Cookie, Authorization")]  # send_text adds no-store
 
 
 async def whoami(request: Request) -> Response:
-    """``{"actor": {...}}`` or ``{"actor": null}``; ``?csrf=1`` adds this session's CSRF token."""
+    """``{"actor": {...}}`` or ``{"actor": null}``; ``?csrf=1`` adds this browser's CSRF token."""
     body: dict[str, Any] = {"actor": request.scope.get("actor")}
     if request.query_params.get("csrf") == "1":
-        body["csrftoken"] = csrf_token(request.scope["session"])
+        body["csrftoken"] = state_of(request).csrf.token(request.scope)
     return JSONResponse(body, headers=_PRIVATE)
 
 

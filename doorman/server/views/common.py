@@ -46,7 +46,7 @@ async def checked_form(request: Request) -> dict[str, str] | None:
     if csrf.is_cross_site(request.headers):
         return None
     given = request.headers.get(csrf.HEADER.decode()) or fields.get(csrf.FIELD)
-    return fields if csrf.verify(request.scope["session"], given) else None
+    return fields if state_of(request).csrf.verify(request.scope, given) else None
 
 
 async def _fields(request: Request) -> dict[str, str] | None:
