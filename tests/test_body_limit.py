@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.endpoints import HTTPEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -224,3 +226,40 @@ def test_memory_stays_flat_under_four_400_mb_uploads_at_once(tmp_path: Path) -> 
         growth = _status_kb(pid, "VmHWM") - before
     assert [s.split(" ")[1] for s in statuses] == ["413"] * 4, statuses
     assert growth < GROWTH_BOUND_KB, f"the server grew by {growth // 1024} MB"
+
+
+# -- no body gives a 500 -------------------------------------------------------------------
+
+CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=utf-16",
+    "application/x-www-form-urlencoded",
+    "application/x-www-form-urlencoded; charset=bogus",
+    "multipart/form-data",
+    "multipart/form-data; boundary=x",
+    "text/plain",
+    "",
+]
+deep = st.builds(
+    lambda opener, depth: opener * depth,
+    st.sampled_from([b"[", b'{"a":', b'{"username":[']),
+    st.integers(900, 20000),
+)
+bodies = st.binary(max_size=300) | deep | st.text(max_size=300).map(str.encode)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=bodies,
+    content_type=st.sampled_from(CONTENT_TYPES),
+    path=st.sampled_from(["/-/login", "/-/logout", "/-/register"]),
+)
+async def test_no_body_gives_a_500(
+    tmp_path: Path, body: bytes, content_type: str, path: str
+) -> None:
+    """JSON nested deeper than ``json`` parses (RecursionError) once gave a 500."""
+    async with running(tmp_path, allow_registration=True) as server, browse(server) as browser:
+        answer = await browser.post(path, content=body, headers={"content-type": content_type})
+    assert answer.status_code < 500, (path, content_type, body[:40])

@@ -53,7 +53,7 @@ async def _fields(request: Request) -> dict[str, str] | None:
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             body = json.loads(await request.body() or b"{}")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than json parses
             return None
         if not isinstance(body, dict):
             return None
