@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from doorman._types import Message, Scope
 
-from .test_server import HTML, PASSWORD, Server, browse, running, sign_in
+from .test_server import HTML, PASSWORD, Server, browse, csrf_token, running, sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -74,27 +74,37 @@ def assert_login_location(location: str) -> None:
 
 
 async def call(
-    app: Any, path: str, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
+    app: Any,
+    path: str,
+    query: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    host: bytes = b"auth.example.com",
+    raw_path: bytes | None = None,
+    form: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One raw ASGI GET, so that header bytes arrive exactly as drawn."""
+    """One raw ASGI GET (a POST with ``form``), so that header bytes arrive exactly as drawn."""
+    body = urlencode(form).encode() if form is not None else b""
+    if form is not None:
+        headers = [*(headers or []), (b"content-type", b"application/x-www-form-urlencoded")]
     scope: Scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": "GET" if form is None else "POST",
         "scheme": "http",
         "path": path,
-        "raw_path": path.encode(),
+        "raw_path": path.encode("utf-8", "surrogateescape") if raw_path is None else raw_path,
         "query_string": query,
         "root_path": "",
-        "headers": [(b"host", b"auth.example.com"), *(headers or [])],
+        "headers": [(b"host", host), *(headers or [])],
         "client": ("127.0.0.1", 50000),
         "server": ("auth.example.com", 80),
     }
     sent: list[Message] = []
 
     async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: Message) -> None:
         sent.append(message)
@@ -184,6 +194,51 @@ async def test_no_forwarded_header_gives_a_500_or_a_foreign_location(
 
 
 @FUZZ
+@given(
+    host=header_values,
+    forwarded_host=header_values,
+    proto=header_values,
+    raw_path=st.binary(max_size=200),
+    query=st.binary(max_size=200),
+)
+async def test_no_forwarded_header_gives_the_gate_a_500_or_a_foreign_location(
+    server: Server, host: bytes, forwarded_host: bytes, proto: bytes, raw_path: bytes, query: bytes
+) -> None:
+    """The gate's return address, from headers a trusted proxy passes on, then the login page."""
+    from doorman.gate import ExistingCookiesGate
+
+    from .conftest import SECRET
+
+    async def never(scope: Scope, receive: Any, send: Any) -> None:
+        raise AssertionError("an anonymous browser reached the app")
+
+    gate = ExistingCookiesGate(
+        never,
+        api_url=PUBLIC + "/-/whoami",
+        auth_redirect_url=LOGIN,
+        original_cookies=["doorman_session"],
+        secret=SECRET,
+        trusted_proxies=["127.0.0.1"],
+    )
+    headers = [
+        (b"accept", b"text/html"),
+        (b"x-forwarded-host", forwarded_host),
+        (b"x-forwarded-proto", proto),
+    ]
+    scope_path = "/" + raw_path.decode("latin-1")
+    status, found, _ = await call(gate, scope_path, query, headers, host=host, raw_path=raw_path)
+    assert status == 302
+    location = found["location"]
+    assert location == LOGIN or location.startswith(LOGIN + "?"), location
+    # The login page judges what the gate signed: an allowed host, or nothing.
+    page_query = urlsplit(location).query.encode("latin-1")
+    status, _, body = await call(server.app, "/-/login", page_query, [(b"accept", b"text/html")])
+    assert status == 200
+    for carried in HIDDEN_NEXT.findall(body.decode()):
+        assert allowed(html.unescape(carried)), carried
+
+
+@FUZZ
 @given(next_=values, signature=values, sign=st.booleans())
 async def test_no_next_on_the_login_page_gives_a_500_or_carries_a_foreign_url(
     server: Server, next_: str, signature: str, sign: bool
@@ -201,18 +256,38 @@ async def test_no_next_on_the_login_page_gives_a_500_or_carries_a_foreign_url(
         assert allowed(html.unescape(carried)), carried
 
 
+@pytest.fixture
+async def cookies(server: Server) -> dict[str, tuple[bytes, str]]:
+    """A signed-in browser's Cookie header, and a visitor's with the token for its forms."""
+    async with browse(server) as visitor, browse(server) as alice:
+        token = await csrf_token(visitor)
+        await sign_in(alice)
+        return {
+            "visitor": (_cookie_header(visitor), token),
+            "alice": (_cookie_header(alice), ""),
+        }
+
+
+def _cookie_header(browser: httpx.AsyncClient) -> bytes:
+    return "; ".join(f"{name}={value}" for name, value in browser.cookies.items()).encode()
+
+
 @FUZZ
 @given(next_=values, signature=values)
 async def test_no_next_gives_a_signed_in_visitor_a_foreign_location(
-    server: Server, next_: str, signature: str
+    server: Server, cookies: dict[str, tuple[bytes, str]], next_: str, signature: str
 ) -> None:
-    async with browse(server) as browser:
-        await sign_in(browser)
-        params = {"next": next_, "next_sig": signature}
-        answer = await browser.get("/-/login", params=params, headers=HTML)
-        assert answer.status_code in (200, 303), answer.status_code
-        if answer.status_code == 303:
-            assert allowed(answer.headers["location"]), answer.headers["location"]
-        signed_in = await sign_in(browser, next=next_, next_sig=signature)
-        assert signed_in.status_code == 302
-        assert allowed(signed_in.headers["location"]), signed_in.headers["location"]
+    query = urlencode({"next": next_, "next_sig": signature}).encode()
+    alice, _ = cookies["alice"]
+    headers = [(b"accept", b"text/html"), (b"cookie", alice)]
+    status, found, _ = await call(server.app, "/-/login", query, headers)
+    assert status in (200, 303), status
+    if status == 303:
+        assert allowed(found["location"]), found["location"]
+    visitor, token = cookies["visitor"]
+    form = {"username": "alice", "password": PASSWORD, "csrftoken": token}
+    form |= {"next": next_, "next_sig": signature}
+    status, found, _ = await call(server.app, "/-/login", b"", [(b"cookie", visitor)], form=form)
+    assert status in (302, 413), status  # 413: a form over 64 KiB
+    if status == 302:
+        assert allowed(found["location"]), found["location"]
