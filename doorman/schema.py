@@ -117,8 +117,9 @@ settings_table = sa.Table(
 signins_table = sa.Table(
     "doorman_signins",
     metadata,
-    # One row per signed-in session, whatever the session store: the session holds
-    # the id. Deleting the row signs that session out, signed cookies included.
+    # One row per signed-in session, whatever the session store: the session holds a
+    # key, the row its SHA-256. Deleting the row signs that session out, signed cookies
+    # included.
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column(
         "user_id",

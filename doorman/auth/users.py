@@ -140,25 +140,24 @@ class Users:
         found = users_from_rows(await self._run(_BY_ID, {"user_id": user_id}))
         return found[0] if found else None
 
-    async def get_signed_in(self, user_id: int, signin_id: str) -> tuple[User | None, float | None]:
-        """The user and the ``last_seen`` of their sign-in ``signin_id``, in one round trip.
+    async def get_signed_in(self, user_id: int, signin: str) -> tuple[User | None, float | None]:
+        """The user and the ``last_seen`` of their sign-in (by id, see ``signin_id``).
 
-        ``last_seen`` is None when that sign-in was revoked (or never existed).
-        This runs on every signed-in request: its statement is built once.
+        One round trip. ``last_seen`` is None when that sign-in was revoked (or
+        never existed). This runs on every signed-in request: its statement is
+        built once.
         """
         found = await self._cache.fetch(
             self._epoch,
-            signin_id,
-            lambda: self._read_signed_in(user_id, signin_id),
+            signin,
+            lambda: self._read_signed_in(user_id, signin),
             usable=lambda kept: kept[0] is not None and kept[0].id == user_id,
             keep=lambda read: read[0] is not None and read[1] is not None,
         )
         return found if found is not None else (None, None)
 
-    async def _read_signed_in(
-        self, user_id: int, signin_id: str
-    ) -> tuple[User | None, float | None]:
-        rows = await self._run(_SIGNED_IN, {"user_id": user_id, "signin_id": signin_id})
+    async def _read_signed_in(self, user_id: int, signin: str) -> tuple[User | None, float | None]:
+        rows = await self._run(_SIGNED_IN, {"user_id": user_id, "signin_id": signin})
         found = users_from_rows(rows)
         return (found[0], rows[0]["signin_seen"]) if found else (None, None)
 

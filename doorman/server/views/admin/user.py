@@ -14,8 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ....auth.guards import requires
-from ....auth.login import update_session_auth
-from ....auth.middleware import SESSION_SIGNIN
+from ....auth.login import current_signin, update_session_auth
 from ....auth.users import User
 from ....core import Doorman
 from ....exceptions import AccountError, PasswordRejected, Throttled, UserNotFound
@@ -79,7 +78,7 @@ async def _user_page(
         is_self=is_self(request, user),
         locked=locked,
         signins=signins,
-        current_signin=request.scope["session"].get(SESSION_SIGNIN),
+        current_signin=current_signin(request.scope["session"]),
         tokens=tokens,
         min_length=server.doorman.password_min_length,
         errors=errors or [],
