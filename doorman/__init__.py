@@ -22,6 +22,7 @@ from .exceptions import (
     StoreError,
     Throttled,
     UsernameTaken,
+    UsernameTooSimilar,
     UserNotFound,
 )
 from .sessions import Session, SessionMiddleware, clear_session, get_session, load_session
@@ -100,6 +101,7 @@ __all__ = [
     "User",
     "UserNotFound",
     "UsernameTaken",
+    "UsernameTooSimilar",
     "allowed",
     "clear_session",
     "get_session",

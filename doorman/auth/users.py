@@ -17,13 +17,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..database import connect
 from ..epochs import epoch_of
-from ..exceptions import AccountError, UsernameTaken, UserNotFound
+from ..exceptions import AccountError, UsernameTaken, UsernameTooSimilar, UserNotFound
 from ..migrations import ensure_schema
 from ..schema import groups_table, signins_table, user_groups_table, users_table
 from .cache import signed_in_cache
+from .lookalikes import lookalike_key, mixed_scripts
 from .passwords import PasswordHasher
 
-__all__ = ["User", "Users", "check_username", "user_rows", "username_key", "users_from_rows"]
+__all__ = [
+    "User",
+    "Users",
+    "check_new_username",
+    "check_username",
+    "user_rows",
+    "username_key",
+    "users_from_rows",
+]
 
 _USERNAME = re.compile(r"[\w.@+-]{1,150}")
 _GROUP = re.compile(r"[\w.@+-][\w.@+ -]{0,148}[\w.@+-]|[\w.@+-]")
@@ -85,6 +94,17 @@ def check_username(username: str) -> str:
     # Case folding can lengthen a name ("ß" -> "ss"); the folded form is stored too.
     if not _USERNAME.fullmatch(name) or len(username_key(name)) > 150:
         raise AccountError("a username is 1 to 150 letters, digits and the characters . @ + - _")
+    return name
+
+
+def check_new_username(username: str) -> str:
+    """``check_username``, and one script per name: what a new account's name must pass."""
+    name = check_username(username)
+    if mixed_scripts(name):
+        raise AccountError(
+            "a username is written in one script: not Latin letters mixed with Cyrillic "
+            "or Greek ones, for instance"
+        )
     return name
 
 
@@ -183,13 +203,19 @@ class Users:
         is_active: bool = True,
         groups: Iterable[str] = (),
     ) -> User:
-        """Add a user. Give ``password`` (hashed here) or an existing ``password_hash``."""
-        name = check_username(username)
+        """Add a user. Give ``password`` (hashed here) or an existing ``password_hash``.
+
+        ``UsernameTaken`` when the name is taken (without case) or looks like one
+        that is (``doorman.auth.lookalikes``).
+        """
+        name = check_new_username(username)
+        await self.check_free(name)
         if password is not None:
             password_hash = await self.hasher.hash(password)
         row = {
             "username": name,
             "username_key": username_key(name),
+            "username_skeleton": lookalike_key(name),
             "email": _check_email(email),
             "password_hash": password_hash,
             "is_admin": is_admin,
@@ -203,9 +229,28 @@ class Users:
                 result = await connection.execute(users_table.insert().values(row))
                 user_id = result.inserted_primary_key[0]  # type: ignore[index]
                 await self._add_groups(connection, user_id, groups)
-        except exc.IntegrityError:
+        except exc.IntegrityError:  # created meanwhile
+            await self.check_free(name)
             raise UsernameTaken(f"the username {name!r} is taken") from None
         return await self._must_get(user_id)
+
+    async def check_free(self, name: str) -> None:
+        """``UsernameTaken`` unless ``name`` is free: not taken, and like no other's.
+
+        ``UsernameTooSimilar`` (a subclass) for a look-alike, which is not named: it
+        may be a name the person did not type.
+        """
+        key = username_key(name)
+        query = sa.select(_u.username_key).where(
+            sa.or_(_u.username_key == key, _u.username_skeleton == lookalike_key(name))
+        )
+        await ensure_schema(self.engine)
+        async with connect(self.engine) as connection:
+            found = (await connection.execute(query.limit(2))).scalars().all()
+        if key in found:
+            raise UsernameTaken(f"the username {name!r} is taken")
+        if found:
+            raise UsernameTooSimilar(f"the username {name!r} is too similar to an existing one")
 
     async def set_password(self, user: User, password: str | None) -> User:
         """A new password (None: no usable password). Every other session of the user ends."""

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ...auth import csrf
-from ...auth.users import check_username
-from ...exceptions import AccountError
+from ...auth.users import check_new_username
+from ...exceptions import AccountError, UsernameTaken, UsernameTooSimilar
 from ..state import state_of
 
 if TYPE_CHECKING:
@@ -111,15 +111,20 @@ async def new_account_problems(
     """What a new account is checked for: the username, both passwords, the password rules."""
     errors: list[str] = []
     try:
-        check_username(username)
+        check_new_username(username)
     except AccountError as error:
         errors.append(sentence(error))
     if password != again:
         errors.append("The two passwords differ.")
     problems = await doorman.password_problems(password, username=username, email=email or None)
     errors.extend(f"This password {problem}." for problem in problems)
-    if not errors and await doorman.users.by_username(username) is not None:
-        errors.append("That username is taken.")
+    if not errors:
+        try:
+            await doorman.users.check_free(username)
+        except UsernameTooSimilar:
+            errors.append("That username is too similar to an existing one.")
+        except UsernameTaken:
+            errors.append("That username is taken.")
     return errors
 
 
