@@ -142,7 +142,7 @@ def test_a_copy_of_the_database_does_not_make_an_admin(tmp_path: Path, sessions:
     with running(server):
         add_users(str(db), ROOT, "bob", admins=(ROOT,))
         signed_in = sign_in(server.url, ROOT)
-        sign_in(server.url, "bob")
+        bobs = sign_in(server.url, "bob")
         assert admin_pages_answer(server, signed_in) == 200
         read_only_copy(db, tmp_path / "copy.db")
         loot = stolen(tmp_path / "copy.db")
@@ -158,6 +158,11 @@ def test_a_copy_of_the_database_does_not_make_an_admin(tmp_path: Path, sessions:
             assert key not in loot["signins"]
             real = asyncio.run(admin_cookie(loot, loot["admins"][0], key))
             assert username_of(server.url, real) == ROOT
+            # An account of one's own lends its sign-in key, but that sign-in is bob's.
+            own = asyncio.run(session_data(loot["secret"], bobs))["_auth_signin"]
+            borrowed = asyncio.run(admin_cookie(loot, loot["admins"][0], own))
+            assert username_of(server.url, borrowed) is None
+            assert username_of(server.url, bobs) == "bob"
 
         files = {path.name: mode_of(path) for path in db.parent.glob("doorman.db*")}
         assert {"doorman.db", "doorman.db-wal", "doorman.db-shm", "doorman.db-epoch"} <= set(files)

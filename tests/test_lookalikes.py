@@ -14,9 +14,12 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from doorman.auth.lookalikes import lookalike_key, mixed_scripts
 from doorman.auth.passwords import PasswordHasher
+from doorman.auth.users import check_new_username
 from doorman.core import Doorman
 from doorman.database import connect, create_engine
 from doorman.exceptions import AccountError, UsernameTaken, UsernameTooSimilar
@@ -95,6 +98,15 @@ def test_one_script_per_name(name: str) -> None:
 )
 def test_mixed_scripts_are_named(name: str, scripts: set[str]) -> None:
     assert mixed_scripts(name) == scripts
+
+
+@given(st.text(max_size=40))
+def test_any_text_is_a_username_or_an_account_error(text: str) -> None:
+    try:
+        name = check_new_username(text)
+    except AccountError:
+        return
+    assert len(lookalike_key(name)) == 64 and not mixed_scripts(name)
 
 
 # -- every way in ----------------------------------------------------------------------------
