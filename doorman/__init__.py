@@ -22,6 +22,7 @@ from .exceptions import (
     StoreError,
     Throttled,
     UsernameTaken,
+    UsernameTooSimilar,
     UserNotFound,
     WeakSecretWarning,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "User",
     "UserNotFound",
     "UsernameTaken",
+    "UsernameTooSimilar",
     "WeakSecretWarning",
     "allowed",
     "clear_session",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import secrets as secrets_module
 import tomllib
@@ -71,7 +72,10 @@ __all__ = [
     "open_doorman",
     "parse_duration",
     "resolve_secrets",
+    "warn_about_secret",
 ]
+
+security_log = logging.getLogger("doorman.security")
 
 DEFAULT_CONFIG_FILE = "doorman.toml"
 #: ``doorman serve`` hands the resolved settings to its uvicorn workers in this variable.
@@ -370,6 +374,33 @@ async def resolve_secrets(settings: Settings, engine: AsyncEngine) -> list[str]:
             "delete that row to have a new one made, or set DOORMAN_SECRET"
         )
     return [kept]
+
+
+#: Logged at start-up when the signed-cookie store signs with the database's secret.
+COOKIE_SIGNED_WITH_STORED_KEY = (
+    "sessions = cookie, and the secret that signs the session cookies is the one kept in the "
+    "database (doorman_settings): anyone who can read the database, a copy or a backup of it "
+    "can forge any session data. Set DOORMAN_SECRET to secrets of your own (newest first), "
+    "without that one once its sessions have ended; see docs/security.md"
+)
+
+
+async def secret_in_database(engine: AsyncEngine, secrets: Sequence[str]) -> bool:
+    """Whether one of ``secrets`` is the one kept in the database's ``doorman_settings``."""
+    read = sa.select(settings_table.c.value).where(settings_table.c.name == SECRET_ROW)
+    async with connect(engine) as connection:
+        kept = (await connection.execute(read)).scalar_one_or_none()
+    return kept is not None and any(
+        secrets_module.compare_digest(kept.encode(), secret.encode()) for secret in secrets
+    )
+
+
+async def warn_about_secret(
+    store: SessionStore, engine: AsyncEngine, secrets: Sequence[str]
+) -> None:
+    """Log ``COOKIE_SIGNED_WITH_STORED_KEY`` at WARNING when it applies to ``store``."""
+    if store.stateless and await secret_in_database(engine, secrets):
+        security_log.warning(COOKIE_SIGNED_WITH_STORED_KEY)
 
 
 def assemble(

@@ -24,7 +24,7 @@ with needs_extra("server", "the sign-in server"):
 from .._types import ASGIApp, Receive, Scope, Send
 from ..auth.guards import requires
 from ..auth.middleware import AuthMiddleware
-from ..config import SERVE_SETTINGS_ENV, Settings, assemble
+from ..config import SERVE_SETTINGS_ENV, Settings, assemble, warn_about_secret
 from ..core import Doorman
 from ..exceptions import ConfigError
 from ..integrations.sentry import with_sentry
@@ -88,7 +88,7 @@ def create_app(
     app = Starlette(
         routes=_routes(server),
         exception_handlers={**exception_handlers, **errors.error_handlers},
-        lifespan=_lifespan(doorman, store),
+        lifespan=_lifespan(doorman, store, secrets),
     )
     app.state.server = server
     forward_auth = _Shortcut(app, f"{prefix}/auth", api.ForwardAuth(server), _FORWARD_AUTH)
@@ -178,10 +178,12 @@ async def _favicon(request: Any) -> Response:
     return FileResponse(_STATIC / "favicon.ico", headers={"cache-control": "public, max-age=86400"})
 
 
-def _lifespan(doorman: Doorman, store: SessionStore) -> Any:
+def _lifespan(doorman: Doorman, store: SessionStore, secrets: list[str]) -> Any:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield  # AuthMiddleware runs doorman.startup() (migrations, startup hooks) on the way in
+        # AuthMiddleware has run doorman.startup() (migrations, startup hooks) on the way in.
+        await warn_about_secret(store, doorman.engine, secrets)
+        yield
         await store.close()
         await doorman.close()
         await doorman.engine.dispose()
