@@ -1,13 +1,14 @@
 """ExistingCookiesGate in front of an app, against a real ``doorman serve`` on loopback.
 
 The sign-in server is ``python -m doorman serve`` in a subprocess (users made
-with ``doorman users create``), with ``public_url`` http://auth.example.com and
-``cookie_domain`` example.com. The gated app runs in-process; the test client
-routes app.example.com to it and auth.example.com to the real server on
-127.0.0.1, so the session cookie (Domain=example.com) and the redirects are
-what a browser would see. Upstream calls are counted with an event hook on
-the gate's httpx client. Nonsense answers come from a tiny loopback server the
-test controls. Time is a clock the test moves, never a sleep.
+with ``doorman users create``), with ``public_url`` http://auth.example.com,
+``cookie_domain`` example.com and ``allowed_origins`` http://app.example.com.
+The gated app runs in-process; the test client routes app.example.com to it
+and auth.example.com to the real server on 127.0.0.1, so the session cookie
+(Domain=example.com) and the redirects are what a browser would see. Upstream
+calls are counted with an event hook on the gate's httpx client. Nonsense
+answers come from a tiny loopback server the test controls. Time is a clock
+the test moves, never a sleep.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def server_env() -> dict[str, str]:
         DOORMAN_SECRET=SECRET,
         DOORMAN_PUBLIC_URL="http://auth.example.com",
         DOORMAN_COOKIE_DOMAIN="example.com",
+        DOORMAN_ALLOWED_ORIGINS=APP,  # a sign-in may return to the gated app
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import sqlalchemy as sa
 from starlette.requests import Request
@@ -14,7 +14,7 @@ from ..._types import Receive, Scope, Send, send_text
 from ...auth.csrf import csrf_token
 from ...database import connect
 from ...exceptions import StoreError
-from ..redirects import host_allowed, safe_path
+from ..redirects import safe_path
 from ..state import ServerState, state_of
 
 __all__ = ["ForwardAuth", "health", "whoami"]
@@ -81,11 +81,7 @@ def _login_url(server: ServerState, request: Request, rd: str | None) -> str:
         return base
     if original.startswith("/"):
         return f"{base}?{urlencode({'next': safe_path(original)})}"
-    parts = urlsplit(original)
-    public_host = urlsplit(settings.public_url).hostname if settings.public_url else None
-    if parts.scheme not in ("http", "https") or not host_allowed(
-        parts.hostname or "", public_host=public_host, cookie_domain=settings.cookie_domain
-    ):
+    if not server.origins.allows_url(original):  # scheme, host and port, exactly
         return base
     signature = server.next_signer.sign(original)
     return f"{base}?{urlencode({'next': original, 'next_sig': signature})}"
