@@ -4,7 +4,8 @@ An origin is a scheme, a host and a port, compared whole. The sign-in server
 signs a way back (``/-/auth?rd=``, forwarded headers) only to an allowed
 origin, and its login page follows only such a ``next``: an allowed host on
 another port or scheme is not enough. Checked on a real ``doorman serve``,
-where the finding was made.
+where the finding was made, and no redirect it sends is built from a ``Host``
+header a client chose.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .servers import (
     add_users,
     cookie_of,
     running,
+    sign_in,
     start_server,
     with_cookie,
 )
@@ -230,6 +232,26 @@ def test_the_login_page_follows_a_signed_next_only_to_an_allowed_origin(server: 
     for elsewhere in ("https://app.example.com:8443/x", "http://app.example.com/x"):
         answer = post_login(server, next=elsewhere, next_sig=signer.sign(elsewhere))
         assert answer.headers["location"] == "/-/account", elsewhere
+
+
+# -- no redirect from a Host header ---------------------------------------------------------
+
+
+def test_no_redirect_is_built_from_the_host_header(server: Server) -> None:
+    """Starlette's trailing-slash redirects used the Host header: /-/login/ went to evil."""
+    cookie = sign_in(server.url, "alice")
+    forged = {"host": "evil.example", "x-forwarded-host": "evil.example", **HTML}
+    for path in ("/-/login/", "/-/account/", "/-/admin/users/", "/-/static", "/-/whoami/"):
+        for who in (None, cookie):
+            answer = httpx.get(server.url + path, headers=with_cookie(who, **forged), timeout=5)
+            assert answer.status_code == 404, (path, answer.status_code)
+            assert "location" not in answer.headers
+    for path in ("/", "/-/account", "/-/admin/users", "/-/auth", "/-/login?next=/x"):
+        for who in (None, cookie):
+            answer = httpx.get(server.url + path, headers=with_cookie(who, **forged), timeout=5)
+            location = answer.headers.get("location", "")
+            assert "evil" not in location, (path, location)
+            assert location.startswith(("/", "https://auth.example.com/")) or not location
 
 
 def test_cookie_domain_without_allowed_origins_is_warned_about(

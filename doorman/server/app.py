@@ -88,6 +88,8 @@ def create_app(
         exception_handlers={**exception_handlers, **errors.error_handlers},
         lifespan=_lifespan(doorman, store),
     )
+    # Starlette would answer /-/login/ with a redirect built from the Host header: 404 instead.
+    app.router.redirect_slashes = False
     app.state.server = server
     forward_auth = _Shortcut(app, f"{prefix}/auth", api.ForwardAuth(server), _FORWARD_AUTH)
     inner: ASGIApp = SecurityHeadersMiddleware(forward_auth)
