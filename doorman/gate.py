@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from ._extras import needs_extra
+from ._identity import drop_identity_headers
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .auth.actors import set_actor
 from .exceptions import BadSignature, ConfigError, SignatureExpired
@@ -125,7 +126,7 @@ class ExistingCookiesGate:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        _drop_identity_headers(scope)
+        drop_identity_headers(scope)
         cookies = _cookies_of(scope)
         forwarded = "; ".join(f"{n}={v}" for n, v in cookies if n in self.original_cookies)
         binding = self._binding(forwarded) if forwarded else ""
@@ -345,16 +346,6 @@ def _cookies_of(scope: Scope) -> list[tuple[str, str]]:
             if sep and _TOKEN.fullmatch(name) and not _CONTROL.search(cookie):
                 pairs.append((name, cookie.strip()))
     return pairs
-
-
-def _drop_identity_headers(scope: Scope) -> None:
-    """Identity comes from the gate alone: ``X-Doorman-*`` from the client never reaches the app."""
-    headers = scope["headers"]
-    kept = [
-        (k, v) for k, v in headers if not k.lower().replace(b"_", b"-").startswith(b"x-doorman-")
-    ]
-    if len(kept) != len(headers):
-        scope["headers"] = kept
 
 
 def _adding_headers(send: Send, cookie: bytes | None) -> Send:

@@ -7,7 +7,8 @@ needs an actor allowed to ``view`` (any signed-in user, unless the permission
 rules say otherwise). Refusals answer through the ``forbidden`` hook: a browser
 asking for a page is sent to the login page and back, an API client gets 401
 JSON, a websocket is closed with 1008. The app finds the actor in
-``scope["actor"]``.
+``scope["actor"]``, and in the ``X-Doorman-*`` headers, as forward-auth sets
+them (a client's own copies are removed).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .._identity import set_identity_headers
 from .._types import ASGIApp, Receive, Scope, Send
 from ..auth.guards import guard
 from ..exceptions import ConfigError
@@ -62,10 +64,12 @@ class ProtectedApp:
             await self.app(scope, receive, send)
         elif _under(scope["path"], self.prefix):
             await self.routes(scope, receive, send)
-        elif is_public(scope["path"], self.public_paths):
-            await self.app(scope, receive, send)
         else:
-            await self.guarded(scope, receive, send)
+            set_identity_headers(scope)  # the app may trust X-Doorman-* as behind forward-auth
+            if is_public(scope["path"], self.public_paths):
+                await self.app(scope, receive, send)
+            else:
+                await self.guarded(scope, receive, send)
 
 
 def is_public(path: str, public_paths: Sequence[str]) -> bool:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from ..._identity import identity_headers
 from ..._types import Receive, Scope, Send, send_text
 from ...auth.csrf import csrf_token
 from ...database import connect
@@ -55,14 +56,7 @@ class ForwardAuth:
         elif not await self.server.doorman.allowed(actor, "view"):
             await send_text(send, 403, "Forbidden\n", _PRIVATE_RAW)
         else:
-            groups = b",".join(_header_safe(str(g)) for g in actor.get("groups") or [])
-            headers = [
-                *_PRIVATE_RAW,
-                (b"x-doorman-user", _header_safe(str(actor.get("username") or actor["id"]))),
-                (b"x-doorman-groups", groups),
-                (b"x-doorman-admin", b"true" if actor.get("admin") is True else b"false"),
-            ]
-            await send_text(send, 200, "OK\n", headers)
+            await send_text(send, 200, "OK\n", [*_PRIVATE_RAW, *identity_headers(actor)])
 
 
 def _signed_out(server: ServerState, request: Request) -> Response:
@@ -97,14 +91,6 @@ def _original_url(request: Request) -> str | None:
         proto = headers.get("x-forwarded-proto", "https").split(",")[0].strip()
         return f"{proto}://{host}{uri if uri.startswith('/') else '/' + uri}"
     return None
-
-
-def _header_safe(value: str) -> bytes:
-    """Percent-encoded UTF-8 beyond ASCII: "josé" is "jos%C3%A9", never "jos".
-
-    Usernames and group names cannot contain "%" or ",", so this is unambiguous.
-    """
-    return quote(value, safe="@.+-_ ").encode("ascii")
 
 
 async def health(request: Request) -> Response:

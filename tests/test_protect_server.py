@@ -1,0 +1,108 @@
+"""``doorman protect`` as an attacker meets it: a real server on loopback, hostile requests.
+
+One ``python -m doorman protect`` in a subprocess serves a small app that
+answers with what it was given (path, actor, headers), and on a websocket
+with the actor's name. The requests are what a client can send: forged
+identity headers, paths that an app may read as another path, websockets
+opened from pages of other origins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from .servers import REQUEST_S, Server, add_users, running, sign_in, start_server, with_cookie
+
+#: The app behind doorman: echoes http requests; greets a websocket with the actor.
+ECHO_APP = """\
+import json
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "websocket":
+        await receive()
+        actor = scope["actor"]
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": actor["username"] if actor else "nobody"})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    if scope["type"] != "http":
+        return
+    actor = scope["actor"]
+    body = {
+        "path": scope["path"],
+        "actor": actor and actor["username"],
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+    }
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+"""
+JSON = {"accept": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def protect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    directory = tmp_path_factory.mktemp("protect")
+    (directory / "echo_app.py").write_text(ECHO_APP)
+    db = str(directory / "doorman.db")
+    add_users(db, "alice")
+    command = ("protect", "echo_app:app", "--app-dir", str(directory))
+    server = start_server(directory, command=command, db=db, public_paths="/static/")
+    with running(server):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def alice(protect: Server) -> str:
+    """alice's session cookie."""
+    return sign_in(protect.url, "alice")
+
+
+def seen(answer: httpx.Response) -> dict[str, Any]:
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+def identity_seen(answer: httpx.Response) -> list[tuple[str, str]]:
+    """The ``X-Doorman-*`` headers the app received, in any spelling."""
+    return [
+        (name, value)
+        for name, value in seen(answer)["headers"]
+        if name.lower().replace("_", "-").startswith("x-doorman-")
+    ]
+
+
+# -- issue 12, item 5: identity headers come from doorman alone ---------------------------
+
+FORGED = [
+    ("X-Doorman-User", "admin"),
+    ("x-doorman-admin", "true"),
+    ("x_doorman_user", "admin"),
+    ("X_DOORMAN_GROUPS", "staff"),
+    ("X-Doorman-Anything", "1"),
+]
+
+
+def test_client_sent_identity_headers_never_reach_the_app(protect: Server, alice: str) -> None:
+    anonymous = httpx.get(
+        f"{protect.url}/static/app.css", headers=[*FORGED, *JSON.items()], timeout=REQUEST_S
+    )
+    assert seen(anonymous)["actor"] is None
+    assert identity_seen(anonymous) == [], "an anonymous request carries no identity"
+    signed_in = httpx.get(
+        f"{protect.url}/notes",
+        headers=[*FORGED, *with_cookie(alice, **JSON).items()],
+        timeout=REQUEST_S,
+    )
+    assert seen(signed_in)["actor"] == "alice"
+    assert sorted(identity_seen(signed_in)) == [
+        ("x-doorman-admin", "false"),
+        ("x-doorman-groups", ""),
+        ("x-doorman-user", "alice"),
+    ]
