@@ -28,6 +28,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from ._extras import needs_extra
 from ._identity import drop_identity_headers
+from ._paths import unambiguous_path
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .auth.actors import set_actor
 from .exceptions import BadSignature, ConfigError, SignatureExpired
@@ -132,7 +133,7 @@ class ExistingCookiesGate:
         binding = self._binding(forwarded) if forwarded else ""
         gate_cookies = [value for name, value in cookies if name == self.cookie_name]
         found, actor = self._cached_verdict(gate_cookies, binding)
-        if self._is_public(scope["path"]):
+        if self._is_public(scope):
             set_actor(scope, actor)
             await self.app(scope, receive, send)
             return
@@ -256,8 +257,9 @@ class ExistingCookiesGate:
 
     # -- the request -----------------------------------------------------------------
 
-    def _is_public(self, path: str) -> bool:
-        if not self.public_paths or any(part in (".", "..") for part in path.split("/")):
+    def _is_public(self, scope: Scope) -> bool:
+        path = scope["path"]
+        if not self.public_paths or unambiguous_path(path, scope.get("raw_path")) is None:
             return False
         return any(
             path.startswith(public) if public.endswith("/") else path == public

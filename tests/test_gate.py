@@ -40,6 +40,8 @@ from doorman.signing import b64encode
 
 from .helpers import parse_set_cookie
 from .test_browser import PASSWORD, ROOT, SECRET, Server, free_port, stop, wait_until_healthy
+from .test_deploy import uvicorn_on_loopback
+from .test_protect_server import AMBIGUOUS_TARGETS, raw_get
 
 APP = "http://app.example.com"
 HTML = {"accept": "text/html,application/xhtml+xml"}
@@ -576,6 +578,25 @@ async def test_public_paths_pass_without_upstream_calls(world: World) -> None:
     for path in ["/static/../admin", "/static/./x/../../admin"]:
         sent = await call(gate, {"path": path, "raw_path": path.encode(), "headers": []})
         assert sent[0]["status"] == 401, path
+
+
+def test_a_public_path_an_app_may_read_otherwise_is_not_public(signin_server: Server) -> None:
+    """Under a real uvicorn: ``..\\``, ``..;`` and encoded forms of them need sign-in."""
+    gate = ExistingCookiesGate(
+        inner_app,
+        api_url=f"{signin_server.url}/-/whoami",
+        auth_redirect_url=f"{auth_of(signin_server)}/-/login",
+        original_cookies=["doorman_session"],
+        secret=SECRET,
+        public_paths=["/static/"],
+    )
+    with uvicorn_on_loopback(gate, lifespan="on") as port:
+        url = f"http://127.0.0.1:{port}"
+        for target in AMBIGUOUS_TARGETS:
+            status, body = raw_get(url, target)
+            assert (status, body) == (401, {"error": "Sign in first."}), target
+        status, body = raw_get(url, "/static/app.css")
+        assert status == 200 and body["actor"] is None
 
 
 @pytest.mark.anyio

@@ -9,6 +9,8 @@ opened from pages of other origins.
 
 from __future__ import annotations
 
+import http.client
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,3 +108,52 @@ def test_client_sent_identity_headers_never_reach_the_app(protect: Server, alice
         ("x-doorman-groups", ""),
         ("x-doorman-user", "alice"),
     ]
+
+
+# -- issue 12, item 16: public paths mean what the app will read ---------------------------
+
+
+def raw_get(url: str, target: str, cookie: str | None = None) -> tuple[int, Any]:
+    """GET ``target`` exactly as written (httpx would tidy dots and backslashes away)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_S)
+    try:
+        connection.request("GET", target, headers=with_cookie(cookie, **JSON))
+        answer = connection.getresponse()
+        body = answer.read()
+    finally:
+        connection.close()
+    return answer.status, json.loads(body) if body.startswith(b"{") else body
+
+
+#: Paths under the public /static/ that an app may read as /secret: never public.
+AMBIGUOUS_TARGETS = [
+    "/static/..\\secret",
+    "/static/..;/secret",
+    "/static/;/../secret",
+    "/static/%2e%2e/secret",
+    "/static/%2E%2E;/secret",
+    "/static/..%5csecret",
+    "/static/..%5Csecret",
+    "/static/..%3b/secret",
+    "/static/%252e%252e/secret",
+    "/static/%25252e%25252e%25252fsecret",
+    "/static%2f..%2fsecret",
+    "/static/x%00/../secret",
+    "/static/.%2e/secret",
+]
+
+
+@pytest.mark.parametrize("target", AMBIGUOUS_TARGETS)
+def test_a_public_path_an_app_may_read_otherwise_needs_sign_in(
+    protect: Server, target: str
+) -> None:
+    status, body = raw_get(protect.url, target)
+    assert status == 401, (target, status, body)
+    assert body == {"error": "Sign in to continue."}
+
+
+def test_plain_public_paths_still_pass(protect: Server) -> None:
+    for target in ("/static/app.css", "/static", "/static/a%20b.css", "/static/x?a=1;b=2"):
+        status, body = raw_get(protect.url, target)
+        assert status == 200 and body["actor"] is None, target
