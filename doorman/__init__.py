@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .auth.throttle import LoginThrottle
     from .auth.tokens import Token
     from .auth.users import User
+    from .auth.websockets import WebSocketOriginMiddleware
     from .core import Doorman
     from .gate import ExistingCookiesGate
     from .hookspecs import hookimpl
@@ -63,6 +64,7 @@ _LAZY = {
     "LoginThrottle": "auth.throttle",
     "hookimpl": "hookspecs",
     "ExistingCookiesGate": "gate",
+    "WebSocketOriginMiddleware": "auth.websockets",
 }
 
 __all__ = [
@@ -102,6 +104,7 @@ __all__ = [
     "UserNotFound",
     "UsernameTaken",
     "WeakSecretWarning",
+    "WebSocketOriginMiddleware",
     "allowed",
     "clear_session",
     "get_session",

@@ -64,7 +64,8 @@ def uvicorn_on_loopback(app: Any, port: int = 0, **options: Any) -> Iterator[int
     sock = socket.socket()
     sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", http="h11", ws="none", **options)
+    options = {"log_level": "warning", "http": "h11", "ws": "none", **options}
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from .helpers import free_port
 from .servers import REQUEST_S, Server, add_users, running, sign_in, start_server, with_cookie
+from .test_websockets import FOREIGN, handshake
 
 #: The app behind doorman: echoes http requests; greets a websocket with the actor.
 ECHO_APP = """\
@@ -54,7 +56,13 @@ def protect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     db = str(directory / "doorman.db")
     add_users(db, "alice")
     command = ("protect", "echo_app:app", "--app-dir", str(directory))
-    server = start_server(directory, command=command, db=db, public_paths="/static/")
+    server = start_server(
+        directory,
+        command=command,
+        db=db,
+        public_paths="/static/",
+        allowed_origins="https://app.example.test",
+    )
     with running(server):
         yield server
 
@@ -157,3 +165,21 @@ def test_plain_public_paths_still_pass(protect: Server) -> None:
     for target in ("/static/app.css", "/static", "/static/a%20b.css", "/static/x?a=1;b=2"):
         status, body = raw_get(protect.url, target)
         assert status == 200 and body["actor"] is None, target
+
+
+# -- issue 17: a page of another origin never opens a websocket as the user ----------------
+
+
+def test_websockets_from_pages_of_other_origins_are_refused(protect: Server, alice: str) -> None:
+    url = protect.url.replace("http://", "ws://") + "/live"
+    same_site = f"http://127.0.0.1:{free_port()}"  # another port: the same site, another origin
+    for origin in [*FOREIGN, same_site]:
+        assert handshake(url, origin=origin, cookie=alice) == 403, origin
+    for origin in (protect.url, "https://app.example.test"):
+        assert handshake(url, origin=origin, cookie=alice) == "alice", origin
+    # Without Origin: a program, not a page, judged by its credentials alone.
+    assert handshake(url, cookie=alice) == "alice"
+    assert handshake(url) == 403
+    log = protect.log()
+    assert "refused a websocket to '/live' from origin 'https://evil.example'" in log
+    assert alice not in log, "no cookie in the log"

@@ -24,6 +24,7 @@ with needs_extra("server", "the sign-in server"):
 from .._types import ASGIApp, Receive, Scope, Send
 from ..auth.guards import requires
 from ..auth.middleware import AuthMiddleware
+from ..auth.websockets import WebSocketOriginMiddleware
 from ..config import SERVE_SETTINGS_ENV, Settings, assemble
 from ..core import Doorman
 from ..exceptions import ConfigError
@@ -109,6 +110,8 @@ def create_app(
         https_only=settings.cookie_secure,
         domain=settings.cookie_domain,
     )
+    # Before the session is read: a page of another origin never opens a websocket as the user.
+    wrapped = WebSocketOriginMiddleware(wrapped, allowed_origins=origins)
     if settings.cors_origins:
         wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=prefix)
     wrapped = with_sentry(wrapped, settings.sentry)
@@ -127,7 +130,8 @@ def _warn_about_other_hosts(settings: Settings) -> None:
     if not settings.allowed_origins:
         log.warning(
             "cookie_domain is set but allowed_origins is not: a sign-in returns to no other "
-            "host; list the apps' origins in allowed_origins, such as https://app.example.com"
+            "host, and no other host's pages may open websockets here; list the apps' origins "
+            "in allowed_origins, such as https://app.example.com"
         )
 
 
