@@ -39,9 +39,11 @@ from doorman.server.redirects import NextSigner
 from doorman.signing import b64encode
 
 from .helpers import parse_set_cookie
+from .servers import sign_in as sign_in_for_cookie
 from .test_browser import PASSWORD, ROOT, SECRET, Server, free_port, stop, wait_until_healthy
 from .test_deploy import uvicorn_on_loopback
 from .test_protect_server import AMBIGUOUS_TARGETS, raw_get
+from .test_websockets import FOREIGN, handshake
 
 APP = "http://app.example.com"
 HTML = {"accept": "text/html,application/xhtml+xml"}
@@ -647,6 +649,28 @@ async def test_websockets_need_a_signed_in_actor(world: World) -> None:
     ]
 
 
+def test_websockets_from_pages_of_other_origins_are_refused(signin_server: Server) -> None:
+    """Under a real uvicorn, with alice's valid session cookie in every handshake."""
+    cookie = sign_in_for_cookie(signin_server.url, "alice")
+    gate = ExistingCookiesGate(
+        inner_app,
+        api_url=f"{signin_server.url}/-/whoami",
+        auth_redirect_url=f"{auth_of(signin_server)}/-/login",
+        original_cookies=["doorman_session"],
+        secret=SECRET,
+        allowed_origins=["https://app.example.com"],
+    )
+    with uvicorn_on_loopback(gate, lifespan="on", ws="websockets-sansio") as port:
+        url = f"ws://127.0.0.1:{port}/ws"
+        for origin in [*FOREIGN, f"http://127.0.0.1:{free_port()}"]:
+            assert handshake(url, origin=origin, cookie=cookie) == 403, origin
+        for origin in (f"http://127.0.0.1:{port}", "https://app.example.com", None):
+            answer = handshake(url, origin=origin, cookie=cookie)
+            assert isinstance(answer, str), (origin, answer)
+            assert json.loads(answer)["username"] == "alice"
+        assert handshake(url) == 403, "a program without credentials"
+
+
 @pytest.mark.anyio
 async def test_lifespan_passes_through(world: World) -> None:
     gate = world.gate()
@@ -948,6 +972,9 @@ async def test_hostile_input_never_gives_a_500(world: World) -> None:
         {"timeout": -1},
         {"public_paths": ["static/"]},
         {"trusted_proxies": ["not-an-address"]},
+        {"allowed_origins": "https://app.example.com"},
+        {"allowed_origins": ["app.example.com"]},
+        {"allowed_origins": ["https://app.example.com/path"]},
     ],
 )
 def test_bad_settings_fail_at_construction(options: dict[str, Any]) -> None:
