@@ -149,6 +149,11 @@ AMBIGUOUS_TARGETS = [
     "/static%2f..%2fsecret",
     "/static/x%00/../secret",
     "/static/.%2e/secret",
+    "/static/%EF%BC%8E%EF%BC%8E/secret",  # fullwidth dots: ".." once NFKC-folded
+    "/static/..%EF%BC%8Fsecret",  # a fullwidth solidus
+    "/static/..%20/secret",  # Windows drops trailing spaces and dots
+    "/static/.../secret",
+    "/static/%c0%ae%c0%ae/secret",  # overlong UTF-8 for "..", as lenient decoders read it
 ]
 
 
@@ -162,7 +167,8 @@ def test_a_public_path_an_app_may_read_otherwise_needs_sign_in(
 
 
 def test_plain_public_paths_still_pass(protect: Server) -> None:
-    for target in ("/static/app.css", "/static", "/static/a%20b.css", "/static/x?a=1;b=2"):
+    plain = ("/static/app.css", "/static", "/static/a%20b.css", "/static/x?a=1;b=2")
+    for target in (*plain, "/static/caf%C3%A9.css", "/static/v1.2/app..min.js"):
         status, body = raw_get(protect.url, target)
         assert status == 200 and body["actor"] is None, target
 
