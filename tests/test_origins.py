@@ -10,6 +10,7 @@ header a client chose.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from doorman.config import load_settings
 from doorman.exceptions import ConfigError
@@ -263,3 +266,35 @@ def test_cookie_domain_without_allowed_origins_is_warned_about(
     with caplog.at_level(logging.WARNING, logger="doorman.server"):
         create_app(load_settings(environ={}, overrides=overrides))
     assert any("allowed_origins is not" in record.getMessage() for record in caplog.records)
+
+
+# -- hostile text: never an exception, never a wrong yes -------------------------------------
+
+PIECES = [
+    *"/@[]\\.#?%;:0\t",
+    *("\uff03", "\uff41", "https://", "http://", "app.example.com", "a.apps.example.com"),
+    *(":443", ":8443", "evil.example", "user"),
+]
+#: Text made of URL pieces, so that the fuzzer often gets close to an allowed URL.
+URLISH = st.lists(st.sampled_from(PIECES), max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=80), URLISH))
+@example(text="https://user@app.example.com/")
+@example(text="https://app.example.com@evil.example/")
+@example(text="http://evil.example\uff03@app.example.com/")
+def test_hostile_text_is_no_origin_and_no_destination_unless_allowed(text: str) -> None:
+    origins = AllowedOrigins(ALLOWED)
+    found = parse_origin(text)
+    if found is not None:
+        assert parse_origin(str(found)) == found
+        assert origins.allows(found) == origins.allows(text)
+    if origins.allows_url(text):
+        parts = urlsplit(text)
+        assert parts.scheme in ("http", "https") and parts.username is None
+        host = parts.hostname or ""
+        assert host == "app.example.com" or host.endswith(".apps.example.com")
+        assert origins.allows(f"{parts.scheme}://{host}:{parts.port or ''}".rstrip(":"))
+    with contextlib.suppress(ValueError):
+        AllowedOrigins([text])

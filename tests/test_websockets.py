@@ -10,6 +10,7 @@ test_browser_websockets.py.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -74,12 +77,14 @@ class Recorder:
         await send({"type": "websocket.close", "code": 1000})
 
 
-async def open_socket(app: Any, headers: list[tuple[bytes, bytes]], **scope: Any) -> list[Message]:
+async def open_socket(
+    app: Any, headers: list[tuple[bytes, bytes]], host: bytes = b"app.example.test", **scope: Any
+) -> list[Message]:
     full = {
         "type": "websocket",
         "scheme": "ws",
         "path": "/live",
-        "headers": [(b"host", b"app.example.test"), *headers],
+        "headers": [(b"host", host), *headers],
         "client": ("203.0.113.9", 50000),
         **scope,
     }
@@ -286,3 +291,32 @@ def test_the_documented_middleware_refuses_foreign_origins(
         # A program: no Origin, judged by its credentials.
         assert handshake(url, cookie=cookie) == "Hello, alice"
         assert handshake(url) == 403, "no credentials, no socket"
+
+
+#: Hosts a handshake may name, and the origins that are then its own.
+OWN = {
+    b"app.example.test": {b"http://app.example.test", b"http://app.example.test:80"},
+    b"app.example.test:80": {b"http://app.example.test", b"http://app.example.test:80"},
+    b"[::1]:8000": {b"http://[::1]:8000"},
+    b"evil example": set(),
+    b"": set(),
+}
+ADMIN = {b"https://admin.example.test", b"https://admin.example.test:443"}
+ORIGIN_PIECES = [*ADMIN, *set().union(*OWN.values()), b"null", b"", b"https://evil.example"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    origins=st.lists(st.binary(max_size=60) | st.sampled_from(ORIGIN_PIECES), max_size=2),
+    host=st.sampled_from(sorted(OWN)),
+)
+def test_any_origin_header_gets_an_answer_and_only_allowed_ones_get_in(
+    origins: list[bytes], host: bytes
+) -> None:
+    inner = Recorder()
+    app = WebSocketOriginMiddleware(inner, allowed_origins=["https://admin.example.test"])
+    sent = asyncio.run(open_socket(app, [(b"origin", o) for o in origins], host=host))
+    allowed = ADMIN | OWN[host]
+    let_in = not origins or (len(origins) == 1 and origins[0].lower() in allowed)
+    assert (sent[0] == {"type": "websocket.accept"}) is let_in, (origins, host, sent)
+    assert len(inner.seen) == let_in
