@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ._parsers import (
     _addresses,
+    _allowed_origins,
     _Bad,
     _boolean,
     _check_rules,
@@ -140,8 +141,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_registration", False,
             "Let visitors create their own accounts at /-/register.", _boolean),
     Setting("login_redirect", None,
-            "Where a sign-in without next lands: a path, or a URL on public_url's host or under "
-            "cookie_domain; unset: the account page (serve), / (protect).",
+            "Where a sign-in without next lands: a path, or a URL on an allowed origin "
+            "(public_url's, allowed_origins); unset: the account page (serve), / (protect).",
             _optional(_login_redirect)),
     Setting("basic_auth", False,
             "Accept HTTP Basic credentials as well as sessions and API tokens.", _boolean),
@@ -168,6 +169,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Proxies (IPs or networks, comma-separated) whose X-Forwarded-For and "
             "X-Forwarded-Proto headers are trusted.", _addresses),
     Setting("cors_origins", [], "Origins allowed to call the JSON API from browsers.", _origins),
+    Setting("allowed_origins", [],
+            "Other origins trusted with the session: a sign-in may return there and their pages "
+            "may open websockets; https://*.example.com for every host under a domain.",
+            _allowed_origins),
     Setting("public_paths", [],
             "Paths (prefixes) that doorman protect serves without sign-in, such as /static/.",
             _path_prefixes),
@@ -209,6 +214,7 @@ class Settings:
     permissions: dict[str, Any]
     forwarded_allow_ips: str
     cors_origins: tuple[str, ...]
+    allowed_origins: tuple[str, ...]
     public_paths: tuple[str, ...]
     sentry: dict[str, Any] = dataclasses.field(repr=False)
 

@@ -781,7 +781,7 @@ def say_running(options: dict[str, Any]) -> None:
         (
             [],
             {"DOORMAN_LOGIN_REDIRECT": "https://evil.example/"},
-            "login_redirect = 'https://evil.example/': a URL must be on public_url's host",
+            "login_redirect = 'https://evil.example/': a URL must be on an allowed origin",
         ),
     ],
 )

@@ -24,11 +24,13 @@ with needs_extra("server", "the sign-in server"):
 from .._types import ASGIApp, Receive, Scope, Send
 from ..auth.guards import requires
 from ..auth.middleware import AuthMiddleware
+from ..auth.websockets import WebSocketOriginMiddleware
 from ..config import SERVE_SETTINGS_ENV, Settings, assemble, warn_about_secret
 from ..core import Doorman
 from ..exceptions import ConfigError
 from ..integrations.sentry import with_sentry
 from ..integrations.starlette import exception_handlers
+from ..origins import AllowedOrigins
 from ..sessions.middleware import SessionMiddleware
 from ..stores.base import SessionStore
 from .access_log import AccessLogMiddleware
@@ -61,13 +63,9 @@ def create_app(
     ``ProtectedApp``; this is ``doorman protect``).
     """
     secrets = _secrets_of(settings)
-    if settings.cookie_domain and not settings.public_url:
-        log.warning(
-            "cookie_domain is set but public_url is not: forward-auth redirects to the login "
-            "page will be relative and break on other hosts; set public_url to this server's "
-            "address, such as https://auth.example.com"
-        )
+    _warn_about_other_hosts(settings)
     prefix = "/" + settings.route_prefix.strip("/")
+    origins = AllowedOrigins.from_settings(settings)
     landing = login_landing(settings, prefix=prefix, protect=protected is not None)
     if doorman is None or store is None:
         doorman, store = assemble(settings, secrets)
@@ -82,6 +80,7 @@ def create_app(
         store=store,
         templates=templates,
         next_signer=NextSigner(secrets),
+        origins=origins,
         prefix=prefix,
         login_redirect=landing,
     )
@@ -90,6 +89,8 @@ def create_app(
         exception_handlers={**exception_handlers, **errors.error_handlers},
         lifespan=_lifespan(doorman, store, secrets),
     )
+    # Starlette would answer /-/login/ with a redirect built from the Host header: 404 instead.
+    app.router.redirect_slashes = False
     app.state.server = server
     forward_auth = _Shortcut(app, f"{prefix}/auth", api.ForwardAuth(server), _FORWARD_AUTH)
     inner: ASGIApp = SecurityHeadersMiddleware(forward_auth)
@@ -109,10 +110,29 @@ def create_app(
         https_only=settings.cookie_secure,
         domain=settings.cookie_domain,
     )
+    # Before the session is read: a page of another origin never opens a websocket as the user.
+    wrapped = WebSocketOriginMiddleware(wrapped, allowed_origins=origins)
     if settings.cors_origins:
         wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=prefix)
     wrapped = with_sentry(wrapped, settings.sentry)
     return AccessLogMiddleware(wrapped) if settings.access_log else wrapped
+
+
+def _warn_about_other_hosts(settings: Settings) -> None:
+    if not settings.cookie_domain:
+        return
+    if not settings.public_url:
+        log.warning(
+            "cookie_domain is set but public_url is not: forward-auth redirects to the login "
+            "page will be relative and break on other hosts; set public_url to this server's "
+            "address, such as https://auth.example.com"
+        )
+    if not settings.allowed_origins:
+        log.warning(
+            "cookie_domain is set but allowed_origins is not: a sign-in returns to no other "
+            "host, and no other host's pages may open websockets here; list the apps' origins "
+            "in allowed_origins, such as https://app.example.com"
+        )
 
 
 def _routes(server: ServerState) -> list[BaseRoute]:
