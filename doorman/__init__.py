@@ -22,6 +22,7 @@ from .exceptions import (
     StoreError,
     Throttled,
     UsernameTaken,
+    UsernameTooSimilar,
     UserNotFound,
     WeakSecretWarning,
 )
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from .auth.throttle import LoginThrottle
     from .auth.tokens import Token
     from .auth.users import User
+    from .auth.websockets import WebSocketOriginMiddleware
     from .core import Doorman
     from .gate import ExistingCookiesGate
     from .hookspecs import hookimpl
@@ -63,6 +65,7 @@ _LAZY = {
     "LoginThrottle": "auth.throttle",
     "hookimpl": "hookspecs",
     "ExistingCookiesGate": "gate",
+    "WebSocketOriginMiddleware": "auth.websockets",
 }
 
 __all__ = [
@@ -101,7 +104,9 @@ __all__ = [
     "User",
     "UserNotFound",
     "UsernameTaken",
+    "UsernameTooSimilar",
     "WeakSecretWarning",
+    "WebSocketOriginMiddleware",
     "allowed",
     "clear_session",
     "get_session",

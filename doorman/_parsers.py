@@ -203,8 +203,8 @@ def _login_redirect(value: object) -> str:
         if parts.scheme in ("http", "https") and parts.hostname and not parts.username:
             return target
     raise _Bad(
-        "give a path on this site, such as /, or an absolute URL on public_url's host or "
-        "under cookie_domain, such as https://app.example.com/"
+        "give a path on this site, such as /, or an absolute URL on an allowed origin "
+        "(public_url's, or one of allowed_origins), such as https://app.example.com/"
     )
 
 
@@ -277,6 +277,21 @@ def _origins(value: object) -> tuple[str, ...]:
             normalize_origin(origin)
         except ValueError as error:
             raise _Bad(str(error)) from None
+    return origins
+
+
+def _allowed_origins(value: object) -> tuple[str, ...]:
+    from .origins import AllowedOrigins
+
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(o, str) for o in value):
+        raise _Bad("give a list of origins (comma-separated in the environment)")
+    origins = tuple(o.strip().rstrip("/") for o in value if o.strip())
+    try:
+        AllowedOrigins(origins)
+    except ValueError as error:
+        raise _Bad(str(error)) from None
     return origins
 
 

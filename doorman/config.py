@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import secrets as secrets_module
 import tomllib
@@ -27,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ._parsers import (
     _addresses,
+    _allowed_origins,
     _Bad,
     _boolean,
     _bytes,
@@ -72,7 +74,10 @@ __all__ = [
     "open_doorman",
     "parse_duration",
     "resolve_secrets",
+    "warn_about_secret",
 ]
+
+security_log = logging.getLogger("doorman.security")
 
 DEFAULT_CONFIG_FILE = "doorman.toml"
 #: ``doorman serve`` hands the resolved settings to its uvicorn workers in this variable.
@@ -137,8 +142,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_registration", False,
             "Let visitors create their own accounts at /-/register.", _boolean),
     Setting("login_redirect", None,
-            "Where a sign-in without next lands: a path, or a URL on public_url's host or under "
-            "cookie_domain; unset: the account page (serve), / (protect).",
+            "Where a sign-in without next lands: a path, or a URL on an allowed origin "
+            "(public_url's, allowed_origins); unset: the account page (serve), / (protect).",
             _optional(_login_redirect)),
     Setting("max_body_size", 65536,
             "Largest request body doorman's routes read (bytes, or 64KB, 1MB); a bigger one "
@@ -168,6 +173,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Proxies (IPs or networks, comma-separated) whose X-Forwarded-For and "
             "X-Forwarded-Proto headers are trusted.", _addresses),
     Setting("cors_origins", [], "Origins allowed to call the JSON API from browsers.", _origins),
+    Setting("allowed_origins", [],
+            "Other origins trusted with the session: a sign-in may return there and their pages "
+            "may open websockets; https://*.example.com for every host under a domain.",
+            _allowed_origins),
     Setting("public_paths", [],
             "Paths (prefixes) that doorman protect serves without sign-in, such as /static/.",
             _path_prefixes),
@@ -210,6 +219,7 @@ class Settings:
     permissions: dict[str, Any]
     forwarded_allow_ips: str
     cors_origins: tuple[str, ...]
+    allowed_origins: tuple[str, ...]
     public_paths: tuple[str, ...]
     sentry: dict[str, Any] = dataclasses.field(repr=False)
 
@@ -375,6 +385,33 @@ async def resolve_secrets(settings: Settings, engine: AsyncEngine) -> list[str]:
             "delete that row to have a new one made, or set DOORMAN_SECRET"
         )
     return [kept]
+
+
+#: Logged at start-up when the signed-cookie store signs with the database's secret.
+COOKIE_SIGNED_WITH_STORED_KEY = (
+    "sessions = cookie, and the secret that signs the session cookies is the one kept in the "
+    "database (doorman_settings): anyone who can read the database, a copy or a backup of it "
+    "can forge any session data. Set DOORMAN_SECRET to secrets of your own (newest first), "
+    "without that one once its sessions have ended; see docs/security.md"
+)
+
+
+async def secret_in_database(engine: AsyncEngine, secrets: Sequence[str]) -> bool:
+    """Whether one of ``secrets`` is the one kept in the database's ``doorman_settings``."""
+    read = sa.select(settings_table.c.value).where(settings_table.c.name == SECRET_ROW)
+    async with connect(engine) as connection:
+        kept = (await connection.execute(read)).scalar_one_or_none()
+    return kept is not None and any(
+        secrets_module.compare_digest(kept.encode(), secret.encode()) for secret in secrets
+    )
+
+
+async def warn_about_secret(
+    store: SessionStore, engine: AsyncEngine, secrets: Sequence[str]
+) -> None:
+    """Log ``COOKIE_SIGNED_WITH_STORED_KEY`` at WARNING when it applies to ``store``."""
+    if store.stateless and await secret_in_database(engine, secrets):
+        security_log.warning(COOKIE_SIGNED_WITH_STORED_KEY)
 
 
 def assemble(

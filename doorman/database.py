@@ -3,12 +3,18 @@
 ``DB`` in the CLI and settings is a SQLite path (``doorman.db``) or a URL
 (``sqlite:///path``, ``postgresql://user@host/db``); this module turns either
 into an async SQLAlchemy engine with the right driver and settings.
+
+A SQLite file holds password hashes and, unless ``DOORMAN_SECRET`` is set, the
+secret that signs cookies: it is created readable by its owner alone (0600),
+before SQLite opens it, and SQLite gives its -wal and -shm files the same mode.
+A file found readable by others is tightened, with a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +24,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ._extras import needs_extra
+from ._files import private
 from .epochs import epoch_of
 from .exceptions import ConfigError, StoreError
 from .schema import metadata, sessions_table
@@ -72,6 +79,9 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
         options.setdefault("max_overflow", 40)
         engine = create_async_engine(url, connect_args={"timeout": 5}, **options)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        path = sqlite_path(url)
+        if path is not None:
+            event.listen(engine.sync_engine, "do_connect", lambda *_: keep_private(path))
         return engine
     with needs_extra("postgres", "a postgresql:// database"):
         import asyncpg  # type: ignore[import-untyped]  # noqa: F401 - SQLAlchemy's driver
@@ -82,6 +92,31 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
     options.setdefault("max_overflow", 20)
     connect_args = {"timeout": 5, "command_timeout": 10}
     return create_async_engine(url, connect_args=connect_args, **options)
+
+
+def sqlite_path(url: sa.URL) -> str | None:
+    """The file of a SQLite URL; None in memory, or for a ``file:`` URI (it may name anything)."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if database.startswith("file:") else database
+
+
+#: Beside the database: SQLite's own files (doorman's epoch files see to themselves).
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def keep_private(path: str) -> None:
+    """Create the database file for its owner alone; tighten it and its side files if open.
+
+    Runs before every new connection: a stat per file, no more, once all is private.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError:
+        return  # SQLite will say what is wrong with the path
+    for suffix in _SIDE_FILES:
+        private(path + suffix)
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -40,6 +40,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ._batches import Batches
+from ._files import private
 from .schema import settings_table
 
 __all__ = ["MAX_AGE", "Epoch", "EpochCache", "FileEpoch", "LocalEpoch", "epoch_of"]
@@ -115,6 +116,7 @@ class FileEpoch:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
+            private(path, self._fd)  # made by an older doorman, or copied
             if os.fstat(self._fd).st_size < _SIZE:
                 os.pwrite(self._fd, secrets.token_bytes(_SIZE), 0)
             self._map = mmap.mmap(self._fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ)

@@ -124,6 +124,10 @@ class UsernameTaken(AccountError):
     status_code = 409
 
 
+class UsernameTooSimilar(UsernameTaken):
+    """Another user's username looks like this one (``doorman.auth.lookalikes``)."""
+
+
 class DumpError(DoormanError, ValueError):
     """A dump cannot be loaded: it is not as ``doorman.transfer.dump`` writes it, or clashes."""
 

@@ -39,6 +39,9 @@ users_table = sa.Table(
     sa.Column("username", sa.String(150), nullable=False),
     # NFKC + casefold of the username: "Alice" and "alice" cannot both exist.
     sa.Column("username_key", sa.String(150), nullable=False, unique=True),
+    # SHA-256 of the username's TR39 skeleton: "admin" with a Cyrillic a cannot join "admin".
+    # NULL for a look-alike that was there before (kept, see doorman.auth.lookalikes).
+    sa.Column("username_skeleton", sa.String(64), nullable=True),
     sa.Column("email", sa.String(254), nullable=True),
     # None: no usable password (the user signs in some other way, or not at all).
     sa.Column("password_hash", sa.String(255), nullable=True),
@@ -48,6 +51,7 @@ users_table = sa.Table(
     sa.Column("session_version", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_login", sa.Float, nullable=True),
+    sa.Index("ix_doorman_users_username_skeleton", "username_skeleton", unique=True),
 )
 
 groups_table = sa.Table(
@@ -117,8 +121,9 @@ settings_table = sa.Table(
 signins_table = sa.Table(
     "doorman_signins",
     metadata,
-    # One row per signed-in session, whatever the session store: the session holds
-    # the id. Deleting the row signs that session out, signed cookies included.
+    # One row per signed-in session, whatever the session store: the session holds a
+    # key, the row its SHA-256. Deleting the row signs that session out, signed cookies
+    # included.
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column(
         "user_id",

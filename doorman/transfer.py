@@ -46,6 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import __version__
+from .auth.lookalikes import lookalike_key
 from .auth.users import check_group, check_username, username_key
 from .database import connect
 from .exceptions import DumpError
@@ -65,7 +66,7 @@ def _columns(table: sa.Table, *left_out: str) -> list[sa.Column[Any]]:
     return [column for column in table.columns if column.name not in left_out]
 
 
-_USER_COLUMNS = _columns(users_table, "id", "username_key")
+_USER_COLUMNS = _columns(users_table, "id", "username_key", "username_skeleton")
 _TOKEN_COLUMNS = _columns(tokens_table, "user_id")
 #: Of the users and of the tokens: the columns in a dump, and the field it adds.
 _RECORDS = (("users", _USER_COLUMNS, "groups"), ("tokens", _TOKEN_COLUMNS, "username"))
@@ -245,8 +246,13 @@ async def _add_users(
     connection: Any, new: dict[str, dict[str, Any]], group_ids: dict[str, int]
 ) -> dict[str, int]:
     """Insert the users ``new`` (by username key) with their groups; their ids by key."""
+    skeletons = await _skeletons(connection, new)
     user_rows = [
-        {**{k: v for k, v in user.items() if k != "groups"}, "username_key": key}
+        {
+            **{k: v for k, v in user.items() if k != "groups"},
+            "username_key": key,
+            "username_skeleton": skeletons[key],
+        }
         for key, user in new.items()
     ]
     for chunk in _chunks(user_rows):
@@ -260,6 +266,21 @@ async def _add_users(
     for chunk in _chunks(memberships):
         await connection.execute(user_groups_table.insert(), chunk)
     return ids
+
+
+async def _skeletons(connection: Any, new: dict[str, dict[str, Any]]) -> dict[str, str | None]:
+    """Each new user's look-alike key, by username key.
+
+    None for a user who looks like one created before: kept as they are, as the
+    migration that brought look-alike keys keeps them (docs/security.md).
+    """
+    keys = {key: lookalike_key(user["username"]) for key, user in new.items()}
+    taken = await _existing(connection, users_table.c.username_skeleton, list(set(keys.values())))
+    found: dict[str, str | None] = {}
+    for key in sorted(new, key=lambda key: (new[key]["created_at"], key)):
+        found[key] = None if keys[key] in taken else keys[key]
+        taken.add(keys[key])
+    return found
 
 
 def _chunks(rows: list[T]) -> Iterator[list[T]]:

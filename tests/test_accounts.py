@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import doorman.auth.tokens as tokens_module
 from doorman.auth.passwords import PasswordHasher
+from doorman.auth.signins import signin_id
 from doorman.auth.throttle import LoginThrottle, MemoryCounter, SQLCounter
 from doorman.auth.tokens import LAST_USED_RESOLUTION, PREFIX, Token, Tokens, parse_token
 from doorman.auth.users import User
@@ -1127,7 +1128,8 @@ async def test_revoke_only_revokes_the_given_users_token(
 async def test_revoking_a_sign_in_for_a_user_only_revokes_their_own(
     doorman: Doorman, alice: User, bob: User
 ) -> None:
-    signin = await doorman.signins.record(alice, user_agent="phone", address="203.0.113.5")
+    key = await doorman.signins.record(alice, user_agent="phone", address="203.0.113.5")
+    signin = signin_id(key)
 
     assert await doorman.signins.revoke(signin, user=bob) is False
     assert [found.id for found in await doorman.signins.list(alice)] == [signin]

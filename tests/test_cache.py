@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 import doorman.epochs as cache_module
 from doorman.auth.cache import EpochCache
 from doorman.auth.passwords import PasswordHasher
+from doorman.auth.signins import signin_id
 from doorman.core import Doorman
 from doorman.epochs import FileEpoch, LocalEpoch, NoEpoch, PostgresEpoch, epoch_of
 from doorman.migrations import ensure_schema
@@ -75,8 +76,8 @@ def count_selects(doorman: Doorman | SQLStore) -> list[str]:
 
 async def signed_in_alice(doorman: Doorman) -> tuple[int, str]:
     alice = await doorman.create_user("alice", PASSWORD)
-    signin = await doorman.signins.record(alice, address=None)
-    return alice.id, signin
+    key = await doorman.signins.record(alice, address=None)
+    return alice.id, signin_id(key)
 
 
 async def test_a_signed_in_user_is_read_once_while_nothing_changes(

@@ -407,6 +407,7 @@ def test_sessions_clear_expired_sweeps_sessions_and_stale_signins(
     ok(create(doorman_cli, "alice"))
 
     async def prepare(d: Doorman) -> None:
+        from doorman.auth.signins import signin_id
         from doorman.schema import signins_table
         from doorman.stores.sql import SQLStore
 
@@ -415,7 +416,9 @@ def test_sessions_clear_expired_sweeps_sessions_and_stale_signins(
         await d.signins.record(user, address=None)
         async with connect(d.engine, write=True) as connection:
             await connection.execute(
-                signins_table.update().where(signins_table.c.id == stale).values(last_seen=1.0)
+                signins_table.update()
+                .where(signins_table.c.id == signin_id(stale))
+                .values(last_seen=1.0)
             )
         store = SQLStore(engine=d.engine)
         await store.save(None, "{}", time.time() - 10)  # expired
@@ -778,7 +781,7 @@ def say_running(options: dict[str, Any]) -> None:
         (
             [],
             {"DOORMAN_LOGIN_REDIRECT": "https://evil.example/"},
-            "login_redirect = 'https://evil.example/': a URL must be on public_url's host",
+            "login_redirect = 'https://evil.example/': a URL must be on an allowed origin",
         ),
     ],
 )

@@ -26,6 +26,7 @@ DOCS = "\n".join(p.read_text() for p in PAGES)
 READER_ENV = {
     "DOORMAN_SECRET": "docs-reader-secret-" + "r" * 32,
     "ROBOT_KEY": "robot-key",
+    "SECRET_KEY": "a-starlette-app-secret-key-of-enough-length",
     "DOORMAN_TEST_POSTGRES_URL": POSTGRES_URL,  # docs/testing.md runs its tests on PostgreSQL
 }
 

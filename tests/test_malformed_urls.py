@@ -4,7 +4,7 @@
 (``/-/auth``) are fuzzed with brackets, a full-width ``#``, control characters, non-ASCII
 and very long values. Every answer must be below 500, and every ``Location``,
 and every ``next`` the login page carries on, must be a path on this site or
-an http(s) URL on an allowed host (``public_url``'s, or under ``cookie_domain``).
+a URL on the allowed origin (``public_url``'s; ``cookie_domain`` adds none).
 """
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ FUZZ = settings(
 
 
 def allowed(url: str) -> bool:
-    """A path on this site, or an http(s) URL on an allowed host: the only places we send anyone."""
+    """A path on this site, or a URL on the one allowed origin (``public_url``'s): no other.
+
+    ``cookie_domain`` alone allows no other host (docs/security.md, allowed origins).
+    """
     if url.startswith("/"):
         return not url.startswith("//") and "\\" not in url
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    return parts.scheme in ("http", "https") and (
-        host == "example.com" or host.endswith(".example.com")
-    )
+    return (parts.scheme, parts.hostname, parts.port) == ("http", "auth.example.com", None)
 
 
 def assert_login_location(location: str) -> None:

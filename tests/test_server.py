@@ -56,7 +56,12 @@ async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    options = {"cookie_domain": "example.com", "public_url": "http://auth.example.com"}
+    options = {
+        "cookie_domain": "example.com",
+        "public_url": "http://auth.example.com",
+        # the apps a sign-in may return to: scheme, host and port, each
+        "allowed_origins": ["https://app.example.com", "https://app.example.com:8443"],
+    }
     async with running(tmp_path, **options) as found:
         await found.doorman.create_user("alice", PASSWORD)
         await found.doorman.create_user("root", PASSWORD, admin=True)

@@ -133,7 +133,7 @@ async def test_protect_lands_on_the_app_and_serve_on_the_account(tmp_path: Path)
 async def test_login_redirect_is_where_a_sign_in_without_next_lands(
     tmp_path: Path, landing: str
 ) -> None:
-    options = {"cookie_domain": "example.com", "login_redirect": landing}
+    options = {"allowed_origins": ["https://app.example.com"], "login_redirect": landing}
     async with running(tmp_path, **options) as found, browse(found) as browser:
         await found.doorman.create_user("alice", PASSWORD)
         page = await browser.get("/-/login", headers=HTML)
@@ -147,10 +147,17 @@ async def test_login_redirect_is_where_a_sign_in_without_next_lands(
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"login_redirect": "https://evil.example/"}, "a URL must be on public_url's host"),
-        (
-            {"login_redirect": "https://evil.example/", "cookie_domain": "example.com"},
-            "or under cookie_domain",
+        ({"login_redirect": "https://evil.example/"}, "a URL must be on an allowed origin"),
+        (  # under cookie_domain is not enough: the origin must be listed
+            {"login_redirect": "https://app.example.com/", "cookie_domain": "example.com"},
+            "or one of allowed_origins",
+        ),
+        (  # the host is listed, on another port
+            {
+                "login_redirect": "https://app.example.com:8443/",
+                "allowed_origins": ["https://app.example.com"],
+            },
+            "or one of allowed_origins",
         ),
         ({"login_redirect": "/%2F%2Fevil.example"}, "give a path on this site"),
     ],

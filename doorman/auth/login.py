@@ -12,9 +12,10 @@ from ..exceptions import AuthenticationFailed
 from ..sessions.session import load_session
 from .actors import set_actor
 from .middleware import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID
+from .signins import signin_id
 from .users import User
 
-__all__ = ["login", "logout", "update_session_auth"]
+__all__ = ["current_signin", "login", "logout", "update_session_auth"]
 
 
 async def login(
@@ -36,7 +37,7 @@ async def login(
     session = await load_session(conn)
     previous = session.get(SESSION_SIGNIN)
     if isinstance(previous, str):
-        await doorman.signins.revoke(previous)
+        await doorman.signins.revoke(signin_id(previous))
     if session.get(SESSION_USER_ID) not in (None, user.id):
         session.clear()  # another user's data must not carry over
     session.cycle_key()
@@ -61,7 +62,7 @@ async def logout(conn: Any, *, doorman: Doorman | None = None) -> None:
     session = await load_session(conn)
     signin = session.get(SESSION_SIGNIN)
     if isinstance(signin, str):
-        await doorman.signins.revoke(signin)
+        await doorman.signins.revoke(signin_id(signin))
     session.flush()
     set_actor(scope, None)
     event = LogoutEvent(actor=actor, client=_client(scope), at=time.time())
@@ -82,10 +83,16 @@ async def update_session_auth(conn: Any, user: User, *, doorman: Doorman | None 
         session[SESSION_AUTH_HASH] = doorman.session_auth_hash(user)
         signin = session.get(SESSION_SIGNIN)
         if isinstance(signin, str):
-            await doorman.signins.revoke(signin)  # usually gone: set_password revoked them all
+            await doorman.signins.revoke(signin_id(signin))  # usually gone: set_password did
         session[SESSION_SIGNIN] = await doorman.signins.record(
             user, user_agent=_user_agent(scope), address=_client(scope)
         )
+
+
+def current_signin(session: Any) -> str | None:
+    """The id of the sign-in ``session`` holds (see ``SignIns``), or None."""
+    key = session.get(SESSION_SIGNIN)
+    return signin_id(key) if isinstance(key, str) else None
 
 
 def _scope_of(conn: Any) -> MutableMapping[str, Any]:

@@ -29,6 +29,7 @@ from ..plugins import first_result
 from ..sessions.session import Session
 from .actors import AnonymousUser, AuthCredentials, AuthenticatedUser, set_actor
 from .guards import use
+from .signins import signin_id
 from .users import User
 
 __all__ = [
@@ -155,9 +156,10 @@ class AuthMiddleware:
         user_id = session.get(SESSION_USER_ID)
         if user_id is None:
             return None
-        signin = session.get(SESSION_SIGNIN)
+        key = session.get(SESSION_SIGNIN)
+        signin = signin_id(key) if type(key) is str else ""
         user, last_seen = None, None
-        if type(user_id) is int and type(signin) is str:
+        if type(user_id) is int and signin:
             user, last_seen = await self.doorman.users.get_signed_in(user_id, signin)
         if (
             user is None

@@ -1,16 +1,23 @@
 """Sign-ins: every signed-in session of a user, listed and revocable one by one.
 
 ``login()`` records a row (when, from which address and browser) and keeps its
-id in the session; every request checks the row is still there. So a single
+key in the session; every request checks the row is still there. So a single
 session can be signed out from another device or by an admin, in any store,
 the stateless signed-cookie store included, which keeps nothing else on the
 server. Rows of sessions that were never seen again are swept by
 ``clear_stale``.
+
+The key (256 bits from ``secrets``) is never written down: the row's id is its
+SHA-256, as the SQL store does with session keys. So a copy of the database
+names no sign-in that a forged session could claim, even with the cookie
+store and its secret (see docs/security.md). The id is what lists show and
+what ``revoke`` takes; ``signin_id`` turns a session's key into it.
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -27,17 +34,24 @@ from ..schema import signins_table, users_table
 from .cache import signed_in_cache
 from .users import User
 
-__all__ = ["LAST_SEEN_RESOLUTION", "SignIn", "SignIns"]
+__all__ = ["LAST_SEEN_RESOLUTION", "SignIn", "SignIns", "signin_id"]
 
 #: ``last_seen`` is written at most this often per session, not on every request.
 LAST_SEEN_RESOLUTION = 60.0
 _s = signins_table.c
+_KEY_BYTES = 32
+
+
+def signin_id(key: str) -> str:
+    """The id of the sign-in whose key a session holds: what the table keeps instead."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class SignIn:
-    """One signed-in session: where and when, never the session key."""
+    """One signed-in session: where and when, never the session key nor the sign-in key."""
 
+    #: SHA-256 of the key the session holds.
     id: str
     user_id: int
     username: str
@@ -54,10 +68,11 @@ class SignIns:
         self.engine = engine
 
     async def record(self, user: User, *, user_agent: str = "", address: str | None) -> str:
-        """A new sign-in for ``user``; return its id (kept in the session)."""
+        """A new sign-in for ``user``; return its key, for the session alone to keep."""
         now = time.time()
+        key = secrets.token_urlsafe(_KEY_BYTES)
         row = {
-            "id": secrets.token_urlsafe(24),
+            "id": signin_id(key),
             "user_id": user.id,
             "created_at": now,
             "last_seen": now,
@@ -70,21 +85,21 @@ class SignIns:
                 await connection.execute(signins_table.insert().values(row))
         except exc.IntegrityError:  # the user row went away meanwhile
             raise UserNotFound(f"no user {user.username!r} (deleted?)") from None
-        return str(row["id"])
+        return key
 
-    async def seen(self, signin_id: str, last_seen: float) -> None:
-        """Note activity, at most once per ``LAST_SEEN_RESOLUTION`` seconds."""
+    async def seen(self, signin: str, last_seen: float) -> None:
+        """Note activity of the sign-in ``signin`` (an id), at most once per minute."""
         now = time.time()
         if now - last_seen < LAST_SEEN_RESOLUTION:
             return
         cache = signed_in_cache(self.engine)
         epoch = await epoch_of(self.engine).read()
-        kept = cache.get(epoch, signin_id) if epoch is not None else None
+        kept = cache.get(epoch, signin) if epoch is not None else None
         if kept is not None:  # first, so that the requests running meanwhile do not write too
-            cache.update(signin_id, (kept[0], now))
+            cache.update(signin, (kept[0], now))
         async with connect(self.engine, write=True, changes_accounts=False) as connection:
             await connection.execute(
-                signins_table.update().where(_s.id == signin_id).values(last_seen=now)
+                signins_table.update().where(_s.id == signin).values(last_seen=now)
             )
 
     async def list(self, user: User | None = None) -> builtins.list[SignIn]:
@@ -101,9 +116,12 @@ class SignIns:
             rows = (await connection.execute(query)).mappings().all()
         return [SignIn(**row) for row in rows]
 
-    async def revoke(self, signin_id: str, *, user: User | None = None) -> bool:
-        """Sign one session out (only ``user``'s, when given); False when there was none."""
-        query = signins_table.delete().where(_s.id == signin_id)
+    async def revoke(self, signin: str, *, user: User | None = None) -> bool:
+        """Sign out the sign-in whose id is ``signin`` (only ``user``'s, when given).
+
+        False when there was none. A session's own sign-in: ``revoke(signin_id(key))``.
+        """
+        query = signins_table.delete().where(_s.id == signin)
         if user is not None:
             query = query.where(_s.user_id == user.id)
         await ensure_schema(self.engine)

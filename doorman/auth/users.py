@@ -17,16 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..database import connect
 from ..epochs import epoch_of
-from ..exceptions import AccountError, UsernameTaken, UserNotFound
+from ..exceptions import AccountError, UsernameTaken, UsernameTooSimilar, UserNotFound
 from ..migrations import ensure_schema
 from ..schema import groups_table, signins_table, user_groups_table, users_table
 from .cache import signed_in_cache
+from .lookalikes import lookalike_key, mixed_scripts
 from .passwords import PasswordHasher
 
 __all__ = [
     "User",
     "Users",
     "check_email",
+    "check_new_username",
     "check_username",
     "user_rows",
     "username_key",
@@ -96,6 +98,17 @@ def check_username(username: str) -> str:
     return name
 
 
+def check_new_username(username: str) -> str:
+    """``check_username``, and one script per name: what a new account's name must pass."""
+    name = check_username(username)
+    if mixed_scripts(name):
+        raise AccountError(
+            "a username is written in one script: not Latin letters mixed with Cyrillic "
+            "or Greek ones, for instance"
+        )
+    return name
+
+
 def check_group(name: str) -> str:
     name = unicodedata.normalize("NFKC", name).strip()
     if not _GROUP.fullmatch(name):
@@ -148,25 +161,24 @@ class Users:
         found = users_from_rows(await self._run(_BY_ID, {"user_id": user_id}))
         return found[0] if found else None
 
-    async def get_signed_in(self, user_id: int, signin_id: str) -> tuple[User | None, float | None]:
-        """The user and the ``last_seen`` of their sign-in ``signin_id``, in one round trip.
+    async def get_signed_in(self, user_id: int, signin: str) -> tuple[User | None, float | None]:
+        """The user and the ``last_seen`` of their sign-in (by id, see ``signin_id``).
 
-        ``last_seen`` is None when that sign-in was revoked (or never existed).
-        This runs on every signed-in request: its statement is built once.
+        One round trip. ``last_seen`` is None when that sign-in was revoked (or
+        never existed). This runs on every signed-in request: its statement is
+        built once.
         """
         found = await self._cache.fetch(
             self._epoch,
-            signin_id,
-            lambda: self._read_signed_in(user_id, signin_id),
+            signin,
+            lambda: self._read_signed_in(user_id, signin),
             usable=lambda kept: kept[0] is not None and kept[0].id == user_id,
             keep=lambda read: read[0] is not None and read[1] is not None,
         )
         return found if found is not None else (None, None)
 
-    async def _read_signed_in(
-        self, user_id: int, signin_id: str
-    ) -> tuple[User | None, float | None]:
-        rows = await self._run(_SIGNED_IN, {"user_id": user_id, "signin_id": signin_id})
+    async def _read_signed_in(self, user_id: int, signin: str) -> tuple[User | None, float | None]:
+        rows = await self._run(_SIGNED_IN, {"user_id": user_id, "signin_id": signin})
         found = users_from_rows(rows)
         return (found[0], rows[0]["signin_seen"]) if found else (None, None)
 
@@ -192,13 +204,19 @@ class Users:
         is_active: bool = True,
         groups: Iterable[str] = (),
     ) -> User:
-        """Add a user. Give ``password`` (hashed here) or an existing ``password_hash``."""
-        name = check_username(username)
+        """Add a user. Give ``password`` (hashed here) or an existing ``password_hash``.
+
+        ``UsernameTaken`` when the name is taken (without case) or looks like one
+        that is (``doorman.auth.lookalikes``).
+        """
+        name = check_new_username(username)
+        await self.check_free(name)
         if password is not None:
             password_hash = await self.hasher.hash(password)
         row = {
             "username": name,
             "username_key": username_key(name),
+            "username_skeleton": lookalike_key(name),
             "email": check_email(email),
             "password_hash": password_hash,
             "is_admin": is_admin,
@@ -212,9 +230,28 @@ class Users:
                 result = await connection.execute(users_table.insert().values(row))
                 user_id = result.inserted_primary_key[0]  # type: ignore[index]
                 await self._add_groups(connection, user_id, groups)
-        except exc.IntegrityError:
+        except exc.IntegrityError:  # created meanwhile
+            await self.check_free(name)
             raise UsernameTaken(f"the username {name!r} is taken") from None
         return await self._must_get(user_id)
+
+    async def check_free(self, name: str) -> None:
+        """``UsernameTaken`` unless ``name`` is free: not taken, and like no other's.
+
+        ``UsernameTooSimilar`` (a subclass) for a look-alike, which is not named: it
+        may be a name the person did not type.
+        """
+        key = username_key(name)
+        query = sa.select(_u.username_key).where(
+            sa.or_(_u.username_key == key, _u.username_skeleton == lookalike_key(name))
+        )
+        await ensure_schema(self.engine)
+        async with connect(self.engine) as connection:
+            found = (await connection.execute(query.limit(2))).scalars().all()
+        if key in found:
+            raise UsernameTaken(f"the username {name!r} is taken")
+        if found:
+            raise UsernameTooSimilar(f"the username {name!r} is too similar to an existing one")
 
     async def set_password(self, user: User, password: str | None) -> User:
         """A new password (None: no usable password). Every other session of the user ends."""

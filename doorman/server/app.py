@@ -26,11 +26,13 @@ from .._types import ASGIApp, Receive, Scope, Send
 from ..auth.csrf import CSRF, CSRFCookieMiddleware
 from ..auth.guards import requires
 from ..auth.middleware import AuthMiddleware
-from ..config import SERVE_SETTINGS_ENV, Settings, assemble
+from ..auth.websockets import WebSocketOriginMiddleware
+from ..config import SERVE_SETTINGS_ENV, Settings, assemble, warn_about_secret
 from ..core import Doorman
 from ..exceptions import ConfigError
 from ..integrations.sentry import with_sentry
 from ..integrations.starlette import exception_handlers
+from ..origins import AllowedOrigins
 from ..sessions.middleware import SessionMiddleware
 from ..stores.base import SessionStore
 from .access_log import AccessLogMiddleware
@@ -64,13 +66,9 @@ def create_app(
     ``ProtectedApp``; this is ``doorman protect``).
     """
     secrets = _secrets_of(settings)
-    if settings.cookie_domain and not settings.public_url:
-        log.warning(
-            "cookie_domain is set but public_url is not: forward-auth redirects to the login "
-            "page will be relative and break on other hosts; set public_url to this server's "
-            "address, such as https://auth.example.com"
-        )
+    _warn_about_other_hosts(settings)
     prefix = "/" + settings.route_prefix.strip("/")
+    origins = AllowedOrigins.from_settings(settings)
     landing = login_landing(settings, prefix=prefix, protect=protected is not None)
     if doorman is None or store is None:
         doorman, store = assemble(settings, secrets)
@@ -90,6 +88,7 @@ def create_app(
         store=store,
         templates=templates,
         next_signer=NextSigner(secrets),
+        origins=origins,
         prefix=prefix,
         login_redirect=landing,
         csrf=csrf,
@@ -102,8 +101,10 @@ def create_app(
             Middleware(CSRFCookieMiddleware, csrf=csrf),
         ],
         exception_handlers={**exception_handlers, **errors.error_handlers},
-        lifespan=_lifespan(doorman, store),
+        lifespan=_lifespan(doorman, store, secrets),
     )
+    # Starlette would answer /-/login/ with a redirect built from the Host header: 404 instead.
+    app.router.redirect_slashes = False
     app.state.server = server
     forward_auth = _Shortcut(app, f"{prefix}/auth", api.ForwardAuth(server), _FORWARD_AUTH)
     inner: ASGIApp = SecurityHeadersMiddleware(forward_auth)
@@ -123,10 +124,29 @@ def create_app(
         https_only=settings.cookie_secure,
         domain=settings.cookie_domain,
     )
+    # Before the session is read: a page of another origin never opens a websocket as the user.
+    wrapped = WebSocketOriginMiddleware(wrapped, allowed_origins=origins)
     if settings.cors_origins:
         wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=prefix)
     wrapped = with_sentry(wrapped, settings.sentry)
     return AccessLogMiddleware(wrapped) if settings.access_log else wrapped
+
+
+def _warn_about_other_hosts(settings: Settings) -> None:
+    if not settings.cookie_domain:
+        return
+    if not settings.public_url:
+        log.warning(
+            "cookie_domain is set but public_url is not: forward-auth redirects to the login "
+            "page will be relative and break on other hosts; set public_url to this server's "
+            "address, such as https://auth.example.com"
+        )
+    if not settings.allowed_origins:
+        log.warning(
+            "cookie_domain is set but allowed_origins is not: a sign-in returns to no other "
+            "host, and no other host's pages may open websockets here; list the apps' origins "
+            "in allowed_origins, such as https://app.example.com"
+        )
 
 
 def _routes(server: ServerState) -> list[BaseRoute]:
@@ -192,10 +212,12 @@ async def _favicon(request: Any) -> Response:
     return FileResponse(_STATIC / "favicon.ico", headers={"cache-control": "public, max-age=86400"})
 
 
-def _lifespan(doorman: Doorman, store: SessionStore) -> Any:
+def _lifespan(doorman: Doorman, store: SessionStore, secrets: list[str]) -> Any:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield  # AuthMiddleware runs doorman.startup() (migrations, startup hooks) on the way in
+        # AuthMiddleware has run doorman.startup() (migrations, startup hooks) on the way in.
+        await warn_about_secret(store, doorman.engine, secrets)
+        yield
         await store.close()
         await doorman.close()
         await doorman.engine.dispose()

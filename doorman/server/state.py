@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ..auth.csrf import CSRF
     from ..config import Settings
     from ..core import Doorman
+    from ..origins import AllowedOrigins
     from ..stores.base import SessionStore
     from .redirects import NextSigner
     from .templates import Templates
@@ -25,6 +26,8 @@ class ServerState:
     store: SessionStore
     templates: Templates
     next_signer: NextSigner
+    #: Where a signed ``next`` may lead, and which pages may open websockets.
+    origins: AllowedOrigins
     #: ``route_prefix`` without its trailing slash: "/-" by default.
     prefix: str
     #: Where a sign-in without ``next`` lands (``login_redirect``, checked).

@@ -11,8 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...auth.guards import requires
-from ...auth.login import update_session_auth
-from ...auth.middleware import SESSION_SIGNIN
+from ...auth.login import current_signin, update_session_auth
 from ...auth.users import User
 from ...exceptions import AccountError
 from ..devices import describe
@@ -76,7 +75,7 @@ async def _render(
 ) -> Response:
     signins = await server.doorman.signins.list(user)
     tokens = await server.doorman.tokens.list(user)
-    current = request.scope["session"].get(SESSION_SIGNIN)
+    current = current_signin(request.scope["session"])
     if wants_json(request):
         body: dict[str, Any] = {
             "user": {"username": user.username, "email": user.email, "groups": list(user.groups)},

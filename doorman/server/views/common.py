@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ...auth import csrf
-from ...auth.users import check_email, check_username
-from ...exceptions import AccountError, RequestTooLarge
+from ...auth.users import check_email, check_new_username
+from ...exceptions import AccountError, RequestTooLarge, UsernameTaken, UsernameTooSimilar
 from ..state import state_of
 from .forms import FormErrors, check_new_password
 
@@ -114,11 +114,15 @@ async def new_account_problems(
     """Every problem of a new account's fields: username, email, and both passwords."""
     errors = FormErrors()
     try:
-        check_username(username)
+        check_new_username(username)
     except AccountError as error:
         errors.add(sentence(error), "username")
     else:
-        if await doorman.users.by_username(username) is not None:
+        try:
+            await doorman.users.check_free(username)
+        except UsernameTooSimilar:
+            errors.add("That username is too similar to an existing one.", "username")
+        except UsernameTaken:
             errors.add("That username is taken.", "username")
     try:
         check_email(email)

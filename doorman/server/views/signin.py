@@ -13,7 +13,7 @@ from ...auth.users import User
 from ...exceptions import AccountError, AuthenticationFailed, Throttled
 from .. import setup
 from ..headers import content_security_policy
-from ..redirects import origin_of, public_host, safe_path
+from ..redirects import origin_of, safe_path
 from ..state import ServerState, state_of
 from .common import (
     checked_form,
@@ -45,12 +45,9 @@ class _Destination(NamedTuple):
 
 
 def _destination(server: ServerState, values: Any) -> _Destination:
-    """A URL we signed for an allowed host, or a same-site path; else ``login_redirect``."""
+    """A URL we signed on an allowed origin, or a same-site path; else ``login_redirect``."""
     given, signature = values.get("next"), values.get("next_sig")
-    settings = server.settings
-    absolute = server.next_signer.absolute_allowed(
-        given, signature, public_host=public_host(settings), cookie_domain=settings.cookie_domain
-    )
+    absolute = server.next_signer.absolute_allowed(given, signature, server.origins)
     if absolute is not None:
         return _Destination(absolute, absolute, signature)
     path = safe_path(given, default="")

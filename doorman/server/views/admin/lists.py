@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ....auth.guards import requires
-from ....auth.middleware import SESSION_SIGNIN
+from ....auth.login import current_signin
 from ...state import state_of
 from ..common import checked_form, refuse_csrf, wants_json
 from ._common import after_change, done_notice, json_response
@@ -26,7 +26,7 @@ async def sessions_page(request: Request) -> Response:
         "admin/sessions.html",
         section="sessions",
         signins=signins,
-        current_signin=request.scope["session"].get(SESSION_SIGNIN),
+        current_signin=current_signin(request.scope["session"]),
         errors=[],
         notice=done_notice(request),
     )

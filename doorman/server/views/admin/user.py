@@ -14,8 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ....auth.guards import requires
-from ....auth.login import update_session_auth
-from ....auth.middleware import SESSION_SIGNIN
+from ....auth.login import current_signin, update_session_auth
 from ....auth.users import User, check_email
 from ....core import Doorman
 from ....exceptions import AccountError, Throttled, UserNotFound
@@ -80,7 +79,7 @@ async def _user_page(
         is_self=is_self(request, user),
         locked=locked,
         signins=signins,
-        current_signin=request.scope["session"].get(SESSION_SIGNIN),
+        current_signin=current_signin(request.scope["session"]),
         tokens=tokens,
         min_length=server.doorman.password_min_length,
         password_hint=password_hint(server.doorman),
