@@ -75,7 +75,8 @@ def with_accounts(server: Server, action: Callable[[Doorman], Awaitable[T]]) -> 
         finally:
             await close_doorman(doorman, store)
 
-    return in_own_loop(run())
+    result: T = in_own_loop(run())
+    return result
 
 
 def make_token(
@@ -162,6 +163,15 @@ def test_a_scoped_token_cannot_make_itself_a_wider_one(server: Server) -> None:
     assert same.status_code == 201, same.text
     assert same.json()["created"]["scopes"] == ["account"]
     assert len(live_tokens(server, scoped)) == 5, "one scoped token and the four it made"
+
+
+def test_an_admins_token_limited_to_view_is_no_admin_to_the_apps_behind(server: Server) -> None:
+    """Found while attacking item 1: /-/auth said X-Doorman-Admin: true for such a token."""
+    add_users(db_of(server), "adele", admins=("adele",))
+    for scopes, admin in ((None, "true"), (["view"], "false"), (["admin", "view"], "true")):
+        forward = get(server, "/-/auth", bearer(make_token(server, "adele", scopes=scopes)))
+        assert forward.status_code == 200, scopes
+        assert forward.headers["x-doorman-admin"] == admin, scopes
 
 
 def test_an_unlimited_token_can_rotate_itself(server: Server) -> None:

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from doorman.auth.actors import set_actor
 from doorman.auth.tokens import Token
 from doorman.auth.users import User
 from doorman.core import Doorman
@@ -118,3 +119,20 @@ async def test_revoke_all_leaves_no_token_made_meanwhile(
         await doorman.tokens.revoke_all(alice)
         await asyncio.wait_for(asyncio.gather(*minting), timeout=30)
         assert await doorman.tokens.list(alice) == [], "a token made meanwhile survived"
+
+
+@pytest.mark.parametrize(
+    ("scopes", "admin"),
+    [(None, True), (["admin"], True), (["view", "admin"], True), (["view"], False), ([], False),
+     ("admin", False)],
+)  # fmt: skip
+def test_an_admins_token_has_starlettes_admin_scope_only_when_allowed_admin(
+    scopes: object, admin: bool
+) -> None:
+    actor = {"id": "root", "admin": True, "via": "token"}
+    if scopes is not None:
+        actor["scopes"] = scopes
+    scope: dict[str, object] = {}
+    set_actor(scope, actor)
+    expected = ["authenticated", "admin"] if admin else ["authenticated"]
+    assert scope["auth"].scopes == expected  # type: ignore[attr-defined]

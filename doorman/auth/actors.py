@@ -10,7 +10,7 @@ from typing import Any
 
 from .._types import Scope
 
-__all__ = ["AnonymousUser", "AuthCredentials", "AuthenticatedUser", "set_actor"]
+__all__ = ["AnonymousUser", "AuthCredentials", "AuthenticatedUser", "acts_as_admin", "set_actor"]
 
 
 class AuthenticatedUser:
@@ -56,6 +56,18 @@ class AuthCredentials:
 _ANONYMOUS = AnonymousUser()
 
 
+def acts_as_admin(actor: dict[str, Any] | None) -> bool:
+    """An admin, and not held by a token's scopes to other actions than ``admin``.
+
+    What the ``admin`` scope of ``scope["auth"]`` and the ``X-Doorman-Admin``
+    header say: an admin's token limited to ``view`` is no admin to an app.
+    """
+    if actor is None or actor.get("admin") is not True:
+        return False
+    scopes = actor.get("scopes")
+    return scopes is None or (isinstance(scopes, list | tuple) and "admin" in scopes)
+
+
 def set_actor(scope: Scope, actor: dict[str, Any] | None) -> None:
     """Put ``actor`` in the scope, with the Starlette-shaped ``user`` and ``auth`` beside it."""
     scope["actor"] = actor
@@ -63,6 +75,6 @@ def set_actor(scope: Scope, actor: dict[str, Any] | None) -> None:
         scope["user"], scope["auth"] = _ANONYMOUS, AuthCredentials([])
         return
     scopes = ["authenticated"]
-    if actor.get("admin") is True:
+    if acts_as_admin(actor):
         scopes.append("admin")
     scope["user"], scope["auth"] = AuthenticatedUser(actor), AuthCredentials(scopes)

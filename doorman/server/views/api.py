@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from ..._types import Receive, Scope, Send, send_text
+from ...auth.actors import acts_as_admin
 from ...auth.csrf import csrf_token
 from ...database import connect
 from ...exceptions import StoreError
@@ -60,7 +61,7 @@ class ForwardAuth:
                 *_PRIVATE_RAW,
                 (b"x-doorman-user", _header_safe(str(actor.get("username") or actor["id"]))),
                 (b"x-doorman-groups", groups),
-                (b"x-doorman-admin", b"true" if actor.get("admin") is True else b"false"),
+                (b"x-doorman-admin", b"true" if acts_as_admin(actor) else b"false"),
             ]
             await send_text(send, 200, "OK\n", headers)
 
