@@ -38,6 +38,7 @@ from .servers import (
     cookie_of,
     csrf_of,
     in_own_loop,
+    post_form,
     running,
     sign_in,
     start_server,
@@ -303,3 +304,74 @@ def session_in(cookie: str) -> str:
     assert payload is not None
     json.loads(payload)
     return payload
+
+
+# -- item 9: an admin's reset, disable and sign-out, and the user's tokens ---------------
+
+
+@pytest.fixture(scope="module")
+def boss(server: Server) -> str:
+    """The session cookie of an admin of ``server``."""
+    add_users(db_of(server), "boss", admins=("boss",))
+    return sign_in(server.url, "boss")
+
+
+def act(
+    server: Server, boss: str, username: str, action: str, fields: dict[str, str] | None = None
+) -> str:
+    """An admin's action on one user, as the user page's form sends it; the notice."""
+    answer = post_form(server.url, f"/-/admin/users/{username}/{action}", boss, fields or {})
+    assert answer.status_code == 200, answer.text
+    notice: str = answer.json().get("notice", "")
+    return notice
+
+
+def test_a_password_reset_revokes_the_tokens_unless_kept(server: Server, boss: str) -> None:
+    add_users(db_of(server), "rex")
+    text = make_token(server, "rex")
+    reset = {"password": NEW_PASSWORD, "password2": NEW_PASSWORD}
+    notice = act(server, boss, "rex", "password", reset)
+    assert not works(server, text), "the intruder's token outlived the reset"
+    assert "API tokens revoked" in notice
+    kept = make_token(server, "rex")
+    notice = act(server, boss, "rex", "password", {**reset, "revoke_tokens": "off"})
+    assert works(server, kept) and "their API tokens still work" in notice
+
+
+def test_disable_revokes_the_tokens_so_enable_brings_none_back(server: Server, boss: str) -> None:
+    add_users(db_of(server), "dora")
+    text = make_token(server, "dora")
+    disabled, enabled = act(server, boss, "dora", "disable"), act(server, boss, "dora", "enable")
+    assert not works(server, text), "re-enabling brought the token back"
+    assert "API tokens revoked" in disabled and enabled == "User enabled."
+    kept = make_token(server, "dora")
+    notice = act(server, boss, "dora", "disable", {"revoke_tokens": "off"})
+    assert not works(server, kept) and "work again if they are enabled" in notice
+    assert "tokens work again" in act(server, boss, "dora", "enable")
+    assert works(server, kept)
+
+
+def test_sign_out_everywhere_keeps_the_tokens_unless_asked(server: Server, boss: str) -> None:
+    add_users(db_of(server), "sol")
+    cookie = sign_in(server.url, "sol")
+    text = make_token(server, "sol")
+    notice = act(server, boss, "sol", "sign-out")
+    assert whoami(server.url, cookie) is None
+    assert works(server, text) and "API tokens still work" in notice
+    assert "API tokens revoked" in act(server, boss, "sol", "sign-out", {"revoke_tokens": "on"})
+    assert not works(server, text)
+    refused = post_form(server.url, "/-/admin/users/sol/sign-out", boss, {"revoke_tokens": "?"})
+    assert refused.status_code == 400
+
+
+def test_the_user_page_offers_to_revoke_the_tokens(server: Server, boss: str) -> None:
+    add_users(db_of(server), "uma")
+    sign_in(server.url, "uma")  # so that "Sign out everywhere" is offered
+    page = httpx.get(server.url + "/-/admin/users/uma", headers=with_cookie(boss, **HTML))
+    assert "revoke_tokens" not in page.text, "no box without tokens"
+    make_token(server, "uma")
+    make_token(server, "uma")
+    page = httpx.get(server.url + "/-/admin/users/uma", headers=with_cookie(boss, **HTML))
+    boxes = re.findall(r'<input id="([a-z-]+)-revoke-tokens" [^>]*?( checked)?>', page.text)
+    assert boxes == [("disable", " checked"), ("password", " checked"), ("sign-out", "")]
+    assert page.text.count("Also revoke their API tokens (2)") == 3
