@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from doorman.auth.tokens import MAX_LIVE_TOKENS
 from doorman.config import close_doorman, load_settings, open_doorman
 from doorman.core import Doorman
 from doorman.signing import Signer
@@ -104,7 +105,7 @@ def get(server: Server, path: str, headers: dict[str, str]) -> httpx.Response:
 
 
 def post(
-    server: Server, path: str, headers: dict[str, str], body: dict[str, str] | None = None
+    server: Server, path: str, headers: dict[str, str], body: dict[str, object] | None = None
 ) -> httpx.Response:
     return httpx.post(server.url + path, json=body or {}, headers=headers, timeout=REQUEST_S)
 
@@ -164,6 +165,18 @@ def test_a_scoped_token_cannot_make_itself_a_wider_one(server: Server) -> None:
     assert same.status_code == 201, same.text
     assert same.json()["created"]["scopes"] == ["account"]
     assert len(live_tokens(server, scoped)) == 5, "one scoped token and the four it made"
+
+
+def test_a_token_making_tokens_in_a_loop_stops_at_the_limit(server: Server) -> None:
+    add_users(db_of(server), "loop")
+    text = make_token(server, "loop")
+    answers = [post(server, "/-/account/tokens", bearer(text), {"expires": "0"}).status_code]
+    while answers[-1] == 201 and len(answers) < MAX_LIVE_TOKENS + 5:
+        answers.append(
+            post(server, "/-/account/tokens", bearer(text), {"expires": "0"}).status_code
+        )
+    assert answers == [201] * (MAX_LIVE_TOKENS - 1) + [400]
+    assert len(live_tokens(server, text)) == MAX_LIVE_TOKENS
 
 
 def test_an_admins_token_limited_to_view_is_no_admin_to_the_apps_behind(server: Server) -> None:

@@ -13,10 +13,10 @@ import time
 import pytest
 
 from doorman.auth.actors import set_actor
-from doorman.auth.tokens import Token
+from doorman.auth.tokens import MAX_LIVE_TOKENS, Token
 from doorman.auth.users import User
 from doorman.core import Doorman
-from doorman.exceptions import PermissionDenied
+from doorman.exceptions import AccountError, PermissionDenied
 
 from .test_accounts import MakeDoorman
 from .test_accounts import alice as alice  # fixtures, used by name
@@ -136,3 +136,37 @@ def test_an_admins_token_has_starlettes_admin_scope_only_when_allowed_admin(
     set_actor(scope, actor)
     expected = ["authenticated", "admin"] if admin else ["authenticated"]
     assert scope["auth"].scopes == expected  # type: ignore[attr-defined]
+
+
+async def test_a_user_has_at_most_max_live_tokens(doorman: Doorman, alice: User) -> None:
+    """A leaked token (or session) making tokens in a loop fills no database."""
+    made = [(await doorman.tokens.create(alice))[0] for _ in range(MAX_LIVE_TOKENS)]
+    with pytest.raises(AccountError, match=f"at most {MAX_LIVE_TOKENS} live"):
+        await doorman.tokens.create(alice, within=made[0])
+    with pytest.raises(AccountError, match="revoke some first"):
+        await doorman.tokens.create(alice)
+    assert len(await doorman.tokens.list(alice, include_dead=True)) == MAX_LIVE_TOKENS
+    await doorman.tokens.revoke(made[-1].id)
+    await doorman.tokens.create(alice)  # revoked ones do not count
+
+
+async def test_a_burst_of_new_tokens_stays_within_the_limit(
+    make_doorman: MakeDoorman, alice: User
+) -> None:
+    """Without the lock, PostgreSQL let concurrent inserts each count only themselves."""
+    doorman, other = await make_doorman(), await make_doorman()
+    for _ in range(MAX_LIVE_TOKENS - 5):
+        await doorman.tokens.create(alice)
+
+    async def create(via: Doorman) -> bool:
+        try:
+            await via.tokens.create(alice)
+        except AccountError:
+            return False
+        return True
+
+    made = await asyncio.wait_for(
+        asyncio.gather(*(create(doorman if i % 2 else other) for i in range(20))), timeout=30
+    )
+    assert sum(made) == 5
+    assert len(await doorman.tokens.list(alice)) == MAX_LIVE_TOKENS

@@ -40,6 +40,9 @@ _SECRET_CHARS = 43  # token_urlsafe(32)
 _TOKEN_LENGTH = len(PREFIX) + _ID_CHARS + 1 + _SECRET_CHARS
 _HEX = frozenset("0123456789abcdef")
 _URLSAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+#: Live tokens one user may have: a leaked token (or session) making tokens in a loop
+#: fills no database. Revoked and expired ones do not count.
+MAX_LIVE_TOKENS = 100
 #: ``last_used_at`` is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = 60.0
 _t = tokens_table.c
@@ -140,12 +143,16 @@ class Tokens:
         await ensure_schema(self.engine)
         try:
             async with connect(self.engine, write=True, changes_accounts=False) as connection:
-                if within is not None:
-                    await _lock_tokens_of(connection, user.id)
+                await _lock_tokens_of(connection, user.id)
                 await connection.execute(tokens_table.insert().values(row))
                 # Checked after the insert, in its transaction: a revoke that came first is seen.
                 if within is not None and not await _is_live(connection, within.id, now):
                     raise PermissionDenied("the token this request came with is no longer valid")
+                if await _live_count(connection, user.id, now) > MAX_LIVE_TOKENS:
+                    raise AccountError(
+                        f"a user may have at most {MAX_LIVE_TOKENS} live API tokens:"
+                        " revoke some first"
+                    )
         except exc.IntegrityError:  # the user row went away meanwhile
             raise UserNotFound(f"no user {user.username!r} (deleted?)") from None
         return _token({**row, "last_used_at": None, "revoked_at": None}, user.username), text
@@ -212,10 +219,7 @@ class Tokens:
         if user is not None:
             query = query.where(_t.user_id == user.id)
         if not include_dead:
-            now = time.time()
-            query = query.where(
-                _t.revoked_at.is_(None), sa.or_(_t.expires_at.is_(None), _t.expires_at > now)
-            )
+            query = query.where(_live(time.time()))
         await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             rows = (await connection.execute(query)).mappings().all()
@@ -234,11 +238,7 @@ class Tokens:
     async def revoke_all(self, user: User) -> int:
         """Revoke every live token of ``user``; return how many."""
         now = time.time()
-        query = tokens_table.update().where(
-            _t.user_id == user.id,
-            _t.revoked_at.is_(None),
-            sa.or_(_t.expires_at.is_(None), _t.expires_at > now),
-        )
+        query = tokens_table.update().where(_t.user_id == user.id, _live(now))
         await ensure_schema(self.engine)
         async with connect(self.engine, write=True) as connection:
             await _lock_tokens_of(connection, user.id)
@@ -273,25 +273,31 @@ def _bounded_by(
 
 
 async def _lock_tokens_of(connection: AsyncConnection, user_id: int) -> None:
-    """Make a token-made token and ``revoke_all`` of one user take turns, on PostgreSQL.
+    """Make ``create`` and ``revoke_all`` of one user take turns, on PostgreSQL.
 
-    Both lock the user's row first. Otherwise a token could write a new one while
-    ``revoke_all`` runs, unseen by its UPDATE, and keep a way in. SQLite has one
-    writer at a time, and ``create`` checks its parent after its insert, while it
-    is that writer: no lock needed there.
+    Both lock the user's row first. Otherwise a token could be written while
+    ``revoke_all`` runs, unseen by its UPDATE, and keep a way in (a token making
+    tokens in a loop did); and the live-token count would let bursts through.
+    SQLite has one writer at a time, and ``create`` checks after its insert,
+    while it is that writer: no lock needed there.
     """
     if connection.dialect.name == "postgresql":
         lock = sa.select(users_table.c.id).where(users_table.c.id == user_id).with_for_update()
         await connection.execute(lock)
 
 
+def _live(now: float) -> sa.ColumnElement[bool]:
+    return sa.and_(_t.revoked_at.is_(None), sa.or_(_t.expires_at.is_(None), _t.expires_at > now))
+
+
 async def _is_live(connection: AsyncConnection, token_id: str, now: float) -> bool:
-    query = sa.select(_t.id).where(
-        _t.id == token_id,
-        _t.revoked_at.is_(None),
-        sa.or_(_t.expires_at.is_(None), _t.expires_at > now),
-    )
+    query = sa.select(_t.id).where(_t.id == token_id, _live(now))
     return (await connection.execute(query)).first() is not None
+
+
+async def _live_count(connection: AsyncConnection, user_id: int, now: float) -> int:
+    query = sa.select(sa.func.count()).where(_t.user_id == user_id, _live(now))
+    return int((await connection.execute(query)).scalar_one())
 
 
 def _check_scopes(scopes: Iterable[str]) -> list[str]:
