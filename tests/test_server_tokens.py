@@ -167,6 +167,24 @@ def test_a_scoped_token_cannot_make_itself_a_wider_one(server: Server) -> None:
     assert len(live_tokens(server, scoped)) == 5, "one scoped token and the four it made"
 
 
+def test_scopes_may_be_a_json_list_and_none_is_refused(server: Server) -> None:
+    add_users(db_of(server), "liz")
+    cookie = sign_in(server.url, "liz")
+    person = with_cookie(cookie, **JSON, **{"x-csrftoken": csrf_of(server.url, cookie)})
+    made = post(server, "/-/account/tokens", person, {"expires": "30", "scopes": ["view"]})
+    assert made.status_code == 201 and made.json()["created"]["scopes"] == ["view"]
+    for nothing in ([], "", " , "):
+        refused = post(server, "/-/account/tokens", person, {"expires": "30", "scopes": nothing})
+        assert refused.status_code == 400, nothing  # never read as "not limited"
+        assert "at least one action" in refused.json()["errors"][0]
+    scoped = make_token(server, "liz", scopes=["account"])
+    wider = post(
+        server, "/-/account/tokens", bearer(scoped), {"expires": "30", "scopes": ["admin"]}
+    )
+    assert wider.status_code == 403
+    assert len(live_tokens(server, scoped)) == 2
+
+
 def test_a_token_making_tokens_in_a_loop_stops_at_the_limit(server: Server) -> None:
     add_users(db_of(server), "loop")
     text = make_token(server, "loop")

@@ -265,7 +265,7 @@ async def create_token(request: Request) -> Response:
             user,
             name=field(fields, "name", 200),
             expires_in=days * 86400 or None,
-            scopes=_asked_scopes(field(fields, "scopes", 1000)),
+            scopes=_asked_scopes(fields),
             within=await _calling_token(request, server),
         )
     except PermissionDenied as error:
@@ -276,9 +276,18 @@ async def create_token(request: Request) -> Response:
     return await _render(request, server, user, 201, notice=_TOKEN_NOTICE, new_token=made)
 
 
-def _asked_scopes(text: str) -> list[str] | None:
-    """The actions a new token is limited to (comma- or space-separated); None: not limited."""
-    return [name for name in re.split(r"[\s,]+", text) if name] or None
+def _asked_scopes(fields: dict[str, str]) -> list[str] | None:
+    """The actions a new token is limited to (comma- or space-separated, or a JSON list).
+
+    None when not asked (not limited; made with a token, that token's scopes). Asked
+    for none at all (``[]``, ``""``), it is refused rather than read as "not limited".
+    """
+    if "scopes" not in fields:
+        return None
+    names = [name for name in re.split(r"[\s,]+", field(fields, "scopes", 1000)) if name]
+    if not names:
+        raise AccountError("scopes: name at least one action, or leave scopes out")
+    return names
 
 
 @requires("account")
