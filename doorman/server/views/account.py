@@ -301,14 +301,7 @@ async def revoke_token(request: Request) -> Response:
         caller = await _calling_token(request, server)
     except PermissionDenied as error:
         return await _forbidden(request, sentence(error))
-    target = await server.doorman.tokens.get(token_id) if caller is not None else None
-    if (
-        caller is not None
-        and target is not None
-        and target.user_id == user.id
-        and target.id != caller.id
-        and not caller.covers(target)
-    ):
+    if caller is not None and not await _in_reach(server, caller, token_id, user):
         return await _forbidden(
             request, "A token can revoke only itself and tokens that can do no more than it."
         )
@@ -316,3 +309,14 @@ async def revoke_token(request: Request) -> Response:
     if wants_json(request):
         return JSONResponse({"revoked": found}, 200 if found else 404)
     return redirect(server.url("account"))
+
+
+async def _in_reach(server: ServerState, caller: Token, token_id: str, user: User) -> bool:
+    """May ``caller`` revoke this token: itself, or one of its user's that it covers?
+
+    True too for a token that is not the user's, or none: revoking it finds nothing (404).
+    """
+    target = await server.doorman.tokens.get(token_id)
+    if target is None or target.user_id != user.id or target.id == caller.id:
+        return True
+    return caller.covers(target)
