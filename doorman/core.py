@@ -170,8 +170,14 @@ class Doorman:
             username, password=password, email=email, is_admin=admin, groups=groups
         )
 
-    async def set_password(self, user: User, password: str, *, validate: bool = True) -> User:
-        """Change a password: every session of the user ends (sign the current one in again)."""
+    async def set_password(
+        self, user: User, password: str, *, validate: bool = True, revoke_tokens: bool = False
+    ) -> User:
+        """Change a password: every session of the user ends (sign the current one in again).
+
+        API tokens do not depend on the password and keep working, unless
+        ``revoke_tokens`` (after a compromise: the intruder may have made some).
+        """
         if validate:
             problems = await self.password_problems(
                 password, username=user.username, email=user.email
@@ -180,11 +186,18 @@ class Doorman:
                 raise PasswordRejected(problems)
         user = await self.users.set_password(user, password)
         await self.signins.revoke_all(user)  # the session auth hash ends them; tidy the list
+        if revoke_tokens:
+            await self.tokens.revoke_all(user)
         return user
 
-    async def end_sessions(self, user: User) -> User:
-        """Sign the user out everywhere, in every store, signed cookies included."""
+    async def end_sessions(self, user: User, *, revoke_tokens: bool = False) -> User:
+        """Sign the user out everywhere, in every store, signed cookies included.
+
+        API tokens keep working, unless ``revoke_tokens``.
+        """
         await self.signins.revoke_all(user)
+        if revoke_tokens:
+            await self.tokens.revoke_all(user)
         return await self.users.end_sessions(user)
 
     # -- sessions ----------------------------------------------------------

@@ -580,7 +580,8 @@ async def test_an_admin_api_token_needs_no_csrf_token(server: Server) -> None:
         )
         assert created.status_code == 201
         assert created.json()["user"]["username"] == "erin"
-        assert (await api.post("/-/admin/users/erin/disable", json={})).json() == {"ok": True}
+        disabled = await api.post("/-/admin/users/erin/disable", json={})
+        assert disabled.json() == {"ok": True, "notice": "User disabled and signed out everywhere."}
         details = await api.get("/-/admin/users/erin", headers=JSON)
         assert details.json()["user"]["active"] is False
         missing = await api.post("/-/admin/users/nobody/enable", json={})
