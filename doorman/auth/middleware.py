@@ -87,9 +87,13 @@ class AuthMiddleware:
         use(self.doorman)
         try:
             actor = await self.resolve(scope)
-        except Throttled as error:
+        except Throttled as error:  # 429; Busy, 503
             await _answer(
-                kind, send, 429, str(error), [(b"retry-after", b"%d" % error.retry_after)]
+                kind,
+                send,
+                error.status_code,
+                str(error),
+                [(b"retry-after", b"%d" % error.retry_after)],
             )
             return
         except StoreError as error:
