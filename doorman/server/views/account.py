@@ -14,10 +14,20 @@ from ...auth.guards import requires
 from ...auth.login import update_session_auth
 from ...auth.middleware import SESSION_SIGNIN
 from ...auth.users import User
-from ...exceptions import AccountError, PasswordRejected
+from ...exceptions import AccountError, AuthenticationFailed, PasswordRejected, Throttled
+from ..device_cookie import device_cookie, remember_device
 from ..devices import describe
 from ..state import ServerState, state_of
-from .common import checked_form, field, json_error, redirect, refuse_csrf, sentence, wants_json
+from .common import (
+    checked_form,
+    client_address,
+    field,
+    json_error,
+    redirect,
+    refuse_csrf,
+    sentence,
+    wants_json,
+)
 
 __all__ = ["routes"]
 
@@ -131,11 +141,9 @@ async def change_email(request: Request) -> Response:
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
-    verdict = await server.doorman.hasher.verify(
-        field(fields, "current_password"), user.password_hash
-    )
-    if not verdict.ok:
-        return await _render(request, server, user, 400, errors=["The current password is wrong."])
+    refusal = await _confirm(request, server, user, field(fields, "current_password"))
+    if refusal is not None:
+        return refusal
     try:
         user = await server.doorman.users.set_email(user, field(fields, "email", 300).strip())
     except AccountError as error:
@@ -153,23 +161,42 @@ async def change_password(request: Request) -> Response:
     if fields is None:
         return await refuse_csrf(request)
     password = field(fields, "password")
-    verdict = await server.doorman.hasher.verify(
-        field(fields, "current_password"), user.password_hash
-    )
-    errors = [] if verdict.ok else ["The current password is wrong."]
-    if password != field(fields, "password2"):
-        errors.append("The two new passwords differ.")
-    if not errors:
-        try:
-            user = await server.doorman.set_password(user, password)
-        except PasswordRejected as error:
-            errors = [f"This password {problem}." for problem in error.problems]
-        else:
-            await update_session_auth(request, user)
-            if wants_json(request):
-                return await _render(request, server, user, notice=_NOTICES["password"])
-            return redirect(server.url("account") + "?done=password")  # a reload sends nothing
-    return await _render(request, server, user, 400, errors=errors)
+    if password != field(fields, "password2"):  # checked first: a typo costs no attempt
+        return await _render(request, server, user, 400, errors=["The two new passwords differ."])
+    refusal = await _confirm(request, server, user, field(fields, "current_password"))
+    if refusal is not None:
+        return refusal
+    try:
+        user = await server.doorman.set_password(user, password)
+    except PasswordRejected as error:
+        errors = [f"This password {problem}." for problem in error.problems]
+        return await _render(request, server, user, 400, errors=errors)
+    await update_session_auth(request, user)
+    response: Response
+    if wants_json(request):
+        response = await _render(request, server, user, notice=_NOTICES["password"])
+    else:
+        response = redirect(server.url("account") + "?done=password")  # a reload sends nothing
+    remember_device(request, response, user)  # the new password made the old marks untrusted
+    return response
+
+
+async def _confirm(
+    request: Request, server: ServerState, user: User, password: str
+) -> Response | None:
+    """None when ``password`` is the user's; else the page that says why not (400, or 429
+    and 503 from the sign-in throttle, which counts and logs this check like a sign-in)."""
+    try:
+        await server.doorman.confirm_password(
+            user, password, client=client_address(request), device=device_cookie(request)
+        )
+    except Throttled as error:
+        response = await _render(request, server, user, error.status_code, errors=[str(error)])
+        response.headers["retry-after"] = str(error.retry_after)
+        return response
+    except AuthenticationFailed:
+        return await _render(request, server, user, 400, errors=["The current password is wrong."])
+    return None
 
 
 @requires("account")
