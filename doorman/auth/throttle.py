@@ -199,7 +199,7 @@ class LoginThrottle(_Limiter):
         per_address: int = 20,
         window: float = 900.0,
         secret: str | bytes | Sequence[str | bytes] | None = None,
-        wait: float = 10.0,
+        wait: float = 30.0,
         lease: float = 60.0,
     ) -> None:
         _check_limit("per_account", per_account)
@@ -265,7 +265,7 @@ class RegistrationThrottle(_Limiter):
         per_address: int = 10,
         window: float = 900.0,
         secret: str | bytes | Sequence[str | bytes] | None = None,
-        wait: float = 10.0,
+        wait: float = 30.0,
         lease: float = 60.0,
     ) -> None:
         _check_limit("registrations", per_address)
