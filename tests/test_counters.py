@@ -290,3 +290,20 @@ async def test_a_stateless_store_needs_the_users_database(tmp_path: Path) -> Non
         assert counter.engine is engine
     finally:
         await engine.dispose()
+
+
+async def test_two_engines_on_one_sqlite_file_grant_exactly_the_limit(tmp_path: Path) -> None:
+    """As two workers would: each engine writes in its own turn, the file decides."""
+    engines = [create_engine(str(tmp_path / "t.db")) for _ in range(2)]
+    try:
+        counters = [SQLCounter(engine) for engine in engines]
+        await counters[0].clear_expired()  # creates the tables
+        acquires = (counters[n % 2].acquire("k", 5, LEASE) for n in range(40))
+        verdicts = [verdict for verdict, _ in await asyncio.gather(*acquires)]
+        assert verdicts.count("granted") == 5
+        settles = (counters[n % 2].settle("k", "count", WINDOW) for n in range(5))
+        assert sorted(await asyncio.gather(*settles)) == [1, 2, 3, 4, 5]
+        assert (await counters[1].acquire("k", 5, LEASE))[0] == "refused"
+    finally:
+        for engine in engines:
+            await engine.dispose()

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from doorman import PasswordHasher
 from doorman.auth.devices import DeviceCookies
@@ -93,6 +95,14 @@ def test_a_new_password_or_signing_out_everywhere_ends_the_trust(change: dict[st
 )
 def test_anything_else_is_no_device(cookie: str) -> None:
     assert DeviceCookies(SECRET).device_for(cookie, user(7)) is None
+
+
+@given(st.text(max_size=5000) | st.text(alphabet="abcAB012-_.", max_size=300))
+def test_no_cookie_a_client_makes_up_raises_or_is_trusted(cookie: str) -> None:
+    devices = DeviceCookies(SECRET)
+    assert devices.device_for(cookie, user(7)) is None
+    remembered = devices.remember(cookie, user(7))  # a fresh cookie for this browser
+    assert devices.device_for(remembered, user(7)) is not None
 
 
 def test_a_tampered_or_foreign_cookie_is_no_device() -> None:

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from . import test_scale
+from .helpers import COOKIE
 from .servers import PASSWORD, REQUEST_S, SECRET, Server, in_own_loop, running, start_server
 
 pytestmark = pytest.mark.anyio
@@ -196,20 +197,24 @@ async def test_a_browser_that_signed_in_before_is_not_locked_out(deployment: Dep
     url = deployment.url
     async with Browser(url, "10.3.0.1") as own, Browser(url, "10.3.0.2") as mallory:
         assert await own.sign_in("bob") == 302
-        assert "doorman_device" in own.http.cookies
+        device = own.http.cookies["doorman_device"]
         assert await mallory.sign_in("mallory") == 302  # a device cookie, for mallory
 
-        guessed = await asyncio.wait_for(guesses(url, "BOB", 30, "10.3.1"), TEST_S)
-        assert guessed == {401: PER_ACCOUNT, 429: 30 - PER_ACCOUNT}
+        async def owner_meanwhile() -> list[int]:  # bob signs in while the guesses run
+            return [await own.sign_in("bob") for _ in range(4)]
 
-        assert await own.sign_in("bob") == 302  # bob's own browser is not locked out
+        guessed, owner = await asyncio.wait_for(
+            asyncio.gather(guesses(url, "BOB", 30, "10.3.1"), owner_meanwhile()), TEST_S
+        )
+        assert guessed == {401: PER_ACCOUNT, 429: 30 - PER_ACCOUNT}
+        assert owner == [302] * 4  # bob's own browser is not locked out
+        assert await own.sign_in("bob") == 302
         assert await sign_in_once(url, "10.3.0.3", "bob") == 429  # a new browser is, for now
         assert await mallory.sign_in("bob") == 429  # a device cookie for another account
-        forged = Browser(url, "10.3.0.4")
-        async with forged:
-            device = own.http.cookies["doorman_device"]
-            forged.http.cookies.set("doorman_device", device[:-4] + "AAAA", "127.0.0.1", "/-/")
-            assert await forged.sign_in("bob") == 429
+        for cookie, expected in [(device, 302), (device[:-4] + "AAAA", 429), ("%%junk", 429)]:
+            async with Browser(url, "10.3.0.4") as other:  # the cookie copied, or forged
+                other.http.cookies.set("doorman_device", cookie, "127.0.0.1", "/-/")
+                assert await other.sign_in("bob") == expected, cookie
 
         # A stolen device cookie gets its own few guesses, no more.
         statuses = [await own.sign_in("bob", f"stolen guess {n}") for n in range(PER_ACCOUNT + 2)]
@@ -226,8 +231,15 @@ async def test_the_current_password_on_the_account_forms_is_throttled_and_logged
         statuses = [await carol.change_password(f"guess {n}") for n in range(40)]
         assert statuses == [400] * PER_ACCOUNT + [429] * (40 - PER_ACCOUNT)
         assert await carol.change_password(PASSWORD) == 429
-    assert failures_logged(server, "carol", "bad-credentials") == PER_ACCOUNT
-    assert failures_logged(server, "carol", "throttled") == 41 - PER_ACCOUNT
+        # A thief with carol's session but not her browser's device cookie: the
+        # account's own bucket, as many guesses again, no more.
+        async with Browser(url, "10.4.9.9") as thief:
+            thief.http.cookies.set(COOKIE, carol.http.cookies[COOKIE], "127.0.0.1", "/")
+            assert (await thief.http.get("/-/whoami")).json()["actor"]["username"] == "carol"
+            statuses = [await thief.change_password(f"thief {n}") for n in range(PER_ACCOUNT + 2)]
+            assert statuses == [400] * PER_ACCOUNT + [429] * 2
+    assert failures_logged(server, "carol", "bad-credentials") == 2 * PER_ACCOUNT
+    assert failures_logged(server, "carol", "throttled") == 41 - PER_ACCOUNT + 2
 
     async with Browser(url, "10.4.0.2") as dave:  # the email form counts in the same place
         assert await dave.sign_in("dave") == 302
