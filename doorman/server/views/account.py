@@ -22,12 +22,14 @@ from starlette.routing import BaseRoute, Route
 from ...auth.guards import requires
 from ...auth.login import current_signin, update_session_auth
 from ...auth.tokens import Token
-from ...auth.users import User
-from ...exceptions import AccountError, PermissionDenied
+from ...auth.users import User, check_email
+from ...exceptions import AccountError, AuthenticationFailed, PermissionDenied, Throttled
+from ..device_cookie import device_cookie, remember_device
 from ..devices import describe
 from ..state import ServerState, state_of
 from .common import (
     checked_form,
+    client_address,
     field,
     json_error,
     redirect,
@@ -201,18 +203,18 @@ async def change_email(request: Request) -> Response:
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
-    verdict = await server.doorman.hasher.verify(
-        field(fields, "current_password"), user.password_hash
-    )
-    errors = FormErrors()
-    if not verdict.ok:  # keyed apart from the password form's field of the same name
-        errors.add("The current password is wrong.", "email_password")
-        return await _render(request, server, user, 400, errors=errors)
+    errors, email = FormErrors(), field(fields, "email", 300).strip()
     try:
-        user = await server.doorman.users.set_email(user, field(fields, "email", 300).strip())
+        check_email(email)
     except AccountError as error:
         errors.add(sentence(error), "email")
-        return await _render(request, server, user, 400, errors=errors)
+    throttled = await _confirm(request, server, user, fields, errors, "email_password")
+    if errors:
+        return await _refused(request, server, user, errors, throttled)
+    try:
+        user = await server.doorman.users.set_email(user, email)
+    except AccountError as error:
+        return await _refused(request, server, user, FormErrors.of(sentence(error)))
     security_log.info("user %r changed their email address", user.username)
     if wants_json(request):
         return await _render(request, server, user, notice=_NOTICES["email"])
@@ -226,13 +228,8 @@ async def change_password(request: Request) -> Response:
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
-    password = field(fields, "password")
-    errors = FormErrors()
-    verdict = await server.doorman.hasher.verify(
-        field(fields, "current_password"), user.password_hash
-    )
-    if not verdict.ok:
-        errors.add("The current password is wrong.", "current_password")
+    password, errors = field(fields, "password"), FormErrors()
+    throttled = await _confirm(request, server, user, fields, errors)  # every problem at once
     await check_new_password(
         errors,
         server.doorman,
@@ -242,12 +239,57 @@ async def change_password(request: Request) -> Response:
         email=user.email,
     )
     if errors:
-        return await _render(request, server, user, 400, errors=errors)
+        return await _refused(request, server, user, errors, throttled)
     user = await server.doorman.set_password(user, password, validate=False)
     await update_session_auth(request, user)
+    response: Response
     if wants_json(request):
-        return await _render(request, server, user, notice=_NOTICES["password"])
-    return redirect(server.url("account") + "?done=password")  # a reload sends nothing
+        response = await _render(request, server, user, notice=_NOTICES["password"])
+    else:
+        response = redirect(server.url("account") + "?done=password")  # a reload sends nothing
+    remember_device(request, response, user)  # the new password made the old marks untrusted
+    return response
+
+
+async def _confirm(
+    request: Request,
+    server: ServerState,
+    user: User,
+    fields: dict[str, str],
+    errors: FormErrors,
+    field_name: str = "current_password",
+) -> Throttled | None:
+    """Check the form's ``current_password``, adding what is wrong to ``errors`` beside
+    ``field_name``. The sign-in throttle counts and logs a wrong one like a failed
+    sign-in; the refusal is returned when it said no (429, or 503 when busy)."""
+    try:
+        await server.doorman.confirm_password(
+            user,
+            field(fields, "current_password"),
+            client=client_address(request),
+            device=device_cookie(request),
+        )
+    except Throttled as error:
+        errors.add(str(error), field_name)
+        return error
+    except AuthenticationFailed:
+        errors.add("The current password is wrong.", field_name)
+    return None
+
+
+async def _refused(
+    request: Request,
+    server: ServerState,
+    user: User,
+    errors: FormErrors,
+    throttled: Throttled | None = None,
+) -> Response:
+    """The page again with ``errors``: 400, or the throttle's status with its ``Retry-After``."""
+    status = 400 if throttled is None else throttled.status_code
+    response = await _render(request, server, user, status, errors=errors)
+    if throttled is not None:
+        response.headers["retry-after"] = str(throttled.retry_after)
+    return response
 
 
 @requires("account")
