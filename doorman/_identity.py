@@ -16,7 +16,13 @@ from urllib.parse import quote
 
 from ._types import Scope
 
-__all__ = ["drop_identity_headers", "header_safe", "identity_headers", "set_identity_headers"]
+__all__ = [
+    "acts_as_admin",
+    "drop_identity_headers",
+    "header_safe",
+    "identity_headers",
+    "set_identity_headers",
+]
 
 _PREFIX = b"x-doorman-"
 
@@ -27,8 +33,20 @@ def identity_headers(actor: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
     return [
         (b"x-doorman-user", header_safe(str(actor.get("username") or actor["id"]))),
         (b"x-doorman-groups", groups),
-        (b"x-doorman-admin", b"true" if actor.get("admin") is True else b"false"),
+        (b"x-doorman-admin", b"true" if acts_as_admin(actor) else b"false"),
     ]
+
+
+def acts_as_admin(actor: Mapping[str, Any] | None) -> bool:
+    """An admin, and not held by a token's scopes to other actions than ``admin``.
+
+    What the ``admin`` scope of ``scope["auth"]`` and the ``X-Doorman-Admin``
+    header say: an admin's token limited to ``view`` is no admin to an app.
+    """
+    if actor is None or actor.get("admin") is not True:
+        return False
+    scopes = actor.get("scopes")
+    return scopes is None or (isinstance(scopes, list | tuple) and "admin" in scopes)
 
 
 def header_safe(value: str) -> bytes:

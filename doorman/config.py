@@ -154,11 +154,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Log one line per request (path without query string) on doorman.access.",
             _boolean),
     Setting("throttle_per_account", 5,
-            "Sign-in attempts allowed per account per window (0: no limit).",
+            "Failed sign-ins allowed per account per window, for new browsers and for each "
+            "browser that signed in before (0: no limit).",
             _integer(0, 1_000_000, 5)),
     Setting("throttle_per_address", 20,
-            "Sign-in attempts allowed per client address per window (0: no limit).",
+            "Failed sign-ins allowed per client address per window (0: no limit).",
             _integer(0, 1_000_000, 20)),
+    Setting("throttle_registrations", 10,
+            "Registration attempts allowed per client address per window (0: no limit).",
+            _integer(0, 1_000_000, 10)),
     Setting("throttle_window", 900,
             "Seconds (or a duration such as 15m) over which attempts are counted.",
             _seconds(1, "15m")),
@@ -212,6 +216,7 @@ class Settings:
     access_log: bool
     throttle_per_account: int
     throttle_per_address: int
+    throttle_registrations: int
     throttle_window: int
     password_min_length: int
     template_dir: str | None
@@ -422,7 +427,7 @@ def assemble(
     ``secrets`` must be resolved already (``resolve_secrets``). Nothing is
     opened yet: connections come on first use.
     """
-    from .auth.throttle import LoginThrottle, counter_for
+    from .auth.throttle import LoginThrottle, RegistrationThrottle, counter_for
     from .core import Doorman
     from .stores import open_store
     from .stores.sql import SQLStore
@@ -434,10 +439,17 @@ def assemble(
         store = SQLStore(engine=engine)
     else:
         store = open_store(settings.sessions, db=settings.db)
+    counter = counter_for(store, engine=engine)
     throttle = LoginThrottle(
-        counter_for(store, engine=engine),
+        counter,
         per_account=settings.throttle_per_account,
         per_address=settings.throttle_per_address,
+        window=settings.throttle_window,
+        secret=list(secrets),
+    )
+    registrations = RegistrationThrottle(
+        counter,
+        per_address=settings.throttle_registrations,
         window=settings.throttle_window,
         secret=list(secrets),
     )
@@ -446,6 +458,7 @@ def assemble(
         secret=list(secrets),
         sessions=store,
         throttle=throttle,
+        registrations=registrations,
         rules=settings.permissions,
         plugins_dir=settings.plugins_dir,
         password_min_length=settings.password_min_length,

@@ -92,6 +92,12 @@ class Throttled(AuthenticationFailed):
         self.retry_after = retry_after
 
 
+class Busy(Throttled):
+    """So many attempts were in flight that this one could not be checked in time (503)."""
+
+    status_code = 503
+
+
 class PermissionDenied(DoormanError):
     """The actor may not do this."""
 

@@ -246,6 +246,62 @@ def test_users_disable_enable_delete(doorman_cli: Invoke, db: str) -> None:
     fails(doorman_cli("users", "delete", "bob", "--yes"), "no user 'bob'")
 
 
+def live_tokens(db: str, username: str) -> int:
+    async def count(d: Doorman) -> int:
+        return len(await d.tokens.list(await d.users.require(username)))
+
+    return with_doorman(db, count)
+
+
+def make_tokens(db: str, username: str, count: int) -> list[str]:
+    async def create(d: Doorman) -> list[str]:
+        user = await d.users.require(username)
+        return [(await d.tokens.create(user))[1] for _ in range(count)]
+
+    return with_doorman(db, create)
+
+
+def test_users_passwd_revokes_api_tokens_unless_kept(doorman_cli: Invoke, db: str) -> None:
+    ok(create(doorman_cli, "alice"))
+    make_tokens(db, "alice", 2)
+    result = ok(doorman_cli("users", "passwd", "alice", "--password-stdin", input=NEW_PASSWORD))
+    assert result.stdout.endswith("; their 2 API tokens were revoked\n")
+    assert live_tokens(db, "alice") == 0
+    make_tokens(db, "alice", 1)
+    kept = ok(
+        doorman_cli("users", "passwd", "alice", "--keep-tokens", "--password-stdin", input=PASSWORD)
+    )
+    assert kept.stdout.endswith("; their 1 API token still works\n")
+    assert live_tokens(db, "alice") == 1
+
+
+def test_users_disable_revokes_api_tokens_so_enable_brings_none_back(
+    doorman_cli: Invoke, db: str
+) -> None:
+    ok(create(doorman_cli, "bob"))
+    (text,) = make_tokens(db, "bob", 1)
+    assert ok(doorman_cli("users", "disable", "bob")).stdout.endswith("token was revoked\n")
+    assert ok(doorman_cli("users", "enable", "bob")).stdout == "enabled bob\n"
+    assert with_doorman(db, lambda d: d.tokens.verify(text)) is None
+    make_tokens(db, "bob", 2)
+    kept = ok(doorman_cli("users", "disable", "bob", "--keep-tokens")).stdout
+    assert kept.endswith("; their 2 API tokens stop working until they are enabled\n")
+    again = ok(doorman_cli("users", "enable", "bob")).stdout
+    assert again == "enabled bob; their 2 API tokens work again\n"
+
+
+def test_sessions_revoke_keeps_api_tokens_unless_asked(doorman_cli: Invoke, db: str) -> None:
+    ok(create(doorman_cli, "alice"))
+    make_tokens(db, "alice", 2)
+    kept = ok(doorman_cli("sessions", "revoke", "alice")).stdout
+    assert kept == "signed alice out everywhere; their 2 API tokens still work\n"
+    assert live_tokens(db, "alice") == 2
+    gone = ok(doorman_cli("sessions", "revoke", "alice", "--revoke-tokens")).stdout
+    assert gone == "signed alice out everywhere; their 2 API tokens were revoked\n"
+    assert live_tokens(db, "alice") == 0
+    assert ok(doorman_cli("sessions", "revoke", "alice")).stdout == "signed alice out everywhere\n"
+
+
 def test_users_delete_with_yes_does_not_ask(doorman_cli: Invoke, db: str) -> None:
     ok(create(doorman_cli, "bob"))
     result = ok(doorman_cli("users", "delete", "bob", "--yes"))

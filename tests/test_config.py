@@ -254,6 +254,7 @@ BAD = {
     "access_log": ["sometimes", 2],
     "throttle_per_account": [-1, "many"],
     "throttle_per_address": [-1, 1.5],
+    "throttle_registrations": [-3, "lots"],
     "throttle_window": [0, "never"],
     "password_min_length": [4, 5000, "long"],
     "template_dir": ["/no/such/directory"],

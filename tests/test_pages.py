@@ -395,7 +395,7 @@ async def test_an_api_edit_changes_only_what_it_gives(server: Server) -> None:
             json={"email": "bob@example.com"},
             headers={"x-csrftoken": await token_of(admin), **JSON},
         )
-    assert answer.status_code == 200 and answer.json() == {"ok": True}
+    assert answer.status_code == 200 and answer.json() == {"ok": True, "notice": "Details saved."}
     bob = await server.doorman.users.require("bob")
     assert (bob.email, bob.is_admin, bob.groups) == ("bob@example.com", True, ("ops",))
 

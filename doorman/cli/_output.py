@@ -17,6 +17,13 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def tokens_note(count: int, *, one: str, many: str) -> str:
+    """What became of a user's API tokens ("; their 2 API tokens still work"), or ""."""
+    if not count:
+        return ""
+    return f"; their {plural(count, 'API token')} {one if count == 1 else many}"
+
+
 def echo_table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> None:
     """Aligned columns, or ``empty`` (on stderr) when there are no rows."""
     if not rows:

@@ -57,7 +57,7 @@ async def _fields(request: Request) -> dict[str, str] | None:
             return None
         if not isinstance(body, dict):
             return None
-        return {k: _text_of(v) for k, v in body.items() if isinstance(v, str | bool)}
+        return {k: _text_of(v) for k, v in body.items() if _is_field(v)}
     try:
         form: FormData = await request.form(max_files=0, max_fields=_MAX_FORM_FIELDS)
     except RequestTooLarge:
@@ -67,8 +67,17 @@ async def _fields(request: Request) -> dict[str, str] | None:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def _text_of(value: str | bool) -> str:
-    """A JSON field as the form would send it: ``true`` is "true", ``false`` is "false"."""
+def _is_field(value: object) -> bool:
+    return isinstance(value, str | bool) or (
+        isinstance(value, list) and all(isinstance(item, str) for item in value)
+    )
+
+
+def _text_of(value: str | bool | list[str]) -> str:
+    """A JSON field as the form would send it: ``true`` is "true", ``false`` is "false",
+    and a list of strings is comma-separated (``["view", "edit"]`` is "view,edit")."""
+    if isinstance(value, list):
+        return ",".join(value)
     return value if isinstance(value, str) else str(value).lower()
 
 
