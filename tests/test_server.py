@@ -408,6 +408,28 @@ async def test_forward_auth_sends_browsers_back_where_they_were(server: Server) 
         assert back.headers["location"] == "https://app.example.com/reports?x=1"
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-original-url": "https://["},
+        {"x-original-url": "http://[::1"},
+        {"x-forwarded-host": "[", "x-forwarded-uri": "/"},
+        {"x-forwarded-host": "app.example.com]", "x-forwarded-uri": "/x"},
+    ],
+)
+async def test_forward_auth_takes_a_broken_url_for_no_url(
+    server: Server, headers: dict[str, str]
+) -> None:
+    """A URL Python cannot split (an IPv6 bracket left open) is a 302 to login, not a 500."""
+    async with browse(server) as proxy:
+        from_header = await proxy.get("/-/auth", headers={**HTML, **headers})
+        given = headers.get("x-original-url", "http://[")
+        from_rd = await proxy.get("/-/auth", params={"rd": given})
+    for answer in (from_header, from_rd):
+        assert answer.status_code == 302
+        assert answer.headers["location"] == "http://auth.example.com/-/login"
+
+
 async def test_forward_auth_percent_encodes_non_ascii_names(server: Server) -> None:
     await server.doorman.create_user("josé", PASSWORD)
     async with browse(server) as proxy:

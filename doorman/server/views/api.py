@@ -14,7 +14,7 @@ from ..._types import Receive, Scope, Send, send_text
 from ...auth.csrf import csrf_token
 from ...database import connect
 from ...exceptions import StoreError
-from ..redirects import host_allowed, safe_path
+from ..redirects import host_allowed, origin_of, public_host, safe_path
 from ..state import ServerState, state_of
 
 __all__ = ["ForwardAuth", "health", "whoami"]
@@ -81,10 +81,12 @@ def _login_url(server: ServerState, request: Request, rd: str | None) -> str:
         return base
     if original.startswith("/"):
         return f"{base}?{urlencode({'next': safe_path(original)})}"
-    parts = urlsplit(original)
-    public_host = urlsplit(settings.public_url).hostname if settings.public_url else None
-    if parts.scheme not in ("http", "https") or not host_allowed(
-        parts.hostname or "", public_host=public_host, cookie_domain=settings.cookie_domain
+    # Only what the login page would take back: origin_of also refuses a URL Python cannot
+    # split ("https://[", from a header or ?rd=), which must not be a 500.
+    origin = origin_of(original)
+    host = urlsplit(origin).hostname if origin else None
+    if host is None or not host_allowed(
+        host, public_host=public_host(settings), cookie_domain=settings.cookie_domain
     ):
         return base
     signature = server.next_signer.sign(original)
