@@ -9,6 +9,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from ..._types import Message, Receive
 from ...auth import csrf
 from ...auth.users import check_email, check_username
 from ...exceptions import AccountError
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["checked_form", "client_address", "json_error", "redirect", "refuse_csrf", "wants_json"]
 
 _MAX_FORM_FIELDS = 50
+#: The largest body a form or JSON object of ours may have: three fields of 4096
+#: characters, each percent-encoded at up to 12 bytes a character, fit with room to spare.
+_MAX_FORM_BYTES = 256 * 1024
 
 
 def wants_json(request: Request) -> bool:
@@ -50,19 +54,47 @@ async def checked_form(request: Request) -> dict[str, str] | None:
 
 
 async def _fields(request: Request) -> dict[str, str] | None:
+    raw = await _body(request)
+    if raw is None:
+        return None
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
-            body = json.loads(await request.body() or b"{}")
-        except (ValueError, UnicodeDecodeError):
+            body = json.loads(raw or b"{}")
+        except (ValueError, RecursionError):  # not JSON (nor UTF-8), or nested past the limit
             return None
         if not isinstance(body, dict):
             return None
         return {k: _text_of(v) for k, v in body.items() if isinstance(v, str | bool)}
     try:
-        form: FormData = await request.form(max_files=0, max_fields=_MAX_FORM_FIELDS)
+        form: FormData = await Request(request.scope, _replay(raw)).form(
+            max_files=0, max_fields=_MAX_FORM_FIELDS
+        )
     except Exception:  # malformed multipart or too many fields: the client's fault
         return None
     return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+async def _body(request: Request) -> bytes | None:
+    """The request body, or None when it is larger than any form of ours could be."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _MAX_FORM_BYTES:
+        return None  # refused before a byte is read
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _MAX_FORM_BYTES:
+            return None  # a stream without a length: read no further
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    """A ``receive`` that hands over a body already read, for Starlette's form parser."""
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 def _text_of(value: str | bool) -> str:
