@@ -14,10 +14,18 @@ from ...auth.guards import requires
 from ...auth.login import update_session_auth
 from ...auth.middleware import SESSION_SIGNIN
 from ...auth.users import User
-from ...exceptions import AccountError
+from ...exceptions import AccountError, AuthenticationFailed, Throttled
 from ..devices import describe
 from ..state import ServerState, state_of
-from .common import checked_form, field, redirect, refuse_csrf, sentence, wants_json
+from .common import (
+    checked_form,
+    client_address,
+    field,
+    redirect,
+    refuse_csrf,
+    sentence,
+    wants_json,
+)
 from .forms import FormErrors, check_new_password, password_hint
 
 __all__ = ["routes"]
@@ -126,6 +134,43 @@ async def _render(
     )
 
 
+async def _password_failure(
+    request: Request, server: ServerState, user: User, fields: dict[str, str], error_field: str
+) -> tuple[AuthenticationFailed | None, FormErrors]:
+    """Whether ``current_password`` is wrong (``Throttled`` past the limit), and the error.
+
+    Checked as a sign-in is, throttle included: a stolen session (or a token)
+    must not guess the password here without limit, nor outside the login's limit.
+    """
+    errors = FormErrors()
+    try:
+        await server.doorman.authenticate(
+            user.username, field(fields, "current_password"), client=client_address(request)
+        )
+    except Throttled as failure:
+        errors.add(str(failure), error_field)
+        return failure, errors
+    except AuthenticationFailed as failure:
+        errors.add("The current password is wrong.", error_field)
+        return failure, errors
+    return None, errors
+
+
+async def _refuse(
+    request: Request,
+    server: ServerState,
+    user: User,
+    errors: FormErrors,
+    failure: AuthenticationFailed | None,
+) -> Response:
+    """The account page with the form's errors: 400, or 429 with Retry-After when throttled."""
+    if not isinstance(failure, Throttled):
+        return await _render(request, server, user, 400, errors=errors)
+    response = await _render(request, server, user, 429, errors=errors)
+    response.headers["retry-after"] = str(failure.retry_after)
+    return response
+
+
 @requires("account")
 async def change_email(request: Request) -> Response:
     """A new address (or none), confirmed with the password: it is where resets would go."""
@@ -133,13 +178,10 @@ async def change_email(request: Request) -> Response:
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
-    verdict = await server.doorman.hasher.verify(
-        field(fields, "current_password"), user.password_hash
-    )
-    errors = FormErrors()
-    if not verdict.ok:  # keyed apart from the password form's field of the same name
-        errors.add("The current password is wrong.", "email_password")
-        return await _render(request, server, user, 400, errors=errors)
+    # The error is keyed apart from the password form's field of the same name.
+    failure, errors = await _password_failure(request, server, user, fields, "email_password")
+    if failure is not None:
+        return await _refuse(request, server, user, errors, failure)
     try:
         user = await server.doorman.users.set_email(user, field(fields, "email", 300).strip())
     except AccountError as error:
@@ -158,12 +200,7 @@ async def change_password(request: Request) -> Response:
     if fields is None:
         return await refuse_csrf(request)
     password = field(fields, "password")
-    errors = FormErrors()
-    verdict = await server.doorman.hasher.verify(
-        field(fields, "current_password"), user.password_hash
-    )
-    if not verdict.ok:
-        errors.add("The current password is wrong.", "current_password")
+    failure, errors = await _password_failure(request, server, user, fields, "current_password")
     await check_new_password(
         errors,
         server.doorman,
@@ -173,7 +210,7 @@ async def change_password(request: Request) -> Response:
         email=user.email,
     )
     if errors:
-        return await _render(request, server, user, 400, errors=errors)
+        return await _refuse(request, server, user, errors, failure)
     user = await server.doorman.set_password(user, password, validate=False)
     await update_session_auth(request, user)
     if wants_json(request):
