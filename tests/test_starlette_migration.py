@@ -135,6 +135,37 @@ def test_the_reader_refuses_what_is_no_session(data: Any) -> None:
     assert reader.loads(starlette_cookie(data)) is None
 
 
+#: Signed JSON that doorman could not store again: numbers past a float, lone surrogates.
+UNSTORABLE = ['{"x": 1e999}', '{"x": [-1e400]}', '{"x": "\\ud800"}', '{"\\udfff": 1}']
+
+
+def starlette_cookie_of_text(text: str, secret: str = SECRET) -> str:
+    """A cookie Starlette would sign over this JSON text (json.dumps never writes some of it)."""
+    payload = base64.b64encode(text.encode("ascii"))
+    return itsdangerous.TimestampSigner(secret).sign(payload).decode("ascii")
+
+
+@pytest.mark.parametrize("text", UNSTORABLE)
+def test_the_reader_refuses_what_doorman_could_not_store(text: str) -> None:
+    reader = StarletteCookieReader([SECRET.encode()], max_age=None)
+    assert reader.loads(starlette_cookie_of_text('{"x": 1}')) == {"x": 1}
+    assert reader.loads(starlette_cookie_of_text(text)) is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("store", [CookieStore, MemoryStore])
+@pytest.mark.parametrize("text", UNSTORABLE)
+async def test_a_signed_cookie_doorman_could_not_store_is_no_500(
+    store: type[SessionStore], text: str
+) -> None:
+    """Signed with the secret (a short one is guessed), yet the JSON cannot be saved again."""
+    ours = session_app(SessionMiddleware, secret_key=SECRET, store=store())
+    async with client_with(ours, starlette_cookie_of_text(text)) as http:
+        response = await http.get("/add?n=1")
+    assert response.status_code == 200
+    assert response.json() == {"n": "1"}  # a new session
+
+
 # -- taking over Starlette's sessions --------------------------------------------------
 
 
