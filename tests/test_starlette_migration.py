@@ -31,6 +31,7 @@ from doorman import (
 from doorman._types import Receive, Scope, Send
 from doorman.sessions import MAX_COOKIE_BYTES
 from doorman.sessions.legacy import StarletteCookieReader
+from doorman.signing import MAKE_A_SECRET
 from doorman.stores import SessionStore
 
 from .conftest import SECRET
@@ -318,7 +319,7 @@ async def test_a_short_secret_key_works_and_warns_once(caplog: pytest.LogCapture
     assert len(logged) == 1
     for text in (str(found[0].message), logged[0].getMessage()):
         assert "secret_key" in text and "7 characters" in text
-        assert "secrets.token_urlsafe" in text  # names the fix
+        assert MAKE_A_SECRET in text  # names the fix, the one recipe every message gives
         assert SHORT not in text.replace("secret_key", "")  # never the secret itself
 
 
