@@ -198,6 +198,36 @@ async def test_an_absolute_next_needs_our_signature_and_an_allowed_host(server: 
         assert foreign.headers["location"] == "/-/account", "signed, but not an allowed host"
 
 
+async def test_a_signature_holds_for_its_own_url_only(server: Server) -> None:
+    """The signature of ".../a.b" must not vouch for ".../a" given "b.<signature>"."""
+    signer = create_signer(server)
+    signature = signer.sign("https://app.example.com/a.b")
+    async with browse(server) as browser:
+        cut = await sign_in(browser, next="https://app.example.com/a", next_sig=f"b.{signature}")
+        page = await browser.get(
+            "/-/login", params={"next": "https://app.example.com/a", "next_sig": f"b.{signature}"}
+        )
+    assert cut.headers["location"] == "/-/account"
+    assert "app.example.com" not in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example@app.example.com/",
+        "https://evil.example:443@app.example.com/",
+        "https://:@app.example.com/",
+    ],
+)
+async def test_a_next_with_credentials_in_it_is_refused(server: Server, url: str) -> None:
+    """No browser asks for such a URL: one is only ever made to show another host's name."""
+    async with browse(server) as browser:
+        bounce = await browser.get("/-/auth", params={"rd": url})
+        signed = await sign_in(browser, next=url, next_sig=create_signer(server).sign(url))
+    assert "next_sig" not in bounce.headers["location"]
+    assert signed.headers["location"] == "/-/account"
+
+
 def create_signer(server: Server) -> Any:
     from doorman.server.redirects import NextSigner
 

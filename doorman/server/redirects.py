@@ -5,9 +5,9 @@
 on another host (an app behind forward-auth on a sibling subdomain) is
 accepted only when the sign-in server itself signed it, and only for a host
 the settings allow: ``public_url``'s host and hosts under ``cookie_domain``.
-Such a URL's origin must read plainly (``https://app.example.com:8443``):
-the login page names it in its CSP ``form-action``, which browsers apply to
-the redirect that answers the form.
+Such a URL's origin must read plainly (``https://app.example.com:8443``, no
+``user@`` before the host): the login page names it in its CSP
+``form-action``, which browsers apply to the redirect that answers the form.
 
 A sign-in without ``next`` lands on ``login_redirect``: a path, or an
 absolute URL on an allowed host (checked at start-up).
@@ -80,6 +80,8 @@ def origin_of(url: str) -> str | None:
     host = parts.hostname or ""
     if parts.scheme not in _DEFAULT_PORTS or not _PLAIN_HOST.fullmatch(host):
         return None
+    if "@" in parts.netloc:  # credentials: only ever there to show another host's name
+        return None
     shown_port = "" if port in (None, _DEFAULT_PORTS[parts.scheme]) else f":{port}"
     return f"{parts.scheme}://{host}{shown_port}"
 
@@ -124,7 +126,8 @@ class NextSigner:
         return self._signer.sign(url).rpartition(".")[2]
 
     def verify(self, url: str, signature: object) -> bool:
-        if not isinstance(signature, str) or not signature:
+        # A MAC has no ".": with one, "b.<mac of .../a.b>" would vouch for ".../a".
+        if not isinstance(signature, str) or not signature or "." in signature:
             return False
         try:
             self._signer.unsign(f"{url}.{signature}")
