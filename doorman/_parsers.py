@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .database import async_url
+from .database import async_url, in_memory
 from .exceptions import ConfigError
 from .signing import MAKE_A_SECRET, MIN_SECRET_LENGTH
 
@@ -150,9 +150,13 @@ def _redis_url(url: str) -> str:
 def _database(value: object) -> str:
     db = _text(value)
     try:
-        async_url(db)
+        url = async_url(db)
     except ConfigError as error:
         raise _Bad(str(error).removeprefix("db: ")) from None
+    if url.get_backend_name() == "sqlite" and in_memory(url):
+        raise _Bad(  # each command, and each worker, would have an empty one of its own
+            "a SQLite database in memory lasts one process; give a file such as doorman.db"
+        )
     return db
 
 

@@ -85,6 +85,8 @@ def origin_of(url: str) -> str | None:
     host = parts.hostname or ""
     if parts.scheme not in _DEFAULT_PORTS or not _PLAIN_HOST.fullmatch(host):
         return None
+    if "@" in parts.netloc:  # credentials: only ever there to show another host's name first
+        return None
     shown_port = "" if port in (None, _DEFAULT_PORTS[parts.scheme]) else f":{port}"
     return f"{parts.scheme}://{host}{shown_port}"
 

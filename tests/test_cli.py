@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -395,6 +396,30 @@ def test_tokens_list_shows_scopes(doorman_cli: Invoke) -> None:
     header, *rows = ok(doorman_cli("tokens", "list")).stdout.splitlines()
     assert header.split()[:4] == ["ID", "USER", "NAME", "SCOPES"]
     assert sorted(row.split()[2:4] for row in rows) == [["all", "any"], ["deploy", "deploy,view"]]
+
+
+#: A token name anyone may choose on /-/account: it rewrites the terminal that shows it raw.
+HOSTILE_NAME = "ci\x1b]0;owned\x07\x1b[2K\rfake line \x9b31m \u202egnp.exe"
+
+
+def test_lists_show_control_characters_escaped(doorman_cli: Invoke, db: str) -> None:
+    """An admin's terminal must not run escape sequences a user put in a name or a browser."""
+    ok(create(doorman_cli, "ci"))
+
+    async def plant(doorman: Doorman) -> None:
+        user = await doorman.users.require("ci")
+        await doorman.tokens.create(user, name=HOSTILE_NAME)
+        await doorman.signins.record(user, user_agent="Evil\x9b2J\x1b[2J", address=None)
+
+    with_doorman(db, plant)
+    for command in (("tokens", "list"), ("sessions", "list")):
+        shown = ok(doorman_cli(*command)).stdout
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]", shown), shown
+        listed = ok(doorman_cli(*command, "--json")).stdout
+        assert not re.search("[\x7f-\x9f\u202a-\u202e]", listed), listed
+    assert "\\x1b]0;owned\\x07" in ok(doorman_cli("tokens", "list")).stdout  # shown, harmless
+    names = [t["name"] for t in json.loads(ok(doorman_cli("tokens", "list", "--json")).stdout)]
+    assert names == [HOSTILE_NAME], "JSON escapes it, and reads back the same"
 
 
 def test_token_scopes_must_name_actions(doorman_cli: Invoke, db: str) -> None:

@@ -228,7 +228,7 @@ def test_a_missing_file_reference_names_the_file(tmp_path: Path) -> None:
 # -- bad values ---------------------------------------------------------------------------
 
 BAD = {
-    "db": ["", "mysql://x/y"],
+    "db": ["", "mysql://x/y", ":memory:", "sqlite://"],  # in memory: one process sees it
     "sessions": ["memcached", "", "redis://cache:port/0", "redis://cache/zero", "unix://"],
     "secret": ["too-short", ["x" * 40, "short"], 42],
     "host": ["", 7],

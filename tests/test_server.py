@@ -207,6 +207,36 @@ async def test_an_absolute_next_needs_our_signature_and_an_allowed_host(server: 
         assert foreign.headers["location"] == "/-/account", "signed, but not an allowed host"
 
 
+async def test_a_signature_holds_for_its_own_url_only(server: Server) -> None:
+    """The signature of ".../a.b" must not vouch for ".../a" given "b.<signature>"."""
+    signer = create_signer(server)
+    signature = signer.sign("https://app.example.com/a.b")
+    async with browse(server) as browser:
+        cut = await sign_in(browser, next="https://app.example.com/a", next_sig=f"b.{signature}")
+        page = await browser.get(
+            "/-/login", params={"next": "https://app.example.com/a", "next_sig": f"b.{signature}"}
+        )
+    assert cut.headers["location"] == "/-/account"
+    assert "app.example.com" not in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example@app.example.com/",
+        "https://evil.example:443@app.example.com/",
+        "https://:@app.example.com/",
+    ],
+)
+async def test_a_next_with_credentials_in_it_is_refused(server: Server, url: str) -> None:
+    """No browser asks for such a URL: one is only ever made to show another host's name."""
+    async with browse(server) as browser:
+        bounce = await browser.get("/-/auth", params={"rd": url})
+        signed = await sign_in(browser, next=url, next_sig=create_signer(server).sign(url))
+    assert "next_sig" not in bounce.headers["location"]
+    assert signed.headers["location"] == "/-/account"
+
+
 def create_signer(server: Server) -> Any:
     from doorman.server.redirects import NextSigner
 
@@ -430,6 +460,28 @@ async def test_forward_auth_sends_browsers_back_where_they_were(server: Server) 
         assert with_rd.status_code == 302 and "next_sig" in with_rd.headers["location"]
         back = await sign_in(browser, next=query["next"][0], next_sig=query["next_sig"][0])
         assert back.headers["location"] == "https://app.example.com/reports?x=1"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-original-url": "https://["},
+        {"x-original-url": "http://[::1"},
+        {"x-forwarded-host": "[", "x-forwarded-uri": "/"},
+        {"x-forwarded-host": "app.example.com]", "x-forwarded-uri": "/x"},
+    ],
+)
+async def test_forward_auth_takes_a_broken_url_for_no_url(
+    server: Server, headers: dict[str, str]
+) -> None:
+    """A URL Python cannot split (an IPv6 bracket left open) is a 302 to login, not a 500."""
+    async with browse(server) as proxy:
+        from_header = await proxy.get("/-/auth", headers={**HTML, **headers})
+        given = headers.get("x-original-url", "http://[")
+        from_rd = await proxy.get("/-/auth", params={"rd": given})
+    for answer in (from_header, from_rd):
+        assert answer.status_code == 302
+        assert answer.headers["location"] == "http://auth.example.com/-/login"
 
 
 async def test_forward_auth_percent_encodes_non_ascii_names(server: Server) -> None:

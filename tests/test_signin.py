@@ -91,7 +91,7 @@ async def test_no_other_next_widens_form_action(server: Server, query: dict[str,
         ("https://app.example.com:443/", "https://app.example.com"),
         ("http://app.example.com:80/", "http://app.example.com"),
         ("http://127.0.0.1:8001/reports", "http://127.0.0.1:8001"),
-        ("https://user@app.example.com:8443/", "https://app.example.com:8443"),
+        ("https://user@app.example.com:8443/", None),  # credentials: not a plain origin
         ("/reports", None),
         ("javascript:alert(1)", None),
         ("ftp://app.example.com/", None),
