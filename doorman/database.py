@@ -113,9 +113,14 @@ def keep_private(path: str) -> None:
     """Create the database file for its owner alone; tighten it and its side files if open.
 
     Runs before every new connection: a stat per file, no more, once all is private.
+    An existing database is never opened here (``O_EXCL``): closing any descriptor
+    of it would drop every POSIX lock this process holds on it, and another
+    process closing its connection would then delete the WAL still in use here.
     """
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
     except OSError:
         return  # SQLite will say what is wrong with the path
     for suffix in _SIDE_FILES:

@@ -18,6 +18,8 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +225,51 @@ def test_files_open_to_others_are_made_private_and_logged(
         r.getMessage().split()[0] for r in caplog.records if "open to other users" in r.getMessage()
     }
     assert {str(db), f"{db}-wal", f"{db}-epoch", f"{db}-sessions-epoch"} <= told
+
+
+def _another_process(db: Path, sql: str) -> str:
+    """Run ``sql`` in a process of its own (a CLI command, another worker) and close it."""
+    script = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "print(c.execute(sys.argv[2]).fetchall()); c.close()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(db), sql],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+async def _writes_beside_another_process(db: Path) -> str:
+    """A server's engine with two connections open, a CLI run beside it, then a write."""
+    engine = create_engine(str(db))
+    try:
+        async with connect(engine, write=True) as connection:
+            await connection.execute(sa.text("CREATE TABLE kept (x)"))
+        async with engine.connect() as first, engine.connect() as second:  # a busy moment
+            await first.execute(sa.text("SELECT count(*) FROM kept"))
+            await second.execute(sa.text("SELECT count(*) FROM kept"))
+        _another_process(db, "SELECT count(*) FROM kept")  # `doorman users list`, say
+        async with connect(engine, write=True) as connection:
+            await connection.execute(sa.text("INSERT INTO kept VALUES (1)"))
+        return _another_process(db, "SELECT count(*) FROM kept")
+    finally:
+        await engine.dispose()
+
+
+def test_keeping_the_files_private_keeps_sqlites_locks(tmp_path: Path) -> None:
+    """Making the files private must not close a descriptor of the open database.
+
+    Closing any descriptor of a file drops every POSIX lock the process holds on
+    it: a process that closed its connection beside the server then thought
+    itself the last one, checkpointed and deleted the WAL the server still wrote
+    to, and what the server wrote next was seen by no one else, and lost.
+    """
+    db = tmp_path / "doorman.db"
+    assert asyncio.run(_writes_beside_another_process(db)) == "[(1,)]"
 
 
 # -- the warning, and the upgrade -----------------------------------------------------------
