@@ -198,6 +198,21 @@ async def test_a_refused_attempt_counts_nowhere() -> None:
     await fail(throttle, "dave", "192.0.2.2", 2)
 
 
+async def test_an_address_over_its_limit_stores_nothing_for_the_names_it_tries(
+    counter: Counter,
+) -> None:
+    """Otherwise every refused guess at a new username left a key (an SQL row until the
+    next sweep) and cost two writes: a guesser on one address grew the store at will."""
+    throttle = LoginThrottle(counter, per_account=5, per_address=3)
+    for number in range(3):
+        await fail(throttle, f"user{number}", "203.0.113.7")
+    before = sorted(await stored_keys(counter))
+    for number in range(30):
+        with pytest.raises(Throttled):
+            await throttle.attempt(f"someone-{number}", "203.0.113.7")
+    assert sorted(await stored_keys(counter)) == before
+
+
 async def test_a_success_counts_nothing_and_clears_nothing() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=3, per_address=4)
     await fail(throttle, "alice", "192.0.2.1", 2)

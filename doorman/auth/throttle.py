@@ -216,12 +216,14 @@ class LoginThrottle(_Limiter):
         if device is not None:  # a browser that signed in to this account before
             key = "d:" + self._hash(device)
             return [_Bucket(key, self.per_account, "device", "clear")] if self.per_account else []
+        # The address first: one over its limit is refused before anything is stored
+        # for the username it tries (a new key per guessed name, otherwise).
         buckets = []
-        if self.per_account:
-            buckets.append(_Bucket(self._account(username), self.per_account, "account", "refund"))
         if self.per_address and address is not None:
             key = "c:" + self._address(address)
             buckets.append(_Bucket(key, self.per_address, "address", "refund"))
+        if self.per_account:
+            buckets.append(_Bucket(self._account(username), self.per_account, "account", "refund"))
         return buckets
 
     async def attempt(
