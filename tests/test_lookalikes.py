@@ -45,15 +45,27 @@ CYRILLIC_A_ADMIN = "\u0430dmin"  # mixed: Latin and Cyrillic
 DOTLESS_ADMIN = "adm\u0131n"  # all Latin
 CYRILLIC_COCO = "\u0441\u043e\u0441\u043e"  # all Cyrillic: "coco"
 LOOKALIKES_OF_ADMIN = [DOTLESS_ADMIN, "adrnin", "ADM\u0131N"]
+#: Letters that show as nothing: a Hangul filler, as typed and in its other forms.
+FILLED_ADMINS = ["admin\u3164", "\uffa0admin", "ad\u115fmin", "admin\u1160"]
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 # -- the rules -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [*LOOKALIKES_OF_ADMIN, CYRILLIC_A_ADMIN, "Admin", "\uff41dmin"])
+@pytest.mark.parametrize(
+    "name", [*LOOKALIKES_OF_ADMIN, *FILLED_ADMINS, CYRILLIC_A_ADMIN, "Admin", "\uff41dmin"]
+)
 def test_names_that_read_as_admin_share_its_key(name: str) -> None:
     assert lookalike_key(name) == lookalike_key("admin")
+
+
+@pytest.mark.parametrize("name", [*FILLED_ADMINS, "\u3164"])
+def test_a_new_name_holds_nothing_invisible(name: str) -> None:
+    """Hangul fillers are letters of the Hangul script, which may go with Latin (Korean),
+    and pass every other check: "admin" and a filler read as "admin"."""
+    with pytest.raises(AccountError, match="show as nothing"):
+        check_new_username(name)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +242,7 @@ def test_lookalikes_of_admin_do_not_register(tmp_path: Path) -> None:
     server = start_server(tmp_path / "server", db=str(db), allow_registration="true")
     with running(server):
         add_users(str(db), "admin", admins=("admin",))
-        for name in (CYRILLIC_A_ADMIN, DOTLESS_ADMIN):
+        for name in (CYRILLIC_A_ADMIN, DOTLESS_ADMIN, FILLED_ADMINS[0]):
             refused = register(server.url, name)
             assert refused.status_code == 400, refused.text
             errors: list[Any] = refused.json()["errors"]

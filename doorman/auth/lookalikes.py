@@ -13,6 +13,11 @@ one it imitates:
 - ``mixed_scripts``: a name must be written in one script (Latin, Cyrillic,
   Greek...), digits and ``. @ + - _`` aside; Han may go with Hiragana and
   Katakana, Bopomofo or Hangul, as in Japanese, Chinese and Korean writing.
+- ``invisible``: Unicode's default-ignorable characters, which show as nothing.
+  Most are not letters, and no username may hold them anyway; the Hangul
+  fillers (U+3164, U+FFA0, U+115F, U+1160) are, so ``admin`` followed by one
+  read as ``admin``. The skeleton leaves them out, as TR39 says, and a new
+  name may not hold one.
 
 The data (Unicode's confusables.txt and Scripts.txt) comes from the
 ``confusable-homoglyphs`` package, read on first use. It keeps confusables
@@ -26,11 +31,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import unicodedata
 
 from confusable_homoglyphs import categories, confusables  # type: ignore[import-untyped]
 
-__all__ = ["lookalike_key", "mixed_scripts", "skeleton"]
+__all__ = ["invisible", "lookalike_key", "mixed_scripts", "skeleton"]
 
 #: Scripts that mean nothing on their own: digits, punctuation, combining marks.
 _ANY_SCRIPT = frozenset({"COMMON", "INHERITED"})
@@ -41,6 +47,12 @@ _WRITINGS = (
     frozenset({"LATIN", "HAN", "HANGUL"}),
 )
 _LRM = "\u200e"  # the data wraps right-to-left characters in these
+#: Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt).
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
 
 
 def mixed_scripts(name: str) -> frozenset[str]:
@@ -51,10 +63,16 @@ def mixed_scripts(name: str) -> frozenset[str]:
     return scripts
 
 
+def invisible(name: str) -> bool:
+    """Whether ``name`` holds a character that shows as nothing (default-ignorable)."""
+    return _INVISIBLE.search(name) is not None
+
+
 def skeleton(text: str) -> str:
-    """TR39's skeleton: NFD, every character replaced by its prototype, NFD again."""
+    """TR39's skeleton: NFD, default-ignorables out, every character replaced by its
+    prototype, NFD again."""
     prototypes = _prototypes()
-    decomposed = unicodedata.normalize("NFD", text)
+    decomposed = _INVISIBLE.sub("", unicodedata.normalize("NFD", text))
     return unicodedata.normalize("NFD", "".join(prototypes.get(c, c) for c in decomposed))
 
 

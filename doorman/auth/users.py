@@ -21,7 +21,7 @@ from ..exceptions import AccountError, UsernameTaken, UsernameTooSimilar, UserNo
 from ..migrations import ensure_schema
 from ..schema import groups_table, signins_table, user_groups_table, users_table
 from .cache import signed_in_cache
-from .lookalikes import lookalike_key, mixed_scripts
+from .lookalikes import invisible, lookalike_key, mixed_scripts
 from .passwords import PasswordHasher
 
 __all__ = [
@@ -101,6 +101,8 @@ def check_username(username: str) -> str:
 def check_new_username(username: str) -> str:
     """``check_username``, and one script per name: what a new account's name must pass."""
     name = check_username(username)
+    if invisible(name):
+        raise AccountError("a username cannot hold characters that show as nothing")
     if mixed_scripts(name):
         raise AccountError(
             "a username is written in one script: not Latin letters mixed with Cyrillic "
