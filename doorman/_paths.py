@@ -5,15 +5,17 @@ public what the app behind it may read as another path. Apps, frameworks and
 servers differ: one undoes a second level of percent-encoding
 (``%252e%252e``), one takes ``\\`` for ``/`` (as browsers and Windows do), one
 cuts ``;params`` from a segment (as Java servers do, so ``/static/..;/secret``
-is ``/secret`` there), one folds fullwidth dots and slashes (U+FF0E, U+FF0F)
+is ``/secret`` there), one builds a URL from the decoded path (a proxy: a
+``?`` or ``#`` from ``%3F`` or ``%23`` then ends the path, and
+``/static/..%3F`` is ``/``), one folds fullwidth dots and slashes (U+FF0E, U+FF0F)
 to ``../`` (Unicode NFKC), Windows drops a segment's trailing dots and spaces
 (``.. `` is ``..``).
 ``unambiguous_path`` therefore reads the path, and the raw path the client
 sent when the server gives it, decoded again and again and NFKC-folded, and
-answers None when any reading holds a ``\\``, a ``;``, a control character,
-bytes that are not UTF-8, or a segment of dots and spaces alone; such a path is
-never public, and needs sign-in like any other. Standard library only: the
-gate uses it too.
+answers None when any reading holds a ``\\``, a ``;``, a ``?`` or ``#``, a
+control character, bytes that are not UTF-8, or a segment of dots and spaces
+alone; such a path is never public, and needs sign-in like any other. Standard
+library only: the gate uses it too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from urllib.parse import unquote
 
 __all__ = ["unambiguous_path"]
 
-_AMBIGUOUS = re.compile(r"[\\;\x00-\x1f\x7f\ufffd]")  # U+FFFD: bytes that were not UTF-8
+_AMBIGUOUS = re.compile(r"[\\;?#\x00-\x1f\x7f\ufffd]")  # U+FFFD: bytes that were not UTF-8
 #: More levels of encoding than this, and the path is read as ambiguous.
 _DECODINGS = 4
 

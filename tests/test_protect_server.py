@@ -154,6 +154,11 @@ AMBIGUOUS_TARGETS = [
     "/static/..%20/secret",  # Windows drops trailing spaces and dots
     "/static/.../secret",
     "/static/%c0%ae%c0%ae/secret",  # overlong UTF-8 for "..", as lenient decoders read it
+    # An app that builds a URL from the decoded path (a proxy) reads "/static/.." and goes "/":
+    "/static/..%3f",
+    "/static/..%3Fa=1",
+    "/static/..%23",
+    "/static/x/..%3f/secret",
 ]
 
 
