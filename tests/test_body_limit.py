@@ -12,6 +12,7 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,44 @@ async def test_no_body_gives_a_500(
     async with running(tmp_path, allow_registration=True) as server, browse(server) as browser:
         answer = await browser.post(path, content=body, headers={"content-type": content_type})
     assert answer.status_code < 500, (path, content_type, body[:40])
+
+
+# -- a client that leaves mid-body ---------------------------------------------------------
+
+LEAVING = {
+    "a form": b"application/x-www-form-urlencoded",
+    "JSON": b"application/json",
+    "multipart": b"multipart/form-data; boundary=b",
+}
+
+
+def _leave_mid_body(port: int, content_type: bytes) -> None:
+    """Announce 1,000 bytes, send ten, hang up: what a dropped connection looks like."""
+    head = b"POST /-/login HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 1000\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"content-type: " + content_type + b"\r\n\r\n" + b"a" * 10)
+
+
+def _access_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if '"POST /-/login HTTP/1.1"' in line]
+
+
+def test_a_client_leaving_mid_body_is_no_server_error(tmp_path: Path) -> None:
+    """A JSON body cut short once gave a 500 and a traceback (Starlette's ClientDisconnect):
+    anyone could fill the error log, Sentry and the 5xx rate by hanging up. Now it is
+    refused like any body that does not parse, as a form's already was."""
+    from .servers import running as serving_real
+    from .servers import start_server
+
+    server = start_server(tmp_path / "serve")
+    with serving_real(server):
+        port = int(server.url.rsplit(":", 1)[1])
+        for content_type in LEAVING.values():
+            _leave_mid_body(port, content_type)
+        for _ in range(100):  # the server sees each hang-up in its own time: 10 s at most
+            if len(_access_lines(server.log())) >= len(LEAVING):
+                break
+            time.sleep(0.1)
+        log = server.log()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log
+    assert [line.split('" ')[1].split()[0] for line in _access_lines(log)] == ["403"] * 3, log

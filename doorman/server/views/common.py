@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING
 
 from starlette.datastructures import FormData
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ...auth import csrf
@@ -54,6 +54,8 @@ async def _fields(request: Request) -> dict[str, str] | None:
         try:
             body = json.loads(await request.body() or b"{}")
         except (ValueError, RecursionError):  # not JSON, or nested deeper than json parses
+            return None
+        except ClientDisconnect:  # cut short: the client left (a form's parser says so too)
             return None
         if not isinstance(body, dict):
             return None
