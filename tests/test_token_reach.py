@@ -13,7 +13,7 @@ import time
 import pytest
 
 from doorman.auth.actors import set_actor
-from doorman.auth.tokens import MAX_LIVE_TOKENS, Token
+from doorman.auth.tokens import MAX_LIVE_TOKENS, MAX_NEW_TOKENS_AN_HOUR, Token
 from doorman.auth.users import User
 from doorman.core import Doorman
 from doorman.exceptions import AccountError, PermissionDenied
@@ -148,6 +148,19 @@ async def test_a_user_has_at_most_max_live_tokens(doorman: Doorman, alice: User)
     assert len(await doorman.tokens.list(alice, include_dead=True)) == MAX_LIVE_TOKENS
     await doorman.tokens.revoke(made[-1].id)
     await doorman.tokens.create(alice)  # revoked ones do not count
+
+
+async def test_making_and_revoking_tokens_in_a_loop_is_bounded_too(
+    doorman: Doorman, alice: User
+) -> None:
+    """Revoked tokens are not live: a session (or a token revoking what it makes) that
+    made and revoked tokens in a loop once stored a row each time, 500 in 5 s, no end."""
+    for _ in range(MAX_NEW_TOKENS_AN_HOUR):
+        made, _ = await doorman.tokens.create(alice)
+        await doorman.tokens.revoke(made.id)
+    with pytest.raises(AccountError, match=f"at most {MAX_NEW_TOKENS_AN_HOUR} API tokens an hour"):
+        await doorman.tokens.create(alice)
+    assert len(await doorman.tokens.list(alice, include_dead=True)) == MAX_NEW_TOKENS_AN_HOUR
 
 
 async def test_a_burst_of_new_tokens_stays_within_the_limit(

@@ -43,6 +43,9 @@ _URLSAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 #: Live tokens one user may have: a leaked token (or session) making tokens in a loop
 #: fills no database. Revoked and expired ones do not count.
 MAX_LIVE_TOKENS = 100
+#: Tokens one user may make in an hour, revoked ones included: nor does a loop that
+#: makes and revokes them (each one a row kept for ``tokens list --all``).
+MAX_NEW_TOKENS_AN_HOUR = 2 * MAX_LIVE_TOKENS
 #: ``last_used_at`` is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = 60.0
 _t = tokens_table.c
@@ -152,6 +155,11 @@ class Tokens:
                     raise AccountError(
                         f"a user may have at most {MAX_LIVE_TOKENS} live API tokens:"
                         " revoke some first"
+                    )
+                if await _made_since(connection, user.id, now - 3600) > MAX_NEW_TOKENS_AN_HOUR:
+                    raise AccountError(
+                        f"a user may make at most {MAX_NEW_TOKENS_AN_HOUR} API tokens an hour:"
+                        " try again later"
                     )
         except exc.IntegrityError:  # the user row went away meanwhile
             raise UserNotFound(f"no user {user.username!r} (deleted?)") from None
@@ -297,6 +305,11 @@ async def _is_live(connection: AsyncConnection, token_id: str, now: float) -> bo
 
 async def _live_count(connection: AsyncConnection, user_id: int, now: float) -> int:
     query = sa.select(sa.func.count()).where(_t.user_id == user_id, _live(now))
+    return int((await connection.execute(query)).scalar_one())
+
+
+async def _made_since(connection: AsyncConnection, user_id: int, since: float) -> int:
+    query = sa.select(sa.func.count()).where(_t.user_id == user_id, _t.created_at > since)
     return int((await connection.execute(query)).scalar_one())
 
 
