@@ -125,7 +125,10 @@ LIBRARY_CASES = [
     ("starlette", "from doorman.server.app import create_app", SERVER.format("starlette")),
     (
         "httpx",
-        "from doorman import ExistingCookiesGate",
+        "from doorman import ExistingCookiesGate\n"  # the import works; building a gate does not
+        "ExistingCookiesGate(None, api_url='http://127.0.0.1:1/-/whoami',"
+        " auth_redirect_url='http://127.0.0.1:1/-/login',"
+        " original_cookies=['doorman_session'], secret='s' * 32)",
         needs("httpx", "gate", "ExistingCookiesGate"),
     ),
     (
