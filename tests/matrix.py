@@ -43,18 +43,16 @@ class Environment:
     def script(self, name: str) -> str:
         return str(self.path / "bin" / name)
 
-    def run(
-        self, *args: str, timeout: float = 60, **options: object
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """``args[0]`` (a script of this environment) with the rest, its output captured."""
         return subprocess.run(
             [self.script(args[0]), *args[1:]],
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=60,
             check=False,
             env=clean_env(),
-            **options,  # type: ignore[arg-type]
+            cwd=cwd,
         )
 
 
