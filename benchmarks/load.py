@@ -295,10 +295,10 @@ def request(
         connection.close()
 
 
-def session_cookie(headers: http.client.HTTPMessage) -> str | None:
+def session_cookie(headers: http.client.HTTPMessage, name: str = COOKIE) -> str | None:
     for value in headers.get_all("set-cookie") or []:
         pair = value.split(";", 1)[0]
-        if pair.startswith(COOKIE + "=") and pair != COOKIE + "=":
+        if pair.startswith(name + "=") and pair != name + "=":
             return pair
     return None
 
@@ -306,9 +306,9 @@ def session_cookie(headers: http.client.HTTPMessage) -> str | None:
 def sign_in(server: Server) -> None:
     """The way a browser's script does it: the CSRF token, then a JSON login."""
     status, headers, body = request(server, "GET", "/-/whoami?csrf=1")
-    cookie = session_cookie(headers)
+    cookie = session_cookie(headers, "doorman_csrf")  # a visitor's CSRF cookie; no session yet
     if status != 200 or cookie is None:
-        raise SystemExit(f"{server.store}: /-/whoami?csrf=1 answered {status} and no session")
+        raise SystemExit(f"{server.store}: /-/whoami?csrf=1 answered {status} and no CSRF cookie")
     csrf = json.loads(body)["csrftoken"]
     status, headers, body = request(
         server,

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .auth.throttle import LoginThrottle
     from .auth.tokens import Token
     from .auth.users import User
+    from .auth.websockets import WebSocketOriginMiddleware
     from .core import Doorman
     from .gate import ExistingCookiesGate
     from .hookspecs import hookimpl
@@ -64,6 +65,7 @@ _LAZY = {
     "LoginThrottle": "auth.throttle",
     "hookimpl": "hookspecs",
     "ExistingCookiesGate": "gate",
+    "WebSocketOriginMiddleware": "auth.websockets",
 }
 
 __all__ = [
@@ -104,6 +106,7 @@ __all__ = [
     "UsernameTaken",
     "UsernameTooSimilar",
     "WeakSecretWarning",
+    "WebSocketOriginMiddleware",
     "allowed",
     "clear_session",
     "get_session",

@@ -16,12 +16,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .database import async_url
+from .database import async_url, in_memory
 from .exceptions import ConfigError
 from .signing import MAKE_A_SECRET, MIN_SECRET_LENGTH
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"(\d+)\s*(|b|k|kb|kib|m|mb|mib)")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024}
+_SIZE_UNITS.update(m=1024**2, mb=1024**2, mib=1024**2)
 _ROUTE_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~-]+/)+")  # not / alone: the pages need their own
 _DOMAIN = re.compile(r"\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
 _UNSAFE_PATH = re.compile(r"[\x00-\x20\x7f\\?#]")
@@ -93,6 +96,25 @@ def _seconds(low: int, example: str) -> Callable[[Any], int]:
     return parse
 
 
+def _bytes(low: int, high: int, example: str) -> Callable[[Any], int]:
+    """A size: bytes, or a number with a unit, ``64KB`` or ``1MB`` (multiples of 1024)."""
+
+    def parse(value: object) -> int:
+        size = -1
+        if type(value) is int:
+            size = value
+        elif isinstance(value, str) and (found := _SIZE.fullmatch(value.strip().lower())):
+            size = int(found[1]) * _SIZE_UNITS[found[2]]
+        if not low <= size <= high:
+            raise _Bad(
+                f"give a size from {low} bytes to {high // 1024**2} MB, as bytes or with a unit "
+                f"such as {example}"
+            )
+        return size
+
+    return parse
+
+
 def _boolean(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -128,9 +150,13 @@ def _redis_url(url: str) -> str:
 def _database(value: object) -> str:
     db = _text(value)
     try:
-        async_url(db)
+        url = async_url(db)
     except ConfigError as error:
         raise _Bad(str(error).removeprefix("db: ")) from None
+    if url.get_backend_name() == "sqlite" and in_memory(url):
+        raise _Bad(  # each command, and each worker, would have an empty one of its own
+            "a SQLite database in memory lasts one process; give a file such as doorman.db"
+        )
     return db
 
 
@@ -181,8 +207,8 @@ def _login_redirect(value: object) -> str:
         if parts.scheme in ("http", "https") and parts.hostname and not parts.username:
             return target
     raise _Bad(
-        "give a path on this site, such as /, or an absolute URL on public_url's host or "
-        "under cookie_domain, such as https://app.example.com/"
+        "give a path on this site, such as /, or an absolute URL on an allowed origin "
+        "(public_url's, or one of allowed_origins), such as https://app.example.com/"
     )
 
 
@@ -255,6 +281,21 @@ def _origins(value: object) -> tuple[str, ...]:
             normalize_origin(origin)
         except ValueError as error:
             raise _Bad(str(error)) from None
+    return origins
+
+
+def _allowed_origins(value: object) -> tuple[str, ...]:
+    from .origins import AllowedOrigins
+
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(o, str) for o in value):
+        raise _Bad("give a list of origins (comma-separated in the environment)")
+    origins = tuple(o.strip().rstrip("/") for o in value if o.strip())
+    try:
+        AllowedOrigins(origins)
+    except ValueError as error:
+        raise _Bad(str(error)) from None
     return origins
 
 

@@ -28,8 +28,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ._parsers import (
     _addresses,
+    _allowed_origins,
     _Bad,
     _boolean,
+    _bytes,
     _check_rules,
     _choice_of_store,
     _cookie_domain,
@@ -140,20 +142,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allow_registration", False,
             "Let visitors create their own accounts at /-/register.", _boolean),
     Setting("login_redirect", None,
-            "Where a sign-in without next lands: a path, or a URL on public_url's host or under "
-            "cookie_domain; unset: the account page (serve), / (protect).",
+            "Where a sign-in without next lands: a path, or a URL on an allowed origin "
+            "(public_url's, allowed_origins); unset: the account page (serve), / (protect).",
             _optional(_login_redirect)),
+    Setting("max_body_size", 65536,
+            "Largest request body doorman's routes read (bytes, or 64KB, 1MB); a bigger one "
+            "gets 413.", _bytes(1024, 1024**3, "64KB")),
     Setting("basic_auth", False,
             "Accept HTTP Basic credentials as well as sessions and API tokens.", _boolean),
     Setting("access_log", True,
             "Log one line per request (path without query string) on doorman.access.",
             _boolean),
     Setting("throttle_per_account", 5,
-            "Sign-in attempts allowed per account per window (0: no limit).",
+            "Failed sign-ins allowed per account per window, for new browsers and for each "
+            "browser that signed in before (0: no limit).",
             _integer(0, 1_000_000, 5)),
     Setting("throttle_per_address", 20,
-            "Sign-in attempts allowed per client address per window (0: no limit).",
+            "Failed sign-ins allowed per client address per window (0: no limit).",
             _integer(0, 1_000_000, 20)),
+    Setting("throttle_registrations", 10,
+            "Registration attempts allowed per client address per window (0: no limit).",
+            _integer(0, 1_000_000, 10)),
     Setting("throttle_window", 900,
             "Seconds (or a duration such as 15m) over which attempts are counted.",
             _seconds(1, "15m")),
@@ -168,6 +177,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Proxies (IPs or networks, comma-separated) whose X-Forwarded-For and "
             "X-Forwarded-Proto headers are trusted.", _addresses),
     Setting("cors_origins", [], "Origins allowed to call the JSON API from browsers.", _origins),
+    Setting("allowed_origins", [],
+            "Other origins trusted with the session: a sign-in may return there and their pages "
+            "may open websockets; https://*.example.com for every host under a domain.",
+            _allowed_origins),
     Setting("public_paths", [],
             "Paths (prefixes) that doorman protect serves without sign-in, such as /static/.",
             _path_prefixes),
@@ -198,10 +211,12 @@ class Settings:
     absolute_timeout: int | None
     allow_registration: bool
     login_redirect: str | None
+    max_body_size: int
     basic_auth: bool
     access_log: bool
     throttle_per_account: int
     throttle_per_address: int
+    throttle_registrations: int
     throttle_window: int
     password_min_length: int
     template_dir: str | None
@@ -209,6 +224,7 @@ class Settings:
     permissions: dict[str, Any]
     forwarded_allow_ips: str
     cors_origins: tuple[str, ...]
+    allowed_origins: tuple[str, ...]
     public_paths: tuple[str, ...]
     sentry: dict[str, Any] = dataclasses.field(repr=False)
 
@@ -411,7 +427,7 @@ def assemble(
     ``secrets`` must be resolved already (``resolve_secrets``). Nothing is
     opened yet: connections come on first use.
     """
-    from .auth.throttle import LoginThrottle, counter_for
+    from .auth.throttle import LoginThrottle, RegistrationThrottle, counter_for
     from .core import Doorman
     from .stores import open_store
     from .stores.sql import SQLStore
@@ -423,10 +439,17 @@ def assemble(
         store = SQLStore(engine=engine)
     else:
         store = open_store(settings.sessions, db=settings.db)
+    counter = counter_for(store, engine=engine)
     throttle = LoginThrottle(
-        counter_for(store, engine=engine),
+        counter,
         per_account=settings.throttle_per_account,
         per_address=settings.throttle_per_address,
+        window=settings.throttle_window,
+        secret=list(secrets),
+    )
+    registrations = RegistrationThrottle(
+        counter,
+        per_address=settings.throttle_registrations,
         window=settings.throttle_window,
         secret=list(secrets),
     )
@@ -435,6 +458,7 @@ def assemble(
         secret=list(secrets),
         sessions=store,
         throttle=throttle,
+        registrations=registrations,
         rules=settings.permissions,
         plugins_dir=settings.plugins_dir,
         password_min_length=settings.password_min_length,

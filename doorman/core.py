@@ -16,10 +16,11 @@ from typing import Any
 import pluggy
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .auth.devices import DeviceCookies
 from .auth.passwords import PasswordHasher, validate_password
 from .auth.permissions import Rules, check_permission
 from .auth.signins import SignIns
-from .auth.throttle import LoginThrottle, counter_for
+from .auth.throttle import Attempt, LoginThrottle, RegistrationThrottle, counter_for
 from .auth.tokens import Tokens
 from .auth.users import User, Users
 from .database import create_engine
@@ -49,7 +50,8 @@ class Doorman:
     ``secret`` is the same secret (or list, newest first) as the session
     middleware's. ``sessions`` is the session store: failed sign-ins are
     counted next to the sessions (Redis, or the database) so that every worker
-    sees the same counts. ``rules`` are permission rules (see
+    sees the same counts; ``registrations`` throttles sign-ups per address
+    beside them. ``rules`` are permission rules (see
     docs/permissions.md); ``plugins`` and ``plugins_dir`` add plugins to those
     installed under the ``doorman`` entry point.
     """
@@ -63,6 +65,7 @@ class Doorman:
         sessions: SessionStore | None = None,
         hasher: PasswordHasher | None = None,
         throttle: LoginThrottle | None = None,
+        registrations: RegistrationThrottle | None = None,
         rules: Mapping[str, Any] | None = None,
         plugins: Iterable[object] = (),
         plugins_dir: str | os.PathLike[str] | None = None,
@@ -82,6 +85,12 @@ class Doorman:
             if throttle is not None
             else LoginThrottle(counter_for(sessions, engine=self.engine), secret=secret)
         )
+        self.registrations = (
+            registrations
+            if registrations is not None
+            else RegistrationThrottle(self.throttle.counter, secret=secret)
+        )
+        self.devices = DeviceCookies(secret)
         self.rules = Rules(rules or {})
         self.plugins: pluggy.PluginManager = make_plugin_manager(
             plugins=plugins, plugins_dir=plugins_dir, entry_points=entry_points
@@ -100,32 +109,54 @@ class Doorman:
 
     # -- passwords ---------------------------------------------------------
 
-    async def authenticate(self, username: str, password: str, *, client: str | None) -> User:
+    async def authenticate(
+        self, username: str, password: str, *, client: str | None, device: str | None = None
+    ) -> User:
         """The user these credentials belong to, or ``AuthenticationFailed``.
 
         ``Throttled`` (a subclass) when this account or ``client`` address has
-        tried too often lately: every attempt is counted before the password is
-        checked, and a success gives its count back. An unknown user costs as
-        much time as a wrong password, and gets the same answer.
+        failed too often lately (see ``LoginThrottle``). ``device`` is the
+        browser's ``doorman_device`` cookie, if any: a browser that signed in
+        to this account before is throttled on its own. An unknown user costs
+        as much time as a wrong password, and gets the same answer.
         """
+        user = await self.users.by_username(username)
+        trusted = None if user is None else self.devices.device_for(device, user)
+        async with await self._throttled_attempt(username, client, trusted) as attempt:
+            if user is None or not user.password_hash:
+                await self.hasher.burn(password)
+                return await self._refuse(username, client, "bad-credentials")
+            verdict = await self.hasher.verify(password, user.password_hash)
+            if not verdict.ok:
+                return await self._refuse(username, client, "bad-credentials")
+            if not user.is_active:
+                return await self._refuse(username, client, "disabled")
+            attempt.succeeded()
+        if verdict.needs_rehash:
+            user = await self.users.replace_hash(user, await self.hasher.hash(password))
+        return user
+
+    async def confirm_password(
+        self, user: User, password: str, *, client: str | None, device: str | None = None
+    ) -> None:
+        """Check a signed-in user's current password (before changing the password or the
+        email address): throttled and logged like a sign-in, ``AuthenticationFailed`` or
+        ``Throttled`` when it fails, so a borrowed session cannot guess it either."""
+        trusted = self.devices.device_for(device, user)
+        async with await self._throttled_attempt(user.username, client, trusted) as attempt:
+            verdict = await self.hasher.verify(password, user.password_hash)
+            if not verdict.ok:
+                await self._refuse(user.username, client, "bad-credentials")
+            attempt.succeeded()
+
+    async def _throttled_attempt(
+        self, username: str, client: str | None, device: str | None
+    ) -> Attempt:
         try:
-            await self.throttle.attempt(username, client)
+            return await self.throttle.attempt(username, client, device=device)
         except Throttled:
             await self._login_failed(username, client, "throttled")
             raise
-        user = await self.users.by_username(username)
-        if user is None or not user.password_hash:
-            await self.hasher.burn(password)
-            return await self._refuse(username, client, "bad-credentials")
-        verdict = await self.hasher.verify(password, user.password_hash)
-        if not verdict.ok:
-            return await self._refuse(username, client, "bad-credentials")
-        if not user.is_active:
-            return await self._refuse(username, client, "disabled")
-        if verdict.needs_rehash:
-            user = await self.users.replace_hash(user, await self.hasher.hash(password))
-        await self.throttle.succeeded(username, client)
-        return user
 
     async def _refuse(self, username: str, client: str | None, reason: LoginFailure) -> User:
         await self._login_failed(username, client, reason)
@@ -170,8 +201,14 @@ class Doorman:
             username, password=password, email=email, is_admin=admin, groups=groups
         )
 
-    async def set_password(self, user: User, password: str, *, validate: bool = True) -> User:
-        """Change a password: every session of the user ends (sign the current one in again)."""
+    async def set_password(
+        self, user: User, password: str, *, validate: bool = True, revoke_tokens: bool = False
+    ) -> User:
+        """Change a password: every session of the user ends (sign the current one in again).
+
+        API tokens do not depend on the password and keep working, unless
+        ``revoke_tokens`` (after a compromise: the intruder may have made some).
+        """
         if validate:
             problems = await self.password_problems(
                 password, username=user.username, email=user.email
@@ -180,11 +217,18 @@ class Doorman:
                 raise PasswordRejected(problems)
         user = await self.users.set_password(user, password)
         await self.signins.revoke_all(user)  # the session auth hash ends them; tidy the list
+        if revoke_tokens:
+            await self.tokens.revoke_all(user)
         return user
 
-    async def end_sessions(self, user: User) -> User:
-        """Sign the user out everywhere, in every store, signed cookies included."""
+    async def end_sessions(self, user: User, *, revoke_tokens: bool = False) -> User:
+        """Sign the user out everywhere, in every store, signed cookies included.
+
+        API tokens keep working, unless ``revoke_tokens``.
+        """
         await self.signins.revoke_all(user)
+        if revoke_tokens:
+            await self.tokens.revoke_all(user)
         return await self.users.end_sessions(user)
 
     # -- sessions ----------------------------------------------------------

@@ -34,6 +34,7 @@ __all__ = [
     "async_url",
     "connect",
     "create_engine",
+    "in_memory",
     "metadata",
     "sessions_table",
     "unavailable",
@@ -74,9 +75,11 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
     url = async_url(db)
     if url.get_backend_name() == "sqlite":
         # Keep enough connections for a busy worker: under load, a small pool closes and
-        # reopens them (each one an aiosqlite thread) instead of reusing them.
-        options.setdefault("pool_size", 10)
-        options.setdefault("max_overflow", 40)
+        # reopens them (each one an aiosqlite thread) instead of reusing them. A database
+        # in memory is one connection, shared (SQLAlchemy's StaticPool), with no pool to size.
+        if not in_memory(url):
+            options.setdefault("pool_size", 10)
+            options.setdefault("max_overflow", 40)
         engine = create_async_engine(url, connect_args={"timeout": 5}, **options)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         path = sqlite_path(url)
@@ -117,6 +120,11 @@ def keep_private(path: str) -> None:
         return  # SQLite will say what is wrong with the path
     for suffix in _SIDE_FILES:
         private(path + suffix)
+
+
+def in_memory(url: sa.URL) -> bool:
+    """Whether a SQLite URL names a database in memory, by SQLAlchemy's own rule."""
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -221,7 +221,9 @@ def _new_epoch(engine: AsyncEngine, what: str) -> Epoch:
         return NoEpoch()  # a URI filename may name anything: keep nothing
     if database in ("", ":memory:"):
         return LocalEpoch()
-    path = database + suffix
+    # Beside the file itself: SQLite follows a symlink to the one database, and a
+    # process given the link must move the epoch that one given the file reads.
+    path = os.path.realpath(database) + suffix
     try:
         epoch = FileEpoch(path)
     except OSError as error:

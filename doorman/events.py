@@ -16,6 +16,7 @@ __all__ = [
     "LoginFailure",
     "LogoutEvent",
     "PermissionDeniedEvent",
+    "WebSocketRefusedEvent",
 ]
 
 #: Why a sign-in failed. "bad-credentials" covers unknown users too: the reason never says which.
@@ -58,4 +59,17 @@ class PermissionDeniedEvent:
     actor: dict[str, Any] | None
     action: str
     resource: str | None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketRefusedEvent:
+    """A websocket handshake from a page of another origin was refused before the app saw it.
+
+    ``origin`` is the ``Origin`` header as sent (cut to 200 characters); no cookie is kept.
+    """
+
+    origin: str
+    path: str
+    client: str | None
     at: float = field(default_factory=time.time)

@@ -48,6 +48,12 @@ class StoreError(DoormanError):
     status_code = 503
 
 
+class RequestTooLarge(DoormanError):
+    """The request body is larger than doorman reads (``max_body_size``): 413."""
+
+    status_code = 413
+
+
 class SessionError(DoormanError):
     """Base of session misuse errors (programming errors, not client input)."""
 
@@ -84,6 +90,12 @@ class Throttled(AuthenticationFailed):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Busy(Throttled):
+    """So many attempts were in flight that this one could not be checked in time (503)."""
+
+    status_code = 503
 
 
 class PermissionDenied(DoormanError):

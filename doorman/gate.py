@@ -28,9 +28,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from ._extras import needs_extra
+from ._identity import drop_identity_headers
+from ._paths import unambiguous_path
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .auth.actors import set_actor
+from .auth.websockets import refuse_handshake, refused_origin
 from .exceptions import BadSignature, ConfigError, SignatureExpired
+from .origins import AllowedOrigins, own_origin
 from .server.redirects import NextSigner
 from .signing import Signer, TimestampSigner, b64decode, b64encode
 
@@ -63,6 +67,8 @@ class ExistingCookiesGate:
     ``public_paths`` pass without asking anyone: an entry ending in ``/`` is a
     prefix, any other an exact path. ``X-Forwarded-Proto`` and
     ``X-Forwarded-Host`` count only from ``trusted_proxies`` (addresses or networks).
+    A websocket handshake from a page whose ``Origin`` is neither the app's own
+    nor one of ``allowed_origins`` is refused (``doorman.auth.websockets``).
     ``http_client`` replaces the gate's own pooled ``httpx.AsyncClient`` (its
     owner closes it); ``clock`` replaces ``time.time``.
     """
@@ -80,6 +86,7 @@ class ExistingCookiesGate:
         require_auth: bool = True,
         public_paths: Sequence[str] = (),
         trusted_proxies: Sequence[str] = (),
+        allowed_origins: Sequence[str] = (),
         timeout: float = 5.0,
         http_client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
@@ -112,6 +119,7 @@ class ExistingCookiesGate:
         self.trusted_proxies = tuple(
             _checked_network(proxy) for proxy in _checked_list("trusted_proxies", trusted_proxies)
         )
+        self.allowed_origins = _checked_origins(_checked_list("allowed_origins", allowed_origins))
         secrets = [secret] if isinstance(secret, str) else list(secret)
         self._verdicts = TimestampSigner(secrets, salt="doorman.gate")
         self._binder = Signer(secrets, salt="doorman.gate.binding")
@@ -130,13 +138,16 @@ class ExistingCookiesGate:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        _drop_identity_headers(scope)
+        if kind == "websocket" and (refused := self._cross_origin(scope)) is not None:
+            await refuse_handshake(scope, receive, send, refused)
+            return
+        drop_identity_headers(scope)
         cookies = _cookies_of(scope)
         forwarded = "; ".join(f"{n}={v}" for n, v in cookies if n in self.original_cookies)
         binding = self._binding(forwarded) if forwarded else ""
         gate_cookies = [value for name, value in cookies if name == self.cookie_name]
         found, actor = self._cached_verdict(gate_cookies, binding)
-        if self._is_public(scope["path"]):
+        if self._is_public(scope):
             set_actor(scope, actor)
             await self.app(scope, receive, send)
             return
@@ -264,13 +275,19 @@ class ExistingCookiesGate:
 
     # -- the request -----------------------------------------------------------------
 
-    def _is_public(self, path: str) -> bool:
-        if not self.public_paths or any(part in (".", "..") for part in path.split("/")):
+    def _is_public(self, scope: Scope) -> bool:
+        path = scope["path"]
+        if not self.public_paths or unambiguous_path(path, scope.get("raw_path")) is None:
             return False
         return any(
             path.startswith(public) if public.endswith("/") else path == public
             for public in self.public_paths
         )
+
+    def _cross_origin(self, scope: Scope) -> str | None:
+        """The ``Origin`` of a page that may not open this websocket; None to let it in."""
+        own = own_origin(scope, scheme=self._scheme(scope), host=self._host(scope))
+        return refused_origin(scope, self.allowed_origins, own)
 
     def _trusts_peer(self, scope: Scope) -> bool:
         client = scope.get("client")
@@ -290,11 +307,16 @@ class ExistingCookiesGate:
                 return forwarded
         return scheme
 
-    def _original_url(self, scope: Scope) -> str | None:
-        """The absolute URL the browser asked for, or None when it cannot be told."""
+    def _host(self, scope: Scope) -> str:
+        """The host (and port) the browser asked for, as far as it can be told."""
         host = _header(scope, b"host")
         if self._trusts_peer(scope):
             host = _header(scope, b"x-forwarded-host").split(",")[0].strip() or host
+        return host
+
+    def _original_url(self, scope: Scope) -> str | None:
+        """The absolute URL the browser asked for, or None when it cannot be told."""
+        host = self._host(scope)
         if not _HOST.fullmatch(host):
             return None
         raw_path = scope.get("raw_path")
@@ -354,16 +376,6 @@ def _cookies_of(scope: Scope) -> list[tuple[str, str]]:
             if sep and _TOKEN.fullmatch(name) and not _CONTROL.search(cookie):
                 pairs.append((name, cookie.strip()))
     return pairs
-
-
-def _drop_identity_headers(scope: Scope) -> None:
-    """Identity comes from the gate alone: ``X-Doorman-*`` from the client never reaches the app."""
-    headers = scope["headers"]
-    kept = [
-        (k, v) for k, v in headers if not k.lower().replace(b"_", b"-").startswith(b"x-doorman-")
-    ]
-    if len(kept) != len(headers):
-        scope["headers"] = kept
 
 
 def _adding_headers(send: Send, cookie: bytes | None) -> Send:
@@ -434,6 +446,13 @@ def _checked_public_path(path: str) -> str:
     if not isinstance(path, str) or not path.startswith("/"):
         raise ConfigError(f"public_paths: {path!r} must start with '/', such as '/static/'")
     return path
+
+
+def _checked_origins(origins: Sequence[str]) -> AllowedOrigins:
+    try:
+        return AllowedOrigins(origins)
+    except ValueError as error:
+        raise ConfigError(f"allowed_origins: {error}") from None
 
 
 def _checked_network(proxy: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

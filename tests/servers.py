@@ -45,6 +45,8 @@ PASSWORD = "correct horse battery staple"
 START_S = 20.0  # a server must answer /-/health within this (workers start one by one)
 REQUEST_S = 10.0  # every HTTP request gives up after this
 CSRF_FIELD = re.compile(r'name="csrftoken" value="([^"]+)"')
+#: Visitors without a session keep their CSRF secret in this cookie, not in a session.
+CSRF_COOKIE = "doorman_csrf"
 JSON = {"accept": "application/json"}
 
 #: A plugin that says which worker process answered, and for whom: ``GET /-/test/pid``.
@@ -250,11 +252,11 @@ def in_own_loop(coroutine: Any) -> Any:
 # -- what a browser sends ------------------------------------------------------------------
 
 
-def cookie_of(response: httpx.Response) -> str | None:
+def cookie_of(response: httpx.Response, name: str = COOKIE) -> str | None:
     """The session cookie a response sets: its value, "" when it deletes it, None when untouched."""
     for header in response.headers.get_list("set-cookie"):
-        name, value, attributes = parse_set_cookie(header)
-        if name == COOKIE:
+        found, value, attributes = parse_set_cookie(header)
+        if found == name:
             return "" if attributes.get("max-age") == "0" else value
     return None
 
@@ -264,25 +266,29 @@ def no_cookie_jar() -> http.cookiejar.CookieJar:
     return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
-def with_cookie(cookie: str | None, **headers: str) -> dict[str, str]:
-    return {**headers, "cookie": f"{COOKIE}={cookie}"} if cookie else headers
+def with_cookie(cookie: str | None, csrf: str | None = None, **headers: str) -> dict[str, str]:
+    """``headers`` and a Cookie header with the session cookie and the CSRF cookie, if given."""
+    pairs = [f"{name}={value}" for name, value in ((COOKIE, cookie), (CSRF_COOKIE, csrf)) if value]
+    return {**headers, "cookie": "; ".join(pairs)} if pairs else headers
 
 
 def login_form(url: str) -> tuple[str, str]:
-    """GET the login page: (its session cookie, the form's ``csrftoken``)."""
+    """GET the login page: (its CSRF cookie, the form's ``csrftoken``); no session is made."""
     page = httpx.get(url + "/-/login", timeout=REQUEST_S)
     assert page.status_code == 200, page.text
     found = CSRF_FIELD.search(page.text)
-    cookie = cookie_of(page)
-    assert found and cookie, "the login page has no csrftoken field, or set no cookie"
+    cookie = cookie_of(page, CSRF_COOKIE)
+    assert found and cookie, "the login page has no csrftoken field, or set no CSRF cookie"
+    assert cookie_of(page) is None, "the login page made a session for a visitor"
     return cookie, found[1]
 
 
 def post_login(url: str, username: str, password: str = PASSWORD) -> httpx.Response:
     """Fill in and submit the login form on a fresh connection, as a browser would."""
-    cookie, token = login_form(url)
+    csrf, token = login_form(url)
     form = {"username": username, "password": password, "csrftoken": token}
-    return httpx.post(url + "/-/login", data=form, headers=with_cookie(cookie), timeout=REQUEST_S)
+    headers = with_cookie(None, csrf=csrf)
+    return httpx.post(url + "/-/login", data=form, headers=headers, timeout=REQUEST_S)
 
 
 def sign_in(url: str, username: str, password: str = PASSWORD) -> str:

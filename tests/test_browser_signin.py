@@ -146,6 +146,10 @@ async def hello_app(scope: Scope, receive: Receive, send: Send) -> None:
 # -- (a) ExistingCookiesGate on another port --------------------------------------------
 
 
+#: Where the gated app listens: the sign-in server must allow its origin, port included.
+GATED_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def sign_in_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``doorman serve`` whose public_url is its own address; alice may sign in."""
@@ -153,7 +157,8 @@ def sign_in_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     db = str(directory / "doorman.db")
     add_users(db, "alice")
     port = free_port()
-    server = start_server(directory, port=port, db=db, public_url=f"http://127.0.0.1:{port}")
+    public_url, gated = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{GATED_PORT}"
+    server = start_server(directory, port=port, db=db, public_url=public_url, allowed_origins=gated)
     with running(server):
         yield server
 
@@ -169,7 +174,7 @@ def test_a_sign_in_returns_to_a_gated_app_on_another_port(
         original_cookies=[COOKIE],
         secret=SECRET,
     )
-    with uvicorn_on_loopback(gate, lifespan="on") as app_port:
+    with uvicorn_on_loopback(gate, GATED_PORT, lifespan="on") as app_port:
         wanted = f"http://127.0.0.1:{app_port}/reports?x=1"
         page, violations = open_page()
         page.goto(wanted)

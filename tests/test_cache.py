@@ -445,6 +445,27 @@ async def test_the_epoch_lives_beside_the_database_file(tmp_path: Path) -> None:
         await doorman.close()
 
 
+async def test_a_worker_given_a_symlink_moves_the_same_epoch(tmp_path: Path) -> None:
+    """`doorman users disable --db link.db` must reach a server started with the file's name.
+
+    SQLite follows the link to the one database; the epoch file has to be found the same way.
+    """
+    db, link = tmp_path / "doorman.db", tmp_path / "link.db"
+    link.symlink_to(db)
+    server, cli = new_doorman(str(db)), new_doorman(str(link))
+    try:
+        await ensure_schema(server.engine)
+        await ensure_schema(cli.engine)
+        user_id, signin = await signed_in_alice(server)
+        await server.users.get_signed_in(user_id, signin)  # kept by the server
+        await cli.users.set_active(await cli.users.require("alice"), False)
+        user, _ = await server.users.get_signed_in(user_id, signin)
+        assert user is not None and not user.is_active
+    finally:
+        await server.close()
+        await cli.close()
+
+
 async def test_an_in_memory_database_has_an_epoch_of_its_own() -> None:
     engine = create_async_engine("sqlite+aiosqlite://")
     try:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -246,6 +247,62 @@ def test_users_disable_enable_delete(doorman_cli: Invoke, db: str) -> None:
     fails(doorman_cli("users", "delete", "bob", "--yes"), "no user 'bob'")
 
 
+def live_tokens(db: str, username: str) -> int:
+    async def count(d: Doorman) -> int:
+        return len(await d.tokens.list(await d.users.require(username)))
+
+    return with_doorman(db, count)
+
+
+def make_tokens(db: str, username: str, count: int) -> list[str]:
+    async def create(d: Doorman) -> list[str]:
+        user = await d.users.require(username)
+        return [(await d.tokens.create(user))[1] for _ in range(count)]
+
+    return with_doorman(db, create)
+
+
+def test_users_passwd_revokes_api_tokens_unless_kept(doorman_cli: Invoke, db: str) -> None:
+    ok(create(doorman_cli, "alice"))
+    make_tokens(db, "alice", 2)
+    result = ok(doorman_cli("users", "passwd", "alice", "--password-stdin", input=NEW_PASSWORD))
+    assert result.stdout.endswith("; their 2 API tokens were revoked\n")
+    assert live_tokens(db, "alice") == 0
+    make_tokens(db, "alice", 1)
+    kept = ok(
+        doorman_cli("users", "passwd", "alice", "--keep-tokens", "--password-stdin", input=PASSWORD)
+    )
+    assert kept.stdout.endswith("; their 1 API token still works\n")
+    assert live_tokens(db, "alice") == 1
+
+
+def test_users_disable_revokes_api_tokens_so_enable_brings_none_back(
+    doorman_cli: Invoke, db: str
+) -> None:
+    ok(create(doorman_cli, "bob"))
+    (text,) = make_tokens(db, "bob", 1)
+    assert ok(doorman_cli("users", "disable", "bob")).stdout.endswith("token was revoked\n")
+    assert ok(doorman_cli("users", "enable", "bob")).stdout == "enabled bob\n"
+    assert with_doorman(db, lambda d: d.tokens.verify(text)) is None
+    make_tokens(db, "bob", 2)
+    kept = ok(doorman_cli("users", "disable", "bob", "--keep-tokens")).stdout
+    assert kept.endswith("; their 2 API tokens stop working until they are enabled\n")
+    again = ok(doorman_cli("users", "enable", "bob")).stdout
+    assert again == "enabled bob; their 2 API tokens work again\n"
+
+
+def test_sessions_revoke_keeps_api_tokens_unless_asked(doorman_cli: Invoke, db: str) -> None:
+    ok(create(doorman_cli, "alice"))
+    make_tokens(db, "alice", 2)
+    kept = ok(doorman_cli("sessions", "revoke", "alice")).stdout
+    assert kept == "signed alice out everywhere; their 2 API tokens still work\n"
+    assert live_tokens(db, "alice") == 2
+    gone = ok(doorman_cli("sessions", "revoke", "alice", "--revoke-tokens")).stdout
+    assert gone == "signed alice out everywhere; their 2 API tokens were revoked\n"
+    assert live_tokens(db, "alice") == 0
+    assert ok(doorman_cli("sessions", "revoke", "alice")).stdout == "signed alice out everywhere\n"
+
+
 def test_users_delete_with_yes_does_not_ask(doorman_cli: Invoke, db: str) -> None:
     ok(create(doorman_cli, "bob"))
     result = ok(doorman_cli("users", "delete", "bob", "--yes"))
@@ -339,6 +396,30 @@ def test_tokens_list_shows_scopes(doorman_cli: Invoke) -> None:
     header, *rows = ok(doorman_cli("tokens", "list")).stdout.splitlines()
     assert header.split()[:4] == ["ID", "USER", "NAME", "SCOPES"]
     assert sorted(row.split()[2:4] for row in rows) == [["all", "any"], ["deploy", "deploy,view"]]
+
+
+#: A token name anyone may choose on /-/account: it rewrites the terminal that shows it raw.
+HOSTILE_NAME = "ci\x1b]0;owned\x07\x1b[2K\rfake line \x9b31m \u202egnp.exe"
+
+
+def test_lists_show_control_characters_escaped(doorman_cli: Invoke, db: str) -> None:
+    """An admin's terminal must not run escape sequences a user put in a name or a browser."""
+    ok(create(doorman_cli, "ci"))
+
+    async def plant(doorman: Doorman) -> None:
+        user = await doorman.users.require("ci")
+        await doorman.tokens.create(user, name=HOSTILE_NAME)
+        await doorman.signins.record(user, user_agent="Evil\x9b2J\x1b[2J", address=None)
+
+    with_doorman(db, plant)
+    for command in (("tokens", "list"), ("sessions", "list")):
+        shown = ok(doorman_cli(*command)).stdout
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]", shown), shown
+        listed = ok(doorman_cli(*command, "--json")).stdout
+        assert not re.search("[\x7f-\x9f\u202a-\u202e]", listed), listed
+    assert "\\x1b]0;owned\\x07" in ok(doorman_cli("tokens", "list")).stdout  # shown, harmless
+    names = [t["name"] for t in json.loads(ok(doorman_cli("tokens", "list", "--json")).stdout)]
+    assert names == [HOSTILE_NAME], "JSON escapes it, and reads back the same"
 
 
 def test_token_scopes_must_name_actions(doorman_cli: Invoke, db: str) -> None:
@@ -781,7 +862,7 @@ def say_running(options: dict[str, Any]) -> None:
         (
             [],
             {"DOORMAN_LOGIN_REDIRECT": "https://evil.example/"},
-            "login_redirect = 'https://evil.example/': a URL must be on public_url's host",
+            "login_redirect = 'https://evil.example/': a URL must be on an allowed origin",
         ),
     ],
 )

@@ -333,6 +333,12 @@ def test_the_commands_that_make_a_database_still_do(
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.parametrize("db", [":memory:", "sqlite://", "sqlite+aiosqlite:///:memory:"])
+def test_an_in_memory_database_is_one_line(doorman_cli: Invoke, db: str) -> None:
+    """Each command (each worker) would get an empty database of its own: refused, no traceback."""
+    fails(doorman_cli("users", "list", "--db", db), "db = ", "in memory")
+
+
 def test_a_server_database_is_not_checked_for_a_file(doorman_cli: Invoke) -> None:
     fails(
         doorman_cli("users", "list", "--db", "postgresql://nobody@127.0.0.1:1/x"), "did not answer"

@@ -228,7 +228,7 @@ def test_a_missing_file_reference_names_the_file(tmp_path: Path) -> None:
 # -- bad values ---------------------------------------------------------------------------
 
 BAD = {
-    "db": ["", "mysql://x/y"],
+    "db": ["", "mysql://x/y", ":memory:", "sqlite://"],  # in memory: one process sees it
     "sessions": ["memcached", "", "redis://cache:port/0", "redis://cache/zero", "unix://"],
     "secret": ["too-short", ["x" * 40, "short"], 42],
     "host": ["", 7],
@@ -249,10 +249,12 @@ BAD = {
     "absolute_timeout": [0, "1.5h"],
     "allow_registration": ["perhaps"],
     "login_redirect": ["//evil.example/", "javascript:alert(1)", "/a#b", 7],
+    "max_body_size": [0, "12", "64 parsecs", "2000MB", -1, True, 1.5],
     "basic_auth": [[]],
     "access_log": ["sometimes", 2],
     "throttle_per_account": [-1, "many"],
     "throttle_per_address": [-1, 1.5],
+    "throttle_registrations": [-3, "lots"],
     "throttle_window": [0, "never"],
     "password_min_length": [4, 5000, "long"],
     "template_dir": ["/no/such/directory"],
@@ -266,6 +268,19 @@ BAD = {
         "*",
         ["https://a.example.com", "*"],
         "https://a.example.com:99999",
+    ],
+    "allowed_origins": [
+        "app.example.com",
+        ["https://a.example.com/path"],
+        5,
+        "*",
+        "https://*",
+        "https://*example.com",
+        "https://app.*.example.com",
+        "null",
+        "https://a.example.com:99999",
+        "https://user@a.example.com",
+        "https://a.example.com.",
     ],
     "public_paths": ["static/", ["/a b"], "/x/../y", [7]],
     "sentry": [

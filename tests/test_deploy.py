@@ -59,12 +59,13 @@ FAST_HASHER = {"time_cost": 1, "memory_cost": 1024}
 
 
 @contextlib.contextmanager
-def uvicorn_on_loopback(app: Any, **options: Any) -> Iterator[int]:
-    """Serve ``app`` with uvicorn on a free loopback port, in a thread; yield the port."""
+def uvicorn_on_loopback(app: Any, port: int = 0, **options: Any) -> Iterator[int]:
+    """Serve ``app`` with uvicorn on loopback, in a thread; yield the port (free unless given)."""
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", http="h11", ws="none", **options)
+    options = {"log_level": "warning", "http": "h11", "ws": "none", **options}
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -140,6 +141,7 @@ def doorman_settings(tmp_path: Path, public_url: str, *, secure: bool) -> Settin
             "secret": SECRET,
             "public_url": public_url,
             "cookie_domain": "example.com",
+            "allowed_origins": [public_url.replace("//auth.", "//app.")],  # the app, its port
             "cookie_secure": secure,
             "forwarded_allow_ips": "127.0.0.1",
             # alice may view (by id, so she has no groups: an empty X-Doorman-Groups); bob may not

@@ -40,6 +40,7 @@ import pytest
 from doorman import PasswordHasher
 
 from .servers import (
+    CSRF_COOKIE,
     CSRF_FIELD,
     PrivatePostgres,
     PrivateRedis,
@@ -63,7 +64,11 @@ RECOVERY_S = 5.0  # the issue's bound: sessions work again this soon after the s
 OUTAGE_S = 1.0
 PASSWORDS = ("first long password for load", "second long password for load")
 #: Limits no test here reaches, so every answer is about the store, not the throttle.
-NO_THROTTLE = {"throttle_per_account": 100_000, "throttle_per_address": 1_000_000}
+NO_THROTTLE = {
+    "throttle_per_account": 100_000,
+    "throttle_per_address": 1_000_000,
+    "throttle_registrations": 1_000_000,
+}
 
 
 # -- private services ----------------------------------------------------------------------
@@ -312,10 +317,11 @@ class Visitor:
     passwords: set[str]  # what the password may be now: one, or two after a lost answer
     log: list[tuple[str, int | None, str]]
     cookie: str | None = None
+    csrf_cookie: str | None = None  # the CSRF secret of a browser without a session
     registered: list[str] = field(default_factory=list)  # accounts it created, answered 303
 
     async def send(self, step: str, method: str, path: str, **options: Any) -> httpx.Response:
-        headers = with_cookie(self.cookie, **options.pop("headers", {}))
+        headers = with_cookie(self.cookie, self.csrf_cookie, **options.pop("headers", {}))
         try:
             response = await self.client.request(method, path, headers=headers, **options)
         except httpx.HTTPError as error:
@@ -326,6 +332,7 @@ class Visitor:
         found = cookie_of(response)
         if found is not None:
             self.cookie = found or None
+        self.csrf_cookie = cookie_of(response, CSRF_COOKIE) or self.csrf_cookie
         return response
 
     async def token(self, path: str) -> str:

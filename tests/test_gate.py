@@ -1,13 +1,14 @@
 """ExistingCookiesGate in front of an app, against a real ``doorman serve`` on loopback.
 
 The sign-in server is ``python -m doorman serve`` in a subprocess (users made
-with ``doorman users create``), with ``public_url`` http://auth.example.com and
-``cookie_domain`` example.com. The gated app runs in-process; the test client
-routes app.example.com to it and auth.example.com to the real server on
-127.0.0.1, so the session cookie (Domain=example.com) and the redirects are
-what a browser would see. Upstream calls are counted with an event hook on
-the gate's httpx client. Nonsense answers come from a tiny loopback server the
-test controls. Time is a clock the test moves, never a sleep.
+with ``doorman users create``), with ``public_url`` http://auth.example.com,
+``cookie_domain`` example.com and ``allowed_origins`` http://app.example.com.
+The gated app runs in-process; the test client routes app.example.com to it
+and auth.example.com to the real server on 127.0.0.1, so the session cookie
+(Domain=example.com) and the redirects are what a browser would see. Upstream
+calls are counted with an event hook on the gate's httpx client. Nonsense
+answers come from a tiny loopback server the test controls. Time is a clock
+the test moves, never a sleep.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ from doorman.server.redirects import NextSigner
 from doorman.signing import b64encode
 
 from .helpers import parse_set_cookie
+from .servers import sign_in as sign_in_for_cookie
 from .test_browser import PASSWORD, ROOT, SECRET, Server, free_port, stop, wait_until_healthy
+from .test_deploy import uvicorn_on_loopback
+from .test_protect_server import AMBIGUOUS_TARGETS, raw_get
+from .test_websockets import FOREIGN, handshake
 
 APP = "http://app.example.com"
 HTML = {"accept": "text/html,application/xhtml+xml"}
@@ -55,6 +60,7 @@ def server_env() -> dict[str, str]:
         DOORMAN_SECRET=SECRET,
         DOORMAN_PUBLIC_URL="http://auth.example.com",
         DOORMAN_COOKIE_DOMAIN="example.com",
+        DOORMAN_ALLOWED_ORIGINS=APP,  # a sign-in may return to the gated app
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
     )
@@ -576,6 +582,25 @@ async def test_public_paths_pass_without_upstream_calls(world: World) -> None:
         assert sent[0]["status"] == 401, path
 
 
+def test_a_public_path_an_app_may_read_otherwise_is_not_public(signin_server: Server) -> None:
+    """Under a real uvicorn: ``..\\``, ``..;`` and encoded forms of them need sign-in."""
+    gate = ExistingCookiesGate(
+        inner_app,
+        api_url=f"{signin_server.url}/-/whoami",
+        auth_redirect_url=f"{auth_of(signin_server)}/-/login",
+        original_cookies=["doorman_session"],
+        secret=SECRET,
+        public_paths=["/static/"],
+    )
+    with uvicorn_on_loopback(gate, lifespan="on") as port:
+        url = f"http://127.0.0.1:{port}"
+        for target in AMBIGUOUS_TARGETS:
+            status, body = raw_get(url, target)
+            assert (status, body) == (401, {"error": "Sign in first."}), target
+        status, body = raw_get(url, "/static/app.css")
+        assert status == 200 and body["actor"] is None
+
+
 @pytest.mark.anyio
 async def test_without_require_auth_anonymous_requests_pass(world: World) -> None:
     gate = world.gate(require_auth=False)
@@ -622,6 +647,28 @@ async def test_websockets_need_a_signed_in_actor(world: World) -> None:
     assert await call(down, {**socket, "headers": [(b"cookie", cookie)]}) == [
         {"type": "websocket.close", "code": 1013}
     ]
+
+
+def test_websockets_from_pages_of_other_origins_are_refused(signin_server: Server) -> None:
+    """Under a real uvicorn, with alice's valid session cookie in every handshake."""
+    cookie = sign_in_for_cookie(signin_server.url, "alice")
+    gate = ExistingCookiesGate(
+        inner_app,
+        api_url=f"{signin_server.url}/-/whoami",
+        auth_redirect_url=f"{auth_of(signin_server)}/-/login",
+        original_cookies=["doorman_session"],
+        secret=SECRET,
+        allowed_origins=["https://app.example.com"],
+    )
+    with uvicorn_on_loopback(gate, lifespan="on", ws="websockets-sansio") as port:
+        url = f"ws://127.0.0.1:{port}/ws"
+        for origin in [*FOREIGN, f"http://127.0.0.1:{free_port()}"]:
+            assert handshake(url, origin=origin, cookie=cookie) == 403, origin
+        for origin in (f"http://127.0.0.1:{port}", "https://app.example.com", None):
+            answer = handshake(url, origin=origin, cookie=cookie)
+            assert isinstance(answer, str), (origin, answer)
+            assert json.loads(answer)["username"] == "alice"
+        assert handshake(url) == 403, "a program without credentials"
 
 
 @pytest.mark.anyio
@@ -925,6 +972,9 @@ async def test_hostile_input_never_gives_a_500(world: World) -> None:
         {"timeout": -1},
         {"public_paths": ["static/"]},
         {"trusted_proxies": ["not-an-address"]},
+        {"allowed_origins": "https://app.example.com"},
+        {"allowed_origins": ["app.example.com"]},
+        {"allowed_origins": ["https://app.example.com/path"]},
     ],
 )
 def test_bad_settings_fail_at_construction(options: dict[str, Any]) -> None:

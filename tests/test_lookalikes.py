@@ -218,10 +218,10 @@ async def test_a_dump_loads_with_its_lookalikes_kept(doorman: Doorman, tmp_path:
 
 
 def register(url: str, username: str) -> httpx.Response:
-    cookie, token = login_form(url)
+    csrf, token = login_form(url)
     form = {"username": username, "password": PASSWORD, "password2": PASSWORD, "csrftoken": token}
     return httpx.post(
-        url + "/-/register", data=form, headers=with_cookie(cookie, **JSON), timeout=REQUEST_S
+        url + "/-/register", data=form, headers=with_cookie(None, csrf, **JSON), timeout=REQUEST_S
     )
 
 

@@ -326,6 +326,38 @@ async def test_people_change_their_email_with_their_password(
     assert not any("example.com" in line for line in logged), "no addresses in the log"
 
 
+@pytest.mark.parametrize("form", ["email", "password"])
+async def test_guessing_the_current_password_is_limited_like_signing_in(
+    server: Server, form: str
+) -> None:
+    """Both forms that ask for the current password count wrong ones as failed sign-ins.
+
+    A stolen session must not become an unlimited password oracle, and the guesses
+    count against the same limit as the login page's.
+    """
+    new = "a different long passphrase"
+    fields = {
+        "email": {"email": "new@example.com"},
+        "password": {"password": new, "password2": new},
+    }
+    path = f"/-/account/{form}"
+    async with signed_in(server, "alice") as browser:
+        for attempt in range(server.doorman.throttle.per_account):
+            wrong = await post(
+                browser, path, {**fields[form], "current_password": f"guess {attempt}"}
+            )
+            assert wrong.status_code == 400
+        right = await post(browser, path, {**fields[form], "current_password": PASSWORD})
+        data = {"username": "alice", "password": PASSWORD, "csrftoken": await token_of(browser)}
+        login = await browser.post("/-/login", data=data)
+    assert right.status_code == 429 and "Too many failed sign-in attempts" in right.text
+    assert int(right.headers["retry-after"]) >= 1
+    assert login.status_code == 429, "the login page counts in the same place"
+    alice = await server.doorman.users.require("alice")
+    assert alice.email == "alice@example.com"
+    assert (await server.doorman.hasher.verify(PASSWORD, alice.password_hash)).ok
+
+
 async def test_a_token_shown_once_is_not_shown_by_a_done_link(server: Server) -> None:
     async with signed_in(server, "alice") as browser:
         page = await browser.get("/-/account?done=token", headers=HTML)
@@ -395,7 +427,7 @@ async def test_an_api_edit_changes_only_what_it_gives(server: Server) -> None:
             json={"email": "bob@example.com"},
             headers={"x-csrftoken": await token_of(admin), **JSON},
         )
-    assert answer.status_code == 200 and answer.json() == {"ok": True}
+    assert answer.status_code == 200 and answer.json() == {"ok": True, "notice": "Details saved."}
     bob = await server.doorman.users.require("bob")
     assert (bob.email, bob.is_admin, bob.groups) == ("bob@example.com", True, ("ops",))
 

@@ -349,6 +349,43 @@ async def test_concurrency_is_bounded_and_loop_stays_responsive(
     assert not any(t.is_alive() for t in workers)  # close() shut them down
 
 
+@pytest.mark.anyio
+async def test_new_hashes_leave_threads_for_sign_ins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flood of registrations takes half the threads at most: a sign-in never queues behind."""
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, max_concurrency=4)
+    encoded = hasher.hash_sync(PASSWORD)
+    lock, go_on = threading.Lock(), threading.Event()
+    running = peak = 0
+    real = hasher.hash_sync
+
+    def held(password: str) -> str:  # each new hash waits until the sign-in is done
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            go_on.wait(timeout=10)
+            return real(password)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(hasher, "hash_sync", held)
+    registrations = [asyncio.ensure_future(hasher.hash(f"password {n}")) for n in range(8)]
+    try:
+        for _ in range(500):  # until the new hashes hold what they may (5 s at most)
+            if running >= 2:
+                break
+            await asyncio.sleep(0.01)
+        verdict = await asyncio.wait_for(hasher.verify(PASSWORD, encoded), 5)
+    finally:
+        go_on.set()
+        await asyncio.gather(*registrations)
+        hasher.close()
+    assert verdict.ok
+    assert peak == 2
+
+
 def test_one_hasher_serves_several_event_loops(fast: PasswordHasher) -> None:
     encoded = asyncio.run(fast.hash(PASSWORD))
     assert asyncio.run(fast.verify(PASSWORD, encoded)).ok

@@ -218,6 +218,11 @@ async def test_public_paths_need_no_sign_in_but_still_see_the_actor(
         ("/static/../admin", False),
         ("/static/..", False),
         ("/static/./x", False),
+        ("/static/..\\secret", False),  # some apps read "\\" as "/"
+        ("/static/..;/secret", False),  # Java servers cut ";..." from a segment
+        ("/static/%2e%2e/secret", False),  # an app that decodes again
+        ("/static/a%3bb", False),
+        ("/static/a%20b.css", True),
         ("/", False),
         ("/other/static/x", False),
     ],
@@ -226,6 +231,13 @@ def test_is_public(path: str, public: bool) -> None:
     assert is_public(path, ["/static/"]) is public
     assert is_public(path, ["/static"]) is public
     assert is_public(path, []) is False
+
+
+def test_the_raw_path_counts_too() -> None:
+    """What the client sent, as an app that routes on ``raw_path`` would read it."""
+    assert is_public("/static/x", ["/static/"], b"/static/x?a=1;b=2")
+    assert not is_public("/static/x", ["/static/"], b"/static/%252e%252e/secret")
+    assert not is_public("/static/x", ["/static/"], b"/static/..%5csecret")
 
 
 def test_the_public_paths_setting_is_checked() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from doorman.server.app import create_app
 from doorman.stores.base import SessionStore
 
 from .conftest import SECRET
-from .helpers import COOKIE, client
+from .helpers import COOKIE, client, session_signer
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +58,12 @@ async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    options = {"cookie_domain": "example.com", "public_url": "http://auth.example.com"}
+    options = {
+        "cookie_domain": "example.com",
+        "public_url": "http://auth.example.com",
+        # the apps a sign-in may return to: scheme, host and port, each
+        "allowed_origins": ["https://app.example.com", "https://app.example.com:8443"],
+    }
     async with running(tmp_path, **options) as found:
         await found.doorman.create_user("alice", PASSWORD)
         await found.doorman.create_user("root", PASSWORD, admin=True)
@@ -104,11 +111,13 @@ async def test_login_page_is_a_labelled_form_with_security_headers(server: Serve
 async def test_sign_in_cycles_the_session_and_lands_on_the_account(server: Server) -> None:
     async with browse(server) as browser:
         await csrf_token(browser)
-        before = browser.cookies[COOKIE]
+        assert COOKIE not in browser.cookies, "no session before sign-in: nothing to fixate"
         response = await sign_in(browser)
         assert response.status_code == 302
         assert response.headers["location"] == "/-/account"
-        assert browser.cookies[COOKIE] != before
+        before = browser.cookies[COOKIE]
+        await sign_in(browser)
+        assert browser.cookies[COOKIE] != before, "a sign-in cycles the session it finds"
         assert (await actor_of(browser))["username"] == "alice"
         account = await browser.get("/-/account", headers=HTML)
         assert account.status_code == 200 and "alice" in account.text
@@ -196,6 +205,36 @@ async def test_an_absolute_next_needs_our_signature_and_an_allowed_host(server: 
     async with browse(server) as browser:
         foreign = await sign_in(browser, next=elsewhere, next_sig=signer.sign(elsewhere))
         assert foreign.headers["location"] == "/-/account", "signed, but not an allowed host"
+
+
+async def test_a_signature_holds_for_its_own_url_only(server: Server) -> None:
+    """The signature of ".../a.b" must not vouch for ".../a" given "b.<signature>"."""
+    signer = create_signer(server)
+    signature = signer.sign("https://app.example.com/a.b")
+    async with browse(server) as browser:
+        cut = await sign_in(browser, next="https://app.example.com/a", next_sig=f"b.{signature}")
+        page = await browser.get(
+            "/-/login", params={"next": "https://app.example.com/a", "next_sig": f"b.{signature}"}
+        )
+    assert cut.headers["location"] == "/-/account"
+    assert "app.example.com" not in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example@app.example.com/",
+        "https://evil.example:443@app.example.com/",
+        "https://:@app.example.com/",
+    ],
+)
+async def test_a_next_with_credentials_in_it_is_refused(server: Server, url: str) -> None:
+    """No browser asks for such a URL: one is only ever made to show another host's name."""
+    async with browse(server) as browser:
+        bounce = await browser.get("/-/auth", params={"rd": url})
+        signed = await sign_in(browser, next=url, next_sig=create_signer(server).sign(url))
+    assert "next_sig" not in bounce.headers["location"]
+    assert signed.headers["location"] == "/-/account"
 
 
 def create_signer(server: Server) -> Any:
@@ -321,9 +360,8 @@ async def test_account_tokens_are_shown_once_and_revocable(server: Server) -> No
             "/-/account/tokens",
             data={"name": "ci", "expires": "30", "csrftoken": await csrf_token(browser)},
         )
-        assert (made.status_code, made.headers["location"]) == (303, "/-/account?done=token")
-        shown = await browser.get(made.headers["location"], headers=HTML)
-        text = re.search(r"dmt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", shown.text)
+        assert made.status_code == 201, "the answer shows it: a redirect would need it kept"
+        text = re.search(r"dmt_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", made.text)
         assert text is not None
         bearer = {"authorization": f"Bearer {text.group(0)}"}
         async with browse(server) as api:
@@ -336,6 +374,22 @@ async def test_account_tokens_are_shown_once_and_revocable(server: Server) -> No
                 data={"csrftoken": await csrf_token(browser)},
             )
             assert (await api.get("/-/whoami", headers=bearer)).json()["actor"] is None
+
+
+async def test_a_token_an_older_version_kept_in_the_session_is_cleared(server: Server) -> None:
+    """Older versions kept a new token in the session until the account page showed it."""
+    async with browse(server) as browser:
+        await sign_in(browser)
+        key = session_signer().unsign(browser.cookies[COOKIE])
+        payload = await server.store.load(key)
+        assert payload is not None
+        saved = json.loads(payload)
+        saved["d"]["_new_token"] = "dmt_0123456789abcdef_" + "A" * 43
+        await server.store.save(key, json.dumps(saved), time.time() + 3600)
+        page = await browser.get("/-/account", headers=HTML)
+        assert page.status_code == 200 and "dmt_0123456789abcdef" not in page.text
+        payload = await server.store.load(session_signer().unsign(browser.cookies[COOKIE]))
+        assert payload is not None and "_new_token" not in payload
 
 
 async def test_account_lists_and_revokes_own_sessions(server: Server) -> None:
@@ -407,6 +461,28 @@ async def test_forward_auth_sends_browsers_back_where_they_were(server: Server) 
         assert with_rd.status_code == 302 and "next_sig" in with_rd.headers["location"]
         back = await sign_in(browser, next=query["next"][0], next_sig=query["next_sig"][0])
         assert back.headers["location"] == "https://app.example.com/reports?x=1"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-original-url": "https://["},
+        {"x-original-url": "http://[::1"},
+        {"x-forwarded-host": "[", "x-forwarded-uri": "/"},
+        {"x-forwarded-host": "app.example.com]", "x-forwarded-uri": "/x"},
+    ],
+)
+async def test_forward_auth_takes_a_broken_url_for_no_url(
+    server: Server, headers: dict[str, str]
+) -> None:
+    """A URL Python cannot split (an IPv6 bracket left open) is a 302 to login, not a 500."""
+    async with browse(server) as proxy:
+        from_header = await proxy.get("/-/auth", headers={**HTML, **headers})
+        given = headers.get("x-original-url", "http://[")
+        from_rd = await proxy.get("/-/auth", params={"rd": given})
+    for answer in (from_header, from_rd):
+        assert answer.status_code == 302
+        assert answer.headers["location"] == "http://auth.example.com/-/login"
 
 
 async def test_forward_auth_percent_encodes_non_ascii_names(server: Server) -> None:

@@ -18,7 +18,7 @@ from doorman.server.app import create_app
 from doorman.server.redirects import NextSigner, origin_of
 
 from .conftest import SECRET
-from .helpers import COOKIE, client, only_set_cookie, parse_set_cookie
+from .helpers import COOKIE, client, parse_set_cookie
 from .test_server import HTML, PASSWORD, Server, browse, csrf_token, running, server, sign_in
 
 pytestmark = pytest.mark.anyio
@@ -91,7 +91,7 @@ async def test_no_other_next_widens_form_action(server: Server, query: dict[str,
         ("https://app.example.com:443/", "https://app.example.com"),
         ("http://app.example.com:80/", "http://app.example.com"),
         ("http://127.0.0.1:8001/reports", "http://127.0.0.1:8001"),
-        ("https://user@app.example.com:8443/", "https://app.example.com:8443"),
+        ("https://user@app.example.com:8443/", None),  # credentials: not a plain origin
         ("/reports", None),
         ("javascript:alert(1)", None),
         ("ftp://app.example.com/", None),
@@ -133,7 +133,7 @@ async def test_protect_lands_on_the_app_and_serve_on_the_account(tmp_path: Path)
 async def test_login_redirect_is_where_a_sign_in_without_next_lands(
     tmp_path: Path, landing: str
 ) -> None:
-    options = {"cookie_domain": "example.com", "login_redirect": landing}
+    options = {"allowed_origins": ["https://app.example.com"], "login_redirect": landing}
     async with running(tmp_path, **options) as found, browse(found) as browser:
         await found.doorman.create_user("alice", PASSWORD)
         page = await browser.get("/-/login", headers=HTML)
@@ -147,10 +147,17 @@ async def test_login_redirect_is_where_a_sign_in_without_next_lands(
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"login_redirect": "https://evil.example/"}, "a URL must be on public_url's host"),
-        (
-            {"login_redirect": "https://evil.example/", "cookie_domain": "example.com"},
-            "or under cookie_domain",
+        ({"login_redirect": "https://evil.example/"}, "a URL must be on an allowed origin"),
+        (  # under cookie_domain is not enough: the origin must be listed
+            {"login_redirect": "https://app.example.com/", "cookie_domain": "example.com"},
+            "or one of allowed_origins",
+        ),
+        (  # the host is listed, on another port
+            {
+                "login_redirect": "https://app.example.com:8443/",
+                "allowed_origins": ["https://app.example.com"],
+            },
+            "or one of allowed_origins",
         ),
         ({"login_redirect": "/%2F%2Fevil.example"}, "give a path on this site"),
     ],
@@ -267,7 +274,64 @@ async def test_a_json_sign_in_is_remembered_unless_told(
 
 
 def cookie_set(response: httpx.Response) -> tuple[str, str, dict[str, str]]:
-    """The session cookie the answer sets (the sign-in sets only that one)."""
-    name, value, attributes = only_set_cookie(response)
-    assert name == COOKIE and value, parse_set_cookie(response.headers["set-cookie"])
+    """The session cookie the answer sets (a sign-in sets it and the device cookie only)."""
+    cookies = {c[0]: c for c in map(parse_set_cookie, response.headers.get_list("set-cookie"))}
+    assert sorted(cookies) == ["doorman_device", COOKIE], cookies
+    name, value, attributes = cookies[COOKIE]
+    assert value, cookies
     return name, value, attributes
+
+
+# -- the device cookie ---------------------------------------------------------------------
+
+
+def device_cookie_set(response: httpx.Response) -> tuple[str, dict[str, str]] | None:
+    """The ``doorman_device`` cookie the answer sets: (value, attributes), or None."""
+    for header in response.headers.get_list("set-cookie"):
+        name, value, attributes = parse_set_cookie(header)
+        if name == "doorman_device":
+            return value, attributes
+    return None
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_sign_in_with_the_password_sets_the_device_cookie(
+    tmp_path: Path, scheme: str
+) -> None:
+    options = {"cookie_domain": "example.com", "public_url": f"{scheme}://auth.example.com"}
+    async with (
+        running(tmp_path, **options) as found,
+        client(found.app, base_url=f"{scheme}://auth.example.com") as browser,
+    ):
+        alice = await found.doorman.create_user("alice", PASSWORD)
+        token = await csrf_token(browser)
+        wrong = await browser.post(
+            "/-/login", data={"username": "alice", "password": "wrong", "csrftoken": token}
+        )
+        assert wrong.status_code == 401 and device_cookie_set(wrong) is None
+        made = device_cookie_set(await sign_in(browser))
+        assert made is not None
+        value, attributes = made
+        assert found.doorman.devices.device_for(value, alice) is not None
+    # Only doorman's pages get it, on this host only (no Domain), never scripts.
+    expected = {"httponly": "", "max-age": "31536000", "path": "/-/", "samesite": "lax"}
+    assert attributes == {**expected, **({"secure": ""} if scheme == "https" else {})}
+
+
+async def test_a_password_change_gives_this_browser_a_new_mark(server: Server) -> None:
+    async with browse(server) as browser:
+        old = device_cookie_set(await sign_in(browser))
+        assert old is not None
+        form = {
+            "current_password": PASSWORD,
+            "password": "a different horse, stapled",
+            "password2": "a different horse, stapled",
+            "csrftoken": await csrf_token(browser),
+        }
+        changed = await browser.post("/-/account/password", data=form)
+        assert changed.status_code == 303
+        new = device_cookie_set(changed)
+    assert new is not None
+    alice = await server.doorman.users.require("alice")
+    assert server.doorman.devices.device_for(old[0], alice) is None  # every other device
+    assert server.doorman.devices.device_for(new[0], alice) is not None

@@ -53,3 +53,15 @@ async def test_a_task_may_write_inside_its_own_write(tmp_path: Path) -> None:
             pass
     finally:
         await engine.dispose()
+
+
+async def test_an_in_memory_database_works_in_the_library() -> None:
+    """One connection, shared: a test or a script may keep users in memory."""
+    engine = create_engine(":memory:")
+    try:
+        await ensure_schema(engine)
+        users = Users(engine, PasswordHasher(time_cost=1, memory_cost=1024))
+        await users.create("alice", password="correct horse battery staple")
+        assert (await users.require("alice")).username == "alice"
+    finally:
+        await engine.dispose()

@@ -31,6 +31,7 @@ from doorman import (
 from doorman._types import Receive, Scope, Send
 from doorman.sessions import MAX_COOKIE_BYTES
 from doorman.sessions.legacy import StarletteCookieReader
+from doorman.signing import MAKE_A_SECRET
 from doorman.stores import SessionStore
 
 from .conftest import SECRET
@@ -133,6 +134,37 @@ def test_the_reader_honours_max_age_as_starlette_does() -> None:
 def test_the_reader_refuses_what_is_no_session(data: Any) -> None:
     reader = StarletteCookieReader([SECRET.encode()], max_age=None)
     assert reader.loads(starlette_cookie(data)) is None
+
+
+#: Signed JSON that doorman could not store again: numbers past a float, lone surrogates.
+UNSTORABLE = ['{"x": 1e999}', '{"x": [-1e400]}', '{"x": "\\ud800"}', '{"\\udfff": 1}']
+
+
+def starlette_cookie_of_text(text: str, secret: str = SECRET) -> str:
+    """A cookie Starlette would sign over this JSON text (json.dumps never writes some of it)."""
+    payload = base64.b64encode(text.encode("ascii"))
+    return itsdangerous.TimestampSigner(secret).sign(payload).decode("ascii")
+
+
+@pytest.mark.parametrize("text", UNSTORABLE)
+def test_the_reader_refuses_what_doorman_could_not_store(text: str) -> None:
+    reader = StarletteCookieReader([SECRET.encode()], max_age=None)
+    assert reader.loads(starlette_cookie_of_text('{"x": 1}')) == {"x": 1}
+    assert reader.loads(starlette_cookie_of_text(text)) is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("store", [CookieStore, MemoryStore])
+@pytest.mark.parametrize("text", UNSTORABLE)
+async def test_a_signed_cookie_doorman_could_not_store_is_no_500(
+    store: type[SessionStore], text: str
+) -> None:
+    """Signed with the secret (a short one is guessed), yet the JSON cannot be saved again."""
+    ours = session_app(SessionMiddleware, secret_key=SECRET, store=store())
+    async with client_with(ours, starlette_cookie_of_text(text)) as http:
+        response = await http.get("/add?n=1")
+    assert response.status_code == 200
+    assert response.json() == {"n": "1"}  # a new session
 
 
 # -- taking over Starlette's sessions --------------------------------------------------
@@ -287,7 +319,7 @@ async def test_a_short_secret_key_works_and_warns_once(caplog: pytest.LogCapture
     assert len(logged) == 1
     for text in (str(found[0].message), logged[0].getMessage()):
         assert "secret_key" in text and "7 characters" in text
-        assert "secrets.token_urlsafe" in text  # names the fix
+        assert MAKE_A_SECRET in text  # names the fix, the one recipe every message gives
         assert SHORT not in text.replace("secret_key", "")  # never the secret itself
 
 

@@ -1,4 +1,4 @@
-"""Login throttling: the counter backends against the real services, and the policy."""
+"""Login throttling: the policy (buckets, waits for checks in flight, devices) on each counter."""
 
 from __future__ import annotations
 
@@ -8,238 +8,129 @@ import hashlib
 import hmac
 import logging
 import math
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from doorman.auth.throttle import (
-    Counter,
-    LoginThrottle,
-    MemoryCounter,
-    RedisCounter,
-    SQLCounter,
-    counter_for,
-)
-from doorman.database import connect, create_engine
-from doorman.exceptions import ConfigError, StoreError, Throttled
-from doorman.schema import throttle_table
+from doorman.auth.counters import Counter, MemoryCounter, RedisCounter, SQLCounter
+from doorman.auth.throttle import LoginThrottle, RegistrationThrottle
+from doorman.database import create_engine
+from doorman.exceptions import Busy, ConfigError, Throttled
 
-from .conftest import make_store
-from .helpers import sqlite_threads_settled
+from . import test_counters
+from .test_counters import redis_client, stored_keys
+
+counter = test_counters.counter  # the fixture: each kind of counter in turn
 
 pytestmark = pytest.mark.anyio
 
-COUNTER_KINDS = [
-    "memory",
-    "sqlite",
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    pytest.param("redis", marks=pytest.mark.redis),
-]
 
-
-def redis_client(url: str, **options: Any) -> Any:
-    import redis.asyncio as aioredis
-
-    return aioredis.Redis.from_url(url, decode_responses=True, **options)
-
-
-@pytest.fixture(params=COUNTER_KINDS)
-async def counter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Counter]:
-    """A fresh, empty counter of each kind."""
-    if request.param == "memory":
-        yield MemoryCounter()
-    elif request.param in ("sqlite", "postgres"):
-        db = str(tmp_path / "t.db")
-        if request.param == "postgres":
-            db = request.getfixturevalue("postgres_url")
-        engine = create_engine(db)
-        sql_counter = SQLCounter(engine)
-        await sql_counter.clear_expired()  # creates the tables
-        async with connect(engine, write=True) as connection:
-            await connection.execute(throttle_table.delete())
-        yield sql_counter
-        await engine.dispose()
-    else:
-        client = redis_client(request.getfixturevalue("redis_url"))
-        yield RedisCounter(client, prefix=request.getfixturevalue("redis_prefix"))
-        await client.aclose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "redis"])
-async def down_counter(request: pytest.FixtureRequest) -> AsyncIterator[Counter]:
-    """Real drivers pointed where nothing answers."""
-    if request.param == "redis":
-        client = redis_client("redis://127.0.0.1:1/0", socket_connect_timeout=1, socket_timeout=1)
-        yield RedisCounter(client)
-        await client.aclose()
-        return
-    db = "/nonexistent-doorman-dir/t.db"
-    if request.param == "postgres":
-        db = "postgresql://postgres@127.0.0.1:1/test"
-    engine = create_engine(db)
-    with sqlite_threads_settled():
-        yield SQLCounter(engine)
-        await engine.dispose()
-
-
-# The counter contract
-
-
-async def test_hit_counts_up_within_one_fixed_window(counter: Counter) -> None:
-    hits, end = await counter.hit("k", 60)
-    assert hits == 1
-    for expected in (2, 3):
-        hits, later_end = await counter.hit("k", 60)
-        assert hits == expected
-        assert later_end == pytest.approx(end, abs=0.05)  # the window does not slide
-
-
-async def test_keys_are_counted_apart(counter: Counter) -> None:
-    await counter.hit("one", 60)
-    await counter.hit("one", 60)
-    assert (await counter.hit("two", 60))[0] == 1
-
-
-async def test_a_window_that_ended_starts_again_at_one(counter: Counter) -> None:
-    _, first_end = await counter.hit("k", 0.2)
-    await counter.hit("k", 0.2)
-    await asyncio.sleep(0.3)
-    hits, end = await counter.hit("k", 0.2)
-    assert hits == 1
-    assert end > first_end
-
-
-async def test_peek_does_not_count(counter: Counter) -> None:
-    assert await counter.peek("k") == (0, 0.0)
-    _, end = await counter.hit("k", 60)
-    for _ in range(3):
-        hits, peeked_end = await counter.peek("k")
-        assert hits == 1
-        assert peeked_end == pytest.approx(end, abs=0.05)
-    assert (await counter.hit("k", 60))[0] == 2
-
-
-async def test_peek_forgets_an_ended_window(counter: Counter) -> None:
-    await counter.hit("k", 0.2)
-    await asyncio.sleep(0.3)
-    assert await counter.peek("k") == (0, 0.0)
-
-
-async def test_reset(counter: Counter) -> None:
-    await counter.hit("k", 60)
-    await counter.hit("k", 60)
-    await counter.reset("k")
-    assert await counter.peek("k") == (0, 0.0)
-    assert (await counter.hit("k", 60))[0] == 1
-    await counter.reset("never-counted")
-
-
-async def test_concurrent_hits_are_atomic(counter: Counter) -> None:
-    results = await asyncio.gather(*(counter.hit("k", 60) for _ in range(20)))
-    assert sorted(hits for hits, _ in results) == list(range(1, 21))
-    ends = [end for _, end in results]
-    assert max(ends) - min(ends) < 0.1  # one window for all of them
-    assert (await counter.peek("k"))[0] == 20
-
-
-async def test_clear_expired(counter: Counter) -> None:
-    await counter.hit("old", 0.1)
-    await counter.hit("live", 60)
-    await asyncio.sleep(0.2)
-    removed = await counter.clear_expired()
-    assert removed == (0 if isinstance(counter, RedisCounter) else 1)  # Redis: the TTL did it
-    assert await counter.peek("old") == (0, 0.0)
-    assert (await counter.peek("live"))[0] == 1
-
-
-async def test_release_takes_one_hit_back_in_the_same_window(counter: Counter) -> None:
-    _, end = await counter.hit("k", 60)
-    await counter.hit("k", 60)
-    await counter.hit("k", 60)
-    await counter.release("k")
-    hits, peeked_end = await counter.peek("k")
-    assert hits == 2
-    assert peeked_end == pytest.approx(end, abs=0.05)  # the window does not move
-    hits, hit_end = await counter.hit("k", 60)
-    assert hits == 3
-    assert hit_end == pytest.approx(end, abs=0.05)
-
-
-async def test_release_never_goes_below_zero(counter: Counter) -> None:
-    await counter.hit("k", 60)
-    for _ in range(3):
-        await counter.release("k")
-    assert (await counter.peek("k"))[0] == 0
-    assert (await counter.hit("k", 60))[0] == 1
-
-
-async def test_concurrent_releases_are_atomic_and_stop_at_zero(counter: Counter) -> None:
-    for _ in range(10):
-        await counter.hit("k", 60)
-    await asyncio.gather(*(counter.release("k") for _ in range(15)))
-    assert (await counter.peek("k"))[0] == 0
-    assert (await counter.hit("k", 60))[0] == 1
-
-
-async def test_release_of_an_absent_key_stores_nothing(counter: Counter) -> None:
-    await counter.release("never-counted")
-    assert await counter.peek("never-counted") == (0, 0.0)
-    assert await stored_keys(counter) == []
-    assert (await counter.hit("never-counted", 60))[0] == 1
-
-
-async def test_release_of_an_ended_window_does_nothing(counter: Counter) -> None:
-    await counter.hit("k", 0.2)
-    await counter.hit("k", 0.2)
-    await asyncio.sleep(0.3)
-    await counter.release("k")
-    assert await counter.peek("k") == (0, 0.0)
-    assert (await counter.hit("k", 60))[0] == 1
-
-
-async def test_a_counter_that_is_down_fails_closed(down_counter: Counter) -> None:
-    throttle = LoginThrottle(down_counter)
-    for step in (throttle.attempt, throttle.check, throttle.succeeded):
-        with pytest.raises(StoreError):
-            await step("alice", "192.0.2.1")
-    with pytest.raises(StoreError):
-        await down_counter.release("k")
-
-
-# The policy
-
-
-async def fail(throttle: LoginThrottle, username: str, address: str | None, times: int) -> None:
-    """``times`` sign-ins with a wrong password: counted, and never given back."""
+async def fail(
+    throttle: LoginThrottle, username: str, address: str | None, times: int = 1, **options: Any
+) -> None:
+    """``times`` checks of a wrong password: each leaves its block without ``succeeded()``."""
     for _ in range(times):
-        await throttle.attempt(username, address)
+        async with await throttle.attempt(username, address, **options):
+            pass
+
+
+async def succeed(
+    throttle: LoginThrottle, username: str, address: str | None, **options: Any
+) -> None:
+    async with await throttle.attempt(username, address, **options) as attempt:
+        attempt.succeeded()
+
+
+async def check_password(
+    throttle: LoginThrottle, username: str, address: str | None, right: bool, checks: list[str]
+) -> None:
+    """A sign-in whose password check takes a while (as argon2 does), recorded in ``checks``."""
+    async with await throttle.attempt(username, address) as attempt:
+        checks.append(username)
+        await asyncio.sleep(0.02)
+        if right:
+            attempt.succeeded()
+
+
+# Failures
 
 
 async def test_the_attempt_after_n_failures_is_refused() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=3, window=900)
     await fail(throttle, "alice", "192.0.2.1", 3)
     with pytest.raises(Throttled) as caught:
-        await throttle.attempt("alice", "192.0.2.2")  # from anywhere
+        await throttle.attempt("alice", "192.0.2.2")  # from anywhere untrusted
     assert caught.value.status_code == 429
     assert 1 <= caught.value.retry_after <= 900
     assert str(caught.value) == "Too many failed sign-in attempts; try again in 15 minutes."
-    assert "alice" not in str(caught.value)
 
 
-async def test_a_burst_of_parallel_attempts_gets_exactly_the_limit(counter: Counter) -> None:
+async def test_an_error_during_the_check_counts_as_a_failure() -> None:
+    throttle = LoginThrottle(MemoryCounter(), per_account=1)
+    with contextlib.suppress(RuntimeError):
+        async with await throttle.attempt("alice", None):
+            raise RuntimeError("the users database went away")
+    with pytest.raises(Throttled):
+        await throttle.attempt("alice", None)
+
+
+async def test_a_parallel_burst_of_guesses_gets_exactly_the_limit(counter: Counter) -> None:
     throttle = LoginThrottle(counter, per_account=5, per_address=20)
-    attempts = (throttle.attempt("alice", "192.0.2.1") for _ in range(20))
-    results = await asyncio.gather(*attempts, return_exceptions=True)
-    assert sum(result is None for result in results) == 5
+    checks: list[str] = []
+    guesses = (check_password(throttle, "alice", "192.0.2.1", False, checks) for _ in range(20))
+    results = await asyncio.gather(*guesses, return_exceptions=True)
+    assert len(checks) == 5
     assert sum(isinstance(result, Throttled) for result in results) == 15
-    # The 15 refused by the account limit were given back to the address: 15 more fit.
+    # Only the 5 checks counted against the address: 15 more fit.
     for number in range(15):
-        await throttle.attempt(f"user{number}", "192.0.2.1")
+        await fail(throttle, f"user{number}", "192.0.2.1")
     with pytest.raises(Throttled):
         await throttle.attempt("someone-new", "192.0.2.1")
+
+
+async def test_right_passwords_wait_for_checks_in_flight_instead_of_a_refusal(
+    counter: Counter,
+) -> None:
+    """40 sign-ins to one account from 8 clients at once: none refused, 5 checks at a time."""
+    throttle = LoginThrottle(counter, per_account=5, per_address=20)
+    checks: list[str] = []
+    sign_ins = [
+        check_password(throttle, "alice", f"192.0.2.{number % 8}", True, checks)
+        for number in range(40)
+    ]
+    results = await asyncio.gather(*sign_ins, return_exceptions=True)
+    assert [result for result in results if result is not None] == []
+    assert len(checks) == 40
+    await throttle.check("alice", "192.0.2.1")  # no failure was counted
+
+
+async def test_guesses_beside_right_passwords_still_get_only_the_limit(counter: Counter) -> None:
+    throttle = LoginThrottle(counter, per_account=3, per_address=100)
+    checks: list[str] = []
+    right = [check_password(throttle, "alice", "192.0.2.1", True, checks) for _ in range(20)]
+    wrong = [check_password(throttle, "bob", "192.0.2.1", False, checks) for _ in range(20)]
+    results = await asyncio.gather(*right, *wrong, return_exceptions=True)
+    assert results[:20] == [None] * 20
+    assert all(isinstance(result, Throttled) for result in results[20:] if result is not None)
+    assert checks.count("bob") == 3
+
+
+async def test_checks_in_flight_for_too_long_give_busy() -> None:
+    throttle = LoginThrottle(MemoryCounter(), per_account=1, wait=0.2)
+    async with await throttle.attempt("alice", None) as held:
+        with pytest.raises(Busy) as caught:
+            await throttle.attempt("alice", None)
+        held.succeeded()
+    assert caught.value.status_code == 503
+    assert caught.value.retry_after >= 1
+    await succeed(throttle, "alice", None)  # the slot came back
+
+
+async def test_a_slot_held_by_a_dead_worker_lapses() -> None:
+    throttle = LoginThrottle(MemoryCounter(), per_account=1, wait=5, lease=0.2)
+    await throttle.attempt("alice", None)  # never settled: the worker died mid-check
+    await succeed(throttle, "alice", None)  # waited for the lease to lapse
 
 
 async def test_check_peeks_without_counting() -> None:
@@ -254,47 +145,46 @@ async def test_check_peeks_without_counting() -> None:
 
 async def test_the_refusal_ends_with_the_window() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=1, window=0.2)
-    await fail(throttle, "alice", None, 1)
+    await fail(throttle, "alice", None)
     with pytest.raises(Throttled) as caught:
         await throttle.attempt("alice", None)
     assert caught.value.retry_after == 1  # rounded up, at least 1
     assert str(caught.value) == "Too many failed sign-in attempts; try again in 1 second."
     await asyncio.sleep(0.3)
-    await throttle.attempt("alice", None)
+    await succeed(throttle, "alice", None)
 
 
 async def test_refused_attempts_do_not_make_the_wait_longer() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=1, window=0.4)
-    await fail(throttle, "alice", None, 1)
+    await fail(throttle, "alice", None)
     for _ in range(5):
         await asyncio.sleep(0.05)
         with pytest.raises(Throttled):
             await throttle.attempt("alice", None)
     await asyncio.sleep(0.3)  # 0.55s after the first attempt: its window has ended
-    await throttle.attempt("alice", None)
+    await succeed(throttle, "alice", None)
 
 
 async def test_other_accounts_from_other_addresses_are_unaffected() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=3)
     await fail(throttle, "alice", "192.0.2.1", 3)
-    await throttle.attempt("bob", "192.0.2.99")
-    await throttle.attempt("bob", "192.0.2.99")
+    await fail(throttle, "bob", "192.0.2.99", 2)
 
 
 async def test_one_address_trying_many_accounts_hits_the_address_limit() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=3, per_address=5)
     for number in range(5):
-        await fail(throttle, f"user{number}", "203.0.113.7", 1)
+        await fail(throttle, f"user{number}", "203.0.113.7")
     with pytest.raises(Throttled) as by_address:
         await throttle.attempt("someone-new", "203.0.113.7")
-    await throttle.attempt("someone-new", "203.0.113.8")
+    await fail(throttle, "someone-new", "203.0.113.8")
     await fail(throttle, "carol", "198.51.100.1", 3)
     with pytest.raises(Throttled) as by_account:
         await throttle.attempt("carol", "198.51.100.1")
     assert str(by_address.value) == str(by_account.value)  # which limit is not revealed
 
 
-async def test_a_refusal_counts_only_against_the_limit_that_refused_it() -> None:
+async def test_a_refused_attempt_counts_nowhere() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=2, per_address=5)
     await fail(throttle, "alice", "192.0.2.1", 2)  # the address has 2
     for _ in range(10):  # a client retrying a locked account
@@ -308,15 +198,14 @@ async def test_a_refusal_counts_only_against_the_limit_that_refused_it() -> None
     await fail(throttle, "dave", "192.0.2.2", 2)
 
 
-async def test_success_clears_the_account_and_gives_the_address_its_attempt_back() -> None:
+async def test_a_success_counts_nothing_and_clears_nothing() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=3, per_address=4)
     await fail(throttle, "alice", "192.0.2.1", 2)
-    await throttle.attempt("alice", "192.0.2.1")
-    await throttle.succeeded("alice", "192.0.2.1")
-    await fail(throttle, "alice", "192.0.2.2", 3)  # three more: the count started again
+    await succeed(throttle, "alice", "192.0.2.1")
+    await fail(throttle, "alice", "192.0.2.2")  # 3: a guesser got no more for the success
     with pytest.raises(Throttled):
         await throttle.attempt("alice", "192.0.2.3")
-    await fail(throttle, "bob", "192.0.2.1", 2)  # the two failures kept: 4, the success not
+    await fail(throttle, "bob", "192.0.2.1", 2)  # the address: 2 failures kept, the success not
     with pytest.raises(Throttled):
         await throttle.attempt("carol", "192.0.2.1")
 
@@ -325,9 +214,7 @@ async def test_signing_in_from_one_address_never_uses_up_its_budget(counter: Cou
     """An office behind one NAT signs in all day without locking itself out."""
     throttle = LoginThrottle(counter, per_account=5, per_address=3)
     for number in range(12):
-        username = f"user{number % 4}"
-        await throttle.attempt(username, "192.0.2.1")
-        await throttle.succeeded(username, "192.0.2.1")
+        await succeed(throttle, f"user{number % 4}", "192.0.2.1")
     await throttle.check("anyone", "192.0.2.1")
 
 
@@ -337,8 +224,49 @@ async def test_an_admin_can_unlock_an_account() -> None:
     with pytest.raises(Throttled):
         await throttle.attempt("alice", None)
     await throttle.reset("ALICE")
-    await throttle.attempt("alice", None)
-    await throttle.attempt("alice", None)
+    await fail(throttle, "alice", None, 2)
+
+
+# Trusted devices
+
+
+async def test_a_trusted_device_is_not_locked_by_failures_from_elsewhere(counter: Counter) -> None:
+    throttle = LoginThrottle(counter, per_account=3, per_address=100)
+    await fail(throttle, "bob", "203.0.113.9", 3)  # anyone, as bob
+    with pytest.raises(Throttled):
+        await throttle.attempt("bob", "198.51.100.2")
+    await succeed(throttle, "bob", "198.51.100.2", device="nonce-1:7")
+
+
+async def test_each_device_gets_the_limit_and_the_account_its_own(counter: Counter) -> None:
+    """What a guesser holding one device cookie can do: the limit there, the limit elsewhere."""
+    throttle = LoginThrottle(counter, per_account=2, per_address=100)
+    await fail(throttle, "bob", "192.0.2.1", 2, device="stolen:7")
+    with pytest.raises(Throttled):
+        await throttle.attempt("bob", "192.0.2.1", device="stolen:7")
+    await fail(throttle, "bob", "192.0.2.1", 2)
+    with pytest.raises(Throttled):
+        await throttle.attempt("bob", "192.0.2.1")
+    await succeed(throttle, "bob", "192.0.2.1", device="own-laptop:7")
+
+
+async def test_a_success_on_a_device_clears_its_failures() -> None:
+    throttle = LoginThrottle(MemoryCounter(), per_account=3)
+    for _round in range(3):  # 2 typos a round, then the right password: never locked
+        await fail(throttle, "alice", None, 2, device="laptop:1")
+        await succeed(throttle, "alice", None, device="laptop:1")
+
+
+async def test_a_device_does_not_use_up_its_address() -> None:
+    throttle = LoginThrottle(MemoryCounter(), per_account=3, per_address=2)
+    await fail(throttle, "alice", "192.0.2.1", 2, device="laptop:1")
+    await fail(throttle, "bob", "192.0.2.1", 2)
+    with pytest.raises(Throttled):
+        await throttle.attempt("carol", "192.0.2.1")
+    await succeed(throttle, "alice", "192.0.2.1", device="laptop:1")
+
+
+# Keys and limits
 
 
 FULLWIDTH_ALICE = "\uff21\uff4c\uff49\uff43\uff45"
@@ -347,44 +275,44 @@ FULLWIDTH_ALICE = "\uff21\uff4c\uff49\uff43\uff45"
 @pytest.mark.parametrize("variant", ["Alice", "ALICE", "alice", FULLWIDTH_ALICE])
 async def test_case_and_width_variants_share_a_count(variant: str) -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=2)
-    await fail(throttle, "alice", None, 1)
-    await fail(throttle, variant, None, 1)
+    await fail(throttle, "alice", None)
+    await fail(throttle, variant, None)
     with pytest.raises(Throttled):
         await throttle.attempt("alice", None)
 
 
 async def test_ipv6_addresses_are_counted_per_64() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=0, per_address=2)
-    await fail(throttle, "a", "2001:db8:1:2::1", 1)
-    await fail(throttle, "b", "2001:db8:1:2:ffff:ffff:ffff:ffff", 1)
+    await fail(throttle, "a", "2001:db8:1:2::1")
+    await fail(throttle, "b", "2001:db8:1:2:ffff:ffff:ffff:ffff")
     with pytest.raises(Throttled):
         await throttle.attempt("c", "2001:0db8:0001:0002::abcd")
-    await throttle.attempt("c", "2001:db8:1:3::1")  # the next /64
+    await fail(throttle, "c", "2001:db8:1:3::1")  # the next /64
 
 
 async def test_ipv4_is_counted_per_address_and_mapped_ipv4_with_it() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=0, per_address=2)
-    await fail(throttle, "a", "192.0.2.1", 1)
-    await throttle.attempt("b", "192.0.2.2")
-    await fail(throttle, "b", "::ffff:192.0.2.1", 1)
+    await fail(throttle, "a", "192.0.2.1")
+    await fail(throttle, "b", "192.0.2.2")
+    await fail(throttle, "b", "::ffff:192.0.2.1")
     with pytest.raises(Throttled):
         await throttle.attempt("c", "192.0.2.1")
 
 
 async def test_an_unparsable_address_is_counted_as_it_is() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=0, per_address=1)
-    await fail(throttle, "a", "unix:/run/app.sock", 1)
+    await fail(throttle, "a", "unix:/run/app.sock")
     with pytest.raises(Throttled):
         await throttle.attempt("b", "unix:/run/app.sock")
-    await throttle.attempt("b", "unix:/run/other.sock")
+    await fail(throttle, "b", "unix:/run/other.sock")
 
 
 async def test_without_an_address_only_the_account_limit_applies() -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=2, per_address=1)
-    await fail(throttle, "alice", None, 1)
-    await fail(throttle, "bob", None, 1)
-    await throttle.attempt("carol", None)
-    await fail(throttle, "alice", None, 1)
+    await fail(throttle, "alice", None)
+    await fail(throttle, "bob", None)
+    await fail(throttle, "carol", None)
+    await fail(throttle, "alice", None)
     with pytest.raises(Throttled):
         await throttle.attempt("alice", None)
 
@@ -392,15 +320,15 @@ async def test_without_an_address_only_the_account_limit_applies() -> None:
 async def test_a_limit_of_zero_is_off() -> None:
     no_account_limit = LoginThrottle(MemoryCounter(), per_account=0, per_address=1000)
     for number in range(30):
-        await fail(no_account_limit, "alice", f"192.0.2.{number}", 1)
+        await fail(no_account_limit, "alice", f"192.0.2.{number}")
     no_address_limit = LoginThrottle(MemoryCounter(), per_account=1000, per_address=0)
     for number in range(30):
-        await fail(no_address_limit, f"user{number}", "192.0.2.1", 1)
-    counter = MemoryCounter()
-    unlimited = LoginThrottle(counter, per_account=0, per_address=0)
+        await fail(no_address_limit, f"user{number}", "192.0.2.1")
+    untouched = MemoryCounter()
+    unlimited = LoginThrottle(untouched, per_account=0, per_address=0)
     await fail(unlimited, "alice", "192.0.2.1", 50)
-    await unlimited.succeeded("alice", "192.0.2.1")
-    assert counter._counts == {}
+    await fail(unlimited, "alice", "192.0.2.1", 50, device="laptop:1")
+    assert untouched._counts == {} and untouched._flying == {}
 
 
 @pytest.mark.parametrize(
@@ -417,6 +345,8 @@ async def test_a_limit_of_zero_is_off() -> None:
         {"window": math.nan},
         {"window": "900"},
         {"window": True},
+        {"wait": 0},
+        {"lease": math.inf},
     ],
 )
 def test_bad_settings_are_refused(options: dict[str, Any]) -> None:
@@ -433,11 +363,40 @@ async def test_reaching_a_limit_is_logged_once_without_the_username(
     with caplog.at_level(logging.WARNING, logger="doorman.security"):
         for _ in range(5):
             with contextlib.suppress(Throttled):
-                await throttle.attempt("hunter2-typed-as-username", "192.0.2.1")
+                await fail(throttle, "hunter2-typed-as-username", "192.0.2.1")
     assert len(caplog.records) == 1
     assert "account" in caplog.text
     assert "192.0.2.1" in caplog.text
     assert "hunter2" not in caplog.text
+
+
+# Registrations
+
+
+async def test_registrations_are_limited_per_address_in_flight_included(counter: Counter) -> None:
+    throttle = RegistrationThrottle(counter, per_address=3)
+    started: list[int] = []
+
+    async def register(number: int) -> None:
+        async with await throttle.attempt("192.0.2.1") as attempt:
+            started.append(number)
+            await asyncio.sleep(0.02)
+            attempt.succeeded()  # a success counts too: each one is an account
+
+    results = await asyncio.gather(*(register(n) for n in range(10)), return_exceptions=True)
+    assert len(started) == 3
+    refusals = [result for result in results if isinstance(result, Throttled)]
+    assert len(refusals) == 7
+    assert str(refusals[0]) == "Too many registrations from your network; try again in 15 minutes."
+    async with await throttle.attempt("192.0.2.2"):  # another address
+        pass
+    async with await throttle.attempt(None):  # no address: no limit
+        pass
+
+
+def test_a_bad_registration_limit_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"throttle_registrations=-1"):
+        RegistrationThrottle(MemoryCounter(), per_address=-1)
 
 
 # Shared between workers
@@ -450,12 +409,16 @@ async def test_two_app_instances_share_counts_through_one_sqlite_file(tmp_path: 
         worker_a = LoginThrottle(SQLCounter(first), per_account=3)
         worker_b = LoginThrottle(SQLCounter(second), per_account=3)
         await fail(worker_a, "alice", "192.0.2.1", 2)
-        await fail(worker_b, "alice", "192.0.2.1", 1)
+        held = await worker_b.attempt("alice", "192.0.2.1")  # in flight on b
+        with pytest.raises(Busy):
+            await LoginThrottle(SQLCounter(first), per_account=3, wait=0.1).attempt("alice", None)
+        async with held:
+            pass  # a failure: 3
         for worker in (worker_a, worker_b):
             with pytest.raises(Throttled):
                 await worker.attempt("Alice", "192.0.2.9")
-        await worker_b.succeeded("alice", "192.0.2.1")
-        await worker_a.attempt("alice", "192.0.2.1")
+        await worker_b.reset("alice")
+        await succeed(worker_a, "alice", "192.0.2.1")
     finally:
         await first.dispose()
         await second.dispose()
@@ -475,7 +438,7 @@ async def test_two_app_instances_share_counts_through_one_redis(
             with pytest.raises(Throttled):
                 await worker.attempt("alice", "192.0.2.9")
         await worker_b.reset("alice")
-        await worker_a.attempt("alice", "192.0.2.1")
+        await succeed(worker_a, "alice", "192.0.2.1")
     finally:
         await first.aclose()
         await second.aclose()
@@ -484,112 +447,40 @@ async def test_two_app_instances_share_counts_through_one_redis(
 # Stored keys
 
 
-async def stored_keys(counter: Counter) -> list[str]:
-    if isinstance(counter, MemoryCounter):
-        return list(counter._counts)
-    if isinstance(counter, SQLCounter):
-        async with connect(counter.engine) as connection:
-            result = await connection.execute(sa.select(throttle_table.c.key))
-            return [str(key) for key in result.scalars()]
-    assert isinstance(counter, RedisCounter)
-    return [name async for name in counter.client.scan_iter(match=counter.prefix + "*")]
-
-
 async def test_stored_keys_hold_neither_username_nor_address(counter: Counter) -> None:
     throttle = LoginThrottle(counter)
-    await throttle.attempt("Alice.Smith@example.com", "198.51.100.23")
-    await throttle.attempt("Alice.Smith@example.com", "2001:db8:abcd:12::7")
+    await fail(throttle, "Alice.Smith@example.com", "198.51.100.23")
+    await fail(throttle, "Alice.Smith@example.com", "2001:db8:abcd:12::7")
+    await fail(throttle, "Alice.Smith@example.com", None, device="a-nonce-of-64-bits:17")
+    await RegistrationThrottle(counter).attempt("198.51.100.23")
     keys = await stored_keys(counter)
-    assert len(keys) == 3
     secrets_in_keys = ["alice", "smith", "example", "198.51", "100.23", "2001", "db8", "abcd"]
     for key in keys:
-        assert not any(part in key.lower() for part in secrets_in_keys), key
-    bare = [key.removeprefix(getattr(counter, "prefix", "")) for key in keys]
-    assert sorted(key[:2] for key in bare) == ["a:", "c:", "c:"]
+        assert not any(part in key.lower() for part in [*secrets_in_keys, "nonce"]), key
+    failures = sorted(key[:2] for key in keys if not key.startswith("~"))
+    assert failures == ["a:", "c:", "c:", "d:"]
+    assert sorted(key[:3] for key in keys if key.startswith("~")) == [
+        "~a:", "~c:", "~c:", "~d:", "~r:",
+    ]  # fmt: skip
 
 
 async def test_a_secret_keys_the_hashes() -> None:
     plain, keyed, same, rotated = (MemoryCounter() for _ in range(4))
-    await LoginThrottle(plain).attempt("alice", "192.0.2.1")
-    await LoginThrottle(keyed, secret="s" * 32).attempt("alice", "192.0.2.1")
-    await LoginThrottle(same, secret=b"s" * 32).attempt("alice", "192.0.2.1")
-    await LoginThrottle(rotated, secret=["s" * 32, "o" * 32]).attempt("alice", "192.0.2.1")
+    await fail(LoginThrottle(plain), "alice", "192.0.2.1")
+    await fail(LoginThrottle(keyed, secret="s" * 32), "alice", "192.0.2.1")
+    await fail(LoginThrottle(same, secret=b"s" * 32), "alice", "192.0.2.1")
+    await fail(LoginThrottle(rotated, secret=["s" * 32, "o" * 32]), "alice", "192.0.2.1")
     assert set(plain._counts).isdisjoint(keyed._counts)
     assert set(keyed._counts) == set(same._counts) == set(rotated._counts)  # the newest
 
 
 async def test_the_secret_itself_is_not_the_hash_key() -> None:
-    counter = MemoryCounter()
-    await LoginThrottle(counter, per_address=0, secret="s" * 32).attempt("alice", None)
+    counts = MemoryCounter()
+    await fail(LoginThrottle(counts, per_address=0, secret="s" * 32), "alice", None)
     with_the_raw_secret = hmac.new(b"s" * 32, b"alice", hashlib.sha256).hexdigest()[:40]
-    assert list(counter._counts) != ["a:" + with_the_raw_secret]
+    assert list(counts._counts) != ["a:" + with_the_raw_secret]
 
 
 def test_a_short_secret_is_refused() -> None:
     with pytest.raises(ConfigError, match="at least 32"):
         LoginThrottle(MemoryCounter(), secret="short")
-
-
-# Picking the counter for the session store
-
-
-@pytest.mark.parametrize(
-    ("kind", "expected"),
-    [
-        ("memory", MemoryCounter),
-        ("sqlite", SQLCounter),
-        pytest.param("postgres", SQLCounter, marks=pytest.mark.postgres),
-        pytest.param("redis", RedisCounter, marks=pytest.mark.redis),
-    ],
-)
-async def test_counts_live_beside_the_sessions(
-    kind: str, expected: type, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    store = await make_store(kind, request, tmp_path)
-    try:
-        counter = counter_for(store)
-        assert type(counter) is expected
-        if isinstance(counter, SQLCounter):
-            assert counter.engine is store.engine  # type: ignore[attr-defined]
-        if isinstance(counter, RedisCounter):
-            assert counter.client is store.client  # type: ignore[attr-defined]
-            assert counter.prefix == request.getfixturevalue("redis_prefix") + "throttle:"
-            await counter.hit("k", 60)
-            await counter.reset("k")
-    finally:
-        await store.close()
-
-
-@pytest.mark.redis
-@pytest.mark.parametrize(
-    ("session_prefix", "throttle_prefix"),
-    [("doorman:session:", "doorman:throttle:"), ("myapp:", "myapp:throttle:")],
-)
-async def test_the_redis_prefix_follows_the_session_prefix(
-    session_prefix: str, throttle_prefix: str
-) -> None:
-    from doorman.stores.redis import RedisStore
-
-    store = RedisStore("redis://127.0.0.1:1/0", prefix=session_prefix)  # never connects
-    try:
-        counter = counter_for(store)
-        assert isinstance(counter, RedisCounter)
-        assert counter.prefix == throttle_prefix
-    finally:
-        await store.close()
-
-
-async def test_a_stateless_store_needs_the_users_database(tmp_path: Path) -> None:
-    from doorman.stores import CookieStore
-
-    with pytest.raises(ConfigError, match="stateless session store"):
-        counter_for(CookieStore())
-    with pytest.raises(ConfigError):
-        counter_for(object())
-    engine = create_engine(str(tmp_path / "t.db"))
-    try:
-        counter = counter_for(CookieStore(), engine=engine)
-        assert isinstance(counter, SQLCounter)
-        assert counter.engine is engine
-    finally:
-        await engine.dispose()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._identity import acts_as_admin
 from .._types import Scope
 
-__all__ = ["AnonymousUser", "AuthCredentials", "AuthenticatedUser", "set_actor"]
+__all__ = ["AnonymousUser", "AuthCredentials", "AuthenticatedUser", "acts_as_admin", "set_actor"]
 
 
 class AuthenticatedUser:
@@ -63,6 +64,6 @@ def set_actor(scope: Scope, actor: dict[str, Any] | None) -> None:
         scope["user"], scope["auth"] = _ANONYMOUS, AuthCredentials([])
         return
     scopes = ["authenticated"]
-    if actor.get("admin") is True:
+    if acts_as_admin(actor):
         scopes.append("admin")
     scope["user"], scope["auth"] = AuthenticatedUser(actor), AuthCredentials(scopes)

@@ -89,9 +89,13 @@ class AuthMiddleware:
         use(self.doorman)
         try:
             actor = await self.resolve(scope)
-        except Throttled as error:
+        except Throttled as error:  # 429; Busy, 503
             await _answer(
-                scope, send, 429, str(error), [(b"retry-after", b"%d" % error.retry_after)]
+                scope,
+                send,
+                error.status_code,
+                str(error),
+                [(b"retry-after", b"%d" % error.retry_after)],
             )
             return
         except StoreError as error:

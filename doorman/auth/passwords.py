@@ -5,9 +5,10 @@ two passes, one lane) and verifies argon2 hashes and the ``pbkdf2_sha256`` and
 ``argon2`` hashes of Django (and datasette-auth-passwords), asking for a rehash
 of anything it would not make itself. The async methods hash in a small thread
 pool of the hasher's own, so a burst of sign-ins waits its turn instead of
-blocking the event loop or exhausting memory. A missing, unusable or malformed
-hash still costs a verify, so the time taken does not tell whether an account
-exists or has a password.
+blocking the event loop or exhausting memory; new hashes (registrations) may
+take only half of it, so sign-ins never queue behind a flood of them. A
+missing, unusable or malformed hash still costs a verify, so the time taken
+does not tell whether an account exists or has a password.
 
 The list of common passwords is Django's ``common-passwords.txt.gz`` (from
 Royce Williams' list of the 20,000 most common passwords), used under Django's
@@ -116,10 +117,16 @@ class PasswordHasher:
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._dummy: str | None = None
+        self._new_hashes: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     async def hash(self, password: str) -> str:
-        """Return a new argon2id hash; raise ``AccountError`` for an empty or too long password."""
-        return await self._run(functools.partial(self.hash_sync, password))
+        """Return a new argon2id hash; raise ``AccountError`` for an empty or too long password.
+
+        New hashes (registrations, password changes) take at most half the
+        threads, so a flood of them never leaves sign-ins waiting in a queue.
+        """
+        async with self._new_hash_slots():
+            return await self._run(functools.partial(self.hash_sync, password))
 
     async def verify(self, password: str, encoded: str | None) -> Verdict:
         """Check ``password`` against a stored hash; never raises for a bad hash."""
@@ -172,6 +179,13 @@ class PasswordHasher:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
+
+    def _new_hash_slots(self) -> asyncio.Semaphore:
+        """The semaphore of ``hash``, made for the running loop (a semaphore belongs to one)."""
+        loop = asyncio.get_running_loop()
+        if self._new_hashes is None or self._new_hashes[0] is not loop:
+            self._new_hashes = (loop, asyncio.Semaphore(max(1, self._max_concurrency // 2)))
+        return self._new_hashes[1]
 
     async def _run(self, call: Callable[[], T]) -> T:
         with self._lock:

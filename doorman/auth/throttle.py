@@ -1,19 +1,27 @@
-"""Login throttling: sign-in attempts counted per account and per client address.
+"""Throttling that stops password guessing without handing out a lockout switch.
 
-Every attempt is counted before its password is checked, so parallel attempts
-cannot get past a limit; a successful sign-in gives its count back. Counts live
-where every worker sees them, beside the sessions: in Redis, in the
-``doorman_throttle`` table, or (for one process) in memory. Each counter is a
-fixed window: the first attempt starts it, and it ends ``window`` seconds later
-whatever happens in between. Keys are hashes, never usernames or addresses. A
-counter that cannot be reached raises ``StoreError``: sign-in fails closed
-(503), it is never waved through unthrottled.
+Every password check holds a slot in each *bucket* that applies to it, taken
+before the check in one atomic step (see ``counters``): a slot is granted only
+while the bucket's failures plus the checks in flight are under its limit, so
+no more checks can fail in a window than the limit, however many run in
+parallel. A check that finds no free slot only because others are in flight
+waits for their outcome (up to ``wait`` seconds) instead of being refused: a
+right password is never refused because other sign-ins were under way.
+
+The buckets of a sign-in (docs/throttling.md has the numbers):
+
+- from a browser holding a *device cookie* for the account (``devices``): that
+  browser's own bucket, which failures from anywhere else cannot fill;
+- from anywhere else: the account's bucket, shared by every untrusted client,
+  and the client address's bucket.
+
+Keys are hashes, never usernames, addresses or cookies. A counter that cannot
+be reached raises ``StoreError``: sign-in fails closed (503).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -21,271 +29,166 @@ import logging
 import math
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from ..database import connect
-from ..exceptions import ConfigError, StoreError, Throttled
-from ..migrations import ensure_schema
-from ..schema import throttle_table
+from ..exceptions import Busy, ConfigError, Throttled
 from ..signing import normalize_secrets
+from .counters import (
+    Counter,
+    MemoryCounter,
+    Outcome,
+    RedisCounter,
+    SQLCounter,
+    Verdict,
+    counter_for,
+)
 
-if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
-__all__ = ["Counter", "LoginThrottle", "MemoryCounter", "RedisCounter", "SQLCounter", "counter_for"]
+__all__ = [
+    "Attempt",
+    "Counter",
+    "LoginThrottle",
+    "MemoryCounter",
+    "RedisCounter",
+    "RegistrationThrottle",
+    "SQLCounter",
+    "counter_for",
+]
 
 security_log = logging.getLogger("doorman.security")
 
-
-class Counter(Protocol):
-    """A fixed-window counter; failures raise ``StoreError``."""
-
-    async def hit(self, key: str, window: float) -> tuple[int, float]:
-        """Count one, atomically; return (hits in the window, window end as Unix time)."""
-
-    async def peek(self, key: str) -> tuple[int, float]:
-        """(hits, window end) without counting; (0, 0.0) when absent or expired."""
-
-    async def release(self, key: str) -> None:
-        """Take one hit back, atomically: never below 0; nothing when absent or expired."""
-
-    async def reset(self, key: str) -> None:
-        """Forget ``key``."""
-
-    async def clear_expired(self) -> int:
-        """Remove ended windows; return how many were removed (if known)."""
+_FIRST_POLL, _LAST_POLL = 0.01, 0.1  # seconds between looks at a busy bucket
+_BUSY_RETRY_AFTER = 5
 
 
-class MemoryCounter:
-    """Counts in a dict: one process only (tests, the memory session store)."""
-
-    def __init__(self) -> None:
-        self._counts: dict[str, tuple[int, float]] = {}
-
-    async def hit(self, key: str, window: float) -> tuple[int, float]:
-        now = time.time()
-        hits, end = self._counts.get(key, (0, 0.0))
-        self._counts[key] = found = (hits + 1, end) if end > now else (1, now + window)
-        return found
-
-    async def peek(self, key: str) -> tuple[int, float]:
-        hits, end = self._counts.get(key, (0, 0.0))
-        return (hits, end) if end > time.time() else (0, 0.0)
-
-    async def release(self, key: str) -> None:
-        hits, end = self._counts.get(key, (0, 0.0))
-        if hits > 0 and end > time.time():
-            self._counts[key] = (hits - 1, end)
-
-    async def reset(self, key: str) -> None:
-        self._counts.pop(key, None)
-
-    async def clear_expired(self) -> int:
-        now = time.time()
-        expired = [key for key, (_, end) in self._counts.items() if end <= now]
-        for key in expired:
-            del self._counts[key]
-        return len(expired)
-
-
-_table = throttle_table
-_PEEK = sa.select(_table.c.hits, _table.c.expires_at).where(
-    _table.c.key == sa.bindparam("key"), _table.c.expires_at > sa.bindparam("now", type_=sa.Float)
-)
-_RELEASE = (
-    _table.update()
-    .where(
-        _table.c.key == sa.bindparam("counter_key"),  # "key" is reserved in an UPDATE
-        _table.c.hits > 0,
-        _table.c.expires_at > sa.bindparam("now", type_=sa.Float),
-    )
-    .values(hits=_table.c.hits - 1)
-)
-_RESET = _table.delete().where(_table.c.key == sa.bindparam("key"))
-_DELETE_EXPIRED = _table.delete().where(_table.c.expires_at <= sa.bindparam("now", type_=sa.Float))
-
-
-def _upsert(dialect: str) -> sa.Executable:
-    """One statement that counts: a new or ended window starts at 1, else +1."""
-    if dialect not in ("postgresql", "sqlite"):
-        raise ConfigError(f"throttling: the {dialect!r} database is not supported")
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    new_end = sa.bindparam("new_end", type_=sa.Float)
-    ended = _table.c.expires_at <= sa.bindparam("now", type_=sa.Float)
-    statement = insert(_table).values(key=sa.bindparam("key"), hits=1, expires_at=new_end)
-    return statement.on_conflict_do_update(
-        index_elements=[_table.c.key],
-        set_={
-            "hits": sa.case((ended, 1), else_=_table.c.hits + 1),
-            "expires_at": sa.case((ended, new_end), else_=_table.c.expires_at),
-        },
-    ).returning(_table.c.hits, _table.c.expires_at)
-
-
-class SQLCounter:
-    """Counts in the ``doorman_throttle`` table (SQLite or PostgreSQL)."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._hit = _upsert(engine.dialect.name)
-        self._schema_ready = False
-        self._schema_lock = asyncio.Lock()
-
-    @contextlib.asynccontextmanager
-    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """``database.connect``, after bringing the tables up to date once."""
-        if not self._schema_ready:
-            async with self._schema_lock:
-                if not self._schema_ready:
-                    await ensure_schema(self.engine)
-                    self._schema_ready = True
-        async with connect(self.engine, write=write, changes_accounts=False) as connection:
-            yield connection
-
-    async def hit(self, key: str, window: float) -> tuple[int, float]:
-        now = time.time()
-        params = {"key": key, "now": now, "new_end": now + window}
-        async with self._connect(write=True) as connection:
-            hits, end = (await connection.execute(self._hit, params)).one()
-        return int(hits), float(end)
-
-    async def peek(self, key: str) -> tuple[int, float]:
-        async with self._connect() as connection:
-            row = (await connection.execute(_PEEK, {"key": key, "now": time.time()})).first()
-        return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
-
-    async def release(self, key: str) -> None:
-        async with self._connect(write=True) as connection:
-            await connection.execute(_RELEASE, {"counter_key": key, "now": time.time()})
-
-    async def reset(self, key: str) -> None:
-        async with self._connect(write=True) as connection:
-            await connection.execute(_RESET, {"key": key})
-
-    async def clear_expired(self) -> int:
-        async with self._connect(write=True) as connection:
-            result = await connection.execute(_DELETE_EXPIRED, {"now": time.time()})
-        return max(result.rowcount, 0)
-
-
-# INCR, and start the window's TTL if the key has none: atomic, in one round trip.
-_HIT_SCRIPT = """
-local hits = redis.call('INCR', KEYS[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  ttl = tonumber(ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-return {hits, ttl}
-"""
-
-# DECR only a live count above 0: an absent (or expired) key must not come back as -1.
-_RELEASE_SCRIPT = """
-local hits = tonumber(redis.call('GET', KEYS[1]))
-if hits and hits > 0 then
-  redis.call('DECR', KEYS[1])
-end
-return 0
-"""
-
-
-class RedisCounter:
-    """Counts as Redis integers whose TTL is the window; Redis forgets ended ones."""
-
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "doorman:throttle:") -> None:
-        from redis import exceptions as redis_errors
-
-        self.client = client
-        self.prefix = prefix
-        # uvloop raises RuntimeError writing to a socket Redis closed: down, too (a 503)
-        self._errors = (redis_errors.RedisError, OSError, RuntimeError)
-        self._script = client.register_script(_HIT_SCRIPT)
-        self._release_script = client.register_script(_RELEASE_SCRIPT)
-        pool_options: dict[str, Any] = client.connection_pool.connection_kwargs
-        self._where = f"Redis {pool_options.get('host', '?')}:{pool_options.get('port', '?')}"
-
-    @contextlib.asynccontextmanager
-    async def _answering(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except self._errors as error:
-            raise StoreError(f"{self._where} did not answer ({type(error).__name__})") from error
-
-    async def hit(self, key: str, window: float) -> tuple[int, float]:
-        async with self._answering():
-            hits, ttl_ms = await self._script(
-                keys=[self.prefix + key], args=[max(1, math.ceil(window * 1000))]
-            )
-        return int(hits), time.time() + int(ttl_ms) / 1000
-
-    async def peek(self, key: str) -> tuple[int, float]:
-        async with self._answering(), self.client.pipeline(transaction=True) as pipe:
-            pipe.get(self.prefix + key)
-            pipe.pttl(self.prefix + key)
-            hits, ttl_ms = await pipe.execute()
-        if hits is None or ttl_ms < 0:  # absent (-2); no TTL (-1) is repaired by the next hit
-            return 0, 0.0
-        return int(hits), time.time() + ttl_ms / 1000
-
-    async def release(self, key: str) -> None:
-        async with self._answering():
-            await self._release_script(keys=[self.prefix + key])
-
-    async def reset(self, key: str) -> None:
-        async with self._answering():
-            await self.client.delete(self.prefix + key)
-
-    async def clear_expired(self) -> int:
-        return 0  # Redis expires keys itself
-
-
-def counter_for(store: object, *, engine: AsyncEngine | None = None) -> Counter:
-    """The counter that keeps its counts where ``store`` keeps sessions."""
-    from ..stores.memory import MemoryStore
-    from ..stores.sql import SQLStore
-
-    if isinstance(store, MemoryStore):
-        return MemoryCounter()
-    if isinstance(store, SQLStore):
-        return SQLCounter(store.engine)
-    try:
-        from ..stores.redis import RedisStore
-    except ImportError:  # redis is optional; without it, store is no RedisStore
-        pass
-    else:
-        if isinstance(store, RedisStore):
-            base = store.prefix.removesuffix("session:")  # doorman:session: -> doorman:throttle:
-            return RedisCounter(store.client, prefix=base + "throttle:")
-    if engine is not None:
-        return SQLCounter(engine)
-    raise ConfigError(
-        f"throttling: failed sign-ins must be counted where every worker sees them, and "
-        f"{type(store).__name__} keeps nothing server-side (a stateless session store); "
-        "give the users database (engine=...) or use a SQL or Redis session store"
-    )
-
-
-class _Limit(NamedTuple):
+class _Bucket(NamedTuple):
     key: str
     limit: int
-    kind: Literal["account", "address"]
+    kind: Literal["account", "address", "device", "registration"]
+    #: What a success does to the bucket: nothing counted ("refund"), its failures
+    #: forgotten ("clear"), or counted like a failure ("count": every registration).
+    on_success: Outcome
 
 
-class LoginThrottle:
-    """Refuses sign-in attempts beyond ``per_account`` for an account, or
-    beyond ``per_address`` from a client address, within ``window`` seconds.
+class Attempt:
+    """One check holding its slots: ``async with await throttle.attempt(...) as attempt``.
 
-    Call ``attempt`` before checking the password and ``succeeded`` after a
-    good one: every attempt counts, and a success gives its count back. A limit
-    of 0 turns that limit off. ``secret`` (or a list, newest first), when
-    given, keys the hashes (HMAC-SHA256, with a key derived from the newest
-    secret) so stored keys cannot be reversed by guessing; every worker must
-    then be given the same one.
+    Call ``succeeded()`` once the password proved right. Leaving the block
+    otherwise (a wrong password, or any error) counts a failure in each bucket.
+    """
+
+    def __init__(self, limiter: _Limiter, buckets: Sequence[_Bucket], address: str | None) -> None:
+        self._limiter, self._buckets, self._address = limiter, buckets, address
+        self._succeeded = self._settled = False
+
+    def succeeded(self) -> None:
+        self._succeeded = True
+
+    async def __aenter__(self) -> Attempt:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self._settled:
+            self._settled = True
+            await self._limiter.settle(self._buckets, self._succeeded, self._address)
+
+
+class _Limiter:
+    """Slots in buckets: what the sign-in and registration throttles share."""
+
+    #: The refusal, in the same words for every bucket: it must not tell which one.
+    refusal = "Too many failed sign-in attempts; try again in {wait}."
+
+    def __init__(
+        self,
+        counter: Counter,
+        *,
+        window: float,
+        secret: str | bytes | Sequence[str | bytes] | None,
+        wait: float,
+        lease: float,
+    ) -> None:
+        for name, seconds in (("window", window), ("wait", wait), ("lease", lease)):
+            if type(seconds) not in (int, float) or not 0 < seconds < math.inf:  # no bool, nan
+                raise ConfigError(
+                    f"throttle_{name}={seconds!r}: give a positive number of seconds, such as 900"
+                )
+        self.counter = counter
+        self.window, self.wait, self.lease = float(window), float(wait), float(lease)
+        self._key: bytes | None = None
+        if secret is not None:  # a key for this purpose only, never the secret itself
+            self._key = hmac.digest(normalize_secrets(secret)[0], b"doorman.throttle", "sha256")
+
+    def _hash(self, value: str) -> str:
+        if self._key is None:
+            return hashlib.sha256(value.encode()).hexdigest()[:40]
+        return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()[:40]
+
+    def _address(self, address: str) -> str:
+        return self._hash(_network(address))
+
+    async def enter(self, buckets: Sequence[_Bucket], address: str | None) -> Attempt:
+        """Take a slot in every bucket, waiting while only checks in flight stand in the way.
+
+        ``Throttled`` when a bucket is full of failures; ``Busy`` (503) when
+        ``wait`` seconds pass and checks in flight still hold every slot.
+        """
+        deadline, delay = time.monotonic() + self.wait, _FIRST_POLL
+        while True:
+            verdict, end = await self._take(buckets)
+            if verdict == "granted":
+                return Attempt(self, buckets, address)
+            if verdict == "refused":
+                raise _throttled(self.refusal, max(1, math.ceil(end - time.time())))
+            if time.monotonic() + delay > deadline:
+                security_log.warning("checks in flight held every slot for %ss", self.wait)
+                raise Busy(
+                    "Too many attempts at once; try again in a few seconds.",
+                    retry_after=_BUSY_RETRY_AFTER,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LAST_POLL)
+
+    async def _take(self, buckets: Sequence[_Bucket]) -> tuple[Verdict, float]:
+        """All the slots, or none: what stood in the way, with that bucket's window end."""
+        taken: list[_Bucket] = []
+        for bucket in buckets:
+            verdict, end = await self.counter.acquire(bucket.key, bucket.limit, self.lease)
+            if verdict != "granted":
+                for held in taken:  # a full bucket must not use up the others
+                    await self.counter.settle(held.key, "refund", self.window)
+                return verdict, end
+            taken.append(bucket)
+        return "granted", 0.0
+
+    async def settle(
+        self, buckets: Sequence[_Bucket], succeeded: bool, address: str | None
+    ) -> None:
+        for bucket in buckets:
+            outcome = bucket.on_success if succeeded else "count"
+            failures = await self.counter.settle(bucket.key, outcome, self.window)
+            if outcome == "count" and failures == bucket.limit:  # once per window
+                # Never with the username: people type their password there by mistake.
+                security_log.warning(
+                    "throttle: the %s limit of %s within %ss was reached, the last from %s",
+                    bucket.kind,
+                    bucket.limit,
+                    self.window,
+                    address or "-",
+                )
+
+
+class LoginThrottle(_Limiter):
+    """Bounds password checks: ``per_account`` failures per account per ``window``
+    for untrusted clients (and as many for each trusted device), ``per_address``
+    per client address. A limit of 0 turns it off.
+
+    ``attempt`` before the check, ``succeeded()`` after a right password; see
+    ``Attempt``. ``secret`` (or a list, newest first), when given, keys the
+    hashes (HMAC-SHA256, with a key derived from the newest secret) so stored
+    keys cannot be reversed by guessing; every worker must then be given the
+    same one. ``wait`` bounds how long a check waits for checks in flight, and
+    ``lease`` how long a check may hold its slot if its worker dies.
     """
 
     def __init__(
@@ -296,93 +199,93 @@ class LoginThrottle:
         per_address: int = 20,
         window: float = 900.0,
         secret: str | bytes | Sequence[str | bytes] | None = None,
+        wait: float = 30.0,
+        lease: float = 60.0,
     ) -> None:
-        for name, limit in (("per_account", per_account), ("per_address", per_address)):
-            if type(limit) is not int or limit < 0:
-                raise ConfigError(
-                    f"throttle_{name}={limit!r}: give a whole number of attempts, or 0 for no limit"
-                )
-        if type(window) not in (int, float) or not 0 < window < math.inf:  # no bool, nan, inf
-            raise ConfigError(
-                f"throttle_window={window!r}: give a positive number of seconds, such as 900"
-            )
-        self.counter = counter
+        _check_limit("per_account", per_account)
+        _check_limit("per_address", per_address)
+        super().__init__(counter, window=window, secret=secret, wait=wait, lease=lease)
         self.per_account = per_account
         self.per_address = per_address
-        self.window = float(window)
-        self._key: bytes | None = None
-        if secret is not None:  # a key for this purpose only, never the secret itself
-            self._key = hmac.digest(normalize_secrets(secret)[0], b"doorman.throttle", "sha256")
-
-    def _hash(self, value: str) -> str:
-        if self._key is None:
-            return hashlib.sha256(value.encode()).hexdigest()[:40]
-        return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()[:40]
 
     def _account(self, username: str) -> str:
         """An account's key: "Alice", "ALICE" and a fullwidth "Alice" share one."""
         return "a:" + self._hash(unicodedata.normalize("NFKC", username).casefold())
 
-    def _limits(self, username: str, address: str | None) -> list[_Limit]:
-        """The limits that apply to this attempt."""
-        limits = []
+    def _buckets(self, username: str, address: str | None, device: str | None) -> list[_Bucket]:
+        if device is not None:  # a browser that signed in to this account before
+            key = "d:" + self._hash(device)
+            return [_Bucket(key, self.per_account, "device", "clear")] if self.per_account else []
+        buckets = []
         if self.per_account:
-            limits.append(_Limit(self._account(username), self.per_account, "account"))
+            buckets.append(_Bucket(self._account(username), self.per_account, "account", "refund"))
         if self.per_address and address is not None:
-            limits.append(_Limit("c:" + self._hash(_network(address)), self.per_address, "address"))
-        return limits
+            key = "c:" + self._address(address)
+            buckets.append(_Bucket(key, self.per_address, "address", "refund"))
+        return buckets
 
-    async def attempt(self, username: str, address: str | None) -> None:
-        """Count one sign-in attempt; raise ``Throttled`` when it is over a limit.
+    async def attempt(
+        self, username: str, address: str | None, *, device: str | None = None
+    ) -> Attempt:
+        """Wait for a slot to check a password for ``username`` from ``address``.
 
-        Call it before checking the password: a burst of parallel attempts is
-        counted before any of them is answered, so no more than the limit pass.
-        A refused attempt stays counted against the limit that refused it (the
-        fixed window does not grow) and is given back to the other.
+        ``device``: the id ``DeviceCookies.device_for`` gave for this browser and
+        account, or None for an untrusted client. Raises ``Throttled`` (429)
+        when a bucket is full of failures, ``Busy`` (503) when checks in flight
+        held every slot for ``wait`` seconds.
         """
-        waits, under = [], []
-        for limit in self._limits(username, address):
-            hits, end = await self.counter.hit(limit.key, self.window)
-            if hits <= limit.limit:
-                under.append(limit)
-                continue
-            waits.append(max(1, math.ceil(end - time.time())))
-            # Logged once per window, never with the username (it may be a password).
-            if hits == limit.limit + 1:
-                security_log.warning(
-                    "sign-in throttled: over %s attempts for one %s within %ss, from %s",
-                    limit.limit,
-                    limit.kind,
-                    self.window,
-                    address or "-",
-                )
-        if waits:
-            for limit in under:  # a locked account must not use up its address's budget
-                await self.counter.release(limit.key)
-            raise _throttled(max(waits))
+        return await self.enter(self._buckets(username, address, device), address)
 
-    async def check(self, username: str, address: str | None) -> None:
-        """Raise ``Throttled`` when the next attempt would be refused; counts nothing."""
+    async def check(self, username: str, address: str | None = None) -> None:
+        """Raise ``Throttled`` when an untrusted attempt would be refused; changes nothing."""
         now = time.time()
         waits = []
-        for limit in self._limits(username, address):
-            hits, end = await self.counter.peek(limit.key)
-            if hits >= limit.limit:
+        for bucket in self._buckets(username, address, None):
+            failures, end = await self.counter.peek(bucket.key)
+            if failures >= bucket.limit:
                 waits.append(max(1, math.ceil(end - now)))
         if waits:
-            raise _throttled(max(waits))
-
-    async def succeeded(self, username: str, address: str | None) -> None:
-        """After a good password: clear the account's count, give the address its attempt back."""
-        for limit in self._limits(username, address):
-            if limit.kind == "account":
-                await self.counter.reset(limit.key)
-            else:
-                await self.counter.release(limit.key)
+            raise _throttled(self.refusal, max(waits))
 
     async def reset(self, username: str) -> None:
-        """Unlock an account now (an admin action)."""
+        """Unlock an account for untrusted clients now (an admin action)."""
         await self.counter.reset(self._account(username))
+
+
+class RegistrationThrottle(_Limiter):
+    """At most ``per_address`` registration attempts per client address per ``window``
+    (0: no limit), in flight included; each attempt counts, whatever its outcome."""
+
+    refusal = "Too many registrations from your network; try again in {wait}."
+
+    def __init__(
+        self,
+        counter: Counter,
+        *,
+        per_address: int = 10,
+        window: float = 900.0,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
+        wait: float = 30.0,
+        lease: float = 60.0,
+    ) -> None:
+        _check_limit("registrations", per_address)
+        super().__init__(counter, window=window, secret=secret, wait=wait, lease=lease)
+        self.per_address = per_address
+
+    async def attempt(self, address: str | None) -> Attempt:
+        """Wait for a slot to register from ``address``; ``Throttled`` over the limit."""
+        buckets = []
+        if self.per_address and address is not None:
+            key = "r:" + self._address(address)
+            buckets.append(_Bucket(key, self.per_address, "registration", "count"))
+        return await self.enter(buckets, address)
+
+
+def _check_limit(name: str, limit: object) -> None:
+    if type(limit) is not int or limit < 0:
+        raise ConfigError(
+            f"throttle_{name}={limit!r}: give a whole number of attempts, or 0 for no limit"
+        )
 
 
 def _network(address: str) -> str:
@@ -398,13 +301,10 @@ def _network(address: str) -> str:
     return str(ip)
 
 
-def _throttled(retry_after: int) -> Throttled:
-    """The refusal, in the same words for either limit: they must not tell whether the
-    account exists."""
+def _throttled(template: str, retry_after: int) -> Throttled:
+    """The refusal, with the wait in words ("40 seconds", "15 minutes")."""
     amount, unit = (
         (retry_after, "second") if retry_after < 60 else (math.ceil(retry_after / 60), "minute")
     )
     wait = f"{amount} {unit}{'s' * (amount != 1)}"
-    return Throttled(
-        f"Too many failed sign-in attempts; try again in {wait}.", retry_after=retry_after
-    )
+    return Throttled(template.format(wait=wait), retry_after=retry_after)

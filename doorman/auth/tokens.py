@@ -21,11 +21,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..database import connect
 from ..epochs import epoch_of
-from ..exceptions import AccountError, UserNotFound
+from ..exceptions import AccountError, PermissionDenied, UserNotFound
 from ..migrations import ensure_schema
 from ..schema import tokens_table, users_table
 from .cache import token_cache
@@ -40,6 +40,9 @@ _SECRET_CHARS = 43  # token_urlsafe(32)
 _TOKEN_LENGTH = len(PREFIX) + _ID_CHARS + 1 + _SECRET_CHARS
 _HEX = frozenset("0123456789abcdef")
 _URLSAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+#: Live tokens one user may have: a leaked token (or session) making tokens in a loop
+#: fills no database. Revoked and expired ones do not count.
+MAX_LIVE_TOKENS = 100
 #: ``last_used_at`` is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = 60.0
 _t = tokens_table.c
@@ -61,6 +64,16 @@ class Token:
 
     def is_live(self, now: float) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    def covers(self, other: Token) -> bool:
+        """Whether ``other`` may do nothing this token may not, and ends no later."""
+        narrower = self.scopes is None or (
+            other.scopes is not None and set(other.scopes) <= set(self.scopes)
+        )
+        sooner = self.expires_at is None or (
+            other.expires_at is not None and other.expires_at <= self.expires_at
+        )
+        return narrower and sooner
 
 
 def parse_token(text: str) -> str | None:
@@ -97,16 +110,27 @@ class Tokens:
         name: str = "",
         expires_in: float | None = None,
         scopes: Iterable[str] | None = None,
+        within: Token | None = None,
     ) -> tuple[Token, str]:
-        """A new token for ``user``: its record, and the token text to show once."""
+        """A new token for ``user``: its record, and the token text to show once.
+
+        ``within`` is the token a request came with, when a token makes a token:
+        the new one gets none of the scopes it lacks (its scopes, when none are
+        asked for) and ends no later (at its expiry, when asked for longer or for
+        never). ``PermissionDenied`` for a scope it lacks, or when it is revoked
+        or expired by the time the new one is written.
+        """
         if expires_in is not None and expires_in <= 0:
             raise AccountError("a token's lifetime must be above 0 seconds")
         if len(name) > 200:
             raise AccountError("a token name is at most 200 characters")
         scope_list = None if scopes is None else _check_scopes(scopes)
+        now = time.time()
+        expires_at = None if expires_in is None else now + expires_in
+        if within is not None:
+            scope_list, expires_at = _bounded_by(within, user, scope_list, expires_at)
         token_id = secrets.token_hex(_ID_CHARS // 2)
         text = f"{PREFIX}{token_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
-        now = time.time()
         row = {
             "id": token_id,
             "user_id": user.id,
@@ -114,15 +138,31 @@ class Tokens:
             "name": name,
             "scopes": None if scope_list is None else json.dumps(scope_list),
             "created_at": now,
-            "expires_at": None if expires_in is None else now + expires_in,
+            "expires_at": expires_at,
         }
         await ensure_schema(self.engine)
         try:
             async with connect(self.engine, write=True, changes_accounts=False) as connection:
+                await _lock_tokens_of(connection, user.id)
                 await connection.execute(tokens_table.insert().values(row))
+                # Checked after the insert, in its transaction: a revoke that came first is seen.
+                if within is not None and not await _is_live(connection, within.id, now):
+                    raise PermissionDenied("the token this request came with is no longer valid")
+                if await _live_count(connection, user.id, now) > MAX_LIVE_TOKENS:
+                    raise AccountError(
+                        f"a user may have at most {MAX_LIVE_TOKENS} live API tokens:"
+                        " revoke some first"
+                    )
         except exc.IntegrityError:  # the user row went away meanwhile
             raise UserNotFound(f"no user {user.username!r} (deleted?)") from None
         return _token({**row, "last_used_at": None, "revoked_at": None}, user.username), text
+
+    async def get(self, token_id: str) -> Token | None:
+        """The token with this id, live or not; None when there is none."""
+        if len(token_id) != _ID_CHARS or not _HEX.issuperset(token_id):
+            return None
+        kept = await self._cache.fetch(self._epoch, token_id, lambda: self._read(token_id))
+        return kept[1] if kept is not None else None
 
     async def verify(self, text: str) -> Token | None:
         """The live token this text is, or None (unknown, wrong, revoked, expired)."""
@@ -179,10 +219,7 @@ class Tokens:
         if user is not None:
             query = query.where(_t.user_id == user.id)
         if not include_dead:
-            now = time.time()
-            query = query.where(
-                _t.revoked_at.is_(None), sa.or_(_t.expires_at.is_(None), _t.expires_at > now)
-            )
+            query = query.where(_live(time.time()))
         await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             rows = (await connection.execute(query)).mappings().all()
@@ -201,13 +238,10 @@ class Tokens:
     async def revoke_all(self, user: User) -> int:
         """Revoke every live token of ``user``; return how many."""
         now = time.time()
-        query = tokens_table.update().where(
-            _t.user_id == user.id,
-            _t.revoked_at.is_(None),
-            sa.or_(_t.expires_at.is_(None), _t.expires_at > now),
-        )
+        query = tokens_table.update().where(_t.user_id == user.id, _live(now))
         await ensure_schema(self.engine)
         async with connect(self.engine, write=True) as connection:
+            await _lock_tokens_of(connection, user.id)
             result = await connection.execute(query.values(revoked_at=now))
         return max(result.rowcount, 0)
 
@@ -217,6 +251,53 @@ _WITH_USER = user_rows(
     sa.and_(_t.id == sa.bindparam("token_id"), _t.user_id == users_table.c.id),
     *(column.label(f"token_{column.name}") for column in tokens_table.c),
 )
+
+
+def _bounded_by(
+    parent: Token, user: User, scopes: builtins.list[str] | None, expires_at: float | None
+) -> tuple[builtins.list[str] | None, float | None]:
+    """The scopes and expiry of a token made with ``parent``: never more, never later."""
+    if parent.user_id != user.id:
+        raise PermissionDenied("a token can make tokens for its own user only")
+    if parent.scopes is not None:
+        if scopes is None:
+            scopes = list(parent.scopes)
+        elif set(scopes) - set(parent.scopes):
+            allowed = ", ".join(parent.scopes) or "none"
+            raise PermissionDenied(
+                f"a token can give only the scopes it has itself (this one has: {allowed})"
+            )
+    if parent.expires_at is not None and (expires_at is None or expires_at > parent.expires_at):
+        expires_at = parent.expires_at
+    return scopes, expires_at
+
+
+async def _lock_tokens_of(connection: AsyncConnection, user_id: int) -> None:
+    """Make ``create`` and ``revoke_all`` of one user take turns, on PostgreSQL.
+
+    Both lock the user's row first. Otherwise a token could be written while
+    ``revoke_all`` runs, unseen by its UPDATE, and keep a way in (a token making
+    tokens in a loop did); and the live-token count would let bursts through.
+    SQLite has one writer at a time, and ``create`` checks after its insert,
+    while it is that writer: no lock needed there.
+    """
+    if connection.dialect.name == "postgresql":
+        lock = sa.select(users_table.c.id).where(users_table.c.id == user_id).with_for_update()
+        await connection.execute(lock)
+
+
+def _live(now: float) -> sa.ColumnElement[bool]:
+    return sa.and_(_t.revoked_at.is_(None), sa.or_(_t.expires_at.is_(None), _t.expires_at > now))
+
+
+async def _is_live(connection: AsyncConnection, token_id: str, now: float) -> bool:
+    query = sa.select(_t.id).where(_t.id == token_id, _live(now))
+    return (await connection.execute(query)).first() is not None
+
+
+async def _live_count(connection: AsyncConnection, user_id: int, now: float) -> int:
+    query = sa.select(sa.func.count()).where(_t.user_id == user_id, _live(now))
+    return int((await connection.execute(query)).scalar_one())
 
 
 def _check_scopes(scopes: Iterable[str]) -> list[str]:

@@ -167,6 +167,16 @@ def yes_option(command: F) -> F:
     return click.option("--yes", is_flag=True, help="Do not ask for confirmation.")(command)
 
 
+def revoke_tokens_option(*, default: bool) -> Callable[[F], F]:
+    """``--revoke-tokens/--keep-tokens``: whether the user's API tokens end too."""
+    choice = "revoke" if default else "keep"
+    return click.option(
+        "--revoke-tokens/--keep-tokens",
+        default=default,
+        help=f"Revoke the user's API tokens too, or keep them working (default: {choice}).",
+    )
+
+
 def password_option(command: F) -> F:
     return click.option(
         "--password-stdin",

@@ -7,8 +7,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..config import Settings
-from ._options import json_option, run, settings_options, with_doorman, with_store, yes_option
-from ._output import echo_json, echo_table, plural, when
+from ._options import (
+    json_option,
+    revoke_tokens_option,
+    run,
+    settings_options,
+    with_doorman,
+    with_store,
+    yes_option,
+)
+from ._output import echo_json, echo_table, plural, tokens_note, when
 
 if TYPE_CHECKING:
     from ..core import Doorman
@@ -49,15 +57,27 @@ def _shorten(text: str, width: int = 50) -> str:
 
 @sessions.command("revoke")
 @click.argument("username")
+@revoke_tokens_option(default=False)
 @settings_options("db", "sessions")
-def revoke_sessions(settings: Settings, username: str) -> None:
-    """Sign a user out everywhere, in every store (signed cookies included)."""
+def revoke_sessions(settings: Settings, username: str, revoke_tokens: bool) -> None:
+    """Sign a user out everywhere, in every store (signed cookies included).
 
-    async def revoke(doorman: Doorman) -> None:
-        await doorman.end_sessions(await doorman.users.require(username))
+    Their API tokens keep working unless --revoke-tokens.
+    """
 
-    run(with_doorman(settings, revoke))
-    click.echo(f"signed {username} out everywhere")
+    async def revoke(doorman: Doorman) -> int:
+        user = await doorman.users.require(username)
+        live = len(await doorman.tokens.list(user))
+        await doorman.end_sessions(user, revoke_tokens=revoke_tokens)
+        return live
+
+    live = run(with_doorman(settings, revoke))
+    note = (
+        tokens_note(live, one="was revoked", many="were revoked")
+        if revoke_tokens
+        else tokens_note(live, one="still works", many="still work")
+    )
+    click.echo(f"signed {username} out everywhere{note}")
 
 
 def _elsewhere(spec: str) -> str | None:

@@ -11,12 +11,13 @@ from ._options import (
     json_option,
     password_option,
     read_password,
+    revoke_tokens_option,
     run,
     settings_options,
     with_doorman,
     yes_option,
 )
-from ._output import echo_json, echo_table, when
+from ._output import echo_json, echo_table, tokens_note, when
 
 if TYPE_CHECKING:
     from ..core import Doorman
@@ -125,43 +126,68 @@ def _what_is_now(user: Any, given: dict[str, bool]) -> str:
 @users.command("passwd")
 @click.argument("username")
 @password_option
+@revoke_tokens_option(default=True)
 @settings_options("db")
-def passwd(settings: Settings, username: str, password_stdin: bool) -> None:
-    """Set a user's password (checked); every session of the user ends."""
+def passwd(settings: Settings, username: str, password_stdin: bool, revoke_tokens: bool) -> None:
+    """Set a user's password (checked); their sessions end and their API tokens are revoked.
 
-    async def change(doorman: Doorman) -> None:
+    A reset usually follows a compromise, so the tokens go too, unless --keep-tokens.
+    """
+
+    async def change(doorman: Doorman) -> int:
         user = await doorman.users.require(username)
-        await doorman.set_password(user, read_password(password_stdin))
+        live = len(await doorman.tokens.list(user))
+        await doorman.set_password(user, read_password(password_stdin), revoke_tokens=revoke_tokens)
+        return live
 
-    run(with_doorman(settings, change))
-    click.echo(f"changed the password of {username}; their sessions have ended")
+    live = run(with_doorman(settings, change))
+    note = (
+        tokens_note(live, one="was revoked", many="were revoked")
+        if revoke_tokens
+        else tokens_note(live, one="still works", many="still work")
+    )
+    click.echo(f"changed the password of {username}; their sessions have ended{note}")
 
 
 @users.command("disable")
 @click.argument("username")
+@revoke_tokens_option(default=True)
 @settings_options("db")
-def disable(settings: Settings, username: str) -> None:
-    """Stop a user from signing in, and end their sessions (tokens stop working too)."""
+def disable(settings: Settings, username: str, revoke_tokens: bool) -> None:
+    """Stop a user from signing in; end their sessions and revoke their API tokens.
 
-    async def change(doorman: Doorman) -> None:
-        user = await doorman.users.set_active(await doorman.users.require(username), False)
-        await doorman.end_sessions(user)
+    With --keep-tokens the tokens only stop working while the user is disabled.
+    """
 
-    run(with_doorman(settings, change))
-    click.echo(f"disabled {username} and ended their sessions")
+    async def change(doorman: Doorman) -> int:
+        user = await doorman.users.require(username)
+        live = len(await doorman.tokens.list(user))
+        user = await doorman.users.set_active(user, False)
+        await doorman.end_sessions(user, revoke_tokens=revoke_tokens)
+        return live
+
+    live = run(with_doorman(settings, change))
+    if revoke_tokens:
+        note = tokens_note(live, one="was revoked", many="were revoked")
+    else:
+        note = tokens_note(live, one="stops working", many="stop working") + (
+            " until they are enabled" if live else ""
+        )
+    click.echo(f"disabled {username} and ended their sessions{note}")
 
 
 @users.command("enable")
 @click.argument("username")
 @settings_options("db")
 def enable(settings: Settings, username: str) -> None:
-    """Let a disabled user sign in again."""
+    """Let a disabled user sign in again; their API tokens that were kept work again."""
 
-    async def change(doorman: Doorman) -> None:
-        await doorman.users.set_active(await doorman.users.require(username), True)
+    async def change(doorman: Doorman) -> int:
+        user = await doorman.users.set_active(await doorman.users.require(username), True)
+        return len(await doorman.tokens.list(user))
 
-    run(with_doorman(settings, change))
-    click.echo(f"enabled {username}")
+    live = run(with_doorman(settings, change))
+    click.echo(f"enabled {username}{tokens_note(live, one='works again', many='work again')}")
 
 
 @users.command("delete")

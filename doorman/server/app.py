@@ -17,21 +17,26 @@ with needs_extra("server", "the sign-in server"):
     import jinja2  # noqa: F401 - the pages' templates
     import python_multipart  # noqa: F401 - Starlette reads forms with it, on the first POST
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.responses import FileResponse, RedirectResponse, Response
     from starlette.routing import BaseRoute, Mount, Route
     from starlette.staticfiles import StaticFiles
 
 from .._types import ASGIApp, Receive, Scope, Send
+from ..auth.csrf import CSRF, CSRFCookieMiddleware
 from ..auth.guards import requires
 from ..auth.middleware import AuthMiddleware
+from ..auth.websockets import WebSocketOriginMiddleware
 from ..config import SERVE_SETTINGS_ENV, Settings, assemble, warn_about_secret
 from ..core import Doorman
 from ..exceptions import ConfigError
 from ..integrations.sentry import with_sentry
 from ..integrations.starlette import exception_handlers
+from ..origins import AllowedOrigins
 from ..sessions.middleware import SessionMiddleware
 from ..stores.base import SessionStore
 from .access_log import AccessLogMiddleware
+from .body_limit import BodyLimitMiddleware
 from .cors import CORSMiddleware
 from .headers import SecurityHeadersMiddleware
 from .plugin import ServerPlugin
@@ -61,18 +66,19 @@ def create_app(
     ``ProtectedApp``; this is ``doorman protect``).
     """
     secrets = _secrets_of(settings)
-    if settings.cookie_domain and not settings.public_url:
-        log.warning(
-            "cookie_domain is set but public_url is not: forward-auth redirects to the login "
-            "page will be relative and break on other hosts; set public_url to this server's "
-            "address, such as https://auth.example.com"
-        )
+    _warn_about_other_hosts(settings)
     prefix = "/" + settings.route_prefix.strip("/")
+    origins = AllowedOrigins.from_settings(settings)
     landing = login_landing(settings, prefix=prefix, protect=protected is not None)
     if doorman is None or store is None:
         doorman, store = assemble(settings, secrets)
+    csrf = CSRF(secrets, max_age=settings.session_max_age, https_only=settings.cookie_secure)
     templates = Templates(
-        doorman, template_dir=settings.template_dir, site_name=settings.site_name, prefix=prefix
+        doorman,
+        template_dir=settings.template_dir,
+        site_name=settings.site_name,
+        prefix=prefix,
+        csrf=csrf,
     )
     if doorman.plugins.get_plugin("doorman.server") is None:
         doorman.plugins.register(ServerPlugin(prefix, templates), name="doorman.server")
@@ -82,14 +88,23 @@ def create_app(
         store=store,
         templates=templates,
         next_signer=NextSigner(secrets),
+        origins=origins,
         prefix=prefix,
         login_redirect=landing,
+        csrf=csrf,
     )
     app = Starlette(
         routes=_routes(server),
+        # Inside Starlette's error handling, so that its 413 is not turned into a 500 first.
+        middleware=[
+            Middleware(BodyLimitMiddleware, max_size=settings.max_body_size),
+            Middleware(CSRFCookieMiddleware, csrf=csrf),
+        ],
         exception_handlers={**exception_handlers, **errors.error_handlers},
         lifespan=_lifespan(doorman, store, secrets),
     )
+    # Starlette would answer /-/login/ with a redirect built from the Host header: 404 instead.
+    app.router.redirect_slashes = False
     app.state.server = server
     forward_auth = _Shortcut(app, f"{prefix}/auth", api.ForwardAuth(server), _FORWARD_AUTH)
     inner: ASGIApp = SecurityHeadersMiddleware(forward_auth)
@@ -109,10 +124,29 @@ def create_app(
         https_only=settings.cookie_secure,
         domain=settings.cookie_domain,
     )
+    # Before the session is read: a page of another origin never opens a websocket as the user.
+    wrapped = WebSocketOriginMiddleware(wrapped, allowed_origins=origins)
     if settings.cors_origins:
         wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=prefix)
     wrapped = with_sentry(wrapped, settings.sentry)
     return AccessLogMiddleware(wrapped) if settings.access_log else wrapped
+
+
+def _warn_about_other_hosts(settings: Settings) -> None:
+    if not settings.cookie_domain:
+        return
+    if not settings.public_url:
+        log.warning(
+            "cookie_domain is set but public_url is not: forward-auth redirects to the login "
+            "page will be relative and break on other hosts; set public_url to this server's "
+            "address, such as https://auth.example.com"
+        )
+    if not settings.allowed_origins:
+        log.warning(
+            "cookie_domain is set but allowed_origins is not: a sign-in returns to no other "
+            "host, and no other host's pages may open websockets here; list the apps' origins "
+            "in allowed_origins, such as https://app.example.com"
+        )
 
 
 def _routes(server: ServerState) -> list[BaseRoute]:

@@ -7,7 +7,8 @@ needs an actor allowed to ``view`` (any signed-in user, unless the permission
 rules say otherwise). Refusals answer through the ``forbidden`` hook: a browser
 asking for a page is sent to the login page and back, an API client gets 401
 JSON, a websocket is closed with 1008. The app finds the actor in
-``scope["actor"]``.
+``scope["actor"]``, and in the ``X-Doorman-*`` headers, as forward-auth sets
+them (a client's own copies are removed).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .._identity import set_identity_headers
+from .._paths import unambiguous_path
 from .._types import ASGIApp, Receive, Scope, Send
 from ..auth.guards import guard
 from ..exceptions import ConfigError
@@ -62,20 +65,23 @@ class ProtectedApp:
             await self.app(scope, receive, send)
         elif _under(scope["path"], self.prefix):
             await self.routes(scope, receive, send)
-        elif is_public(scope["path"], self.public_paths):
-            await self.app(scope, receive, send)
         else:
-            await self.guarded(scope, receive, send)
+            set_identity_headers(scope)  # the app may trust X-Doorman-* as behind forward-auth
+            if is_public(scope["path"], self.public_paths, scope.get("raw_path")):
+                await self.app(scope, receive, send)
+            else:
+                await self.guarded(scope, receive, send)
 
 
-def is_public(path: str, public_paths: Sequence[str]) -> bool:
+def is_public(path: str, public_paths: Sequence[str], raw_path: bytes | None = None) -> bool:
     """Whether ``path`` is one of ``public_paths`` or under one.
 
     ``/static/`` and ``/static`` both cover ``/static`` and ``/static/app.css``,
-    not ``/statics``. A path with ``.`` or ``..`` segments is never public: an
-    app that resolves them could otherwise be reached through ``/static/../``.
+    not ``/statics``. A path that an app could read as another path is never
+    public (``doorman._paths``): ``.`` or ``..`` segments, ``\\`` or ``;``, in
+    it or in ``raw_path``, however deeply percent-encoded.
     """
-    if not public_paths or "/./" in path + "/" or "/../" in path + "/":
+    if not public_paths or unambiguous_path(path, raw_path) is None:
         return False
     return any(_under(path, public.rstrip("/")) for public in public_paths)
 

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 if TYPE_CHECKING:
+    from ..auth.csrf import CSRF
     from ..config import Settings
     from ..core import Doorman
+    from ..origins import AllowedOrigins
     from ..stores.base import SessionStore
     from .redirects import NextSigner
     from .templates import Templates
@@ -24,10 +26,14 @@ class ServerState:
     store: SessionStore
     templates: Templates
     next_signer: NextSigner
+    #: Where a signed ``next`` may lead, and which pages may open websockets.
+    origins: AllowedOrigins
     #: ``route_prefix`` without its trailing slash: "/-" by default.
     prefix: str
     #: Where a sign-in without ``next`` lands (``login_redirect``, checked).
     login_redirect: str
+    #: CSRF tokens: the session's, or the ``doorman_csrf`` cookie's for visitors without one.
+    csrf: CSRF
 
     def url(self, path: str) -> str:
         """A doorman route: ``url("login")`` is "/-/login"."""

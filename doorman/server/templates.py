@@ -12,7 +12,7 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from ..auth.csrf import csrf_token
+from ..auth.csrf import CSRF
 from ..plugins import all_results
 from .devices import describe
 
@@ -24,7 +24,9 @@ _PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 class Templates:
     """Renders pages with the context every page needs: actor, CSRF token, links, site name."""
 
-    def __init__(self, doorman: Any, *, template_dir: str | None, site_name: str, prefix: str):
+    def __init__(
+        self, doorman: Any, *, template_dir: str | None, site_name: str, prefix: str, csrf: CSRF
+    ):
         loaders: list[jinja2.BaseLoader] = []
         if template_dir:
             loaders.append(jinja2.FileSystemLoader(template_dir))
@@ -42,6 +44,7 @@ class Templates:
             when=_when, ago=_ago, ago_tag=_ago_tag, device=describe, scopes=_scopes
         )
         self.doorman = doorman
+        self.csrf = csrf
         doorman.plugins.hook.prepare_jinja2_environment(env=self.env, doorman=doorman)
 
     async def render(
@@ -66,7 +69,7 @@ class Templates:
                 **context,
                 "request": request,
                 "actor": actor,
-                "csrftoken": csrf_token(request.scope["session"]),
+                "csrftoken": self.csrf.token(request.scope),
                 "menu_links": links,
             }
         )

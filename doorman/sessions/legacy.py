@@ -30,6 +30,8 @@ __all__ = ["StarletteCookieReader"]
 
 _SALT = b"itsdangerous.Signer"
 _MAX_TIMESTAMP_BYTES = 8  # what itsdangerous reads back
+#: Encodes as the session does when it saves (doorman.sessions.session).
+_storable = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
 def _refuse_constant(name: str) -> Any:
@@ -65,7 +67,10 @@ class StarletteCookieReader:
             data = json.loads(
                 binascii.a2b_base64(payload.encode("ascii")), parse_constant=_refuse_constant
             )
-        except (ValueError, RecursionError):  # binascii.Error is a ValueError; deep nesting
+            # What doorman could not save again (1e999 is a float infinity; a lone
+            # surrogate is no UTF-8) would be a 500 on the way out: refused here.
+            _storable(data).encode()
+        except (ValueError, RecursionError):  # binascii.Error and UnicodeError are ValueErrors
             return None
         return data if type(data) is dict else None
 

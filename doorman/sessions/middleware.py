@@ -11,7 +11,7 @@ from typing import Literal, NamedTuple
 from .._answers import send_error
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..exceptions import ConfigError, SessionTooLarge, StoreError, WeakSecretWarning
-from ..signing import MIN_SECRET_LENGTH, Signer, normalize_secrets
+from ..signing import MAKE_A_SECRET, MIN_SECRET_LENGTH, Signer, normalize_secrets
 from ..stores.base import SessionStore
 from ..stores.cookie import CookieStore
 from .legacy import StarletteCookieReader
@@ -319,7 +319,7 @@ def _starlette_keys(secret_key: str | bytes | Sequence[str | bytes]) -> list[byt
                 f"SessionMiddleware(secret_key=...): {which} is {len(key)} characters long, "
                 f"and anyone who guesses it can forge any session; doorman asks for at least "
                 f"{MIN_SECRET_LENGTH} (and refuses shorter ones given as secret=). Make one "
-                "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                f"with: {MAKE_A_SECRET}"
             )
             warnings.warn(message, WeakSecretWarning, stacklevel=3)
             security_log.warning("%s", message)

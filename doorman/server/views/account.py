@@ -1,9 +1,18 @@
-"""``/-/account``: own details, email and password change, own sessions and API tokens."""
+"""``/-/account``: own details, email and password change, own sessions and API tokens.
+
+A request made with an API token may read the page and manage tokens, within
+the token's own reach (see ``create_token`` and ``revoke_token``), but never
+change the password or the email address, nor sign a session out: those stay
+with the person who signs in with the password.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -12,11 +21,22 @@ from starlette.routing import BaseRoute, Route
 
 from ...auth.guards import requires
 from ...auth.login import current_signin, update_session_auth
-from ...auth.users import User
-from ...exceptions import AccountError
+from ...auth.tokens import Token
+from ...auth.users import User, check_email
+from ...exceptions import AccountError, AuthenticationFailed, PermissionDenied, Throttled
+from ..device_cookie import device_cookie, remember_device
 from ..devices import describe
 from ..state import ServerState, state_of
-from .common import checked_form, field, redirect, refuse_csrf, sentence, wants_json
+from .common import (
+    checked_form,
+    client_address,
+    field,
+    json_error,
+    redirect,
+    refuse_csrf,
+    sentence,
+    wants_json,
+)
 from .forms import FormErrors, check_new_password, password_hint
 
 __all__ = ["routes"]
@@ -47,20 +67,60 @@ async def _me(request: Request) -> tuple[ServerState, User]:
 _NOTICES = {
     "email": "Email address saved.",
     "password": "Password changed. Every other session of yours was signed out.",
-    "token": "Copy this token now: it will not be shown again.",
     "created": "Your account was created, and you are signed in.",
 }
-#: A token made on the previous request waits here for the page that shows it once.
-_NEW_TOKEN = "_new_token"  # noqa: S105 - a session key's name, not a secret
+_TOKEN_NOTICE = "Copy this token now: it will not be shown again."  # noqa: S105 - words
+#: Where doorman once kept a new token until the next page showed it: cleared on sight.
+_OLD_NEW_TOKEN_KEY = "_new_token"  # noqa: S105 - a session key's name, not a secret
+
+View = Callable[[Request], Awaitable[Response]]
+
+
+def _not_with_a_token(view: View) -> View:
+    """For what only the person may do, signed in with their password: a token gets 403."""
+
+    @functools.wraps(view)
+    async def checked(request: Request) -> Response:
+        if _via_token(request):
+            return await _forbidden(request, "An API token cannot do this: sign in to do it.")
+        return await view(request)
+
+    return checked
+
+
+def _via_token(request: Request) -> bool:
+    return bool(request.scope["actor"].get("via") == "token")
+
+
+async def _calling_token(request: Request, server: ServerState) -> Token | None:
+    """The token this request came with; None for a person signed in."""
+    if not _via_token(request):
+        return None
+    token = await server.doorman.tokens.get(str(request.scope["actor"].get("token", "")))
+    if token is None:  # deleted meanwhile, or an actor from a plugin that says "token"
+        raise PermissionDenied("the token this request came with is no longer valid")
+    return token
+
+
+async def _forbidden(request: Request, message: str) -> Response:
+    """403, as JSON or a page: the request is understood, and not allowed."""
+    if wants_json(request) or _via_token(request):
+        return json_error(message, 403)
+    server = state_of(request)
+    link = {"href": server.url("account"), "label": "Back to your account"}
+    return await server.templates.render(
+        request, "message.html", 403, title="Not allowed", message=message, link=link
+    )
 
 
 @requires("account")
 async def account_page(request: Request) -> Response:
     server, user = await _me(request)
-    new_token = request.scope["session"].pop(_NEW_TOKEN, "")
-    done = "token" if new_token else request.query_params.get("done", "")
-    notice = "" if done == "token" and not new_token else _NOTICES.get(done, "")
-    return await _render(request, server, user, notice=notice, new_token=new_token)
+    session = request.scope["session"]
+    if _OLD_NEW_TOKEN_KEY in session:
+        del session[_OLD_NEW_TOKEN_KEY]
+    notice = _NOTICES.get(request.query_params.get("done", ""), "")
+    return await _render(request, server, user, notice=notice)
 
 
 async def _render(
@@ -71,8 +131,9 @@ async def _render(
     *,
     errors: FormErrors | None = None,
     notice: str = "",
-    new_token: str = "",
+    new_token: tuple[Token, str] | None = None,
 ) -> Response:
+    """The account page, or its JSON; ``new_token`` (record, text) is shown this once."""
     signins = await server.doorman.signins.list(user)
     tokens = await server.doorman.tokens.list(user)
     current = current_signin(request.scope["session"])
@@ -95,7 +156,7 @@ async def _render(
                 {
                     "id": t.id,
                     "name": t.name,
-                    "scopes": None if t.scopes is None else list(t.scopes),
+                    "scopes": _listed(t),
                     "created_at": t.created_at,
                     "last_used_at": t.last_used_at,
                     "expires_at": t.expires_at,
@@ -104,7 +165,12 @@ async def _render(
             ],
         }
         if new_token:
-            body["token"] = new_token
+            made, body["token"] = new_token
+            body["created"] = {
+                "id": made.id,
+                "scopes": _listed(made),
+                "expires_at": made.expires_at,
+            }
         if errors:
             body.update(errors.json())
         return JSONResponse(body, status, headers={"cache-control": "no-store"})
@@ -120,30 +186,35 @@ async def _render(
         **(errors or FormErrors()).context(),
         password_hint=password_hint(server.doorman),
         notice=notice,
-        new_token=new_token,
+        new_token=new_token[1] if new_token else "",
         now=time.time(),
     )
 
 
+def _listed(token: Token) -> list[str] | None:
+    return None if token.scopes is None else list(token.scopes)
+
+
 @requires("account")
+@_not_with_a_token
 async def change_email(request: Request) -> Response:
     """A new address (or none), confirmed with the password: it is where resets would go."""
     server, user = await _me(request)
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
-    verdict = await server.doorman.hasher.verify(
-        field(fields, "current_password"), user.password_hash
-    )
-    errors = FormErrors()
-    if not verdict.ok:  # keyed apart from the password form's field of the same name
-        errors.add("The current password is wrong.", "email_password")
-        return await _render(request, server, user, 400, errors=errors)
+    errors, email = FormErrors(), field(fields, "email", 300).strip()
     try:
-        user = await server.doorman.users.set_email(user, field(fields, "email", 300).strip())
+        check_email(email)
     except AccountError as error:
         errors.add(sentence(error), "email")
-        return await _render(request, server, user, 400, errors=errors)
+    throttled = await _confirm(request, server, user, fields, errors, "email_password")
+    if errors:
+        return await _refused(request, server, user, errors, throttled)
+    try:
+        user = await server.doorman.users.set_email(user, email)
+    except AccountError as error:
+        return await _refused(request, server, user, FormErrors.of(sentence(error)))
     security_log.info("user %r changed their email address", user.username)
     if wants_json(request):
         return await _render(request, server, user, notice=_NOTICES["email"])
@@ -151,18 +222,14 @@ async def change_email(request: Request) -> Response:
 
 
 @requires("account")
+@_not_with_a_token
 async def change_password(request: Request) -> Response:
     server, user = await _me(request)
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
-    password = field(fields, "password")
-    errors = FormErrors()
-    verdict = await server.doorman.hasher.verify(
-        field(fields, "current_password"), user.password_hash
-    )
-    if not verdict.ok:
-        errors.add("The current password is wrong.", "current_password")
+    password, errors = field(fields, "password"), FormErrors()
+    throttled = await _confirm(request, server, user, fields, errors)  # every problem at once
     await check_new_password(
         errors,
         server.doorman,
@@ -172,15 +239,61 @@ async def change_password(request: Request) -> Response:
         email=user.email,
     )
     if errors:
-        return await _render(request, server, user, 400, errors=errors)
+        return await _refused(request, server, user, errors, throttled)
     user = await server.doorman.set_password(user, password, validate=False)
     await update_session_auth(request, user)
+    response: Response
     if wants_json(request):
-        return await _render(request, server, user, notice=_NOTICES["password"])
-    return redirect(server.url("account") + "?done=password")  # a reload sends nothing
+        response = await _render(request, server, user, notice=_NOTICES["password"])
+    else:
+        response = redirect(server.url("account") + "?done=password")  # a reload sends nothing
+    remember_device(request, response, user)  # the new password made the old marks untrusted
+    return response
+
+
+async def _confirm(
+    request: Request,
+    server: ServerState,
+    user: User,
+    fields: dict[str, str],
+    errors: FormErrors,
+    field_name: str = "current_password",
+) -> Throttled | None:
+    """Check the form's ``current_password``, adding what is wrong to ``errors`` beside
+    ``field_name``. The sign-in throttle counts and logs a wrong one like a failed
+    sign-in; the refusal is returned when it said no (429, or 503 when busy)."""
+    try:
+        await server.doorman.confirm_password(
+            user,
+            field(fields, "current_password"),
+            client=client_address(request),
+            device=device_cookie(request),
+        )
+    except Throttled as error:
+        errors.add(str(error), field_name)
+        return error
+    except AuthenticationFailed:
+        errors.add("The current password is wrong.", field_name)
+    return None
+
+
+async def _refused(
+    request: Request,
+    server: ServerState,
+    user: User,
+    errors: FormErrors,
+    throttled: Throttled | None = None,
+) -> Response:
+    """The page again with ``errors``: 400, or the throttle's status with its ``Retry-After``."""
+    status = 400 if throttled is None else throttled.status_code
+    response = await _render(request, server, user, status, errors=errors)
+    if throttled is not None:
+        response.headers["retry-after"] = str(throttled.retry_after)
+    return response
 
 
 @requires("account")
+@_not_with_a_token
 async def revoke_signin(request: Request) -> Response:
     server, user = await _me(request)
     if await checked_form(request) is None:
@@ -193,6 +306,11 @@ async def revoke_signin(request: Request) -> Response:
 
 @requires("account")
 async def create_token(request: Request) -> Response:
+    """A new token, shown once in the answer to this POST: it is kept nowhere in plain text.
+
+    Made with a token, the new one has at most that token's scopes and ends no
+    later (see ``Tokens.create``).
+    """
     server, user = await _me(request)
     fields = await checked_form(request)
     if fields is None:
@@ -203,25 +321,64 @@ async def create_token(request: Request) -> Response:
         errors.add("Choose when the token expires: in 30, 90 or 365 days, or never.", "expires")
         return await _render(request, server, user, 400, errors=errors)
     try:
-        _, text = await server.doorman.tokens.create(
-            user, name=field(fields, "name", 200), expires_in=days * 86400 or None
+        made = await server.doorman.tokens.create(
+            user,
+            name=field(fields, "name", 200),
+            expires_in=days * 86400 or None,
+            scopes=_asked_scopes(fields),
+            within=await _calling_token(request, server),
         )
+    except PermissionDenied as error:
+        return await _forbidden(request, sentence(error))
     except AccountError as error:
         errors = FormErrors()
         errors.add(sentence(error), "name")  # the one field the library checks
         return await _render(request, server, user, 400, errors=errors)
-    if wants_json(request):
-        return await _render(request, server, user, 201, notice=_NOTICES["token"], new_token=text)
-    request.scope["session"][_NEW_TOKEN] = text  # shown once by the page this redirects to
-    return redirect(server.url("account") + "?done=token")
+    # The page itself, not a redirect to it: a redirect would need the token kept until then.
+    return await _render(request, server, user, 201, notice=_TOKEN_NOTICE, new_token=made)
+
+
+def _asked_scopes(fields: dict[str, str]) -> list[str] | None:
+    """The actions a new token is limited to (comma- or space-separated, or a JSON list).
+
+    None when not asked (not limited; made with a token, that token's scopes). Asked
+    for none at all (``[]``, ``""``), it is refused rather than read as "not limited".
+    """
+    if "scopes" not in fields:
+        return None
+    names = [name for name in re.split(r"[\s,]+", field(fields, "scopes", 1000)) if name]
+    if not names:
+        raise AccountError("scopes: name at least one action, or leave scopes out")
+    return names
 
 
 @requires("account")
 async def revoke_token(request: Request) -> Response:
+    """Revoke one of your tokens; with a token, only itself or one within its reach."""
     server, user = await _me(request)
     if await checked_form(request) is None:
         return await refuse_csrf(request)
-    found = await server.doorman.tokens.revoke(request.path_params["token_id"], user=user)
+    token_id = request.path_params["token_id"]
+    try:
+        caller = await _calling_token(request, server)
+    except PermissionDenied as error:
+        return await _forbidden(request, sentence(error))
+    if caller is not None and not await _in_reach(server, caller, token_id, user):
+        return await _forbidden(
+            request, "A token can revoke only itself and tokens that can do no more than it."
+        )
+    found = await server.doorman.tokens.revoke(token_id, user=user)
     if wants_json(request):
         return JSONResponse({"revoked": found}, 200 if found else 404)
     return redirect(server.url("account"))
+
+
+async def _in_reach(server: ServerState, caller: Token, token_id: str, user: User) -> bool:
+    """May ``caller`` revoke this token: itself, or one of its user's that it covers?
+
+    True too for a token that is not the user's, or none: revoking it finds nothing (404).
+    """
+    target = await server.doorman.tokens.get(token_id)
+    if target is None or target.user_id != user.id or target.id == caller.id:
+        return True
+    return caller.covers(target)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from ..._identity import identity_headers
 from ..._types import Receive, Scope, Send, send_text
-from ...auth.csrf import csrf_token
 from ...database import connect
 from ...exceptions import StoreError
-from ..redirects import host_allowed, safe_path
+from ..redirects import safe_path
 from ..state import ServerState, state_of
 
 __all__ = ["ForwardAuth", "health", "whoami"]
@@ -25,10 +25,10 @@ _PRIVATE_RAW = [(b"vary", b"Cookie, Authorization")]  # send_text adds no-store
 
 
 async def whoami(request: Request) -> Response:
-    """``{"actor": {...}}`` or ``{"actor": null}``; ``?csrf=1`` adds this session's CSRF token."""
+    """``{"actor": {...}}`` or ``{"actor": null}``; ``?csrf=1`` adds this browser's CSRF token."""
     body: dict[str, Any] = {"actor": request.scope.get("actor")}
     if request.query_params.get("csrf") == "1":
-        body["csrftoken"] = csrf_token(request.scope["session"])
+        body["csrftoken"] = state_of(request).csrf.token(request.scope)
     return JSONResponse(body, headers=_PRIVATE)
 
 
@@ -55,14 +55,7 @@ class ForwardAuth:
         elif not await self.server.doorman.allowed(actor, "view"):
             await send_text(send, 403, "Forbidden\n", _PRIVATE_RAW)
         else:
-            groups = b",".join(_header_safe(str(g)) for g in actor.get("groups") or [])
-            headers = [
-                *_PRIVATE_RAW,
-                (b"x-doorman-user", _header_safe(str(actor.get("username") or actor["id"]))),
-                (b"x-doorman-groups", groups),
-                (b"x-doorman-admin", b"true" if actor.get("admin") is True else b"false"),
-            ]
-            await send_text(send, 200, "OK\n", headers)
+            await send_text(send, 200, "OK\n", [*_PRIVATE_RAW, *identity_headers(actor)])
 
 
 def _signed_out(server: ServerState, request: Request) -> Response:
@@ -81,11 +74,7 @@ def _login_url(server: ServerState, request: Request, rd: str | None) -> str:
         return base
     if original.startswith("/"):
         return f"{base}?{urlencode({'next': safe_path(original)})}"
-    parts = urlsplit(original)
-    public_host = urlsplit(settings.public_url).hostname if settings.public_url else None
-    if parts.scheme not in ("http", "https") or not host_allowed(
-        parts.hostname or "", public_host=public_host, cookie_domain=settings.cookie_domain
-    ):
+    if not server.origins.allows_url(original):  # scheme, host and port, exactly
         return base
     signature = server.next_signer.sign(original)
     return f"{base}?{urlencode({'next': original, 'next_sig': signature})}"
@@ -101,14 +90,6 @@ def _original_url(request: Request) -> str | None:
         proto = headers.get("x-forwarded-proto", "https").split(",")[0].strip()
         return f"{proto}://{host}{uri if uri.startswith('/') else '/' + uri}"
     return None
-
-
-def _header_safe(value: str) -> bytes:
-    """Percent-encoded UTF-8 beyond ASCII: "josé" is "jos%C3%A9", never "jos".
-
-    Usernames and group names cannot contain "%" or ",", so this is unambiguous.
-    """
-    return quote(value, safe="@.+-_ ").encode("ascii")
 
 
 async def health(request: Request) -> Response:

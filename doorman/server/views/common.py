@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ...auth import csrf
 from ...auth.users import check_email, check_new_username
-from ...exceptions import AccountError, UsernameTaken, UsernameTooSimilar
+from ...exceptions import AccountError, RequestTooLarge, UsernameTaken, UsernameTooSimilar
 from ..state import state_of
 from .forms import FormErrors, check_new_password
 
@@ -46,27 +46,38 @@ async def checked_form(request: Request) -> dict[str, str] | None:
     if csrf.is_cross_site(request.headers):
         return None
     given = request.headers.get(csrf.HEADER.decode()) or fields.get(csrf.FIELD)
-    return fields if csrf.verify(request.scope["session"], given) else None
+    return fields if state_of(request).csrf.verify(request.scope, given) else None
 
 
 async def _fields(request: Request) -> dict[str, str] | None:
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             body = json.loads(await request.body() or b"{}")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than json parses
             return None
         if not isinstance(body, dict):
             return None
-        return {k: _text_of(v) for k, v in body.items() if isinstance(v, str | bool)}
+        return {k: _text_of(v) for k, v in body.items() if _is_field(v)}
     try:
         form: FormData = await request.form(max_files=0, max_fields=_MAX_FORM_FIELDS)
+    except RequestTooLarge:
+        raise  # BodyLimitMiddleware answers 413
     except Exception:  # malformed multipart or too many fields: the client's fault
         return None
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def _text_of(value: str | bool) -> str:
-    """A JSON field as the form would send it: ``true`` is "true", ``false`` is "false"."""
+def _is_field(value: object) -> bool:
+    return isinstance(value, str | bool) or (
+        isinstance(value, list) and all(isinstance(item, str) for item in value)
+    )
+
+
+def _text_of(value: str | bool | list[str]) -> str:
+    """A JSON field as the form would send it: ``true`` is "true", ``false`` is "false",
+    and a list of strings is comma-separated (``["view", "edit"]`` is "view,edit")."""
+    if isinstance(value, list):
+        return ",".join(value)
     return value if isinstance(value, str) else str(value).lower()
 
 

@@ -12,8 +12,9 @@ from ...auth.login import login, logout
 from ...auth.users import User
 from ...exceptions import AccountError, AuthenticationFailed, Throttled
 from .. import setup
+from ..device_cookie import device_cookie, remember_device
 from ..headers import content_security_policy
-from ..redirects import origin_of, public_host, safe_path
+from ..redirects import origin_of, safe_path
 from ..state import ServerState, state_of
 from .common import (
     checked_form,
@@ -45,12 +46,9 @@ class _Destination(NamedTuple):
 
 
 def _destination(server: ServerState, values: Any) -> _Destination:
-    """A URL we signed for an allowed host, or a same-site path; else ``login_redirect``."""
+    """A URL we signed on an allowed origin, or a same-site path; else ``login_redirect``."""
     given, signature = values.get("next"), values.get("next_sig")
-    settings = server.settings
-    absolute = server.next_signer.absolute_allowed(
-        given, signature, public_host=public_host(settings), cookie_domain=settings.cookie_domain
-    )
+    absolute = server.next_signer.absolute_allowed(given, signature, server.origins)
     if absolute is not None:
         return _Destination(absolute, absolute, signature)
     path = safe_path(given, default="")
@@ -81,14 +79,17 @@ async def login_page(request: Request) -> Response:
     username, remember = field(fields, "username", 600), _remember(request, fields)
     try:
         user = await server.doorman.authenticate(
-            username, field(fields, "password"), client=client_address(request)
+            username,
+            field(fields, "password"),
+            client=client_address(request),
+            device=device_cookie(request),
         )
-    except Throttled as error:
+    except Throttled as error:  # 429; Busy, 503
         headers = {"retry-after": str(error.retry_after)}
         if wants_json(request):
-            return json_error(str(error), 429, **headers)
+            return json_error(str(error), error.status_code, **headers)
         response = await _login_form(request, server, destination, username, [str(error)], remember)
-        response.status_code = 429
+        response.status_code = error.status_code
         response.headers.update(headers)
         return response
     except AuthenticationFailed as error:
@@ -137,9 +138,13 @@ async def _signed_in(
     session = request.scope["session"]
     session.set_expiry(None if remember else 0)  # 0: the cookie ends with the browser session
     csrf.rotate(session)  # a token seen before sign-in is worthless after
+    response: Response
     if wants_json(request):
-        return JSONResponse({"actor": actor}, headers={"cache-control": "no-store"})
-    return redirect(target, status)
+        response = JSONResponse({"actor": actor}, headers={"cache-control": "no-store"})
+    else:
+        response = redirect(target, status)
+    remember_device(request, response, user)  # this browser is now trusted for this account
+    return response
 
 
 async def logout_view(request: Request) -> Response:
@@ -199,29 +204,62 @@ async def _account_form(
         return await refuse_csrf(request)
     username, email = field(fields, "username", 600), field(fields, "email", 300)
     context.update(username=username, email=email, token=field(fields, "token", 200))
+    # Sign-ups count per address (in flight too); the set-up link is a limit of its own.
+    try:
+        attempt = await server.doorman.registrations.attempt(
+            None if admin else client_address(request)
+        )
+    except Throttled as error:  # 429; Busy, 503
+        return await _form_errors(
+            request, server, template, context, FormErrors.of(str(error)), error
+        )
+    async with attempt:
+        created = await _create_account(server, fields, admin=admin, token=context["token"])
+    if isinstance(created, User):
+        landing = "admin/users" if admin else "account?done=created"
+        return await _signed_in(request, created, server.url(landing))
+    return await _form_errors(request, server, template, context, created)
+
+
+async def _create_account(
+    server: ServerState, fields: dict[str, str], *, admin: bool, token: str
+) -> User | FormErrors:
+    """The new account, or what is wrong with the form."""
+    username, email = field(fields, "username", 600), field(fields, "email", 300)
     password = field(fields, "password")
     errors = await new_account_problems(
         server.doorman, username, email, password, field(fields, "password2")
     )
-    if (
-        admin
-        and not errors
-        and not await setup.claim_setup_token(server.doorman.engine, context["token"])
-    ):
+    if admin and not errors and not await setup.claim_setup_token(server.doorman.engine, token):
         errors = FormErrors.of("This set-up link is not valid any more.")
-    if not errors:
-        try:
-            user = await server.doorman.create_user(
-                username, password, email=email or None, admin=admin, validate=False
-            )
-        except AccountError as error:
-            errors = FormErrors.of(sentence(error))
-        else:
-            landing = "admin/users" if admin else "account?done=created"
-            return await _signed_in(request, user, server.url(landing))
+    if errors:
+        return errors
+    try:
+        return await server.doorman.create_user(
+            username, password, email=email or None, admin=admin, validate=False
+        )
+    except AccountError as error:
+        return FormErrors.of(sentence(error))
+
+
+async def _form_errors(
+    request: Request,
+    server: ServerState,
+    template: str,
+    context: dict[str, Any],
+    errors: FormErrors,
+    refusal: Throttled | None = None,
+) -> Response:
+    """The form again with ``errors``: 400, or the refusal's status with its ``Retry-After``."""
+    status = 400 if refusal is None else refusal.status_code
+    headers = {} if refusal is None else {"retry-after": str(refusal.retry_after)}
     if wants_json(request):
-        return JSONResponse(errors.json(), 400, headers={"cache-control": "no-store"})
-    return await server.templates.render(request, template, 400, **{**context, **errors.context()})
+        return JSONResponse(errors.json(), status, {"cache-control": "no-store", **headers})
+    response = await server.templates.render(
+        request, template, status, **{**context, **errors.context()}
+    )
+    response.headers.update(headers)
+    return response
 
 
 async def _not_found(request: Request, server: ServerState, message: str) -> Response:

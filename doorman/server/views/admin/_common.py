@@ -21,14 +21,32 @@ NOTICES = {
     "details": "Details saved.",
     "groups": "Groups saved.",
     "sign-out": "Signed out everywhere.",
+    "sign-out-tokens-revoked": "Signed out everywhere, and their API tokens revoked.",
+    "sign-out-tokens-kept": (
+        "Signed out everywhere. Their API tokens still work: revoke them below if they should not."
+    ),
     "revoke-session": "Session signed out.",
     "revoke-token": "Token revoked.",
     "revoke-tokens": "Every token of this user was revoked.",
     "disable": "User disabled and signed out everywhere.",
+    "disable-tokens-revoked": "User disabled, signed out everywhere, and their API tokens revoked.",
+    "disable-tokens-kept": (
+        "User disabled and signed out everywhere. Their API tokens stop working while they are"
+        " disabled, and work again if they are enabled."
+    ),
     "enable": "User enabled.",
+    "enable-tokens": (
+        "User enabled. Their API tokens work again: revoke them below if they should not."
+    ),
     "make-admin": "User is now an administrator.",
     "remove-admin": "User is no longer an administrator.",
     "password": "Password reset. The user was signed out everywhere.",
+    "password-tokens-revoked": (
+        "Password reset. The user was signed out everywhere, and their API tokens revoked."
+    ),
+    "password-tokens-kept": (
+        "Password reset. The user was signed out everywhere; their API tokens still work."
+    ),
     "unlock": "Sign-in unlocked: this account's failed attempts were forgotten.",
     "deleted": "User deleted.",
     "gone": "Nothing to do: that was signed out or revoked already.",
@@ -51,7 +69,7 @@ def after_change(request: Request, done: str, url: str) -> Response:
         return redirect(url)
     if done == "gone":
         return json_response({"errors": [NOTICES[done]]}, 404)
-    return json_response({"ok": True})
+    return json_response({"ok": True, "notice": NOTICES.get(done, "")})
 
 
 async def not_found(

@@ -186,22 +186,29 @@ async def _edit_details(act: _Act) -> None:
     security_log.info("admin %r changed %s of user %r", actor, changed, act.user.username)
 
 
-async def _sign_out(act: _Act) -> None:
-    await act.doorman.end_sessions(act.user)
+async def _sign_out(act: _Act) -> str:
+    revoke = _revoke_tokens_asked(act, default=False)
+    live = await _live_tokens(act)
+    await act.doorman.end_sessions(act.user, revoke_tokens=revoke)
+    return _with_tokens("sign-out", live, revoke)
 
 
 async def _revoke_tokens(act: _Act) -> None:
     await act.doorman.tokens.revoke_all(act.user)
 
 
-async def _disable(act: _Act) -> None:
+async def _disable(act: _Act) -> str:
     _not_self(act, "disable")
+    revoke = _revoke_tokens_asked(act, default=True)  # else enabling them brings them back
+    live = await _live_tokens(act)
     user = await act.doorman.users.set_active(act.user, False)
-    await act.doorman.end_sessions(user)  # the middleware would, on their next request
+    await act.doorman.end_sessions(user, revoke_tokens=revoke)  # the middleware would, later
+    return _with_tokens("disable", live, revoke)
 
 
-async def _enable(act: _Act) -> None:
+async def _enable(act: _Act) -> str:
     await act.doorman.users.set_active(act.user, True)
+    return "enable-tokens" if await _live_tokens(act) else "enable"
 
 
 async def _promote(act: _Act) -> None:
@@ -213,7 +220,7 @@ async def _demote(act: _Act) -> None:
     await act.doorman.users.set_admin(act.user, False)
 
 
-async def _password(act: _Act) -> None:
+async def _password(act: _Act) -> str:
     password, errors = field(act.fields, "password"), FormErrors()
     await check_new_password(
         errors,
@@ -225,16 +232,40 @@ async def _password(act: _Act) -> None:
     )
     if errors:
         raise _Refused(errors)
-    user = await act.doorman.set_password(act.user, password, validate=False)
+    revoke = _revoke_tokens_asked(act, default=True)  # a reset usually follows a compromise
+    live = await _live_tokens(act)
+    user = await act.doorman.set_password(act.user, password, validate=False, revoke_tokens=revoke)
     if act.is_self:  # every session ended; keep this one
         await update_session_auth(act.request, user)
+    return _with_tokens("password", live, revoke)
+
+
+def _revoke_tokens_asked(act: _Act, *, default: bool) -> bool:
+    """The form's "also revoke API tokens" box; ``default`` when the form has none."""
+    if "revoke_tokens" not in act.fields:
+        return default
+    asked = _FLAG.get(field(act.fields, "revoke_tokens", 10).lower())
+    if asked is None:
+        raise _Refused(FormErrors.of("Also revoke API tokens: give on or off."))
+    return asked
+
+
+async def _live_tokens(act: _Act) -> int:
+    return len(await act.doorman.tokens.list(act.user))
+
+
+def _with_tokens(done: str, live: int, revoked: bool) -> str:
+    """The notice for ``done`` that also says what became of the user's API tokens."""
+    if not live:
+        return done
+    return f"{done}-tokens-revoked" if revoked else f"{done}-tokens-kept"
 
 
 async def _unlock(act: _Act) -> None:
     await act.doorman.throttle.reset(act.user.username)
 
 
-ACTIONS: dict[str, Callable[[_Act], Awaitable[None]]] = {
+ACTIONS: dict[str, Action] = {
     "details": _edit_details,
     "groups": _set_groups,
     "sign-out": _sign_out,

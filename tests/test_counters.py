@@ -1,0 +1,309 @@
+"""The throttle's counters against the real services: failures, attempts in flight, leases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from doorman.auth.counters import Counter, MemoryCounter, RedisCounter, SQLCounter, counter_for
+from doorman.database import connect, create_engine
+from doorman.exceptions import ConfigError, StoreError
+from doorman.schema import throttle_table
+
+from .conftest import make_store
+from .helpers import sqlite_threads_settled
+
+pytestmark = pytest.mark.anyio
+
+COUNTER_KINDS = [
+    "memory",
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
+LEASE = 60.0
+WINDOW = 60.0
+
+
+def redis_client(url: str, **options: Any) -> Any:
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(url, decode_responses=True, **options)
+
+
+@pytest.fixture(params=COUNTER_KINDS)
+async def counter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Counter]:
+    """A fresh, empty counter of each kind."""
+    if request.param == "memory":
+        yield MemoryCounter()
+    elif request.param in ("sqlite", "postgres"):
+        db = str(tmp_path / "t.db")
+        if request.param == "postgres":
+            db = request.getfixturevalue("postgres_url")
+        engine = create_engine(db)
+        sql_counter = SQLCounter(engine)
+        await sql_counter.clear_expired()  # creates the tables
+        async with connect(engine, write=True) as connection:
+            await connection.execute(throttle_table.delete())
+        yield sql_counter
+        await engine.dispose()
+    else:
+        client = redis_client(request.getfixturevalue("redis_url"))
+        yield RedisCounter(client, prefix=request.getfixturevalue("redis_prefix"))
+        await client.aclose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "redis"])
+async def down_counter(request: pytest.FixtureRequest) -> AsyncIterator[Counter]:
+    """Real drivers pointed where nothing answers."""
+    if request.param == "redis":
+        client = redis_client("redis://127.0.0.1:1/0", socket_connect_timeout=1, socket_timeout=1)
+        yield RedisCounter(client)
+        await client.aclose()
+        return
+    db = "/nonexistent-doorman-dir/t.db"
+    if request.param == "postgres":
+        db = "postgresql://postgres@127.0.0.1:1/test"
+    engine = create_engine(db)
+    with sqlite_threads_settled():
+        yield SQLCounter(engine)
+        await engine.dispose()
+
+
+async def stored_keys(counter: Counter) -> list[str]:
+    """Every key the counter keeps, without a Redis prefix."""
+    if isinstance(counter, MemoryCounter):
+        return [*counter._counts, *("~" + key for key in counter._flying)]
+    if isinstance(counter, SQLCounter):
+        async with connect(counter.engine) as connection:
+            result = await connection.execute(sa.select(throttle_table.c.key))
+            return [str(key) for key in result.scalars()]
+    assert isinstance(counter, RedisCounter)
+    names = [name async for name in counter.client.scan_iter(match=counter.prefix + "*")]
+    return [name.removeprefix(counter.prefix) for name in names]
+
+
+async def count(counter: Counter, key: str, times: int = 1, window: float = WINDOW) -> int:
+    """``times`` failures: each takes a slot and settles it as counted."""
+    failures = 0
+    for _ in range(times):
+        assert (await counter.acquire(key, 1000, LEASE))[0] == "granted"
+        failures = await counter.settle(key, "count", window)
+    return failures
+
+
+async def test_slots_are_granted_while_failures_and_flights_are_under_the_limit(
+    counter: Counter,
+) -> None:
+    for _ in range(3):
+        assert await counter.acquire("k", 3, LEASE) == ("granted", 0.0)
+    assert await counter.acquire("k", 3, LEASE) == ("busy", 0.0)  # only flights in the way
+    assert await counter.settle("k", "refund", WINDOW) == 0
+    assert (await counter.acquire("k", 3, LEASE))[0] == "granted"  # a refund frees a slot
+    assert await counter.peek("k") == (0, 0.0)  # flights are not failures
+
+
+async def test_failures_count_in_one_fixed_window(counter: Counter) -> None:
+    assert await count(counter, "k") == 1
+    hits, end = await counter.peek("k")
+    assert hits == 1
+    for expected in (2, 3):
+        assert await count(counter, "k") == expected
+        assert (await counter.peek("k"))[1] == pytest.approx(end, abs=0.05)  # it does not slide
+
+
+async def test_failures_at_the_limit_refuse_until_the_window_ends(counter: Counter) -> None:
+    await count(counter, "k", 2)
+    verdict, end = await counter.acquire("k", 2, LEASE)
+    assert verdict == "refused"
+    assert end == pytest.approx((await counter.peek("k"))[1], abs=0.05)
+    assert (await counter.acquire("k", 3, LEASE))[0] == "granted"  # a higher limit has room
+    assert (await counter.acquire("k", 3, LEASE))[0] == "busy"
+
+
+async def test_a_window_that_ended_starts_again_at_one(counter: Counter) -> None:
+    await count(counter, "k", 2, window=0.2)
+    _, first_end = await counter.peek("k")
+    await asyncio.sleep(0.3)
+    assert await counter.peek("k") == (0, 0.0)
+    assert (await counter.acquire("k", 2, LEASE))[0] == "granted"
+    assert await counter.settle("k", "count", 0.2) == 1
+    assert (await counter.peek("k"))[1] > first_end
+
+
+async def test_clear_forgets_the_failures_and_gives_the_slot_back(counter: Counter) -> None:
+    await count(counter, "k", 2)
+    assert (await counter.acquire("k", 3, LEASE))[0] == "granted"
+    assert await counter.settle("k", "clear", WINDOW) == 0
+    assert await counter.peek("k") == (0, 0.0)
+    for _ in range(3):
+        assert (await counter.acquire("k", 3, LEASE))[0] == "granted"
+
+
+async def test_a_lapsed_lease_gives_its_slot_back(counter: Counter) -> None:
+    """A worker that died holding a slot does not hold it for ever."""
+    assert (await counter.acquire("k", 1, 0.2))[0] == "granted"
+    assert (await counter.acquire("k", 1, 0.2))[0] == "busy"
+    await asyncio.sleep(0.3)
+    assert (await counter.acquire("k", 1, 0.2))[0] == "granted"
+
+
+async def test_keys_are_counted_apart(counter: Counter) -> None:
+    await count(counter, "one", 2)
+    assert (await counter.acquire("one", 2, LEASE))[0] == "refused"
+    assert (await counter.acquire("two", 2, LEASE))[0] == "granted"
+    assert await counter.peek("two") == (0, 0.0)
+
+
+async def test_peek_changes_nothing(counter: Counter) -> None:
+    assert await counter.peek("k") == (0, 0.0)
+    await count(counter, "k")
+    for _ in range(3):
+        assert (await counter.peek("k"))[0] == 1
+    assert await count(counter, "k") == 2
+
+
+async def test_reset_forgets_failures_but_not_flights(counter: Counter) -> None:
+    await count(counter, "k", 2)
+    assert (await counter.acquire("k", 3, LEASE))[0] == "granted"
+    await counter.reset("k")
+    assert await counter.peek("k") == (0, 0.0)
+    assert (await counter.acquire("k", 2, LEASE))[0] == "granted"
+    assert (await counter.acquire("k", 2, LEASE))[0] == "busy"
+    await counter.reset("never-counted")
+
+
+async def test_concurrent_acquires_grant_exactly_the_limit(counter: Counter) -> None:
+    verdicts = await asyncio.gather(*(counter.acquire("k", 5, LEASE) for _ in range(20)))
+    assert sorted(verdict for verdict, _ in verdicts) == ["busy"] * 15 + ["granted"] * 5
+
+
+async def test_concurrent_settles_are_atomic(counter: Counter) -> None:
+    for _ in range(10):
+        await counter.acquire("k", 10, LEASE)
+    failures = await asyncio.gather(*(counter.settle("k", "count", WINDOW) for _ in range(10)))
+    assert sorted(failures) == list(range(1, 11))
+    assert (await counter.acquire("k", 11, LEASE))[0] == "granted"  # every flight came back
+
+
+async def test_flights_never_go_below_zero(counter: Counter) -> None:
+    await counter.acquire("k", 1, LEASE)
+    for _ in range(3):
+        await counter.settle("k", "refund", WINDOW)
+    assert (await counter.acquire("k", 1, LEASE))[0] == "granted"
+    assert (await counter.acquire("k", 1, LEASE))[0] == "busy"
+
+
+async def test_a_refund_for_an_absent_key_stores_nothing(counter: Counter) -> None:
+    assert await counter.settle("never-counted", "refund", WINDOW) == 0
+    assert await stored_keys(counter) == []
+
+
+async def test_clear_expired(counter: Counter) -> None:
+    await count(counter, "old", window=0.1)
+    await counter.acquire("lapsed", 5, 0.1)
+    await count(counter, "live")
+    await asyncio.sleep(0.2)
+    removed = await counter.clear_expired()
+    if not isinstance(counter, RedisCounter):  # Redis: the TTLs did it
+        assert removed == 2  # "old"'s failures, "lapsed"'s flight
+    assert sorted(await stored_keys(counter)) == ["live", "~live", "~old"]  # leases of 60 s
+    assert (await counter.peek("live"))[0] == 1
+
+
+async def test_a_counter_that_is_down_fails_closed(down_counter: Counter) -> None:
+    with pytest.raises(StoreError):
+        await down_counter.acquire("k", 5, LEASE)
+    with pytest.raises(StoreError):
+        await down_counter.settle("k", "count", WINDOW)
+    with pytest.raises(StoreError):
+        await down_counter.peek("k")
+    with pytest.raises(StoreError):
+        await down_counter.reset("k")
+
+
+# Picking the counter for the session store
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("memory", MemoryCounter),
+        ("sqlite", SQLCounter),
+        pytest.param("postgres", SQLCounter, marks=pytest.mark.postgres),
+        pytest.param("redis", RedisCounter, marks=pytest.mark.redis),
+    ],
+)
+async def test_counts_live_beside_the_sessions(
+    kind: str, expected: type, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    store = await make_store(kind, request, tmp_path)
+    try:
+        counter = counter_for(store)
+        assert type(counter) is expected
+        if isinstance(counter, SQLCounter):
+            assert counter.engine is store.engine  # type: ignore[attr-defined]
+        if isinstance(counter, RedisCounter):
+            assert counter.client is store.client  # type: ignore[attr-defined]
+            assert counter.prefix == request.getfixturevalue("redis_prefix") + "throttle:"
+            await counter.acquire("k", 1, 1)
+            await counter.settle("k", "refund", 1)
+    finally:
+        await store.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("session_prefix", "throttle_prefix"),
+    [("doorman:session:", "doorman:throttle:"), ("myapp:", "myapp:throttle:")],
+)
+async def test_the_redis_prefix_follows_the_session_prefix(
+    session_prefix: str, throttle_prefix: str
+) -> None:
+    from doorman.stores.redis import RedisStore
+
+    store = RedisStore("redis://127.0.0.1:1/0", prefix=session_prefix)  # never connects
+    try:
+        counter = counter_for(store)
+        assert isinstance(counter, RedisCounter)
+        assert counter.prefix == throttle_prefix
+    finally:
+        await store.close()
+
+
+async def test_a_stateless_store_needs_the_users_database(tmp_path: Path) -> None:
+    from doorman.stores import CookieStore
+
+    with pytest.raises(ConfigError, match="stateless session store"):
+        counter_for(CookieStore())
+    with pytest.raises(ConfigError):
+        counter_for(object())
+    engine = create_engine(str(tmp_path / "t.db"))
+    try:
+        counter = counter_for(CookieStore(), engine=engine)
+        assert isinstance(counter, SQLCounter)
+        assert counter.engine is engine
+    finally:
+        await engine.dispose()
+
+
+async def test_two_engines_on_one_sqlite_file_grant_exactly_the_limit(tmp_path: Path) -> None:
+    """As two workers would: each engine writes in its own turn, the file decides."""
+    engines = [create_engine(str(tmp_path / "t.db")) for _ in range(2)]
+    try:
+        counters = [SQLCounter(engine) for engine in engines]
+        await counters[0].clear_expired()  # creates the tables
+        acquires = (counters[n % 2].acquire("k", 5, LEASE) for n in range(40))
+        verdicts = [verdict for verdict, _ in await asyncio.gather(*acquires)]
+        assert verdicts.count("granted") == 5
+        settles = (counters[n % 2].settle("k", "count", WINDOW) for n in range(5))
+        assert sorted(await asyncio.gather(*settles)) == [1, 2, 3, 4, 5]
+        assert (await counters[1].acquire("k", 5, LEASE))[0] == "refused"
+    finally:
+        for engine in engines:
+            await engine.dispose()
