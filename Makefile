@@ -1,23 +1,28 @@
 # Two commands work on a fresh clone, in either order: `make serve` and `make test`.
 # Each sets up .venv itself (again whenever pyproject.toml changes): `serve` with
 # only what serving needs (the server extra), `test` with the test and lint tools too.
+# Another Python, in a venv of its own: `make test PYTHON=python3.13 VENV=.venv-3.13`.
 
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
+# pip constraints for the install, such as .ci/oldest.txt (the oldest Starlette and FastAPI).
+CONSTRAINTS ?=
+# What pytest runs: the whole suite, unless given (TESTS="tests/test_fastapi.py -k drop_in").
+TESTS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-server
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint format typecheck clean
+.PHONY: serve test pytest lint format typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]' $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS))
 	touch $(STAMP)
 
 # The dev install holds the server extra: after `make test`, nothing to install.
@@ -32,7 +37,11 @@ serve: $(SERVE_STAMP)
 	$(BIN)/doorman serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(TESTS)
+
+# The tests alone, for the environments where lint and types were already checked.
+pytest: $(STAMP)
+	$(BIN)/python -m pytest $(TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check doorman tests benchmarks examples
@@ -46,6 +55,6 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .venv-matrix .pytest_cache .ruff_cache .mypy_cache .hypothesis
 
 -include benchmarks/Makefile.inc

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import http.cookiejar
+import importlib
 import ipaddress
 import json
 import logging
@@ -23,7 +24,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from ._extras import needs_extra
@@ -37,7 +38,7 @@ from .origins import AllowedOrigins, own_origin
 from .server.redirects import NextSigner
 from .signing import Signer, TimestampSigner, b64decode, b64encode
 
-with needs_extra("gate", "ExistingCookiesGate"):  # at import: an app without it does not start
+if TYPE_CHECKING:
     import httpx
 
 __all__ = ["ExistingCookiesGate"]
@@ -90,6 +91,10 @@ class ExistingCookiesGate:
         http_client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # Here, not at import: `import doorman.gate` works with the core install alone,
+        # and an app that builds a gate without httpx still does not start.
+        with needs_extra("gate", "ExistingCookiesGate"):
+            importlib.import_module("httpx")
         self.app = app
         self.api_url = _checked_url("api_url", api_url)
         self.auth_redirect_url = _checked_url("auth_redirect_url", auth_redirect_url)
@@ -219,6 +224,8 @@ class ExistingCookiesGate:
     # -- the sign-in server ----------------------------------------------------------
 
     def _client(self) -> httpx.AsyncClient:
+        import httpx
+
         if self._given_client is not None:
             return self._given_client
         if self._own_client is None:
@@ -231,6 +238,8 @@ class ExistingCookiesGate:
 
     async def _ask_upstream(self, forwarded: str) -> dict[str, Any] | None:
         """The actor the sign-in server sees for these cookies; ``_UpstreamFailed`` if unsure."""
+        import httpx
+
         headers = {b"cookie": forwarded.encode("latin-1"), b"accept": b"application/json"}
         try:
             async with self._client().stream(

@@ -7,7 +7,9 @@ DOORMAN_REQUIRE_SERVICES=1 (as in CI), which turns that skip into a failure.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
+import platform
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,27 @@ REQUIRE_SERVICES = os.environ.get("DOORMAN_REQUIRE_SERVICES") == "1"
 
 SECRET = "test-secret-" + "s" * 32
 STORE_KINDS = ["memory", "cookie", "sqlite", "postgres", "redis"]
+
+
+#: The packages whose versions each run reports (CI's log says what it tested).
+REPORTED = ("starlette", "fastapi", "datasette", "httpx", "uvicorn", "sqlalchemy")
+
+
+def pytest_report_header() -> str:
+    found = []
+    for name in REPORTED:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return f"doorman matrix: Python {platform.python_version()}; " + ", ".join(found)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from .matrix import EXERCISED  # filled by the tests that built environments of their own
+
+    for line in EXERCISED:
+        terminalreporter.write_line(f"doorman matrix: also exercised {line}")
 
 
 def _missing(service: str, error: BaseException) -> None:

@@ -9,6 +9,7 @@ uninstalled, so the check is cheap and the same on every machine.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from .helpers import free_port
+from .matrix import Environment, environment, exercised
 
 ROOT = Path(__file__).parent.parent
 PORT = "<a free port>"
@@ -125,7 +127,10 @@ LIBRARY_CASES = [
     ("starlette", "from doorman.server.app import create_app", SERVER.format("starlette")),
     (
         "httpx",
-        "from doorman import ExistingCookiesGate",
+        "from doorman import ExistingCookiesGate\n"  # the import works; building a gate does not
+        "ExistingCookiesGate(None, api_url='http://127.0.0.1:1/-/whoami',"
+        " auth_redirect_url='http://127.0.0.1:1/-/login',"
+        " original_cookies=['doorman_session'], secret='s' * 32)",
         needs("httpx", "gate", "ExistingCookiesGate"),
     ),
     (
@@ -165,3 +170,64 @@ def test_a_library_user_gets_an_import_error_naming_the_extra(
     )
     assert caught.returncode == 0, caught.stderr
     assert caught.stdout == f"{missing} | {message}\n"
+
+
+# -- the core install, for real: `pip install doorman` in an environment of its own -------
+
+#: What the extras bring (import names); none of them comes with the core install.
+EXTRA_MODULES = [
+    "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "ua_parser",
+    "httpx", "redis", "asyncpg", "sentry_sdk", "datasette", "fastapi",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def core() -> Environment:
+    env = environment("core", "doorman")
+    exercised("doorman's core install, without any extra")
+    return env
+
+
+def test_the_core_install_holds_no_extra(core: Environment) -> None:
+    code = f"import importlib.util as u; print([m for m in {EXTRA_MODULES} if u.find_spec(m)])"
+    result = core.run("python", "-c", code)
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
+
+
+def test_doorman_and_the_gate_import_with_the_core_install_alone(core: Environment) -> None:
+    code = (
+        "import doorman, doorman.gate, doorman.config, doorman.cli\n"
+        "from doorman import AuthMiddleware, Doorman, ExistingCookiesGate, SessionMiddleware\n"
+        "from doorman.stores import CookieStore, SQLStore\n"
+        "print('imported')"
+    )
+    result = core.run("python", "-c", code)
+    assert (result.returncode, result.stdout) == (0, "imported\n"), result.stderr
+
+
+def named_extra(message: str) -> re.Pattern[str]:
+    """``message`` with any module name: which one the core install misses first may vary."""
+    purpose, _, rest = message.partition(" needs ")
+    return re.compile(re.escape(purpose) + r" needs \w+" + re.escape(rest[rest.index(",") :]))
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [case[1:] for case in LIBRARY_CASES],
+    ids=[case[0] for case in LIBRARY_CASES],
+)
+def test_each_extras_feature_names_its_extra_in_the_core_install(
+    core: Environment, code: str, message: str
+) -> None:
+    result = core.run("python", "-c", code)
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert named_extra(f"doorman.exceptions.MissingDependency: {message}").fullmatch(last), last
+
+
+def test_doorman_serve_names_the_server_extra_in_the_core_install(
+    core: Environment, tmp_path: Path
+) -> None:
+    result = core.run("doorman", "serve", "--port", str(free_port()), cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (1, ""), result
+    assert named_extra(f"Error: {SERVER}").fullmatch(result.stderr.strip()), result.stderr

@@ -13,6 +13,7 @@ with the secret kept in the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -65,7 +66,7 @@ def read_only_copy(db: Path, copy: Path) -> None:
 
 def stolen(copy: Path) -> dict[str, Any]:
     """Everything an attacker reads from the copy: the secret, the admins, ids of all kinds."""
-    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as db:
+    with contextlib.closing(sqlite3.connect(f"file:{copy}?mode=ro", uri=True)) as db:
         secret = db.execute("SELECT value FROM doorman_settings WHERE name = 'secret'").fetchone()
         admins = db.execute(
             "SELECT id, session_version, password_hash FROM doorman_users WHERE is_admin"
@@ -212,7 +213,8 @@ def test_files_open_to_others_are_made_private_and_logged(
 ) -> None:
     db = tmp_path / "doorman.db"
     asyncio.run(_write_everything(db))
-    with sqlite3.connect(db) as held:  # an older doorman's files, and a WAL left open
+    # An older doorman's files, and a WAL left open. closing(): sqlite3's `with` only commits.
+    with contextlib.closing(sqlite3.connect(db)) as held, held:
         held.execute("PRAGMA journal_mode=WAL")
         held.execute("CREATE TABLE kept_open (x)")
         for path in tmp_path.iterdir():

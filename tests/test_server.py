@@ -327,7 +327,8 @@ async def test_setup_creates_the_first_admin_once(tmp_path: Path) -> None:
         form["csrftoken"] = await csrf_token(browser)
         assert (await browser.post("/-/setup", data=form)).status_code == 400
         assert await setup.issue_setup_token(found.doorman.engine) is None
-    assert await found.doorman.users.by_username("mallory") is None
+        # Inside: after `running` ends, a query would reopen a connection of the disposed engine.
+        assert await found.doorman.users.by_username("mallory") is None
 
 
 # -- account -------------------------------------------------------------------

@@ -12,6 +12,7 @@ disable and "sign out everywhere" do to the user's tokens.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -308,7 +309,7 @@ def test_a_new_token_is_in_the_answer_and_not_in_the_session_table(server: Serve
     add_users(db_of(server), "sam")
     cookie = sign_in(server.url, "sam")
     answer = create_on_the_page(server, cookie)
-    with sqlite3.connect(db_of(server)) as database:
+    with contextlib.closing(sqlite3.connect(db_of(server))) as database:  # `with` alone: no close
         rows = [data for (data,) in database.execute("SELECT data FROM doorman_sessions")]
     assert rows and not [data for data in rows if "dmt_" in data], "a token in a session"
     text = shown_in(answer)

@@ -9,7 +9,8 @@ modes, see docs/datasette.md:
   are the sign-in server's: signature, store, user row, password/session
   version and sign-in record;
 - through the gate (``api_url``): the cookie is forwarded to a sign-in
-  server's ``/-/whoami``.
+  server's ``/-/whoami`` (``_whoami.py``, imported only then: it needs httpx,
+  and an installed but unconfigured plugin must never break Datasette).
 
 Either way the actor is doorman's: ``{"id": username, "username": ...,
 "admin": bool, "groups": [...], "via": "session"}``. Anything that goes wrong
@@ -19,21 +20,14 @@ anonymous and logs a line, without the cookie.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import re
-import secrets as secrets_module
-import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlencode, urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
-import httpx
 from datasette import hookimpl as _hookimpl  # type: ignore[import-untyped]
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +38,9 @@ from ..database import create_engine
 from ..exceptions import ConfigError, StoreError
 from ..sessions.middleware import SessionMiddleware
 from ..stores.base import SessionStore
+
+if TYPE_CHECKING:
+    from ._whoami import WhoamiActors  # needs httpx: imported only when api_url is given
 
 __all__ = ["PLUGIN_NAME", "close", "resolve_actor"]
 
@@ -56,8 +53,6 @@ _GATE_KEYS = ("api_url", "cookies", "timeout", "ttl")
 _LINK_KEYS = ("login_url", "account_url")
 _KNOWN = (*_SESSION_KEYS, *_GATE_KEYS, *_LINK_KEYS)
 _COOKIE = "doorman_session"
-_COOKIE_VALUE = re.compile(r"[\x21-\x3a\x3c-\x7e]{1,4096}")  # printable ASCII without ";"
-_CACHE_SIZE = 1000
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 hookimpl: Callable[[_F], _F] = _hookimpl
@@ -86,6 +81,10 @@ class SessionActors:
             idle_timeout=settings.idle_timeout,
             absolute_timeout=settings.absolute_timeout,
         )
+
+    async def actor_of(self, request: Any) -> dict[str, Any] | None:
+        """The actor of a Datasette request, from its doorman session cookie."""
+        return await self.actor(request.scope)
 
     async def actor(self, scope: Scope) -> dict[str, Any] | None:
         cookies = [(name, value) for name, value in scope["headers"] if name == b"cookie"]
@@ -145,81 +144,6 @@ async def _discard(message: Message) -> None:
     """The cookie a session update would set cannot reach the browser from here."""
 
 
-# -- through the gate: ask the sign-in server ----------------------------------------
-
-
-class WhoamiActors:
-    """Actors from a sign-in server's ``/-/whoami``, given the forwarded cookies."""
-
-    def __init__(self, api_url: str, *, cookies: list[str], timeout: float, ttl: float) -> None:
-        self.api_url = api_url
-        parts = urlsplit(api_url)  # log lines name the server, never credentials in its URL
-        self._shown = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="").geturl()
-        self.cookies = cookies
-        self.timeout = timeout
-        self.ttl = ttl
-        self._client: httpx.AsyncClient | None = None
-        self._cache_key = secrets_module.token_bytes(32)
-        self._cache: OrderedDict[bytes, tuple[float, dict[str, Any] | None]] = OrderedDict()
-
-    async def actor(self, cookies: dict[str, str]) -> dict[str, Any] | None:
-        sent = "; ".join(
-            f"{name}={cookies[name]}"
-            for name in self.cookies
-            if name in cookies and _COOKIE_VALUE.fullmatch(cookies[name])
-        )
-        if not sent:
-            return None
-        key = hmac.digest(self._cache_key, sent.encode(), hashlib.sha256)
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            return dict(cached[1]) if cached[1] is not None else None
-        found, ok = await self._ask(sent)
-        if ok and self.ttl > 0:
-            self._cache[key] = (time.monotonic() + self.ttl, found)
-            self._cache.move_to_end(key)
-            while len(self._cache) > _CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return found
-
-    async def _ask(self, cookie_header: str) -> tuple[dict[str, Any] | None, bool]:
-        """The actor, and whether the answer was a real one (worth caching)."""
-        if self._client is None:  # made on the serving loop, on first use
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
-        try:
-            response = await self._client.get(
-                self.api_url, headers={"cookie": cookie_header, "accept": "application/json"}
-            )
-        except httpx.HTTPError as error:
-            log.warning(
-                "sign-in server %s unreachable (%s): this Datasette request is anonymous",
-                self._shown,
-                type(error).__name__,
-            )
-            return None, False
-        try:
-            body = response.json() if response.status_code == 200 else None
-        except ValueError:
-            body = None
-        actor = body.get("actor", ...) if isinstance(body, dict) else ...
-        if actor is None:
-            return None, True
-        if not isinstance(actor, dict) or not isinstance(actor.get("id"), str) or not actor["id"]:
-            log.warning(
-                "sign-in server %s answered %d without a whoami body: "
-                "this Datasette request is anonymous",
-                self._shown,
-                response.status_code,
-            )
-            return None, False
-        return actor, True
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-
 # -- configuration ---------------------------------------------------------------------
 
 
@@ -263,8 +187,10 @@ def _gate(config: dict[str, Any]) -> WhoamiActors:
     misplaced = [key for key in _SESSION_KEYS if key in config]
     if misplaced:
         raise _config_error(f"{misplaced[0]}: only with db, not with api_url")
+    from ._whoami import WhoamiActors, is_http_url
+
     api_url = _optional_text(config, "api_url") or ""
-    if not _is_http_url(api_url):
+    if not is_http_url(api_url):
         raise _config_error(f"api_url = {api_url!r}: give the sign-in server's /-/whoami URL")
     cookies = config.get("cookies", [_COOKIE])
     if not isinstance(cookies, list) or not cookies or not all(isinstance(c, str) for c in cookies):
@@ -297,13 +223,6 @@ def _session_settings(config: dict[str, Any]) -> Settings:
     return settings
 
 
-def _is_http_url(text: str) -> bool:
-    try:
-        return text.startswith(("http://", "https://")) and bool(httpx.URL(text).host)
-    except httpx.InvalidURL:
-        return False
-
-
 def _optional_text(config: dict[str, Any], key: str) -> str | None:
     value = config.get(key)
     if value is not None and (not isinstance(value, str) or not value):
@@ -326,9 +245,7 @@ async def resolve_actor(datasette: Any, request: Any) -> dict[str, Any] | None:
     plugin = _plugins.get(datasette)
     if plugin is None:
         return None
-    if isinstance(plugin.actors, WhoamiActors):
-        return await plugin.actors.actor(request.cookies)
-    return await plugin.actors.actor(request.scope)
+    return await plugin.actors.actor_of(request)
 
 
 async def close(datasette: Any) -> None:
