@@ -10,18 +10,25 @@ with ``X-CSRFToken``), checks each request once by hand, and then wrk loads:
 - ``GET /-/auth`` with no credentials (401);
 - ``GET /-/whoami`` with ``Authorization: Bearer <token>`` (200).
 
-Stores: sqlite (``--sessions db`` on a SQLite file), redis (redis://127.0.0.1:6379/15,
-flushed before and after), cookie (the signed-cookie store, users in SQLite) and
-postgres (users and sessions in a throwaway database on postgresql://postgres@127.0.0.1,
-dropped afterwards). The server is pinned to one CPU and wrk (one thread) to the
-other with taskset. Every server runs at once, idle but for the one being loaded, so
-that each repetition can visit every (store, request) pair in a rotated order. wrk's
-Lua script (benchmarks/load.lua) counts every response by status: any status but the
-expected one, and any socket error or timeout, is reported as an error.
+Beside them, in the same run and with the same uvicorn options, the floor: a bare
+ASGI app (benchmarks/bare_app.py) that answers 200 with one header. Every figure is
+also given as a ratio to the floor's requests/s, which carries across machines
+where requests/s do not.
+
+Stores: cookie (the signed-cookie store, users in SQLite), redis
+(redis://127.0.0.1:6379/15, flushed before and after), postgres (users and sessions
+in a throwaway database on postgresql://postgres@127.0.0.1, dropped afterwards) and
+sqlite (``--sessions db`` on a SQLite file). The servers are pinned to one CPU and
+wrk (one thread) to the other with taskset; wrk's own CPU time is measured, to show
+that the client was not the bottleneck. Every server runs at once, idle but for the
+one being loaded, so that each repetition visits every (server, request) pair in a
+rotated order. wrk's Lua script (benchmarks/load.lua) counts every response by
+status: any status but the expected one, and any socket error or timeout, is
+reported as an error.
 
     make bench-load
-    benchmarks/.venv/bin/python benchmarks/load.py [--stores sqlite,redis,cookie,postgres]
-        [--seconds 10] [--repeat 5] [--connections 32] [--profile redis] [--write-docs]
+    benchmarks/.venv/bin/python benchmarks/load.py [--stores cookie,redis,postgres,sqlite]
+        [--seconds 5] [--repeat 3] [--connections 32] [--profile cookie,redis] [--write-docs]
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import http.client
 import json
 import os
 import platform
-import re
+import resource
 import secrets
 import shlex
 import shutil
@@ -45,18 +52,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _pyspy import PROFILE_INTRO, profile_text, record  # benchmarks/_pyspy.py
 from _report import package_versions, write_block  # benchmarks/_report.py
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DOCS = ROOT / "docs" / "performance.md"
 LUA = HERE / "load.lua"
+BARE_APP = HERE / "bare_app.py"
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
 HEADING = "## Forward-auth under load"
 
@@ -66,10 +74,8 @@ POSTGRES_URL = "postgresql://postgres@127.0.0.1/test"  # where the throwaway dat
 USERNAME, PASSWORD = "alice", "correct horse battery staple"
 SECRET = "load-benchmark-secret-" + "x" * 32  # a fixed secret: no row written on first start
 COOKIE = "doorman_session"
-ALL_STORES = ("sqlite", "redis", "cookie", "postgres")
-# The issue 6 target for /-/auth with a session, Redis or signed-cookie store, one worker.
-TARGET_RPS, TARGET_P99_MS, TARGET_STORES = 3000, 50.0, ("redis", "cookie")
-PROFILE_RATE = 200  # py-spy samples a second
+ALL_STORES = ("cookie", "redis", "postgres", "sqlite")
+BARE = "bare"  # the floor's name where a store's would be
 PACKAGES = (
     "doorman",
     "uvicorn",
@@ -96,11 +102,11 @@ class Case:
     expected: int
 
 
-CASES = (
-    Case("session cookie", "/-/auth", 200),
-    Case("none (anonymous)", "/-/auth", 401),
-    Case("Bearer token", "/-/whoami", 200),
-)
+SIGNED_IN = Case("session cookie", "/-/auth", 200)
+ANONYMOUS = Case("none (anonymous)", "/-/auth", 401)
+BEARER = Case("Bearer token", "/-/whoami", 200)
+CASES = (SIGNED_IN, ANONYMOUS, BEARER)
+FLOOR = Case("none (bare ASGI app)", "/", 200)
 
 
 @dataclass
@@ -115,11 +121,17 @@ class Run:
     p90: float
     p99: float
     cpu_seconds: float = 0.0  # the server process's CPU time (every thread) during the run
+    client_cpu_seconds: float = 0.0  # wrk's own CPU time (user and system)
 
     @property
     def cpu_us(self) -> float:
         """The server's CPU time per request: what one request costs, whatever else runs."""
         return self.cpu_seconds / max(1, self.requests) * 1e6
+
+    @property
+    def client_busy(self) -> float:
+        """wrk's CPU time over the run's length: 1.0 would be its core fully used."""
+        return self.client_cpu_seconds / max(1e-9, self.seconds)
 
     @property
     def rps(self) -> float:
@@ -148,6 +160,10 @@ class Server:
 
     def url(self, path: str) -> str:
         return f"http://{HOST}:{self.port}{path}"
+
+    @property
+    def cases(self) -> tuple[Case, ...]:
+        return (FLOOR,) if self.store == BARE else CASES
 
     def headers(self, case: Case) -> dict[str, str]:
         if case.name == "session cookie":
@@ -218,6 +234,9 @@ def free_port() -> int:
 
 
 def serve_command(server: Server, where: Placement) -> list[str]:
+    if server.store == BARE:
+        bare = [sys.executable, str(BARE_APP), "--host", HOST, "--port", str(server.port)]
+        return [*where.pin(where.server), *bare]
     return [
         *where.pin(where.server),
         sys.executable,
@@ -241,6 +260,7 @@ def start(server: Server, where: Placement, tmp: Path) -> None:
     """Start the server and wait (at most 60 s) until ``/-/health`` answers 200."""
     server.port = free_port()
     server.log = tmp / f"serve-{server.store}.log"
+    ready = "/" if server.store == BARE else "/-/health"
     with server.log.open("wb") as log:
         # doorman's access log goes to stdout: thrown away (it is on by default, as in a
         # default deployment); errors go to stderr: kept to show.
@@ -257,7 +277,7 @@ def start(server: Server, where: Placement, tmp: Path) -> None:
         if server.process.poll() is not None:
             raise SystemExit(f"doorman serve ({server.store}) exited:\n{server.log.read_text()}")
         with contextlib.suppress(OSError):
-            if request(server, "GET", "/-/health")[0] == 200:
+            if request(server, "GET", ready)[0] == 200:
                 return
         time.sleep(0.2)
     raise SystemExit(f"doorman serve ({server.store}) did not answer within 60 s")
@@ -325,7 +345,7 @@ def sign_in(server: Server) -> None:
 
 def check_by_hand(server: Server) -> None:
     """Each request once, before any load: the status, and who it was for."""
-    for case in CASES:
+    for case in server.cases:
         status, headers, body = request(server, "GET", case.path, server.headers(case))
         problem = None
         if status != case.expected:
@@ -373,7 +393,9 @@ def postgres(statement: str) -> str:
 def prepared(store: str, tmp: Path, server_versions: dict[str, str]) -> Iterator[Server]:
     """The store's database (and Redis db or PostgreSQL database), cleaned up afterwards."""
     sqlite = str(tmp / f"{store}.db")
-    if store == "sqlite":
+    if store == BARE:
+        yield Server(store, "", "", note="the floor: benchmarks/bare_app.py, no doorman at all")
+    elif store == "sqlite":
         yield Server(store, sqlite, "db", note="sessions and users in one SQLite file (WAL)")
     elif store == "cookie":
         yield Server(store, sqlite, "cookie", note="signed-cookie sessions, users in SQLite")
@@ -404,6 +426,10 @@ def prepared(store: str, tmp: Path, server_versions: dict[str, str]) -> Iterator
 
 
 def set_up(server: Server, where: Placement, tmp: Path) -> None:
+    if server.store == BARE:
+        start(server, where, tmp)
+        check_by_hand(server)
+        return
     doorman(["users", "create", USERNAME, "--password-stdin", "--db", server.db], tmp, PASSWORD)
     server.token = doorman(
         ["tokens", "create", USERNAME, "--name", "load", "--db", server.db], tmp
@@ -449,9 +475,13 @@ def wrk(server: Server, case: Case, seconds: int, connections: int, where: Place
     command = wrk_command(server, case, seconds, connections, where, shown=False)
     assert server.process is not None
     before = cpu_seconds(server.process.pid)
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=False
     )
+    # taskset execs wrk: the child this run waited for is wrk itself.
+    client = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = client.ru_utime + client.ru_stime - client_before.ru_utime - client_before.ru_stime
     line = next((x for x in done.stdout.splitlines() if x.startswith("LOADJSON ")), None)
     if done.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -466,6 +496,7 @@ def wrk(server: Server, case: Case, seconds: int, connections: int, where: Place
         p90=latency["p90"],
         p99=latency["p99"],
         cpu_seconds=cpu_seconds(server.process.pid) - before,
+        client_cpu_seconds=client_cpu,
     )
 
 
@@ -479,7 +510,7 @@ def wrk_version() -> str:
 
 
 def measure(servers: list[Server], args: argparse.Namespace, where: Placement) -> None:
-    pairs = [(server, case) for server in servers for case in CASES]
+    pairs = [(server, case) for server in servers for case in server.cases]
     for server, case in pairs:  # warm-up: unmeasured, but its statuses are checked
         run = wrk(server, case, args.warmup, args.connections, where)
         if run.unexpected(case.expected):
@@ -487,15 +518,15 @@ def measure(servers: list[Server], args: argparse.Namespace, where: Placement) -
                 f"warm-up {server.store}, {case.name}: {describe_errors(run, case)}",
                 file=sys.stderr,
             )
-    per_run = max(1, round(args.seconds / args.repeat))
     for rep in range(args.repeat):
         shift = rep * len(pairs) // args.repeat
         for server, case in pairs[shift:] + pairs[:shift]:
-            run = wrk(server, case, per_run, args.connections, where)
+            run = wrk(server, case, args.seconds, args.connections, where)
             server.runs.setdefault(case.name, []).append(run)
             print(
-                f"  {rep + 1}/{args.repeat} {server.store:8} {case.name:17} "
-                f"{run.rps:8.0f} req/s  p50 {run.p50:6.2f} ms  p99 {run.p99:6.2f} ms"
+                f"  {rep + 1}/{args.repeat} {server.store:8} {case.name:20} "
+                f"{run.rps:8.0f} req/s  p50 {run.p50:6.2f} ms  p99 {run.p99:6.2f} ms  "
+                f"server {run.cpu_us:5.0f} µs/req  wrk {run.client_busy:4.0%}"
                 + (
                     f"  errors: {describe_errors(run, case)}"
                     if run.unexpected(case.expected)
@@ -515,78 +546,108 @@ def describe_errors(run: Run, case: Case) -> str:
 # -- reporting -------------------------------------------------------------------------
 
 
+def median_of(server: Server, case: Case, what: str) -> float:
+    return statistics.median(getattr(run, what) for run in server.runs[case.name])
+
+
+def floor_rps(servers: list[Server]) -> float | None:
+    bare = next((s for s in servers if s.store == BARE), None)
+    return None if bare is None else median_of(bare, FLOOR, "rps")
+
+
 def table(servers: list[Server]) -> str:
+    floor = floor_rps(servers)
     lines = [
-        "| store | request | credentials | status | requests/s | lowest-highest "
-        "| p50 ms | p99 ms | server CPU µs/req | errors |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| server | request | credentials | status | requests/s | ratio to bare "
+        "| lowest-highest | p50 ms | p99 ms | server CPU µs/req | wrk CPU | errors |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for server in servers:
-        for case in CASES:
+        for case in server.cases:
             runs = server.runs[case.name]
             rps = [run.rps for run in runs]
             total = sum(run.requests for run in runs)
             errors = sum(run.unexpected(case.expected) for run in runs)
+            ratio = f"{statistics.median(rps) / floor:.2f}" if floor else "-"
             lines.append(
                 f"| {server.store} | `GET {case.path}` | {case.name} | {case.expected} "
-                f"| {statistics.median(rps):,.0f} | {min(rps):,.0f}-{max(rps):,.0f} "
-                f"| {statistics.median(r.p50 for r in runs):.1f} "
-                f"| {statistics.median(r.p99 for r in runs):.1f} "
-                f"| {statistics.median(r.cpu_us for r in runs):,.0f} "
-                f"| {errors:,} of {total:,} |"
+                f"| {statistics.median(rps):,.0f} | {ratio} | {min(rps):,.0f}-{max(rps):,.0f} "
+                f"| {median_of(server, case, 'p50'):.1f} | {median_of(server, case, 'p99'):.1f} "
+                f"| {median_of(server, case, 'cpu_us'):,.0f} "
+                f"| {max(run.client_busy for run in runs):.0%} | {errors:,} of {total:,} |"
             )
     return "\n".join(lines) + "\n"
 
 
-def target(servers: list[Server]) -> list[str]:
+# The issue 14 targets: (case, stores, lowest ratio to the bare app, highest p99 in ms).
+RATIO_TARGETS = (
+    (SIGNED_IN, ("cookie", "redis"), 0.40, 10.0),
+    (ANONYMOUS, ("cookie", "redis"), 0.50, None),
+    (BEARER, ("cookie", "redis", "postgres", "sqlite"), 0.35, None),
+)
+POSTGRES_TO_REDIS = 0.8  # PostgreSQL's signed-in /-/auth against Redis's
+
+
+def targets(servers: list[Server]) -> list[str]:
+    floor = floor_rps(servers)
+    if floor is None:
+        return ["- targets (issue 14): the bare app did not run, so no ratios"]
+    by_store = {s.store: s for s in servers}
     lines = []
-    for server in servers:
-        if server.store not in TARGET_STORES:
-            continue
-        runs = server.runs["session cookie"]
-        rps = statistics.median(run.rps for run in runs)
-        p99 = statistics.median(run.p99 for run in runs)
-        cpu = statistics.median(run.cpu_us for run in runs)
-        met = rps >= TARGET_RPS and p99 < TARGET_P99_MS
-        lines.append(
-            f"- target (issue 6), `/-/auth` with a session, {server.store} store, one worker: "
-            f"{rps:,.0f} requests/s (target ≥ {TARGET_RPS:,}), p99 {p99:.1f} ms "
-            f"(target < {TARGET_P99_MS:.0f}): {'MET' if met else 'NOT MET'}. At "
-            f"{cpu:,.0f} µs of server CPU per request, one worker on a core of its own could "
-            f"serve at most about {1e6 / cpu:,.0f} requests/s"
-            + (
-                f" (the target needs at most {1e6 / TARGET_RPS:,.0f} µs)."
-                if 1e6 / cpu < TARGET_RPS
-                else "."
+    for case, stores, lowest, p99_limit in RATIO_TARGETS:
+        for store in stores:
+            if store not in by_store:
+                continue
+            rps = median_of(by_store[store], case, "rps")
+            p99 = median_of(by_store[store], case, "p99")
+            met = rps / floor >= lowest and (p99_limit is None or p99 < p99_limit)
+            p99_text = "" if p99_limit is None else f", p99 {p99:.1f} ms (target < {p99_limit:g})"
+            lines.append(
+                f"- target (issue 14), `GET {case.path}` with {case.name}, {store}: "
+                f"{rps / floor:.2f}x the bare app (target ≥ {lowest:.2f}){p99_text}: "
+                f"{'MET' if met else 'NOT MET'}"
             )
+    if "postgres" in by_store and "redis" in by_store:
+        ratio = median_of(by_store["postgres"], SIGNED_IN, "rps") / median_of(
+            by_store["redis"], SIGNED_IN, "rps"
         )
-    if not lines:
-        lines.append("- target (issue 6): neither the redis nor the cookie store ran")
+        lines.append(
+            f"- target (issue 14), signed-in `GET /-/auth`, postgres against redis: "
+            f"{ratio:.2f}x (target ≥ {POSTGRES_TO_REDIS}): "
+            f"{'MET' if ratio >= POSTGRES_TO_REDIS else 'NOT MET'}"
+        )
     return lines
 
 
 def additions(servers: list[Server]) -> list[str]:
-    """What credentials add over the anonymous 401 on the same server: server CPU."""
+    """doorman's own CPU per request: over the bare app's, and what credentials add."""
 
-    def cpu(server: Server, name: str) -> float:
-        return statistics.median(run.cpu_us for run in server.runs[name])
+    def cpu(server: Server, case: Case) -> float:
+        return median_of(server, case, "cpu_us")
 
+    stores = [s for s in servers if s.store != BARE]
+    lines = []
+    bare = next((s for s in servers if s.store == BARE), None)
+    if bare is not None:
+        floor = ", ".join(
+            f"{s.store} +{cpu(s, ANONYMOUS) - cpu(bare, FLOOR):,.0f} µs" for s in stores
+        )
+        lines.append(
+            f"- server CPU per request of the bare app (uvicorn's own work): "
+            f"{cpu(bare, FLOOR):,.0f} µs; what doorman adds to it for the anonymous 401 "
+            f"(no store or database call): {floor}"
+        )
     session = ", ".join(
-        f"{s.store} +{cpu(s, 'session cookie') - cpu(s, 'none (anonymous)'):,.0f} µs"
-        for s in servers
+        f"{s.store} +{cpu(s, SIGNED_IN) - cpu(s, ANONYMOUS):,.0f} µs" for s in stores
     )
-    bearer = ", ".join(
-        f"{s.store} +{cpu(s, 'Bearer token') - cpu(s, 'none (anonymous)'):,.0f} µs" for s in servers
-    )
-    floor = ", ".join(f"{s.store} {cpu(s, 'none (anonymous)'):,.0f} µs" for s in servers)
-    return [
-        f"- server CPU per request with no credentials (the 401: uvicorn, Starlette, "
-        f"doorman's middlewares and the access log, no store or database call): {floor}",
-        f"- what a session adds to it (the session read and the user and sign-in lookup): "
-        f"{session}",
+    bearer = ", ".join(f"{s.store} +{cpu(s, BEARER) - cpu(s, ANONYMOUS):,.0f} µs" for s in stores)
+    lines += [
+        f"- what a session adds to the 401 (the session read and the user and sign-in "
+        f"lookup): {session}",
         f"- what a Bearer token adds (the token and its user, one lookup; `/-/whoami` "
         f"answers JSON): {bearer}",
     ]
+    return lines
 
 
 def machine_load() -> str:
@@ -626,7 +687,7 @@ def own_command(args: argparse.Namespace) -> str:
         f"--warmup {args.warmup}",
     ]
     if args.profile:
-        parts.append(f"--profile {args.profile}")
+        parts.append(f"--profile {','.join(args.profile)}")
     if args.write_docs:
         parts.append("--write-docs")
     return " ".join(parts)
@@ -638,13 +699,16 @@ def section(
     where: Placement,
     context: dict[str, str],
     skipped: list[str],
-    profile: str,
+    profiled: str,
 ) -> str:
-    per_run = max(1, round(args.seconds / args.repeat))
+    per_run = args.seconds
     shown = Server("shown", "DB", "STORE")  # the commands with placeholders, not a tmp path
     serve = shlex.join(serve_command(shown, where)).replace(sys.executable, "python")
-    wrk_line = shlex.join(wrk_command(shown, CASES[0], per_run, args.connections, where, True))
+    bare = shlex.join(serve_command(Server(BARE, "", ""), where))
+    bare = bare.replace(sys.executable, "python").replace(str(ROOT) + "/", "")
+    wrk_line = shlex.join(wrk_command(shown, SIGNED_IN, per_run, args.connections, where, True))
     serve, wrk_line = serve.replace("--port 0", "--port PORT"), wrk_line.replace(":0/", ":PORT/")
+    bare = bare.replace("--port 0", "--port PORT")
     stores = "".join(f"\n  - {s.store}: {s.note}" for s in servers)
     skips = "".join(f"\n- skipped: {note}" for note in skipped)
     return f"""{BEGIN}
@@ -653,17 +717,22 @@ def section(
 
 - Placement: {where.describe()}; Redis and PostgreSQL themselves are not pinned.
 - Each figure is the median of {args.repeat} wrk runs of {per_run} s ({args.connections} \
-connections, one wrk thread), the stores and requests interleaved in a rotated order \
+connections, one wrk thread), the servers and requests interleaved in a rotated order \
 within each repetition, after a {args.warmup} s warm-up of each; "lowest-highest" is \
-the spread of those runs.
+the spread of those runs. "ratio to bare" is the median requests/s over the bare \
+app's, measured in the same run: the figure to compare across runs and machines.
 - The machine is shared: before the runs {context["load_before"]}; after them \
-{context["load_after"]}. Read the server CPU per request (the server process's user \
-and system time, every thread, over the requests it answered) as the steadier figure: \
-it leaves out the time spent waiting for a CPU that another program holds.
+{context["load_after"]}. Read the ratios and the server CPU per request (the server \
+process's user and system time, every thread, over the requests it answered) as the \
+steadier figures: the CPU leaves out the time spent waiting for a CPU that another \
+program holds.
+- "wrk CPU" is the client's user and system time over the run's length, the highest \
+of the runs: below 100%, wrk had time to spare on its core, and the server was the \
+bottleneck.
 - Versions: {context["versions"]}.
-- The exact command: `python {own_command(args)}`; each server: `{serve}`; each run: \
-`{wrk_line}`.
-- Stores:{stores}
+- The exact command: `python {own_command(args)}`; each server: `{serve}`; the floor: \
+`{bare}`; each run: `{wrk_line}`.
+- Servers:{stores}
 
 `doorman serve` runs with its access log on (the `access_log` setting, on by default;
 doorman writes the line itself, uvicorn's own is off): each request's line is
@@ -677,22 +746,21 @@ names alice in `X-Doorman-User`, `/-/whoami` names her as the actor, and none of
 sends a new cookie.
 
 {table(servers)}
-{chr(10).join(additions(servers) + target(servers))}{skips}
-{profile}{END}"""
+{chr(10).join(additions(servers) + targets(servers))}{skips}
+{PROFILE_INTRO + profiled if profiled else ""}{END}"""
 
 
 DOCS_INTRO = f"""{HEADING}
 
 What a proxy's forward-auth check costs over real HTTP: `doorman serve` with one
-uvicorn worker on loopback, loaded by wrk (`apt-get install wrk`). Unlike the
-sections above, these numbers include the HTTP server, the sockets, and the session
-store's and the database's round trips. The issue 6 target is at least 3,000
-requests/s with a p99 under 50 ms for `/-/auth` with a session, with the Redis or the
-signed-cookie store, on one worker: the lines under the table say whether the run met
-it. To reproduce (about a minute and a half: the SQLite and Redis stores, then a
-profile of the Redis one; `benchmarks/.venv/bin/python benchmarks/load.py --stores
-sqlite,redis,cookie,postgres --profile redis --write-docs` runs all four stores in
-about two and a half minutes):
+uvicorn worker on loopback, loaded by wrk (`apt-get install wrk`), beside a bare
+ASGI app under the same uvicorn options in the same run. Unlike the sections above,
+these numbers include the HTTP server, the sockets, and the session store's and the
+database's round trips. The issue 14 targets are ratios to the bare app: the lines
+under the table say which the run met. To reproduce (about two and a half minutes:
+the signed-cookie, Redis and PostgreSQL stores, then a profile of the signed-in
+`/-/auth` on the first two; Redis and PostgreSQL are skipped when they do not
+answer):
 
     make bench-load
 
@@ -702,155 +770,6 @@ about two and a half minutes):
 def write_docs(text: str) -> None:
     write_block(DOCS, BEGIN, END, text, DOCS_INTRO)
     print(f"wrote {DOCS}", file=sys.stderr)
-
-
-# -- profiling -------------------------------------------------------------------------
-
-
-CATEGORIES = (  # (label, start of a frame's file path), the first that matches wins
-    ("uvicorn (the HTTP protocol)", "uvicorn/"),
-    ("starlette (routing, request, response)", "starlette/"),
-    ("doorman: sessions", "doorman/sessions/"),
-    ("doorman: stores", "doorman/stores/"),
-    ("doorman: auth (actor, users, tokens)", "doorman/auth/"),
-    ("doorman: the rest (server views, signing, database)", "doorman/"),
-    ("sqlalchemy (query building, compiling, results)", "sqlalchemy/"),
-    ("aiosqlite (queue hand-offs to its threads, sqlite3 calls)", "aiosqlite/"),
-    ("redis client", "redis/"),
-    ("asyncpg", "asyncpg/"),
-    ("logging (doorman's access log)", "logging/"),
-    ("uvloop's event loop itself (C code under asyncio.run)", "asyncio/runners.py"),
-    ("asyncio", "asyncio/"),
-    ("threads and queues (stdlib)", "threading.py"),
-    ("threads and queues (stdlib)", "queue.py"),
-    ("threads and queues (stdlib)", "concurrent/"),
-)
-GREENLET = "- SQLAlchemy's sync work in its greenlets (execute, connect, close)"
-#: Frames whose share "on the stack" (inclusive) is shown: (label, what the frame starts with).
-ON_STACK = (
-    ("the session store's read (Session.load)", "Session.load (doorman/"),
-    ("the actor (AuthMiddleware.resolve), of which:", "AuthMiddleware.resolve (doorman/"),
-    ("- the user and sign-in lookup (Users.get_signed_in)", "Users.get_signed_in (doorman/"),
-    ("- the API token and its user (Tokens.verify_with_user)", "Tokens.verify_with_user ("),
-    ("Starlette: routing, the view, the response", "Starlette.__call__ (starlette/"),
-    ("SQLAlchemy's async bridge (greenlet_spawn), of which:", "greenlet_spawn (sqlalchemy/"),
-    (GREENLET, ""),  # counted by read_samples: stacks that start inside a greenlet
-    (
-        "aiosqlite's hand-offs to its thread (Connection._execute)",
-        "Connection._execute (aiosqlite/",
-    ),
-    ("new threads (Thread.start: new aiosqlite connections)", "Thread.start ("),
-    ("the access line (Logger.handle)", "Logger.handle (logging/"),
-)
-_FRAME_FILE = re.compile(r"\((.*):\d+\)$")
-
-
-def category(frame: str) -> str:
-    found = _FRAME_FILE.search(frame)
-    path = found[1] if found else frame
-    for label, start in CATEGORIES:
-        if path.startswith(start) or f"/{start}" in path:
-            return label
-    return "other (stdlib and the rest)"
-
-
-@dataclass
-class Samples:
-    total: int = 0
-    own: Counter[str] = field(default_factory=Counter)  # by category of the innermost frame
-    leaves: Counter[str] = field(default_factory=Counter)
-    on_stack: Counter[str] = field(default_factory=Counter)  # by ON_STACK label
-
-
-def read_samples(raw: Path) -> Samples:
-    """py-spy's raw (collapsed) output: "frame;frame;...;innermost count" a line."""
-    found = Samples()
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n, frames = int(count), stack.split(";")
-        found.total += n
-        found.own[category(frames[-1])] += n
-        found.leaves[frames[-1]] += n
-        labels = {label for label, head in ON_STACK if head for f in frames if f.startswith(head)}
-        if category(frames[0]).startswith("sqlalchemy"):
-            # SQLAlchemy's sync code runs in a greenlet whose stack starts there: the
-            # doorman frames that awaited it are not on it, but the time is theirs.
-            labels |= {GREENLET, "SQLAlchemy's async bridge (greenlet_spawn), of which:"}
-        for label in labels:
-            found.on_stack[label] += n
-    return found
-
-
-def profile(server: Server, case: Case, args: argparse.Namespace, where: Placement) -> str:
-    """One more wrk run with py-spy sampling the server: where the CPU time goes."""
-    spy = Path(sys.executable).parent / "py-spy"
-    if not spy.exists():
-        return "\npy-spy is not installed in this venv: no profile.\n"
-    assert server.process is not None
-    seconds = max(2, min(args.seconds, 5))
-    with tempfile.TemporaryDirectory(prefix="doorman-load-") as tmp:
-        raw = Path(tmp) / "profile.txt"
-        command = [str(spy), "record", "--pid", str(server.process.pid)]
-        command += ["--duration", str(seconds), "--rate", str(PROFILE_RATE), "--gil"]
-        command += ["--format", "raw", "--output", str(raw)]
-        sampler = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        time.sleep(0.5)  # py-spy attaches; wrk's run ends before its sampling does
-        run = wrk(server, case, seconds - 1, args.connections, where)
-        try:
-            _, error = sampler.communicate(timeout=seconds + 30)
-        except subprocess.TimeoutExpired:
-            sampler.kill()
-            sampler.wait()
-            return "\npy-spy did not finish: no profile.\n"
-        if sampler.returncode != 0 or not raw.exists():
-            last = (error.strip().splitlines() or ["no message"])[-1]
-            return f"\npy-spy failed ({last}): no profile.\n"
-        samples = read_samples(raw)
-    if not samples.total:
-        return "\npy-spy took no samples: no profile.\n"
-    return profile_text(server, case, run, samples)
-
-
-def profile_text(server: Server, case: Case, run: Run, samples: Samples) -> str:
-    total = samples.total
-
-    def us(n: int) -> str:  # GIL-holding time per request that n samples stand for
-        return f"{n / PROFILE_RATE / max(1, run.requests) * 1e6:,.0f}"
-
-    rows = ["| innermost Python frame in | share of samples | ≈ µs per request |", "|---|--:|--:|"]
-    rows += [f"| {label} | {n / total:.0%} | {us(n)} |" for label, n in samples.own.most_common()]
-    stack = ["| on the stack (inclusive) | share of samples | ≈ µs per request |", "|---|--:|--:|"]
-    for label in dict.fromkeys(label for label, _ in ON_STACK):
-        n = samples.on_stack[label]
-        stack.append(f"| {label} | {n / total:.0%} | {us(n)} |")
-    top = "".join(f"\n- {n / total:.0%} `{frame}`" for frame, n in samples.leaves.most_common(8))
-    return f"""
-### Where the time goes (py-spy)
-
-`{server.store}` store, `GET {case.path}` with a {case.name}, one more wrk run while
-py-spy sampled the server {PROFILE_RATE} times a second, each time the thread that
-held the GIL (`py-spy record --gil`): {run.requests:,} requests ({run.rps:,.0f}/s while
-sampled, {run.cpu_us:,.0f} µs of server CPU each), {total:,} samples. "≈ µs per
-request" is the samples' time over the requests: Python's own work per request. C
-code that keeps the GIL counts under the Python frame that called it (uvloop's loop
-under `Runner.run`); a thread that holds the GIL while the kernel has switched to
-another counts too, which on one busy core inflates the frame just after a thread
-wake-up (aiosqlite's queue put in `Connection._execute`). SQLAlchemy runs its sync
-engine code in greenlets, whose stacks start at SQLAlchemy: those samples lack the
-doorman frames that awaited them, so the actor's and the session's rows leave that
-work out; it is in the greenlet row (the user lookup's query, for the most part).
-
-{chr(10).join(rows)}
-
-{chr(10).join(stack)}
-
-The innermost frames with the most samples:
-{top}
-"""
 
 
 # -- main ------------------------------------------------------------------------------
@@ -864,10 +783,11 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.profile and args.profile not in args.stores:
-        raise SystemExit(f"--profile {args.profile}: not one of --stores {','.join(args.stores)}")
-    if not 1 <= args.repeat <= args.seconds <= 600:
-        raise SystemExit("give 1 <= --repeat <= --seconds <= 600")
+    for store in args.profile:
+        if store not in args.stores:
+            raise SystemExit(f"--profile {store}: not one of --stores {','.join(args.stores)}")
+    if not (1 <= args.repeat <= 20 and 1 <= args.seconds <= 60):
+        raise SystemExit("give 1 <= --repeat <= 20 and 1 <= --seconds <= 60")
     started = time.monotonic()
     where = placement(args.pin)
     print(where.describe(), file=sys.stderr)
@@ -879,7 +799,7 @@ def main(args: argparse.Namespace) -> int:
         contextlib.ExitStack() as stack,
     ):
         servers = []
-        for store in args.stores:
+        for store in [BARE, *args.stores]:
             try:
                 server = stack.enter_context(prepared(store, Path(tmp), server_versions))
             except Skip as error:
@@ -894,13 +814,7 @@ def main(args: argparse.Namespace) -> int:
             raise SystemExit("no store could run: " + "; ".join(skipped))
         measure(servers, args, where)
         context["load_after"] = machine_load()
-        profiled = ""
-        if args.profile:
-            chosen = next((s for s in servers if s.store == args.profile), None)
-            if chosen is None:
-                profiled = f"\nNo profile: the {args.profile} store did not run.\n"
-            else:
-                profiled = profile(chosen, CASES[0], args, where)
+        profiled = "".join(profile(servers, store, args, where) for store in args.profile)
         for server in servers:
             stop(server)
             assert server.log is not None
@@ -917,6 +831,22 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def profile(servers: list[Server], store: str, args: argparse.Namespace, where: Placement) -> str:
+    """The signed-in ``/-/auth`` on ``store``'s server once more, sampled by py-spy."""
+    what = f"`{store}` store, `GET {SIGNED_IN.path}` with a {SIGNED_IN.name}"
+    server = next((s for s in servers if s.store == store), None)
+    if server is None or server.process is None:
+        return f"\nNo profile of the {store} store: it did not run.\n"
+    found = record(
+        server.process.pid,
+        max(3, min(args.seconds + 1, 6)),
+        lambda seconds: wrk(server, SIGNED_IN, seconds, args.connections, where),
+    )
+    if isinstance(found, str):
+        return f"\nNo profile of the {store} store: {found}.\n"
+    return profile_text(what, *found)
+
+
 def stores(text: str) -> list[str]:
     chosen = [s.strip() for s in text.split(",") if s.strip()]
     for store in chosen:
@@ -930,24 +860,28 @@ if __name__ == "__main__":
     parser.add_argument(
         "--stores",
         type=stores,
-        default=["sqlite", "redis"],
-        help="comma-separated, of: " + ", ".join(ALL_STORES) + " (default: sqlite,redis)",
+        default=["cookie", "redis", "postgres"],
+        help="comma-separated, of: "
+        + ", ".join(ALL_STORES)
+        + " (default: cookie,redis,postgres); the bare app always runs",
     )
     parser.add_argument(
-        "--seconds",
-        type=int,
-        default=10,
-        help="seconds of load per store and request, split into --repeat runs (default 10)",
+        "--seconds", type=int, default=5, help="seconds of each wrk run (default 5)"
     )
-    parser.add_argument("--repeat", type=int, default=5, help="runs per store and request (median)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per server and request, the median shown"
+    )
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument(
         "--warmup", type=int, default=1, help="warm-up seconds per store and request"
     )
     parser.add_argument(
         "--profile",
-        metavar="STORE",
-        help="after the runs, profile this store's server with py-spy during one more /-/auth run",
+        metavar="STORES",
+        type=stores,
+        default=[],
+        help="after the runs, profile these stores' servers (comma-separated) with py-spy, "
+        "each during one more signed-in /-/auth run",
     )
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite {DOCS.name}")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not use taskset")
