@@ -1,9 +1,9 @@
 """py-spy for benchmarks/load.py: sample a server during one more wrk run; where the µs go.
 
 The samples are py-spy's raw (collapsed) stacks, taken ``PROFILE_RATE`` times a
-second from the thread that holds the GIL (``py-spy record --gil``). Each
-sample is put in the category of its innermost frame (whose code was running)
-and counted for the frames of interest anywhere on its stack (inclusive).
+second from the thread that holds the GIL, without pausing the server
+(``py-spy record --gil --nonblocking``). Each sample is put in the category of
+its innermost frame: the code that was running.
 """
 
 from __future__ import annotations
@@ -20,49 +20,49 @@ from pathlib import Path
 from typing import Any
 
 PROFILE_RATE = 200  # py-spy samples a second
-CATEGORIES = (  # (label, start of a frame's file path), the first that matches wins
-    ("uvicorn (the HTTP protocol)", "uvicorn/"),
-    ("starlette (routing, request, response)", "starlette/"),
-    ("doorman: sessions", "doorman/sessions/"),
-    ("doorman: stores", "doorman/stores/"),
-    ("doorman: auth (actor, users, tokens)", "doorman/auth/"),
-    ("doorman: the rest (server views, signing, database)", "doorman/"),
-    ("sqlalchemy (query building, compiling, results)", "sqlalchemy/"),
-    ("aiosqlite (queue hand-offs to its threads, sqlite3 calls)", "aiosqlite/"),
-    ("redis client", "redis/"),
-    ("asyncpg", "asyncpg/"),
-    ("logging (doorman's access log)", "logging/"),
-    ("uvloop's event loop itself (C code under asyncio.run)", "asyncio/runners.py"),
-    ("asyncio", "asyncio/"),
-    ("threads and queues (stdlib)", "threading.py"),
-    ("threads and queues (stdlib)", "queue.py"),
-    ("threads and queues (stdlib)", "concurrent/"),
-)
-GREENLET = "- SQLAlchemy's sync work in its greenlets (execute, connect, close)"
-#: Frames whose share "on the stack" (inclusive) is shown: (label, what the frame starts with).
-ON_STACK = (
-    ("the session store's read (Session.load)", "Session.load (doorman/"),
-    ("the actor (AuthMiddleware.resolve), of which:", "AuthMiddleware.resolve (doorman/"),
-    ("- the user and sign-in lookup (Users.get_signed_in)", "Users.get_signed_in (doorman/"),
-    ("- the API token and its user (Tokens.verify_with_user)", "Tokens.verify_with_user ("),
-    ("Starlette: routing, the view, the response", "Starlette.__call__ (starlette/"),
-    ("SQLAlchemy's async bridge (greenlet_spawn), of which:", "greenlet_spawn (sqlalchemy/"),
-    (GREENLET, ""),  # counted by read_samples: stacks that start inside a greenlet
+#: (label, starts of a frame's file path): a sample goes to the first label whose path
+#: matches its innermost frame, the code that was running.
+CATEGORIES = (
+    ("uvicorn: HTTP parsing, the response's socket writes", ("uvicorn/",)),
+    ("Starlette: routing, request, response", ("starlette/",)),
+    ("doorman: the access log (and `logging`)", ("doorman/server/access_log.py", "logging/")),
+    ("doorman: security headers", ("doorman/server/headers.py",)),
     (
-        "aiosqlite's hand-offs to its thread (Connection._execute)",
-        "Connection._execute (aiosqlite/",
+        "doorman: the forward-auth answer (view, identity headers)",
+        ("doorman/server/views/api.py", "doorman/_types.py", "doorman/_identity.py", "urllib/"),
     ),
-    ("new threads (Thread.start: new aiosqlite connections)", "Thread.start ("),
-    ("the access line (Logger.handle)", "Logger.handle (logging/"),
+    (
+        "doorman: fast path (server/fast_auth.py)",
+        ("doorman/server/fast_auth.py", "doorman/server/fast_"),
+    ),
+    ("doorman: other server middleware", ("doorman/server/", "doorman/auth/websockets.py")),
+    (
+        "doorman: the session (middleware, cookie, signature, payload)",
+        ("doorman/sessions/", "doorman/stores/", "doorman/signing.py", "json/", "hmac.py"),
+    ),
+    ("doorman: the permission check", ("doorman/auth/permissions.py", "doorman/core.py")),
+    (
+        "doorman: the actor (auth middleware, users, sign-ins, tokens, epochs)",
+        ("doorman/auth/", "doorman/epochs.py", "doorman/database.py"),
+    ),
+    ("doorman: the rest", ("doorman/",)),
+    ("sqlalchemy (query building, compiling, results)", ("sqlalchemy/",)),
+    ("aiosqlite (queue hand-offs to its threads, sqlite3 calls)", ("aiosqlite/",)),
+    ("redis client", ("redis/",)),
+    ("asyncpg", ("asyncpg/",)),
+    ("uvloop's event loop itself (C code under asyncio.run)", ("asyncio/runners.py",)),
+    ("asyncio", ("asyncio/",)),
+    ("threads and queues (stdlib)", ("threading.py", "queue.py", "concurrent/")),
 )
 _FRAME_FILE = re.compile(r"\((.*):\d+\)$")
+_LINE = re.compile(r":\d+\)$")
 
 
 def category(frame: str) -> str:
     found = _FRAME_FILE.search(frame)
     path = found[1] if found else frame
-    for label, start in CATEGORIES:
-        if path.startswith(start) or f"/{start}" in path:
+    for label, starts in CATEGORIES:
+        if any(path.startswith(start) or f"/{start}" in path for start in starts):
             return label
     return "other (stdlib and the rest)"
 
@@ -71,28 +71,25 @@ def category(frame: str) -> str:
 class Samples:
     total: int = 0
     own: Counter[str] = field(default_factory=Counter)  # by category of the innermost frame
-    leaves: Counter[str] = field(default_factory=Counter)
-    on_stack: Counter[str] = field(default_factory=Counter)  # by ON_STACK label
+    functions: Counter[str] = field(default_factory=Counter)  # innermost function, any line
 
 
 def read_samples(raw: Path) -> Samples:
-    """py-spy's raw (collapsed) output: "frame;frame;...;innermost count" a line."""
+    """py-spy's raw (collapsed) output: "frame;frame;...;innermost count" a line.
+
+    Only the innermost frame counts: without pausing the server, and with
+    coroutines resumed by the event loop, py-spy often sees a stack cut short
+    above it, so that the outer frames (who called) are not reliable.
+    """
     found = Samples()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        n, frames = int(count), stack.split(";")
+        n, innermost = int(count), stack.split(";")[-1]
         found.total += n
-        found.own[category(frames[-1])] += n
-        found.leaves[frames[-1]] += n
-        labels = {label for label, head in ON_STACK if head for f in frames if f.startswith(head)}
-        if category(frames[0]).startswith("sqlalchemy"):
-            # SQLAlchemy's sync code runs in a greenlet whose stack starts there: the
-            # doorman frames that awaited it are not on it, but the time is theirs.
-            labels |= {GREENLET, "SQLAlchemy's async bridge (greenlet_spawn), of which:"}
-        for label in labels:
-            found.on_stack[label] += n
+        found.own[category(innermost)] += n
+        found.functions[_LINE.sub(")", innermost)] += n
     return found
 
 
@@ -140,15 +137,13 @@ PROFILE_INTRO = f"""
 ### Where the time goes (py-spy)
 
 After the runs, one more wrk run of the signed-in `/-/auth` on each store named by
-`--profile`, while py-spy sampled the server {PROFILE_RATE} times a second, each time the
-thread that held the GIL (`py-spy record --gil`). "≈ µs per request" is the samples'
-time over the requests: Python's own work per request. C code that keeps the GIL
-counts under the Python frame that called it (uvloop's loop under `Runner.run`); a
-thread that holds the GIL while the kernel has switched to another counts too, which
-on one busy core inflates the frame just after a thread wake-up. SQLAlchemy runs its
-sync engine code in greenlets, whose stacks start at SQLAlchemy: those samples lack
-the doorman frames that awaited them, so the actor's and the session's rows leave
-that work out; it is in the greenlet row.
+`--profile`, while py-spy sampled the server {PROFILE_RATE} times a second without
+pausing it, each time the thread that held the GIL (`py-spy record --gil
+--nonblocking`). Each sample counts for the code that was running (the innermost
+frame); "≈ µs per request" is the samples' time over the requests: Python's own work
+per request, the C code it called included (a socket write counts for the uvicorn
+line that wrote). The samples leave out the time the server waited for a CPU or for
+a store, so they add up to less than the server's CPU per request.
 """
 
 
@@ -157,16 +152,15 @@ def profile_text(what: str, run: Any, samples: Samples) -> str:
     total = samples.total
 
     def us(n: int) -> str:  # GIL-holding time per request that n samples stand for
-        return f"{n / PROFILE_RATE / max(1, run.requests) * 1e6:,.0f}"
+        return f"{n / PROFILE_RATE / max(1, run.requests) * 1e6:,.1f}"
 
-    rows = ["| innermost Python frame in | share of samples | ≈ µs per request |", "|---|--:|--:|"]
+    rows = ["| innermost frame in | share of samples | ≈ µs per request |", "|---|--:|--:|"]
     rows += [f"| {label} | {n / total:.0%} | {us(n)} |" for label, n in samples.own.most_common()]
-    stack = ["| on the stack (inclusive) | share of samples | ≈ µs per request |", "|---|--:|--:|"]
-    for label in dict.fromkeys(label for label, _ in ON_STACK):
-        n = samples.on_stack[label]
-        if n:
-            stack.append(f"| {label} | {n / total:.0%} | {us(n)} |")
-    top = "".join(f"\n- {n / total:.0%} `{frame}`" for frame, n in samples.leaves.most_common(8))
+    rows.append(f"| all | 100% | {us(total)} |")
+    top = "".join(
+        f"\n- {us(n)} µs ({n / total:.0%}) `{name}`"
+        for name, n in samples.functions.most_common(12)
+    )
     return f"""
 #### {what}
 
@@ -175,8 +169,6 @@ CPU each), {total:,} samples.
 
 {chr(10).join(rows)}
 
-{chr(10).join(stack)}
-
-The innermost frames with the most samples:
+The functions that ran the most (innermost frames):
 {top}
 """
