@@ -94,3 +94,63 @@ def test_uvicorns_log_config_routes_doormans_loggers() -> None:
     check = f"import logging.config; logging.config.dictConfig({on!r})"
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, check=False)
     assert done.returncode == 0, done.stderr.decode()
+
+
+# -- doorman serve's handler: the line without a record, written once per turn of the loop --
+
+
+@pytest.fixture
+def served_logger() -> Any:
+    """A logger set up as ``uvicorn_log_config`` sets up ``doorman.access``, into a string."""
+    import io
+
+    from doorman.server.access_log import AccessLogHandler, LineFormatter
+
+    logger = logging.getLogger("doorman.test-access")
+    stream = io.StringIO()
+    handler = AccessLogHandler(stream)
+    handler.setFormatter(LineFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger, stream
+    logger.removeHandler(handler)
+    logger.propagate = True
+
+
+async def test_served_lines_wait_for_the_end_of_the_turn_in_order(served_logger: Any) -> None:
+    import asyncio
+
+    logger, stream = served_logger
+    async with client(AccessLogMiddleware(answer_teapot, logger)) as browser:
+        await browser.get("/first?token=secret")
+        await browser.get("/second")
+    await asyncio.sleep(0)  # the turn ends: the lines are written
+    first, second = stream.getvalue().splitlines()
+    assert first.startswith('INFO      127.0.0.1 "GET /first HTTP/1.1" 418 ')
+    assert second.startswith('INFO      127.0.0.1 "GET /second HTTP/1.1" 418 ')
+    assert "secret" not in stream.getvalue()
+
+
+async def test_a_served_line_is_the_line_a_record_makes(served_logger: Any) -> None:
+    """With a filter on the logger, lines go as records again, through the same formatter."""
+    import asyncio
+
+    logger, stream = served_logger
+    app = AccessLogMiddleware(answer_teapot, logger)
+    async with client(app) as browser:
+        await browser.get("/same")
+        logger.addFilter(lambda record: True)
+        try:
+            await browser.get("/same")
+        finally:
+            logger.filters.clear()
+    await asyncio.sleep(0)
+    direct, recorded = (line.rsplit(" ", 1)[0] for line in stream.getvalue().splitlines())
+    assert direct == recorded == 'INFO      127.0.0.1 "GET /same HTTP/1.1" 418'
+
+
+def test_without_a_loop_a_served_line_is_written_at_once(served_logger: Any) -> None:
+    logger, stream = served_logger
+    logger.info("from the command line")
+    assert stream.getvalue() == "INFO      from the command line\n"

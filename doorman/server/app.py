@@ -38,6 +38,7 @@ from ..stores.base import SessionStore
 from .access_log import AccessLogMiddleware
 from .body_limit import BodyLimitMiddleware
 from .cors import CORSMiddleware
+from .fast_auth import FastForwardAuth, ForwardAuthAnswer
 from .headers import SecurityHeadersMiddleware
 from .plugin import ServerPlugin
 from .protect import ProtectedApp
@@ -111,11 +112,23 @@ def create_app(
     if protected is not None:
         inner = ProtectedApp(inner, protected, prefix=prefix, public_paths=settings.public_paths)
     wrapped: ASGIApp = AuthMiddleware(inner, doorman, basic_auth=settings.basic_auth)
-    for wrapper in doorman.plugins.hook.asgi_wrapper(doorman=doorman):
-        if wrapper is not None:
-            wrapped = wrapper(wrapped)
-    wrapped = SessionMiddleware(
-        wrapped,
+    wrappers = [w for w in doorman.plugins.hook.asgi_wrapper(doorman=doorman) if w is not None]
+    for wrapper in wrappers:
+        wrapped = wrapper(wrapped)
+    wrapped = _sessions(wrapped, settings, secrets, store)
+    # Before the session is read: a page of another origin never opens a websocket as the user.
+    wrapped = WebSocketOriginMiddleware(wrapped, allowed_origins=origins)
+    if settings.cors_origins:
+        wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=prefix)
+    if not wrappers and not settings.sentry:  # a plugin's wrapper, or Sentry, sees every request
+        wrapped = _fast_forward_auth(wrapped, server, secrets)
+    wrapped = with_sentry(wrapped, settings.sentry)
+    return AccessLogMiddleware(wrapped) if settings.access_log else wrapped
+
+
+def _sessions(app: ASGIApp, settings: Settings, secrets: list[str], store: SessionStore) -> ASGIApp:
+    return SessionMiddleware(
+        app,
         secret=secrets,
         store=store,
         max_age=settings.session_max_age,
@@ -124,12 +137,17 @@ def create_app(
         https_only=settings.cookie_secure,
         domain=settings.cookie_domain,
     )
-    # Before the session is read: a page of another origin never opens a websocket as the user.
-    wrapped = WebSocketOriginMiddleware(wrapped, allowed_origins=origins)
+
+
+def _fast_forward_auth(app: ASGIApp, server: ServerState, secrets: list[str]) -> ASGIApp:
+    """``/-/auth`` down a short stack of the same parts (see ``fast_auth``); the rest to ``app``."""
+    settings, doorman = server.settings, server.doorman
+    answer = ForwardAuthAnswer(doorman, SecurityHeadersMiddleware(api.ForwardAuth(server)))
+    fast: ASGIApp = AuthMiddleware(answer, doorman, basic_auth=settings.basic_auth)
+    fast = _sessions(fast, settings, secrets, server.store)
     if settings.cors_origins:
-        wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=prefix)
-    wrapped = with_sentry(wrapped, settings.sentry)
-    return AccessLogMiddleware(wrapped) if settings.access_log else wrapped
+        fast = CORSMiddleware(fast, origins=settings.cors_origins, prefix=server.prefix)
+    return FastForwardAuth(app, fast, path=server.url("auth"), methods=_FORWARD_AUTH)
 
 
 def _warn_about_other_hosts(settings: Settings) -> None:

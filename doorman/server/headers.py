@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SecurityHeadersMiddleware", "content_security_policy"]
+__all__ = ["SECURITY_HEADERS", "SecurityHeadersMiddleware", "content_security_policy"]
 
 
 def content_security_policy(form_targets: Iterable[str] = ()) -> str:
@@ -23,13 +23,15 @@ def content_security_policy(form_targets: Iterable[str] = ()) -> str:
     )
 
 
-_HEADERS = [
+#: What every answer gets, unless it sets its own (the forward-auth fast path writes them in).
+SECURITY_HEADERS = (
     (b"content-security-policy", content_security_policy().encode()),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"same-origin"),
     (b"x-content-type-options", b"nosniff"),
     (b"cross-origin-opener-policy", b"same-origin"),
-]
+)
+_HEADERS = SECURITY_HEADERS
 _NAMES = {name for name, _ in _HEADERS}
 
 

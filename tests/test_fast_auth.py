@@ -1,0 +1,345 @@
+"""The forward-auth fast path answers exactly as the full stack does, byte for byte.
+
+``create_app`` sends ``/-/auth`` down a short stack (``doorman.server.fast_auth``).
+Each test here asks the same request of the server as built (its entrance: the
+fast path) and of the full stack behind it, each time from the same starting
+state, and compares status, every header in order, and body. The states are
+the ones a proxy meets: signed in, anonymous, a browser to send to the login
+page, a forged or ended session, a refused user, a token, HTTP Basic, CORS, an
+idle timeout that renews the cookie, a plugin's actor, a store that is down.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from doorman import PasswordHasher
+from doorman._types import ASGIApp
+from doorman.config import Settings, assemble, load_settings
+from doorman.core import Doorman
+from doorman.hookspecs import hookimpl
+from doorman.server.app import create_app
+from doorman.server.fast_auth import FastForwardAuth
+
+from .conftest import SECRET
+from .helpers import client, session_signer
+
+pytestmark = pytest.mark.anyio
+
+PASSWORD = "correct horse battery staple"
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+@dataclass
+class World:
+    """One server: its app as built, and the full stack behind the fast path."""
+
+    app: ASGIApp
+    full: ASGIApp
+    doorman: Doorman
+    settings: Settings
+
+
+def full_stack(app: Any) -> ASGIApp:
+    """The app behind ``FastForwardAuth``: what answered ``/-/auth`` before the fast path.
+
+    Without a fast path (a plugin wraps the app), the app itself.
+    """
+    found = app
+    while not isinstance(found, FastForwardAuth):
+        found = getattr(found, "app", None)
+        if found is None:
+            return app  # type: ignore[no-any-return]
+    return found.app
+
+
+@contextlib.asynccontextmanager
+async def world(
+    tmp_path: Path, *, plugins: list[Any] = (), **overrides: Any
+) -> AsyncIterator[World]:  # type: ignore[assignment]
+    options = {
+        "db": str(tmp_path / "doorman.db"),
+        "secret": SECRET,
+        "public_url": "https://auth.example.com",
+        "allowed_origins": ["https://app.example.com"],
+        **overrides,
+    }
+    settings = load_settings(environ={}, overrides=options)
+    doorman, store = assemble(settings, [SECRET])
+    doorman.hasher = doorman.users.hasher = PasswordHasher(time_cost=1, memory_cost=1024)
+    for plugin in plugins:
+        doorman.plugins.register(plugin)
+    await doorman.startup()
+    await doorman.create_user("alice", PASSWORD)
+    try:
+        app = create_app(settings, doorman=doorman, store=store)
+        yield World(app, full_stack(app), doorman, settings)
+    finally:
+        await store.close()
+        await doorman.close()
+        await doorman.engine.dispose()
+
+
+async def sign_in(world: World, username: str = "alice") -> bytes:
+    """A session cookie header value, from a JSON sign-in over the app."""
+    async with client(world.app, base_url="https://auth.example.com") as browser:
+        token = (await browser.get("/-/whoami?csrf=1")).json()["csrftoken"]
+        answer = await browser.post(
+            "/-/login",
+            json={"username": username, "password": PASSWORD},
+            headers={"x-csrftoken": token},
+        )
+        assert answer.status_code == 200, answer.text
+        return f"doorman_session={browser.cookies['doorman_session']}".encode()
+
+
+async def ask(
+    app: ASGIApp,
+    headers: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+    *,
+    method: str = "GET",
+    path: str = "/-/auth",
+    query: bytes = b"",
+    root_path: str = "",
+) -> Answer:
+    """One request straight through ``app``, as uvicorn would make it; what it sent."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": root_path,
+        "headers": [(b"host", b"auth.example.com"), *headers],
+        "client": ("203.0.113.7", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start, *bodies = sent
+    assert start["type"] == "http.response.start", sent
+    body = b"".join(m.get("body", b"") for m in bodies)
+    return start["status"], [tuple(h) for h in start["headers"]], body  # type: ignore[misc]
+
+
+def without_cookie_values(answer: Answer) -> Answer:
+    """Set-Cookie values differ from run to run (new keys, new times); their attributes not."""
+    status, headers, body = answer
+    kept = []
+    for name, value in headers:
+        if name == b"set-cookie":
+            cookie, _, attributes = value.partition(b";")
+            name_part = cookie.split(b"=", 1)[0]
+            value = (
+                name_part
+                + (b"=<value>" if cookie != name_part + b"=" else b"=")
+                + b";"
+                + attributes
+            )
+        kept.append((name, value))
+    return status, kept, body
+
+
+async def same_answer(
+    world: World, prepare: Callable[[], Awaitable[list[tuple[bytes, bytes]]]], **request: Any
+) -> Answer:
+    """The fast path's answer, after checking it against the full stack's from a fresh state."""
+    full = await ask(world.full, await prepare(), **request)
+    fast = await ask(world.app, await prepare(), **request)
+    assert without_cookie_values(fast) == without_cookie_values(full)
+    return fast
+
+
+def headers_of(answer: Answer) -> dict[bytes, bytes]:
+    return dict(answer[1])
+
+
+async def nothing() -> list[tuple[bytes, bytes]]:
+    return []
+
+
+# -- the answers a proxy gets ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sessions", ["cookie", "db", "memory"])
+async def test_signed_in_anonymous_and_browsers(tmp_path: Path, sessions: str) -> None:
+    async with world(tmp_path, sessions=sessions) as w:
+
+        async def signed_in() -> list[tuple[bytes, bytes]]:
+            return [(b"cookie", await sign_in(w))]
+
+        ok = await same_answer(w, signed_in)
+        assert ok[0] == 200 and headers_of(ok)[b"x-doorman-user"] == b"alice"
+        assert (await same_answer(w, nothing))[0] == 401
+        html = [(b"accept", b"text/html,application/xhtml+xml")]
+
+        async def browser() -> list[tuple[bytes, bytes]]:
+            return html
+
+        assert (await same_answer(w, browser))[0] == 302
+        rd = await same_answer(w, nothing, query=b"rd=https://app.example.com/x")
+        assert rd[0] == 302 and b"next_sig" in headers_of(rd)[b"location"]
+        for method in ("HEAD", "POST", "PUT", "DELETE"):
+            assert (await same_answer(w, signed_in, method=method))[0] == 200
+        assert (await same_answer(w, nothing, method="PATCH"))[0] == 405
+        assert (await same_answer(w, signed_in, root_path="/auth", path="/auth/-/auth"))[0] in (
+            200,
+            404,
+        )
+
+
+async def test_forged_and_ended_sessions(tmp_path: Path) -> None:
+    async with world(tmp_path, sessions="cookie") as w:
+
+        async def forged() -> list[tuple[bytes, bytes]]:
+            cookie = await sign_in(w)
+            return [(b"cookie", cookie[:-4] + b"AAAA")]
+
+        refused = await same_answer(w, forged)
+        assert refused[0] == 401 and (b"vary", b"Cookie") in refused[1]
+
+        async def disabled() -> list[tuple[bytes, bytes]]:
+            users = w.doorman.users
+            await users.set_active(await users.require("alice"), True)
+            cookie = await sign_in(w)
+            await users.set_active(await users.require("alice"), False)
+            return [(b"cookie", cookie)]
+
+        ended = await same_answer(w, disabled)
+        assert ended[0] == 401 and b"set-cookie" in headers_of(ended)
+        await w.doorman.users.set_active(await w.doorman.users.require("alice"), True)
+
+        async def two_cookies() -> list[tuple[bytes, bytes]]:
+            one, other = await sign_in(w), await sign_in(w)
+            return [(b"cookie", one + b"; " + other)]
+
+        assert (await same_answer(w, two_cookies))[0] == 200
+
+
+async def test_a_user_the_rules_refuse_gets_403(tmp_path: Path) -> None:
+    async with world(tmp_path, permissions={"view": {"allow": {"id": ["bob"]}}}) as w:
+
+        async def signed_in() -> list[tuple[bytes, bytes]]:
+            return [(b"cookie", await sign_in(w))]
+
+        assert (await same_answer(w, signed_in))[0] == 403
+
+
+async def test_tokens_and_basic(tmp_path: Path) -> None:
+    async with world(tmp_path, basic_auth=True) as w:
+        alice = await w.doorman.users.require("alice")
+        _, text = await w.doorman.tokens.create(alice, name="proxy")
+
+        async def bearer() -> list[tuple[bytes, bytes]]:
+            return [(b"authorization", f"Bearer {text}".encode())]
+
+        assert headers_of(await same_answer(w, bearer))[b"x-doorman-user"] == b"alice"
+        pair = base64.b64encode(f"alice:{PASSWORD}".encode())
+
+        async def basic() -> list[tuple[bytes, bytes]]:
+            return [(b"authorization", b"Basic " + pair)]
+
+        assert (await same_answer(w, basic))[0] == 200
+
+        async def wrong() -> list[tuple[bytes, bytes]]:
+            return [(b"authorization", b"Bearer not-a-token")]
+
+        assert (await same_answer(w, wrong))[0] == 401
+
+
+async def test_cors_headers_come_as_before(tmp_path: Path) -> None:
+    async with world(tmp_path, cors_origins=["https://app.example.com"]) as w:
+
+        async def from_app() -> list[tuple[bytes, bytes]]:
+            return [(b"cookie", await sign_in(w)), (b"origin", b"https://app.example.com")]
+
+        answer = await same_answer(w, from_app)
+        assert headers_of(answer)[b"access-control-allow-origin"] == b"https://app.example.com"
+
+        async def from_elsewhere() -> list[tuple[bytes, bytes]]:
+            return [(b"origin", b"https://evil.example")]
+
+        assert (b"vary", b"Origin") in (await same_answer(w, from_elsewhere))[1]
+
+
+async def test_an_idle_timeout_renews_the_cookie_as_before(tmp_path: Path) -> None:
+    async with world(tmp_path, sessions="cookie", idle_timeout=600) as w:
+
+        async def signed_in() -> list[tuple[bytes, bytes]]:
+            return [(b"cookie", await sign_in(w))]
+
+        assert (await same_answer(w, signed_in))[0] == 200
+
+
+class HeaderActor:
+    """A plugin: ``X-Robot: name`` is the actor ``name``."""
+
+    @hookimpl
+    def actor_from_request(self, doorman: Any, scope: Any) -> Any:
+        for name, value in scope["headers"]:
+            if name == b"x-robot":
+                return {"id": value.decode(), "username": value.decode()}
+        return None
+
+
+async def test_a_plugins_actor_is_asked_for(tmp_path: Path) -> None:
+    async with world(tmp_path, plugins=[HeaderActor()]) as w:
+
+        async def robot() -> list[tuple[bytes, bytes]]:
+            return [(b"x-robot", b"r2d2")]
+
+        assert headers_of(await same_answer(w, robot))[b"x-doorman-user"] == b"r2d2"
+
+
+async def test_a_session_store_that_is_down_fails_closed_as_before(tmp_path: Path) -> None:
+    signed = session_signer().sign("k" * 43).encode()
+
+    async def with_cookie() -> list[tuple[bytes, bytes]]:
+        return [(b"cookie", b"doorman_session=" + signed)]
+
+    async with world(tmp_path, sessions="redis://127.0.0.1:1/0") as w:
+        assert (await same_answer(w, with_cookie))[0] == 503
+
+
+class Wrapper:
+    """A plugin's ``asgi_wrapper``: it must see ``/-/auth`` too."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl
+    def asgi_wrapper(self, doorman: Any) -> Any:
+        def wrap(app: Any) -> Any:
+            async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+                if scope["type"] == "http":
+                    self.seen.append(scope["path"])
+                await app(scope, receive, send)
+
+            return wrapped
+
+        return wrap
+
+
+async def test_a_plugins_asgi_wrapper_still_sees_forward_auth(tmp_path: Path) -> None:
+    wrapper = Wrapper()
+    async with world(tmp_path, plugins=[wrapper]) as w:
+        assert w.full is w.app, "no fast path past a plugin's wrapper"
+        assert (await ask(w.app))[0] == 401
+    assert wrapper.seen == ["/-/auth"]
