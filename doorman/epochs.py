@@ -17,14 +17,16 @@ cheap to read:
   database, so every worker that can open the database sees the same page;
 - an in-memory SQLite database: a counter in this process;
 - PostgreSQL: a row of ``doorman_settings``, written in the same transaction
-  as the change and read once per request (workers may be on other hosts);
-  the read is shared by the requests that asked while none was under way.
+  as the change and read once per request (workers may be on other hosts):
+  every epoch row in one query, shared by the requests that arrived before it
+  started (``doorman._epoch_reads``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import mmap
 import os
@@ -39,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ._batches import Batches
+from ._epoch_reads import EpochReads
 from ._files import private
 from .schema import settings_table
 
@@ -146,31 +148,24 @@ class PostgresEpoch:
     """A row of ``doorman_settings``, written in the same transaction as each change.
 
     Workers on PostgreSQL may be on other hosts, so the epoch lives in the
-    database, and each request reads it: one short query, shared by every
-    request that asked while none was under way (a read always starts after
-    the request asked, so a change committed before is seen). The rows a
-    request needs, kept under that epoch, cost no query. A database that does
-    not answer fails the read: ``StoreError``, a 503, never a kept answer.
+    database, and each request reads it: one short query for every epoch of
+    the database, shared by the requests that arrived before it started
+    (``doorman._epoch_reads``: a read always starts after the request arrived,
+    so a change committed before is seen). The rows a request needs, kept
+    under that epoch, cost no query. A database that does not answer fails the
+    read: ``StoreError``, a 503, never a kept answer.
     """
 
     def __init__(self, engine: AsyncEngine, name: str) -> None:
         self.engine = engine
         self.name = f"epoch:{name}"
-        self._reads: Batches[str, bytes] = Batches(self._fetch)
+        self._reads = _epoch_reads(engine)
 
     def current(self) -> bytes | None:
         return None  # only a query can tell
 
     async def read(self) -> bytes | None:
         return await self._reads.get(self.name)
-
-    async def _fetch(self, names: list[str]) -> list[bytes]:
-        from .database import connect  # the database module uses this one
-
-        async with connect(self.engine) as connection:
-            found = await connection.execute(_READ_EPOCH, {"name": self.name})
-            value = found.scalar_one_or_none()
-        return [(value or "").encode()]
 
     async def mark(self, connection: AsyncConnection) -> None:
         upsert = postgresql.insert(settings_table).values(
@@ -186,7 +181,39 @@ class PostgresEpoch:
         pass  # marked in the transaction itself
 
 
-_READ_EPOCH = sa.select(settings_table.c.value).where(settings_table.c.name == sa.bindparam("name"))
+_EPOCH_NAMES = ["epoch:accounts", "epoch:sessions"]  # every `what` of epoch_of
+_READ_EPOCHS = sa.select(settings_table.c.name, settings_table.c.value).where(
+    settings_table.c.name.in_(_EPOCH_NAMES)
+)
+_reads: weakref.WeakKeyDictionary[AsyncEngine, EpochReads] = weakref.WeakKeyDictionary()
+
+
+def _epoch_reads(engine: AsyncEngine) -> EpochReads:
+    """The reads of ``engine``'s epoch rows, shared by every epoch of that database."""
+    reads = _reads.get(engine)
+    if reads is None:
+        reads = _reads[engine] = EpochReads(functools.partial(_reading, weakref.ref(engine)))
+    return reads
+
+
+@contextlib.asynccontextmanager
+async def _reading(
+    ref: weakref.ref[AsyncEngine],
+) -> AsyncIterator[Callable[[], Awaitable[dict[str, bytes]]]]:
+    """A connection without a transaction, and the read of every epoch row through it."""
+    from .database import connect  # the database module uses this one
+
+    engine = ref()
+    assert engine is not None, "an engine read after it was collected"
+    async with connect(engine) as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+
+        async def fetch() -> dict[str, bytes]:
+            rows = (await connection.execute(_READ_EPOCHS)).all()
+            return {name: (value or "").encode() for name, value in rows}
+
+        yield fetch
+
 
 _epochs: weakref.WeakKeyDictionary[AsyncEngine, dict[str, Epoch]] = weakref.WeakKeyDictionary()
 #: The file beside the database for each epoch.

@@ -26,7 +26,7 @@ from doorman.config import Settings, assemble, load_settings
 from doorman.core import Doorman
 from doorman.hookspecs import hookimpl
 from doorman.server.app import create_app
-from doorman.server.fast_auth import FastForwardAuth
+from doorman.server.fast_auth import FastPaths
 
 from .conftest import SECRET
 from .helpers import client, session_signer
@@ -48,12 +48,12 @@ class World:
 
 
 def full_stack(app: Any) -> ASGIApp:
-    """The app behind ``FastForwardAuth``: what answered ``/-/auth`` before the fast path.
+    """The app behind ``FastPaths``: what answered ``/-/auth`` before the fast path.
 
     Without a fast path (a plugin wraps the app), the app itself.
     """
     found = app
-    while not isinstance(found, FastForwardAuth):
+    while not isinstance(found, FastPaths):
         found = getattr(found, "app", None)
         if found is None:
             return app  # type: ignore[no-any-return]
@@ -343,3 +343,28 @@ async def test_a_plugins_asgi_wrapper_still_sees_forward_auth(tmp_path: Path) ->
         assert w.full is w.app, "no fast path past a plugin's wrapper"
         assert (await ask(w.app))[0] == 401
     assert wrapper.seen == ["/-/auth"]
+
+
+# -- /-/whoami takes a short stack too ----------------------------------------------------
+
+
+@pytest.mark.parametrize("sessions", ["cookie", "db"])
+async def test_whoami_answers_as_before(tmp_path: Path, sessions: str) -> None:
+    async with world(tmp_path, sessions=sessions, cors_origins=["https://app.example.com"]) as w:
+        alice = await w.doorman.users.require("alice")
+        _, text = await w.doorman.tokens.create(alice, name="api", scopes=["view"])
+
+        async def bearer() -> list[tuple[bytes, bytes]]:
+            return [(b"authorization", f"Bearer {text}".encode())]
+
+        async def signed_in() -> list[tuple[bytes, bytes]]:
+            return [(b"cookie", await sign_in(w)), (b"origin", b"https://app.example.com")]
+
+        token = await same_answer(w, bearer, path="/-/whoami")
+        assert b'"token"' in token[2] and b'"scopes":["view"]' in token[2]
+        assert b'"id":"alice"' in (await same_answer(w, signed_in, path="/-/whoami"))[2]
+        assert (await same_answer(w, nothing, path="/-/whoami"))[2] == b'{"actor":null}'
+        assert (await same_answer(w, signed_in, path="/-/whoami", method="HEAD"))[0] == 200
+        assert (await same_answer(w, nothing, path="/-/whoami", method="POST"))[0] == 405
+        csrf = await ask(w.app, path="/-/whoami", query=b"csrf=1")  # a new token each time
+        assert b"csrftoken" in csrf[2] and b"set-cookie" in headers_of(csrf)

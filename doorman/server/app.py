@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -38,7 +39,7 @@ from ..stores.base import SessionStore
 from .access_log import AccessLogMiddleware
 from .body_limit import BodyLimitMiddleware
 from .cors import CORSMiddleware
-from .fast_auth import FastForwardAuth, ForwardAuthAnswer
+from .fast_auth import fast_paths
 from .headers import SecurityHeadersMiddleware
 from .plugin import ServerPlugin
 from .protect import ProtectedApp
@@ -115,18 +116,21 @@ def create_app(
     wrappers = [w for w in doorman.plugins.hook.asgi_wrapper(doorman=doorman) if w is not None]
     for wrapper in wrappers:
         wrapped = wrapper(wrapped)
-    wrapped = _sessions(wrapped, settings, secrets, store)
+    wrapped = _sessions(wrapped, settings=settings, secrets=secrets, store=store)
     # Before the session is read: a page of another origin never opens a websocket as the user.
     wrapped = WebSocketOriginMiddleware(wrapped, allowed_origins=origins)
     if settings.cors_origins:
         wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=prefix)
     if not wrappers and not settings.sentry:  # a plugin's wrapper, or Sentry, sees every request
-        wrapped = _fast_forward_auth(wrapped, server, secrets)
+        sessions = functools.partial(_sessions, settings=settings, secrets=secrets, store=store)
+        wrapped = fast_paths(wrapped, server, sessions=sessions, forward_auth_methods=_FORWARD_AUTH)
     wrapped = with_sentry(wrapped, settings.sentry)
     return AccessLogMiddleware(wrapped) if settings.access_log else wrapped
 
 
-def _sessions(app: ASGIApp, settings: Settings, secrets: list[str], store: SessionStore) -> ASGIApp:
+def _sessions(
+    app: ASGIApp, *, settings: Settings, secrets: list[str], store: SessionStore
+) -> ASGIApp:
     return SessionMiddleware(
         app,
         secret=secrets,
@@ -137,17 +141,6 @@ def _sessions(app: ASGIApp, settings: Settings, secrets: list[str], store: Sessi
         https_only=settings.cookie_secure,
         domain=settings.cookie_domain,
     )
-
-
-def _fast_forward_auth(app: ASGIApp, server: ServerState, secrets: list[str]) -> ASGIApp:
-    """``/-/auth`` down a short stack of the same parts (see ``fast_auth``); the rest to ``app``."""
-    settings, doorman = server.settings, server.doorman
-    answer = ForwardAuthAnswer(doorman, SecurityHeadersMiddleware(api.ForwardAuth(server)))
-    fast: ASGIApp = AuthMiddleware(answer, doorman, basic_auth=settings.basic_auth)
-    fast = _sessions(fast, settings, secrets, server.store)
-    if settings.cors_origins:
-        fast = CORSMiddleware(fast, origins=settings.cors_origins, prefix=server.prefix)
-    return FastForwardAuth(app, fast, path=server.url("auth"), methods=_FORWARD_AUTH)
 
 
 def _warn_about_other_hosts(settings: Settings) -> None:

@@ -5,7 +5,9 @@ paid on all of a site's traffic. The sign-in server's stack is built for pages
 (websocket origins, ``doorman protect``'s routing, security headers added by a
 wrapper, Starlette's routing); ``FastForwardAuth`` sends ``/-/auth`` down a
 short stack of the same parts instead: the session middleware, the auth
-middleware and the answer, with the security headers written into it.
+middleware and the answer, with the security headers written into it, and a
+signed-in session whose answer was just made and still stands gets it again
+at once (``kept_answers``).
 
 Every answer is the one the full stack gives, byte for byte
 (``tests/test_fast_auth.py`` checks): the same session and actor code runs, so
@@ -17,14 +19,21 @@ from the server's own ``ForwardAuth`` view.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 
+from .._epoch_reads import request_arrived
 from .._identity import identity_headers
 from .._types import ASGIApp, Receive, Scope, Send
+from ..auth.middleware import AuthMiddleware
 from ..core import Doorman
-from .headers import SECURITY_HEADERS
+from .cors import CORSMiddleware
+from .headers import SECURITY_HEADERS, SecurityHeadersMiddleware
+from .kept_answers import KeptAnswers, SignedInShortcut
+from .state import ServerState
+from .views.api import ForwardAuth, whoami_response
 
-__all__ = ["FastForwardAuth", "ForwardAuthAnswer"]
+__all__ = ["FastPath", "FastPaths", "ForwardAuthAnswer", "fast_paths", "whoami_answer"]
 
 _OK = b"OK\n"
 _SIGN_IN_FIRST = b"Sign in first\n"
@@ -45,29 +54,92 @@ _SIGNED_OUT_HEADERS = [
 ]
 
 
-class FastForwardAuth:
-    """``path`` (with one of ``methods``) goes to ``fast``; everything else to ``app``.
+def fast_paths(
+    app: ASGIApp,
+    server: ServerState,
+    *,
+    sessions: Callable[[ASGIApp], ASGIApp],
+    forward_auth_methods: Collection[str],
+) -> FastPaths:
+    """``app``, with ``/-/auth`` and ``/-/whoami`` sent down short stacks.
 
-    ``fast`` is the short stack for ``/-/auth``. Paths under a ``root_path``
-    take the full stack: only it knows how to route them.
+    ``sessions`` wraps an app in the session middleware, as the full stack's is
+    built; each short stack has its own, and its own ``AuthMiddleware``.
+    """
+    settings, doorman = server.settings, server.doorman
+
+    def short_stack(answer: ASGIApp) -> ASGIApp:
+        stack = sessions(answer)
+        if settings.cors_origins:
+            stack = CORSMiddleware(stack, origins=settings.cors_origins, prefix=server.prefix)
+        return stack
+
+    def auth(answer: ASGIApp) -> ASGIApp:
+        return AuthMiddleware(answer, doorman, basic_auth=settings.basic_auth)
+
+    kept = KeptAnswers(doorman)
+    forward_auth = ForwardAuthAnswer(doorman, SecurityHeadersMiddleware(ForwardAuth(server)), kept)
+    return FastPaths(
+        app,
+        {
+            server.url("auth"): FastPath(
+                short_stack(SignedInShortcut(auth(forward_auth), kept)),
+                frozenset(forward_auth_methods),
+                any_query=True,
+            ),
+            # With ?csrf=1 it makes a CSRF cookie, which Starlette's stack sends.
+            server.url("whoami"): FastPath(
+                short_stack(auth(whoami_answer)), frozenset({"GET", "HEAD"}), any_query=False
+            ),
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FastPath:
+    """A short stack, and the requests it takes: these methods, any query string or none."""
+
+    app: ASGIApp
+    methods: frozenset[str]
+    any_query: bool
+
+
+class FastPaths:
+    """Requests for a fast path go down its short stack; everything else to ``app``.
+
+    Paths under a ``root_path`` take the full stack: only it knows how to route
+    them. Every http request is marked as arrived here, so that one read of
+    PostgreSQL's change epochs that starts after this answers it
+    (``doorman._epoch_reads``).
     """
 
-    def __init__(self, app: ASGIApp, fast: ASGIApp, *, path: str, methods: Collection[str]):
+    def __init__(self, app: ASGIApp, paths: Mapping[str, FastPath]) -> None:
         self.app = app
-        self.fast = fast
-        self.path = path
-        self.methods = frozenset(methods)
+        self.paths = dict(paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_arrived()  # PostgreSQL's change epochs: one read answers this request
+        fast = self.paths.get(scope["path"])
         if (
-            scope["type"] == "http"
-            and scope["path"] == self.path
-            and scope["method"] in self.methods
+            fast is not None
+            and scope["method"] in fast.methods
             and not scope.get("root_path")
+            and (fast.any_query or not scope.get("query_string"))
         ):
-            await self.fast(scope, receive, send)
+            await fast.app(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+async def whoami_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    """``/-/whoami``'s answer, as Starlette renders the view's, with the security headers."""
+    response = whoami_response(scope.get("actor"))
+    headers = [*response.raw_headers, *SECURITY_HEADERS]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 class ForwardAuthAnswer:
@@ -77,9 +149,10 @@ class ForwardAuthAnswer:
     is ``slow``'s: the server's ``ForwardAuth`` inside ``SecurityHeadersMiddleware``.
     """
 
-    def __init__(self, doorman: Doorman, slow: ASGIApp) -> None:
+    def __init__(self, doorman: Doorman, slow: ASGIApp, kept: KeptAnswers | None = None) -> None:
         self.doorman = doorman
         self.slow = slow
+        self.kept = kept
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         actor = scope.get("actor")
@@ -95,6 +168,8 @@ class ForwardAuthAnswer:
             await self.slow(scope, receive, send)  # the 403
         else:
             headers = [*_OK_HEADERS, *identity_headers(actor), *SECURITY_HEADERS]
+            if self.kept is not None:
+                await self.kept.remember(scope.get("session"), actor, headers[:])
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": _OK})
 

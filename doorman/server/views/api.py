@@ -17,7 +17,7 @@ from ...exceptions import StoreError
 from ..redirects import safe_path
 from ..state import ServerState, state_of
 
-__all__ = ["ForwardAuth", "health", "whoami"]
+__all__ = ["ForwardAuth", "health", "whoami", "whoami_response"]
 
 log = logging.getLogger("doorman.server")
 _PRIVATE = {"cache-control": "no-store", "vary": "Cookie, Authorization"}
@@ -26,9 +26,17 @@ _PRIVATE_RAW = [(b"vary", b"Cookie, Authorization")]  # send_text adds no-store
 
 async def whoami(request: Request) -> Response:
     """``{"actor": {...}}`` or ``{"actor": null}``; ``?csrf=1`` adds this browser's CSRF token."""
-    body: dict[str, Any] = {"actor": request.scope.get("actor")}
+    csrftoken = None
     if request.query_params.get("csrf") == "1":
-        body["csrftoken"] = state_of(request).csrf.token(request.scope)
+        csrftoken = state_of(request).csrf.token(request.scope)
+    return whoami_response(request.scope.get("actor"), csrftoken)
+
+
+def whoami_response(actor: dict[str, Any] | None, csrftoken: str | None = None) -> JSONResponse:
+    """What ``/-/whoami`` answers (the forward-auth fast path answers it too)."""
+    body: dict[str, Any] = {"actor": actor}
+    if csrftoken is not None:
+        body["csrftoken"] = csrftoken
     return JSONResponse(body, headers=_PRIVATE)
 
 

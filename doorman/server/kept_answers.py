@@ -1,0 +1,146 @@
+"""Signed-in forward-auth answers, kept while what they rest on stands.
+
+A proxy asks ``/-/auth`` for every request of a page, with the same session
+each time. The answer for a signed-in session rests on four things:
+
+- the session's sign-in keys (``_auth_user_id``, ``_auth_hash``, ``_auth_signin``),
+  read afresh from the session on every request;
+- the user and sign-in rows, as the accounts cache holds them: the same entry
+  (``doorman.auth.cache``), under the same change epoch, is the same rows, and
+  any change that could end or change a session moves the epoch
+  (``doorman.epochs``; on PostgreSQL, the read that answers this request);
+- the sign-in's ``last_seen``, which a request notes once a minute: past that,
+  the full path runs and notes it;
+- the permission rules, fixed at start-up. Permission plugins may answer
+  differently each time: with one installed, nothing is kept.
+
+``KeptAnswers.remember`` keeps the headers of a 200 the full path just made,
+once it has checked them against the cache entry itself; ``SignedInShortcut``
+answers with them while all four stand, and sends every other request down the
+full path. So a kept answer is the answer the full path would give.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .._types import ASGIApp, Receive, Scope, Send
+from ..auth.cache import signed_in_cache
+from ..auth.middleware import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID
+from ..auth.signins import LAST_SEEN_RESOLUTION, signin_id
+from ..core import Doorman
+from ..epochs import epoch_of
+from ..sessions import Session
+
+__all__ = ["KeptAnswers", "SignedInShortcut"]
+
+#: Most answers kept: one per signed-in session a proxy asked about lately.
+MAX_KEPT = 10_000
+_permissions_log = logging.getLogger("doorman.permissions")
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    user_id: int
+    auth_hash: str
+    signin: str  # the sign-in's id, the accounts cache's key
+    rows: object  # the cache's entry itself: the user and the sign-in's last_seen
+    last_seen: float
+    headers: list[tuple[bytes, bytes]]
+
+
+class KeptAnswers:
+    """The 200 headers of signed-in sessions, by sign-in key, and what they rest on."""
+
+    def __init__(self, doorman: Doorman) -> None:
+        self.doorman = doorman
+        self._epoch = epoch_of(doorman.engine)
+        self._rows = signed_in_cache(doorman.engine)
+        self._kept: dict[str, _Kept] = {}
+
+    def usable(self) -> bool:
+        """False while a permission plugin is installed, or permission decisions are logged."""
+        hook = self.doorman.plugins.hook.permission_allowed
+        return not hook.get_hookimpls() and not _permissions_log.isEnabledFor(logging.DEBUG)
+
+    async def remember(
+        self, session: Any, actor: dict[str, Any], headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Keep ``headers``, the 200 just made for ``actor``, if they rest on a kept entry."""
+        if not isinstance(session, Session) or actor.get("via") != "session":
+            return
+        key, user_id = session.get(SESSION_SIGNIN), session.get(SESSION_USER_ID)
+        auth_hash = session.get(SESSION_AUTH_HASH)
+        if type(key) is not str or type(user_id) is not int or type(auth_hash) is not str:
+            return
+        epoch = await self._current_epoch()
+        if epoch is None or not self.usable():
+            return
+        signin = signin_id(key)
+        rows = self._rows.get(epoch, signin)
+        if rows is None:
+            return
+        user, last_seen = rows
+        if (
+            last_seen is None
+            or user is None
+            or user.id != user_id
+            or not user.is_active
+            or not self.doorman.session_auth_hash_matches(user, auth_hash)
+            or user.actor("session") != actor
+        ):
+            return  # the entry changed since the answer was made: keep nothing
+        kept = self._kept
+        kept.pop(key, None)
+        kept[key] = _Kept(user_id, auth_hash, signin, rows, last_seen, headers)
+        while len(kept) > MAX_KEPT:
+            del kept[next(iter(kept))]  # the oldest
+
+    async def _current_epoch(self) -> bytes | None:
+        """The accounts epoch: from memory (SQLite), or PostgreSQL's read for this request."""
+        epoch = self._epoch.current()
+        return epoch if epoch is not None else await self._epoch.read()
+
+    async def answer_for(self, session: Session) -> list[tuple[bytes, bytes]] | None:
+        """The kept 200 headers for ``session``, if everything they rest on stands."""
+        key = session.get(SESSION_SIGNIN)
+        kept = self._kept.get(key) if type(key) is str else None
+        if kept is None:
+            return None
+        user_id = session.get(SESSION_USER_ID)
+        if type(user_id) is not int or user_id != kept.user_id:
+            return None
+        if session.get(SESSION_AUTH_HASH) != kept.auth_hash:
+            return None
+        epoch = await self._current_epoch()
+        if epoch is None or self._rows.get(epoch, kept.signin) is not kept.rows:
+            del self._kept[key]  # the rows changed, or were dropped: never again
+            return None
+        if time.time() - kept.last_seen >= LAST_SEEN_RESOLUTION or not self.usable():
+            return None  # the full path notes the sign-in as seen, or asks the plugins
+        return kept.headers
+
+
+class SignedInShortcut:
+    """Inside ``SessionMiddleware``: a kept signed-in answer at once; else the full path.
+
+    ``app`` is the rest of the short stack (``AuthMiddleware`` and the answer,
+    which remembers its 200s in ``kept``).
+    """
+
+    def __init__(self, app: ASGIApp, kept: KeptAnswers) -> None:
+        self.app = app
+        self.kept = kept
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session = scope.get("session")
+        if isinstance(session, Session) and session.cookie_present and session.loaded:
+            headers = await self.kept.answer_for(session)
+            if headers is not None:
+                await send({"type": "http.response.start", "status": 200, "headers": headers[:]})
+                await send({"type": "http.response.body", "body": b"OK\n"})
+                return
+        await self.app(scope, receive, send)
