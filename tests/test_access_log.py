@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from doorman._types import Receive, Scope, Send, send_text
 from doorman.server.access_log import AccessLogMiddleware, uvicorn_log_config
@@ -154,3 +156,14 @@ def test_without_a_loop_a_served_line_is_written_at_once(served_logger: Any) -> 
     logger, stream = served_logger
     logger.info("from the command line")
     assert stream.getvalue() == "INFO      from the command line\n"
+
+
+@given(st.binary(max_size=40))
+def test_any_path_prints_on_one_line_without_its_query(raw: bytes) -> None:
+    from doorman.server.access_log import _printable
+
+    printed = _printable(raw)
+    assert printed.isascii() and printed.isprintable()
+    assert '"' not in printed.replace('\\"', "")
+    assert "?" not in printed.replace("\\x3f", "")
+    assert printed == _printable(raw.split(b"?", 1)[0])

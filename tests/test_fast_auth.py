@@ -188,6 +188,11 @@ async def test_signed_in_anonymous_and_browsers(tmp_path: Path, sessions: str) -
         ok = await same_answer(w, signed_in)
         assert ok[0] == 200 and headers_of(ok)[b"x-doorman-user"] == b"alice"
         assert (await same_answer(w, nothing))[0] == 401
+
+        async def other_cookies() -> list[tuple[bytes, bytes]]:
+            return [(b"cookie", b"theme=dark; xdoorman_session=1"), (b"authorization", b"")]
+
+        assert (await same_answer(w, other_cookies))[0] == 401
         html = [(b"accept", b"text/html,application/xhtml+xml")]
 
         async def browser() -> list[tuple[bytes, bytes]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import time
 from typing import Any, TextIO
 
@@ -168,8 +169,14 @@ class AccessLogHandler(logging.StreamHandler[TextIO]):
 
 def _printable(raw_path: bytes) -> str:
     """The path without its query string, control characters escaped (no forged lines)."""
+    if _PLAIN.fullmatch(raw_path):  # most paths: nothing to cut or escape
+        return raw_path.decode("ascii")
     path = raw_path.split(b"?", 1)[0][:500]
     return path.decode("latin-1").encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+#: Printable ASCII but for the quote, the backslash and "?": a path that prints as it is.
+_PLAIN = re.compile(rb"[\x21\x23-\x3e\x40-\x5b\x5d-\x7e]{1,500}")
 
 
 def uvicorn_log_config(access_log_on: bool) -> dict[str, Any]:

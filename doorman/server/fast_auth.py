@@ -79,11 +79,15 @@ def fast_paths(
 
     kept = KeptAnswers(doorman)
     forward_auth = ForwardAuthAnswer(doorman, SecurityHeadersMiddleware(ForwardAuth(server)), kept)
+    signed_in = sessions(SignedInShortcut(auth(forward_auth), kept))
+    anonymous: ASGIApp = AnonymousShortcut(signed_in, doorman, cookie=_cookie_name(signed_in))
+    if settings.cors_origins:
+        anonymous = CORSMiddleware(anonymous, origins=settings.cors_origins, prefix=server.prefix)
     return FastPaths(
         app,
         {
             server.url("auth"): FastPath(
-                short_stack(SignedInShortcut(auth(forward_auth), kept)),
+                anonymous,
                 frozenset(forward_auth_methods),
                 any_query=True,
             ),
@@ -142,6 +146,49 @@ async def whoami_answer(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+def _cookie_name(sessions: ASGIApp) -> bytes:
+    name = getattr(sessions, "cookie_name", None)
+    assert isinstance(name, str), "sessions() must wrap in a SessionMiddleware"
+    return name.encode("latin-1")
+
+
+class AnonymousShortcut:
+    """A request with no session cookie and no credentials gets the plain 401 at once.
+
+    Down the stack, such a request would load no session (none is named),
+    resolve no actor (no ``Authorization``; no plugin's ``actor_from_request``
+    to ask) and be answered 401 by ``ForwardAuthAnswer``, with nothing added on
+    the way out. A request whose ``Cookie`` header names the session cookie
+    anywhere, valid or not, or that sends ``Authorization``, goes down the
+    stack, as does one that the answer would send to the login page.
+    """
+
+    def __init__(self, app: ASGIApp, doorman: Doorman, *, cookie: bytes) -> None:
+        self.app = app
+        self.doorman = doorman
+        self._named = cookie + b"="
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        for name, value in scope["headers"]:
+            if name == b"authorization" or (name == b"cookie" and self._named in value):
+                await self.app(scope, receive, send)
+                return
+        if self.doorman.plugins.hook.actor_from_request.get_hookimpls() or not _plain(scope):
+            await self.app(scope, receive, send)
+            return
+        await _sign_in_first(send)
+
+
+async def _sign_in_first(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 401, "headers": _SIGNED_OUT_HEADERS[:]})
+    await send({"type": "http.response.body", "body": _SIGN_IN_FIRST})
+
+
+def _plain(scope: Scope) -> bool:
+    """A signed-out request the answer is a 401 for: no ``?rd=`` (no query), no browser."""
+    return not scope.get("query_string") and not _asks_for_html(scope)
+
+
 class ForwardAuthAnswer:
     """The end of the short stack: ``ForwardAuth``'s answer with the security headers.
 
@@ -157,13 +204,10 @@ class ForwardAuthAnswer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         actor = scope.get("actor")
         if actor is None:
-            if scope.get("query_string") or _asks_for_html(scope):
+            if _plain(scope):
+                await _sign_in_first(send)
+            else:
                 await self.slow(scope, receive, send)  # a redirect to the login page
-                return
-            await send(
-                {"type": "http.response.start", "status": 401, "headers": _SIGNED_OUT_HEADERS[:]}
-            )
-            await send({"type": "http.response.body", "body": _SIGN_IN_FIRST})
         elif not await self.doorman.allowed(actor, "view"):
             await self.slow(scope, receive, send)  # the 403
         else:
