@@ -41,6 +41,7 @@ def request_arrived() -> None:
 
 Values = dict[str, bytes]
 Fetch = Callable[[], Awaitable[Values]]
+_Read = tuple[list[asyncio.Future[Values]], Values]  # who waited for a read, and what it read
 
 
 class EpochReads:
@@ -82,12 +83,15 @@ class EpochReads:
         return (await future).get(name, b"")
 
     async def _read(self) -> None:
+        unanswered: _Read | None = None  # read, with its waiters not answered yet
         try:
             while self._next:
                 try:
                     async with self._reading() as fetch:
                         while self._next:
-                            await self._read_once(fetch)
+                            if unanswered is not None:
+                                _answer(unanswered)
+                            unanswered = await self._read_once(fetch)
                 except Exception as error:  # reading failed, or connecting: its waiters hear
                     running, self._running = self._running, None
                     if running is not None:
@@ -97,7 +101,14 @@ class EpochReads:
                     for future in failed:
                         if not future.done():
                             future.set_exception(error)
+                # The connection is back before the last read's answer is out: nobody it
+                # answers can finish (and close the engine) with the connection still out.
+                if unanswered is not None:
+                    _answer(unanswered)
+                    unanswered = None
         except asyncio.CancelledError:
+            if unanswered is not None:
+                _answer(unanswered)
             for future in [*(self._running[1] if self._running else ()), *self._next]:
                 future.cancel()
             self._running, self._next = None, []
@@ -105,7 +116,7 @@ class EpochReads:
         finally:
             self._reader = None
 
-    async def _read_once(self, fetch: Fetch) -> None:
+    async def _read_once(self, fetch: Fetch) -> _Read:
         global _started
         waiting, self._next = self._next, []
         _started += 1
@@ -113,6 +124,11 @@ class EpochReads:
         self._running = (number, waiting)
         values = await fetch()
         self._running, self._done = None, (number, values)
-        for future in waiting:
-            if not future.done():
-                future.set_result(values)
+        return waiting, values
+
+
+def _answer(read: _Read) -> None:
+    waiting, values = read
+    for future in waiting:
+        if not future.done():
+            future.set_result(values)
