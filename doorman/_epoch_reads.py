@@ -7,14 +7,15 @@ answers a request when it *started after the request arrived*; then every
 change committed before the request is in what it returns.
 
 ``request_arrived()`` marks a request's start (the sign-in server calls it at
-its entrance). From then on, in that request's context, any read that started
-later answers for every epoch: the session store's and the accounts' epochs
-come from one query, and requests that arrived while no read was under way
-share the next one. Outside a marked request (a library call, the command
-line), a read must start after the call itself, as ``Batches`` does. One read
-is under way at a time per event loop, and reads that follow one another go
-through one connection, without a transaction (each statement sees every
-commit before it); an error reaches everyone who waited for that read.
+its entrance, and ``request_done()`` at its end). Until then, in that
+request's context, any read that started later answers for every epoch: the
+session store's and the accounts' epochs come from one query, and requests
+that arrived while no read was under way share the next one. Outside a marked
+request (a library call, the command line), a read must start after the call
+itself, as ``Batches`` does. One read is under way at a time per event loop,
+and reads that follow one another go through one connection, without a
+transaction (each statement sees every commit before it); an error reaches
+everyone who waited for that read.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import contextvars
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
-__all__ = ["EpochReads", "request_arrived"]
+__all__ = ["EpochReads", "request_arrived", "request_done"]
 
 #: Reads started in this process so far: a read's number is the count once it starts.
 _started = 0
@@ -34,9 +35,18 @@ _arrived: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 )
 
 
-def request_arrived() -> None:
-    """Mark that a request starts here: reads from now on may answer it."""
-    _arrived.set(_started)
+def request_arrived() -> contextvars.Token[int | None]:
+    """Mark that a request starts here: reads from now on may answer it.
+
+    Pass what it returns to ``request_done`` when the request is over: a server
+    that runs requests one after another in one task (as an in-process client
+    does) must not let a later request take an earlier one's mark.
+    """
+    return _arrived.set(_started)
+
+
+def request_done(mark: contextvars.Token[int | None]) -> None:
+    _arrived.reset(mark)
 
 
 Values = dict[str, bytes]

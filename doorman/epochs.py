@@ -182,8 +182,9 @@ class PostgresEpoch:
 
 
 _EPOCH_NAMES = ["epoch:accounts", "epoch:sessions"]  # every `what` of epoch_of
+# Compared one by one rather than IN (...): an IN list is expanded anew at each execution.
 _READ_EPOCHS = sa.select(settings_table.c.name, settings_table.c.value).where(
-    settings_table.c.name.in_(_EPOCH_NAMES)
+    sa.or_(*(settings_table.c.name == name for name in _EPOCH_NAMES))
 )
 _reads: weakref.WeakKeyDictionary[AsyncEngine, EpochReads] = weakref.WeakKeyDictionary()
 

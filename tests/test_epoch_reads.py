@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from doorman._epoch_reads import EpochReads, Fetch, request_arrived
+from doorman._epoch_reads import EpochReads, Fetch, request_arrived, request_done
 from doorman.exceptions import StoreError
 
 pytestmark = pytest.mark.anyio
@@ -182,3 +182,18 @@ async def test_a_connection_that_cannot_be_made_fails_its_waiters_once() -> None
     with pytest.raises(StoreError):
         await reads.get("epoch:accounts")
     assert db.events == ["connect"], "no retry loop while the database is down"
+
+
+async def test_a_later_request_in_the_same_task_needs_a_read_of_its_own() -> None:
+    """An in-process client runs requests one after another in one task: marks must not leak."""
+    db = Database()
+    reads = EpochReads(db.reading)
+    mark = request_arrived()
+    assert await reads.get("epoch:accounts") == b"a1"
+    request_done(mark)
+    db.rows["epoch:accounts"] = b"a2"
+    mark = request_arrived()
+    assert await reads.get("epoch:accounts") == b"a2"
+    request_done(mark)
+    assert await reads.get("epoch:accounts") == b"a2"
+    assert db.reads() == 3

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -373,3 +373,110 @@ async def test_whoami_answers_as_before(tmp_path: Path, sessions: str) -> None:
         assert (await same_answer(w, nothing, path="/-/whoami", method="POST"))[0] == 405
         csrf = await ask(w.app, path="/-/whoami", query=b"csrf=1")  # a new token each time
         assert b"csrftoken" in csrf[2] and b"set-cookie" in headers_of(csrf)
+
+
+# -- kept answers: asked again and again, and after each change ------------------------------
+
+
+async def again_and_again(
+    world: World, headers: list[tuple[bytes, bytes]], **request: Any
+) -> Answer:
+    """The same request three times through the fast path, each time as the full stack answers."""
+    answers = []
+    for _ in range(3):
+        full = await ask(world.full, headers, **request)
+        fast = await ask(world.app, headers, **request)
+        assert without_cookie_values(fast) == without_cookie_values(full)
+        answers.append(fast)
+    assert answers[0] == answers[1] == answers[2]
+    return answers[-1]
+
+
+async def alice(world: World) -> Any:
+    return await world.doorman.users.require("alice")
+
+
+CHANGES = {
+    "disabled": lambda w, a: w.doorman.users.set_active(a, False),
+    "new groups": lambda w, a: w.doorman.users.set_groups(a, ["staff"]),
+    "made admin": lambda w, a: w.doorman.users.set_admin(a, True),
+    "new password": lambda w, a: w.doorman.users.set_password(a, "a brand new passphrase"),
+    "signed out everywhere": lambda w, a: w.doorman.signins.revoke_all(a),
+}
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    """A PostgreSQL database of this test's own."""
+    from .servers import fresh_postgres_database
+
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.mark.parametrize("change", CHANGES)
+@pytest.mark.parametrize("sessions", ["cookie", "db", "postgres"])
+async def test_a_kept_signed_in_answer_ends_with_any_change(
+    tmp_path: Path, sessions: str, change: str, request: pytest.FixtureRequest
+) -> None:
+    options = {"sessions": sessions}
+    if sessions == "postgres":  # users, sign-ins and sessions in PostgreSQL: epochs read
+        options = {"sessions": "db", "db": request.getfixturevalue("postgres_db")}
+    async with world(tmp_path, **options) as w:
+        cookie = [(b"cookie", await sign_in(w))]
+        assert (await again_and_again(w, cookie))[0] == 200
+        await CHANGES[change](w, await alice(w))
+        # The first answer after the change ends the session (the server-side store
+        # deletes it): from then on, both stacks see the same state again.
+        first = await ask(w.app, cookie)
+        after = await again_and_again(w, cookie)
+        if change in ("new groups", "made admin"):
+            assert first == after and after[0] == 200
+            admin, groups = (
+                headers_of(after)[h] for h in (b"x-doorman-admin", b"x-doorman-groups")
+            )
+            assert (admin, groups) == (
+                (b"false", b"staff") if change == "new groups" else (b"true", b"")
+            )
+        else:
+            assert first[0] == after[0] == 401
+            assert b"set-cookie" in headers_of(first), "the session is ended, not kept"
+
+
+@pytest.mark.parametrize("change", ["revoked", *CHANGES])
+async def test_a_kept_token_answer_ends_with_any_change(tmp_path: Path, change: str) -> None:
+    async with world(tmp_path) as w:
+        token, text = await w.doorman.tokens.create(await alice(w), name="api")
+        bearer = [(b"authorization", f"Bearer {text}".encode())]
+        assert b'"id":"alice"' in (await again_and_again(w, bearer, path="/-/whoami"))[2]
+        if change == "revoked":
+            await w.doorman.tokens.revoke(token.id)
+        else:
+            await CHANGES[change](w, await alice(w))
+        after = (await again_and_again(w, bearer, path="/-/whoami"))[2]
+        if change in ("revoked", "disabled"):
+            assert after == b'{"actor":null}'
+        else:
+            assert b'"id":"alice"' in after
+
+
+async def test_kept_answers_end_on_time_and_note_use_once_a_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    async with world(tmp_path) as w:
+        cookie = [(b"cookie", await sign_in(w))]
+        _, text = await w.doorman.tokens.create(await alice(w), name="api", expires_in=600)
+        bearer = [(b"authorization", f"Bearer {text}".encode())]
+        await again_and_again(w, cookie)
+        await again_and_again(w, bearer, path="/-/whoami")
+        now = time.time()
+        monkeypatch.setattr(time, "time", lambda: now + 90)  # past last_seen's minute
+        await ask(w.app, cookie)
+        await ask(w.app, bearer, path="/-/whoami")
+        [signin] = await w.doorman.signins.list()
+        [used] = await w.doorman.tokens.list()
+        assert signin.last_seen >= now + 90 and used.last_used_at == now + 90
+        monkeypatch.setattr(time, "time", lambda: now + 601)  # the token has expired
+        assert (await again_and_again(w, bearer, path="/-/whoami"))[2] == b'{"actor":null}'

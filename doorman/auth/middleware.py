@@ -30,6 +30,7 @@ from ..sessions.session import Session
 from .actors import AnonymousUser, AuthCredentials, AuthenticatedUser, set_actor
 from .guards import use
 from .signins import signin_id
+from .tokens import Token
 from .users import User
 
 __all__ = [
@@ -40,7 +41,9 @@ __all__ = [
     "AuthCredentials",
     "AuthMiddleware",
     "AuthenticatedUser",
+    "bearer_token",
     "set_actor",
+    "token_actor",
 ]
 
 log = logging.getLogger("doorman.auth")
@@ -135,14 +138,13 @@ class AuthMiddleware:
             actor = await self._from_session(session)
             if actor is not None:
                 return actor
-        authorization = _header(scope, b"authorization")
-        if authorization:
-            scheme, _, credentials = authorization.strip().partition(" ")
-            scheme = scheme.lower()
+        given = _credentials(scope)
+        if given is not None:
+            scheme, credentials = given
             if scheme == "bearer":
-                return await self._from_token(credentials.strip(), scope)
+                return await self._from_token(credentials, scope)
             if scheme == "basic" and self.basic_auth:
-                return await self._from_basic(credentials.strip(), scope)
+                return await self._from_basic(credentials, scope)
         hook = self.doorman.plugins.hook.actor_from_request
         if hook.get_hookimpls():
             found = await first_result(hook, doorman=self.doorman, scope=scope)
@@ -187,13 +189,7 @@ class AuthMiddleware:
             security_log.info("unknown, revoked or expired API token from %s", _client(scope))
             return None
         token, user = found
-        if not user.is_active:
-            return None
-        actor = user.actor("token")
-        actor["token"] = token.id
-        if token.scopes is not None:
-            actor["scopes"] = list(token.scopes)
-        return actor
+        return token_actor(token, user) if user.is_active else None
 
     async def _from_basic(self, credentials: str, scope: Scope) -> dict[str, Any] | None:
         try:
@@ -224,6 +220,30 @@ class AuthMiddleware:
         cache.move_to_end(cache_key)
         while len(cache) > _BASIC_CACHE_SIZE:
             cache.popitem(last=False)
+
+
+def token_actor(token: Token, user: User) -> dict[str, Any]:
+    """The actor of a request made with ``token``, a token of ``user``."""
+    actor = user.actor("token")
+    actor["token"] = token.id
+    if token.scopes is not None:
+        actor["scopes"] = list(token.scopes)
+    return actor
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The token of the request's ``Authorization: Bearer``, as ``resolve`` reads it."""
+    given = _credentials(scope)
+    return given[1] if given is not None and given[0] == "bearer" else None
+
+
+def _credentials(scope: Scope) -> tuple[str, str] | None:
+    """The scheme (lower case) and credentials of the first ``Authorization`` header."""
+    authorization = _header(scope, b"authorization")
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return scheme.lower(), credentials.strip()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

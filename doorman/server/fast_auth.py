@@ -22,18 +22,18 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from .._epoch_reads import request_arrived
+from .._epoch_reads import request_arrived, request_done
 from .._identity import identity_headers
 from .._types import ASGIApp, Receive, Scope, Send
-from ..auth.middleware import AuthMiddleware
+from ..auth.middleware import AuthMiddleware, bearer_token
 from ..core import Doorman
 from .cors import CORSMiddleware
 from .headers import SECURITY_HEADERS, SecurityHeadersMiddleware
-from .kept_answers import KeptAnswers, SignedInShortcut
+from .kept_answers import KeptAnswers, KeptTokenAnswers, SignedInShortcut, TokenShortcut
 from .state import ServerState
 from .views.api import ForwardAuth, whoami_response
 
-__all__ = ["FastPath", "FastPaths", "ForwardAuthAnswer", "fast_paths", "whoami_answer"]
+__all__ = ["FastPath", "FastPaths", "ForwardAuthAnswer", "WhoamiAnswer", "fast_paths"]
 
 _OK = b"OK\n"
 _SIGN_IN_FIRST = b"Sign in first\n"
@@ -68,32 +68,32 @@ def fast_paths(
     """
     settings, doorman = server.settings, server.doorman
 
-    def short_stack(answer: ASGIApp) -> ASGIApp:
-        stack = sessions(answer)
-        if settings.cors_origins:
-            stack = CORSMiddleware(stack, origins=settings.cors_origins, prefix=server.prefix)
-        return stack
-
     def auth(answer: ASGIApp) -> ASGIApp:
         return AuthMiddleware(answer, doorman, basic_auth=settings.basic_auth)
 
+    def cors(app: ASGIApp) -> ASGIApp:
+        if not settings.cors_origins:
+            return app
+        return CORSMiddleware(app, origins=settings.cors_origins, prefix=server.prefix)
+
+    # /-/auth: a kept signed-in answer inside the session middleware; the plain 401 before.
     kept = KeptAnswers(doorman)
     forward_auth = ForwardAuthAnswer(doorman, SecurityHeadersMiddleware(ForwardAuth(server)), kept)
     signed_in = sessions(SignedInShortcut(auth(forward_auth), kept))
-    anonymous: ASGIApp = AnonymousShortcut(signed_in, doorman, cookie=_cookie_name(signed_in))
-    if settings.cors_origins:
-        anonymous = CORSMiddleware(anonymous, origins=settings.cors_origins, prefix=server.prefix)
+    anonymous = AnonymousShortcut(signed_in, doorman, cookie=_cookie_name(signed_in))
+    # /-/whoami: a kept answer for an API token before the session middleware.
+    tokens = KeptTokenAnswers(doorman)
+    whoami = sessions(auth(WhoamiAnswer(tokens)))
+    with_token = TokenShortcut(whoami, tokens, cookie=_cookie_name(whoami))
     return FastPaths(
         app,
         {
             server.url("auth"): FastPath(
-                anonymous,
-                frozenset(forward_auth_methods),
-                any_query=True,
+                cors(anonymous), frozenset(forward_auth_methods), any_query=True
             ),
             # With ?csrf=1 it makes a CSRF cookie, which Starlette's stack sends.
             server.url("whoami"): FastPath(
-                short_stack(auth(whoami_answer)), frozenset({"GET", "HEAD"}), any_query=False
+                cors(with_token), frozenset({"GET", "HEAD"}), any_query=False
             ),
         },
     )
@@ -125,25 +125,41 @@ class FastPaths:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_arrived()  # PostgreSQL's change epochs: one read answers this request
-        fast = self.paths.get(scope["path"])
-        if (
-            fast is not None
-            and scope["method"] in fast.methods
-            and not scope.get("root_path")
-            and (fast.any_query or not scope.get("query_string"))
-        ):
-            await fast.app(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+        mark = request_arrived()  # PostgreSQL's change epochs: one read answers this request
+        try:
+            fast = self.paths.get(scope["path"])
+            if (
+                fast is not None
+                and scope["method"] in fast.methods
+                and not scope.get("root_path")
+                and (fast.any_query or not scope.get("query_string"))
+            ):
+                await fast.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            request_done(mark)
 
 
-async def whoami_answer(scope: Scope, receive: Receive, send: Send) -> None:
-    """``/-/whoami``'s answer, as Starlette renders the view's, with the security headers."""
-    response = whoami_response(scope.get("actor"))
-    headers = [*response.raw_headers, *SECURITY_HEADERS]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
+class WhoamiAnswer:
+    """``/-/whoami``'s answer, as Starlette renders the view's, with the security headers.
+
+    An answer for an API token is kept in ``tokens`` (see ``TokenShortcut``).
+    """
+
+    def __init__(self, tokens: KeptTokenAnswers) -> None:
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        actor = scope.get("actor")
+        response = whoami_response(actor)
+        headers, body = [*response.raw_headers, *SECURITY_HEADERS], bytes(response.body)
+        if actor is not None and actor.get("via") == "token":
+            text = bearer_token(scope)
+            if text is not None:
+                await self.tokens.remember(text, actor, headers[:], body)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _cookie_name(sessions: ASGIApp) -> bytes:

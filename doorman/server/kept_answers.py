@@ -28,14 +28,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._types import ASGIApp, Receive, Scope, Send
-from ..auth.cache import signed_in_cache
-from ..auth.middleware import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID
+from ..auth.cache import signed_in_cache, token_cache
+from ..auth.middleware import (
+    SESSION_AUTH_HASH,
+    SESSION_SIGNIN,
+    SESSION_USER_ID,
+    bearer_token,
+    token_actor,
+)
 from ..auth.signins import LAST_SEEN_RESOLUTION, signin_id
+from ..auth.tokens import LAST_USED_RESOLUTION, parse_token
 from ..core import Doorman
 from ..epochs import epoch_of
 from ..sessions import Session
 
-__all__ = ["KeptAnswers", "SignedInShortcut"]
+__all__ = ["KeptAnswers", "KeptTokenAnswers", "SignedInShortcut", "TokenShortcut"]
 
 #: Most answers kept: one per signed-in session a proxy asked about lately.
 MAX_KEPT = 10_000
@@ -144,3 +151,106 @@ class SignedInShortcut:
                 await send({"type": "http.response.body", "body": b"OK\n"})
                 return
         await self.app(scope, receive, send)
+
+
+# -- API tokens: /-/whoami's answer for a token ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptToken:
+    token_id: str
+    rows: object  # the token cache's entry itself: the token's hash, the token, its user
+    expires_at: float | None
+    last_used_at: float
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class KeptTokenAnswers:
+    """``/-/whoami``'s answers for API tokens, by token, while what they rest on stands.
+
+    A token's answer rests on the token and user rows as the accounts cache holds
+    them (the same entry under the same epoch: the token is neither revoked nor
+    changed, its user neither disabled nor changed), the token's expiry, and its
+    ``last_used_at``, which a request notes once a minute. The answer is kept
+    only for the very text that the full path accepted.
+    """
+
+    def __init__(self, doorman: Doorman) -> None:
+        self._epoch = epoch_of(doorman.engine)
+        self._rows = token_cache(doorman.engine)
+        self._kept: dict[str, _KeptToken] = {}
+
+    async def _current_epoch(self) -> bytes | None:
+        epoch = self._epoch.current()
+        return epoch if epoch is not None else await self._epoch.read()
+
+    async def remember(
+        self, text: str, actor: dict[str, Any], headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        """Keep the answer just made for ``text``, if it rests on the cache's current entry."""
+        token_id = parse_token(text)
+        epoch = await self._current_epoch()
+        if token_id is None or epoch is None:
+            return
+        rows = self._rows.get(epoch, token_id)
+        if rows is None:
+            return
+        _, token, user = rows
+        now = time.time()
+        if (
+            not token.is_live(now)
+            or token.last_used_at is None
+            or not user.is_active
+            or token_actor(token, user) != actor
+        ):
+            return  # the entry changed since the answer was made: keep nothing
+        kept = self._kept
+        kept.pop(text, None)
+        kept[text] = _KeptToken(token_id, rows, token.expires_at, token.last_used_at, headers, body)
+        while len(kept) > MAX_KEPT:
+            del kept[next(iter(kept))]  # the oldest
+
+    async def answer_for(self, text: str) -> _KeptToken | None:
+        kept = self._kept.get(text)
+        if kept is None:
+            return None
+        epoch = await self._current_epoch()
+        if epoch is None or self._rows.get(epoch, kept.token_id) is not kept.rows:
+            del self._kept[text]
+            return None
+        now = time.time()
+        if kept.expires_at is not None and now >= kept.expires_at:
+            del self._kept[text]
+            return None
+        if now - kept.last_used_at >= LAST_USED_RESOLUTION:
+            return None  # the full path notes the token as used
+        return kept
+
+
+class TokenShortcut:
+    """Before ``SessionMiddleware`` on ``/-/whoami``: a kept token answer at once.
+
+    Only for a request that names no session cookie (a session's actor comes
+    first) and whose ``Authorization`` is a token with a kept answer; every
+    other request goes down ``app``.
+    """
+
+    def __init__(self, app: ASGIApp, kept: KeptTokenAnswers, *, cookie: bytes) -> None:
+        self.app = app
+        self.kept = kept
+        self._named = cookie + b"="
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        text = bearer_token(scope)
+        if text is not None and not self._names_a_session(scope):
+            kept = await self.kept.answer_for(text)
+            if kept is not None:
+                start = {"type": "http.response.start", "status": 200, "headers": kept.headers[:]}
+                await send(start)
+                await send({"type": "http.response.body", "body": kept.body})
+                return
+        await self.app(scope, receive, send)
+
+    def _names_a_session(self, scope: Scope) -> bool:
+        return any(name == b"cookie" and self._named in value for name, value in scope["headers"])
