@@ -480,3 +480,27 @@ async def test_kept_answers_end_on_time_and_note_use_once_a_minute(
         assert signin.last_seen >= now + 90 and used.last_used_at == now + 90
         monkeypatch.setattr(time, "time", lambda: now + 601)  # the token has expired
         assert (await again_and_again(w, bearer, path="/-/whoami"))[2] == b'{"actor":null}'
+
+
+async def test_many_requests_at_once_after_a_change_on_postgres(
+    tmp_path: Path, postgres_db: str
+) -> None:
+    """Each finds the kept answer gone stale while reading the epoch; none may fail (a 500)."""
+    import asyncio
+
+    async with world(tmp_path, db=postgres_db, sessions="db") as w:
+        token, text = await w.doorman.tokens.create(await alice(w), name="api")
+        bearer = [(b"authorization", f"Bearer {text}".encode())]
+        cookie = [(b"cookie", await sign_in(w))]
+        await again_and_again(w, bearer, path="/-/whoami")
+        await again_and_again(w, cookie)
+        await w.doorman.tokens.revoke(token.id)
+        await w.doorman.users.set_groups(await alice(w), ["staff"])
+
+        async def one(headers: list[tuple[bytes, bytes]], path: str) -> Answer:
+            return await asyncio.create_task(ask(w.app, headers, path=path))
+
+        tokens = await asyncio.gather(*(one(bearer, "/-/whoami") for _ in range(20)))
+        sessions = await asyncio.gather(*(one(cookie, "/-/auth") for _ in range(20)))
+    assert {body for _, _, body in tokens} == {b'{"actor":null}'}
+    assert {headers_of(answer)[b"x-doorman-groups"] for answer in sessions} == {b"staff"}

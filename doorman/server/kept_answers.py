@@ -124,11 +124,17 @@ class KeptAnswers:
             return None
         epoch = await self._current_epoch()
         if epoch is None or self._rows.get(epoch, kept.signin) is not kept.rows:
-            del self._kept[key]  # the rows changed, or were dropped: never again
+            _forget(self._kept, key, kept)  # the rows changed, or were dropped: never again
             return None
         if time.time() - kept.last_seen >= LAST_SEEN_RESOLUTION or not self.usable():
             return None  # the full path notes the sign-in as seen, or asks the plugins
         return kept.headers
+
+
+def _forget(answers: dict[str, Any], key: str, kept: object) -> None:
+    """Drop ``kept``, unless a request running meanwhile dropped or replaced it already."""
+    if answers.get(key) is kept:
+        del answers[key]
 
 
 class SignedInShortcut:
@@ -217,11 +223,11 @@ class KeptTokenAnswers:
             return None
         epoch = await self._current_epoch()
         if epoch is None or self._rows.get(epoch, kept.token_id) is not kept.rows:
-            del self._kept[text]
+            _forget(self._kept, text, kept)
             return None
         now = time.time()
         if kept.expires_at is not None and now >= kept.expires_at:
-            del self._kept[text]
+            _forget(self._kept, text, kept)
             return None
         if now - kept.last_used_at >= LAST_USED_RESOLUTION:
             return None  # the full path notes the token as used
