@@ -25,7 +25,7 @@ import contextvars
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
-__all__ = ["EpochReads", "request_arrived", "request_done"]
+__all__ = ["EpochReads", "reads_started", "request_arrived", "request_done"]
 
 #: Reads started in this process so far: a read's number is the count once it starts.
 _started = 0
@@ -47,6 +47,11 @@ def request_arrived() -> contextvars.Token[int | None]:
 
 def request_done(mark: contextvars.Token[int | None]) -> None:
     _arrived.reset(mark)
+
+
+def reads_started() -> int:
+    """How many reads of epoch rows this process has started (tests count them)."""
+    return _started
 
 
 Values = dict[str, bytes]

@@ -37,7 +37,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -182,10 +181,7 @@ class PostgresEpoch:
 
 
 _EPOCH_NAMES = ["epoch:accounts", "epoch:sessions"]  # every `what` of epoch_of
-# Compared one by one rather than IN (...): an IN list is expanded anew at each execution.
-_READ_EPOCHS = sa.select(settings_table.c.name, settings_table.c.value).where(
-    sa.or_(*(settings_table.c.name == name for name in _EPOCH_NAMES))
-)
+_READ_EPOCHS = "SELECT name, value FROM doorman_settings WHERE name = ANY($1::text[])"
 _reads: weakref.WeakKeyDictionary[AsyncEngine, EpochReads] = weakref.WeakKeyDictionary()
 
 
@@ -201,16 +197,27 @@ def _epoch_reads(engine: AsyncEngine) -> EpochReads:
 async def _reading(
     ref: weakref.ref[AsyncEngine],
 ) -> AsyncIterator[Callable[[], Awaitable[dict[str, bytes]]]]:
-    """A connection without a transaction, and the read of every epoch row through it."""
-    from .database import connect  # the database module uses this one
+    """A pooled connection, and the read of every epoch row through its driver.
+
+    The read is asyncpg's own, outside any transaction (each statement sees every
+    commit before it): through SQLAlchemy's execution it costs nine times the
+    CPU, and every request on PostgreSQL waits for one. SQLAlchemy never starts
+    a transaction on the connection, so it goes back to the pool as it came.
+    """
+    from .database import connect, unavailable  # the database module uses this one
 
     engine = ref()
     assert engine is not None, "an engine read after it was collected"
     async with connect(engine) as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
 
         async def fetch() -> dict[str, bytes]:
-            rows = (await connection.execute(_READ_EPOCHS)).all()
+            try:
+                rows = await driver.fetch(_READ_EPOCHS, _EPOCH_NAMES)
+            except Exception as error:  # the driver's own: no SQLAlchemy wrapping here
+                await connection.invalidate()  # it may be broken: never back to the pool
+                raise unavailable(engine, error) from error
             return {name: (value or "").encode() for name, value in rows}
 
         yield fetch
