@@ -32,8 +32,8 @@ CATEGORIES = (
         ("doorman/server/views/api.py", "doorman/_types.py", "doorman/_identity.py", "urllib/"),
     ),
     (
-        "doorman: fast path (server/fast_auth.py)",
-        ("doorman/server/fast_auth.py", "doorman/server/fast_"),
+        "doorman: the fast paths and kept answers",
+        ("doorman/server/fast_auth.py", "doorman/server/kept_answers.py"),
     ),
     ("doorman: other server middleware", ("doorman/server/", "doorman/auth/websockets.py")),
     (
@@ -43,7 +43,7 @@ CATEGORIES = (
     ("doorman: the permission check", ("doorman/auth/permissions.py", "doorman/core.py")),
     (
         "doorman: the actor (auth middleware, users, sign-ins, tokens, epochs)",
-        ("doorman/auth/", "doorman/epochs.py", "doorman/database.py"),
+        ("doorman/auth/", "doorman/epochs.py", "doorman/_epoch_reads.py", "doorman/database.py"),
     ),
     ("doorman: the rest", ("doorman/",)),
     ("sqlalchemy (query building, compiling, results)", ("sqlalchemy/",)),
