@@ -22,6 +22,7 @@ full path. So a kept answer is the answer the full path would give.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -131,7 +132,11 @@ class KeptAnswers:
         return kept.headers
 
 
-def _forget(answers: dict[str, Any], key: str, kept: object) -> None:
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def _forget(answers: dict[Any, Any], key: object, kept: object) -> None:
     """Drop ``kept``, unless a request running meanwhile dropped or replaced it already."""
     if answers.get(key) is kept:
         del answers[key]
@@ -179,13 +184,14 @@ class KeptTokenAnswers:
     them (the same entry under the same epoch: the token is neither revoked nor
     changed, its user neither disabled nor changed), the token's expiry, and its
     ``last_used_at``, which a request notes once a minute. The answer is kept
-    only for the very text that the full path accepted.
+    only for the very text that the full path accepted, by its SHA-256 (the hash
+    the database keeps too): a token is a password, and is not kept here.
     """
 
     def __init__(self, doorman: Doorman) -> None:
         self._epoch = epoch_of(doorman.engine)
         self._rows = token_cache(doorman.engine)
-        self._kept: dict[str, _KeptToken] = {}
+        self._kept: dict[bytes, _KeptToken] = {}
 
     async def _current_epoch(self) -> bytes | None:
         epoch = self._epoch.current()
@@ -211,23 +217,26 @@ class KeptTokenAnswers:
             or token_actor(token, user) != actor
         ):
             return  # the entry changed since the answer was made: keep nothing
-        kept = self._kept
-        kept.pop(text, None)
-        kept[text] = _KeptToken(token_id, rows, token.expires_at, token.last_used_at, headers, body)
+        kept, digest = self._kept, _digest(text)
+        kept.pop(digest, None)
+        kept[digest] = _KeptToken(
+            token_id, rows, token.expires_at, token.last_used_at, headers, body
+        )
         while len(kept) > MAX_KEPT:
             del kept[next(iter(kept))]  # the oldest
 
     async def answer_for(self, text: str) -> _KeptToken | None:
-        kept = self._kept.get(text)
+        digest = _digest(text)
+        kept = self._kept.get(digest)
         if kept is None:
             return None
         epoch = await self._current_epoch()
         if epoch is None or self._rows.get(epoch, kept.token_id) is not kept.rows:
-            _forget(self._kept, text, kept)
+            _forget(self._kept, digest, kept)
             return None
         now = time.time()
         if kept.expires_at is not None and now >= kept.expires_at:
-            _forget(self._kept, text, kept)
+            _forget(self._kept, digest, kept)
             return None
         if now - kept.last_used_at >= LAST_USED_RESOLUTION:
             return None  # the full path notes the token as used
