@@ -225,7 +225,7 @@ async def doorman_redis() -> Contender:
 async def doorman_sql(tmp: Path) -> Contender:
     try:
         from doorman import SessionMiddleware
-        from doorman.database import sessions_table
+        from doorman.db import sessions_table
         from doorman.stores.base import storage_id
         from doorman.stores.sql import SQLStore
     except ImportError as exc:

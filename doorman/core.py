@@ -16,17 +16,17 @@ from typing import Any
 import pluggy
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .auth.devices import DeviceCookies
-from .auth.passwords import PasswordHasher, validate_password
-from .auth.permissions import Rules, check_permission
-from .auth.signins import SignIns
-from .auth.throttle import Attempt, LoginThrottle, RegistrationThrottle, counter_for
-from .auth.tokens import Tokens
-from .auth.users import User, Users
-from .database import create_engine
+from .accounts.devices import DeviceCookies
+from .accounts.passwords import PasswordHasher, validate_password
+from .accounts.permissions import Rules, check_permission
+from .accounts.signins import SignIns
+from .accounts.throttle import Attempt, LoginThrottle, RegistrationThrottle, counter_for
+from .accounts.tokens import Tokens
+from .accounts.users import User, Users
+from .db.engine import create_engine
+from .db.migrations import ensure_schema
 from .events import LoginFailedEvent, LoginFailure
 from .exceptions import AuthenticationFailed, BadSignature, PasswordRejected, Throttled
-from .migrations import ensure_schema
 from .plugins import all_results, make_plugin_manager
 from .signing import Signer
 from .stores.base import SessionStore

@@ -131,7 +131,7 @@ class UsernameTaken(AccountError):
 
 
 class UsernameTooSimilar(UsernameTaken):
-    """Another user's username looks like this one (``doorman.auth.lookalikes``)."""
+    """Another user's username looks like this one (``doorman._lookalikes``)."""
 
 
 class DumpError(DoormanError, ValueError):

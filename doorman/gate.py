@@ -35,7 +35,7 @@ from .auth.actors import set_actor
 from .auth.websockets import refuse_handshake, refused_origin
 from .exceptions import BadSignature, ConfigError, SignatureExpired
 from .origins import AllowedOrigins, own_origin
-from .server.redirects import NextSigner
+from .redirects import NextSigner
 from .signing import Signer, TimestampSigner, b64decode, b64encode
 
 if TYPE_CHECKING:

@@ -34,9 +34,9 @@ from doorman import (
     update_session_auth,
 )
 from doorman._types import Message, Receive, Scope, Send
-from doorman.auth.throttle import LoginThrottle, counter_for
+from doorman.accounts.throttle import LoginThrottle
 from doorman.integrations.starlette import exception_handlers
-from doorman.stores import SessionStore
+from doorman.stores import SessionStore, counter_for
 
 from .conftest import SECRET, make_store
 from .helpers import COOKIE, TestClient, client, session_signer, sqlite_threads_settled
@@ -478,8 +478,7 @@ async def test_basic_auth_when_enabled(doorman: Doorman) -> None:
 
 @pytest.mark.anyio
 async def test_basic_auth_is_throttled(tmp_path: Path) -> None:
-    from doorman.auth.throttle import MemoryCounter
-    from doorman.stores import MemoryStore
+    from doorman.stores import MemoryCounter, MemoryStore
 
     doorman = Doorman(
         str(tmp_path / "a.db"),
@@ -920,7 +919,7 @@ async def test_end_sessions_clears_the_sign_in_list(doorman: Doorman) -> None:
 async def test_last_seen_is_written_at_most_once_a_minute(
     doorman: Doorman, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import doorman.auth.signins as signins_module
+    import doorman.accounts.signins as signins_module
     from doorman.stores import MemoryStore
 
     async with signed_in(build_app(doorman, MemoryStore())) as browser:

@@ -24,13 +24,12 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import doorman.epochs as cache_module
-from doorman.auth.cache import EpochCache
-from doorman.auth.passwords import PasswordHasher
-from doorman.auth.signins import signin_id
+import doorman.db.epochs as cache_module
+from doorman.accounts.passwords import PasswordHasher
+from doorman.accounts.signins import signin_id
 from doorman.core import Doorman
-from doorman.epochs import FileEpoch, LocalEpoch, NoEpoch, PostgresEpoch, epoch_of
-from doorman.migrations import ensure_schema
+from doorman.db.epochs import EpochCache, FileEpoch, LocalEpoch, NoEpoch, PostgresEpoch, epoch_of
+from doorman.db.migrations import ensure_schema
 from doorman.stores import SQLStore
 
 from .conftest import SECRET
@@ -301,7 +300,7 @@ async def test_a_kept_token_still_needs_its_secret(workers: tuple[Doorman, Doorm
 async def test_a_kept_token_expires_on_time(
     workers: tuple[Doorman, Doorman], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import doorman.auth.tokens as tokens_module
+    import doorman.accounts.tokens as tokens_module
 
     doorman, _ = workers
     alice = await doorman.create_user("alice", PASSWORD)

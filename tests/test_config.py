@@ -21,9 +21,9 @@ from doorman.config import (
     parse_duration,
     resolve_secrets,
 )
-from doorman.database import connect, create_engine
+from doorman.db import connect, create_engine
+from doorman.db.schema import settings_table
 from doorman.exceptions import ConfigError
-from doorman.schema import settings_table
 from doorman.stores.sql import SQLStore
 
 from .conftest import SECRET
@@ -481,8 +481,7 @@ async def test_open_doorman_shares_one_engine(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_open_doorman_with_cookie_sessions_counts_in_the_database(tmp_path: Path) -> None:
-    from doorman.auth.throttle import SQLCounter
-    from doorman.stores import CookieStore
+    from doorman.stores import CookieStore, SQLCounter
 
     settings = Settings.from_mapping({"db": str(tmp_path / "a.db"), "sessions": "cookie"})
     doorman, store, _ = await open_doorman(settings)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from doorman.auth.counters import Counter, MemoryCounter, RedisCounter, SQLCounter, counter_for
-from doorman.database import connect, create_engine
+from doorman.db import connect, create_engine
+from doorman.db.schema import throttle_table
 from doorman.exceptions import ConfigError, StoreError
-from doorman.schema import throttle_table
+from doorman.stores import Counter, MemoryCounter, RedisCounter, SQLCounter, counter_for
 
 from .conftest import make_store
 from .helpers import sqlite_threads_settled

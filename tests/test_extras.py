@@ -141,7 +141,7 @@ LIBRARY_CASES = [
     ),
     (
         "asyncpg",
-        "from doorman.database import create_engine\n"
+        "from doorman.db import create_engine\n"
         "create_engine('postgresql://doorman@127.0.0.1:1/doorman')",
         needs("asyncpg", "postgres", "a postgresql:// database"),
     ),

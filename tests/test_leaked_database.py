@@ -31,8 +31,8 @@ import sqlalchemy as sa
 from doorman import CookieStore, SessionMiddleware, Signer, get_session
 from doorman._types import Receive, Scope, Send
 from doorman.config import Settings, resolve_secrets, warn_about_secret
-from doorman.database import connect, create_engine
-from doorman.migrations import migrate
+from doorman.db import connect, create_engine
+from doorman.db.migrations import migrate
 from doorman.stores.sql import SQLStore
 
 from .helpers import COOKIE, client

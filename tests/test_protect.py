@@ -27,7 +27,8 @@ from doorman.config import SETTINGS, Settings, assemble, load_settings
 from doorman.core import Doorman
 from doorman.exceptions import ConfigError
 from doorman.server.app import create_app
-from doorman.server.protect import AppTarget, ProtectedApp, from_environment, is_public
+from doorman.server.protect import AppTarget, ProtectedApp, is_public
+from doorman.server.workers import protect_app
 
 from .conftest import SECRET
 from .helpers import COOKIE, client, free_port
@@ -581,12 +582,12 @@ def test_workers_import_the_app_themselves(
     result = protect_cli(tmp_path, *args, "--public-paths", "/about")
     assert result.exit_code == 0, result.output
     [call] = uvicorn_calls
-    assert call["app"] == "doorman.server.protect:from_environment"
+    assert call["app"] == "doorman.server.workers:protect_app"
     assert call["factory"] is True and call["workers"] == 2
     handed = json.loads(os.environ["DOORMAN_PROTECT_APP"])
     assert handed == {"spec": "examples.members:app", "factory": False, "app_dir": str(ROOT)}
     assert Settings.from_json(os.environ["DOORMAN_SERVE_SETTINGS"]).secret, "one secret for all"
-    asyncio.run(browse_members(from_environment))  # what each worker does
+    asyncio.run(browse_members(protect_app))  # what each worker does
 
 
 def test_the_docs_show_the_example_that_is_tested() -> None:

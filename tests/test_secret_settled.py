@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from doorman.config import SECRET_ROW, Settings, resolve_secrets
-from doorman.database import create_engine
-from doorman.migrations import ensure_schema
-from doorman.schema import settings_table
+from doorman.db import create_engine
+from doorman.db.migrations import ensure_schema
+from doorman.db.schema import settings_table
 
 from .servers import (
     add_users,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from doorman import PasswordHasher
-from doorman.auth.users import User
+from doorman.accounts.users import User
 from doorman.config import assemble, load_settings
 from doorman.core import Doorman
 from doorman.exceptions import Throttled

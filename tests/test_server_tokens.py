@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from doorman.auth.tokens import MAX_LIVE_TOKENS
+from doorman.accounts.tokens import MAX_LIVE_TOKENS
 from doorman.config import close_doorman, load_settings, open_doorman
 from doorman.core import Doorman
 from doorman.signing import Signer

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from doorman.auth.passwords import PasswordHasher
-from doorman.auth.users import Users
-from doorman.database import connect, create_engine
-from doorman.migrations import ensure_schema
+from doorman.accounts.passwords import PasswordHasher
+from doorman.accounts.users import Users
+from doorman.db import connect, create_engine
+from doorman.db.migrations import ensure_schema
 
 pytestmark = pytest.mark.anyio
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from doorman.auth.counters import Counter, MemoryCounter, RedisCounter, SQLCounter
-from doorman.auth.throttle import LoginThrottle, RegistrationThrottle
-from doorman.database import create_engine
+from doorman.accounts.throttle import LoginThrottle, RegistrationThrottle
+from doorman.db import create_engine
 from doorman.exceptions import Busy, ConfigError, Throttled
+from doorman.stores import Counter, MemoryCounter, RedisCounter, SQLCounter
 
 from . import test_counters
 from .test_counters import redis_client, stored_keys

@@ -6,14 +6,14 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
+from ..accounts.signins import signin_id
+from ..accounts.users import User
 from ..core import Doorman
 from ..events import LoginEvent, LogoutEvent
 from ..exceptions import AuthenticationFailed
 from ..sessions.session import load_session
 from .actors import set_actor
 from .middleware import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID
-from .signins import signin_id
-from .users import User
 
 __all__ = ["current_signin", "login", "logout", "update_session_auth"]
 

@@ -23,14 +23,14 @@ from typing import Any
 
 from .._answers import send_error
 from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..accounts.signins import signin_id
+from ..accounts.users import User
 from ..core import Doorman
 from ..exceptions import AuthenticationFailed, StoreError, Throttled
 from ..plugins import first_result
 from ..sessions.session import Session
 from .actors import AnonymousUser, AuthCredentials, AuthenticatedUser, set_actor
 from .guards import use
-from .signins import signin_id
-from .users import User
 
 __all__ = [
     "SESSION_AUTH_HASH",

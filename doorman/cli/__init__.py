@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..plugins import make_plugin_manager
 from . import db, plugins, protect, serve, sessions, tokens, users
 from ._options import one_line

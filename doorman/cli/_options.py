@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..config import SETTINGS, Settings, close_doorman, load_settings, open_doorman
-from ..database import async_url
+from ..assembly import close_doorman, open_doorman
+from ..db.engine import async_url
 from ..exceptions import DoormanError, DumpError, PasswordRejected
+from ..settings import SETTINGS, Settings, load_settings
 
 if TYPE_CHECKING:
     from ..core import Doorman

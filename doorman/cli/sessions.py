@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..config import Settings
+from ..settings import Settings
 from ._options import (
     json_option,
     revoke_tokens_option,

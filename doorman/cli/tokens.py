@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..auth.permissions import BUILT_IN_ACTIONS, Rules, known_actions
-from ..config import Settings, parse_duration
+from ..accounts.permissions import BUILT_IN_ACTIONS, Rules, known_actions
+from ..settings import Settings, parse_duration
 from ._options import json_option, run, settings_options, with_doorman
 from ._output import echo_json, echo_table, when
 

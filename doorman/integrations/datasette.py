@@ -31,12 +31,13 @@ from urllib.parse import urlencode
 from datasette import hookimpl as _hookimpl  # type: ignore[import-untyped]
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..assembly import assemble, resolve_secrets
 from ..auth.middleware import AuthMiddleware
-from ..config import Settings, assemble, resolve_secrets
 from ..core import Doorman
-from ..database import create_engine
+from ..db.engine import create_engine
 from ..exceptions import ConfigError, StoreError
 from ..sessions.middleware import SessionMiddleware
+from ..settings import Settings
 from ..stores.base import SessionStore
 
 if TYPE_CHECKING:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import gc
-import json
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,17 +20,18 @@ with needs_extra("server", "the sign-in server"):
     from starlette.staticfiles import StaticFiles
 
 from .._types import ASGIApp, Receive, Scope, Send
+from ..assembly import assemble, warn_about_secret
 from ..auth.csrf import CSRF, CSRFCookieMiddleware
 from ..auth.guards import requires
 from ..auth.middleware import AuthMiddleware
 from ..auth.websockets import WebSocketOriginMiddleware
-from ..config import SERVE_SETTINGS_ENV, Settings, assemble, warn_about_secret
 from ..core import Doorman
 from ..exceptions import ConfigError
 from ..integrations.sentry import with_sentry
 from ..integrations.starlette import exception_handlers
 from ..origins import AllowedOrigins
 from ..sessions.middleware import SessionMiddleware
+from ..settings import Settings
 from ..stores.base import SessionStore
 from .access_log import AccessLogMiddleware
 from .body_limit import BodyLimitMiddleware
@@ -46,7 +44,7 @@ from .state import ServerState
 from .templates import Templates
 from .views import account, admin, api, errors, signin
 
-__all__ = ["create_app", "from_environment", "settings_from_environment", "settled"]
+__all__ = ["create_app"]
 
 _STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("doorman.server")
@@ -232,29 +230,3 @@ def _secrets_of(settings: Settings) -> list[str]:
             "secret: not resolved; build the app with `doorman serve`, or set DOORMAN_SECRET"
         )
     return [secret] if isinstance(secret, str) else list(secret)
-
-
-def from_environment() -> ASGIApp:
-    """The app for uvicorn workers started by ``doorman serve``."""
-    return settled(create_app(settings_from_environment()))
-
-
-def settled(app: ASGIApp) -> ASGIApp:
-    """``app``, after moving everything the worker has built so far out of the GC's way.
-
-    A worker's modules, app and settings live as long as it does; ``gc.freeze``
-    keeps the collector from walking them again in every full collection, which
-    otherwise shows as pauses in the slowest requests (p99).
-    """
-    gc.collect()
-    gc.freeze()
-    return app
-
-
-def settings_from_environment() -> Settings:
-    """The settings ``doorman serve`` (or ``protect``) handed its workers."""
-    raw = os.environ.get(SERVE_SETTINGS_ENV)
-    if not raw:
-        raise ConfigError(f"{SERVE_SETTINGS_ENV} is not set: start the server with `doorman serve`")
-    json.loads(raw)  # a clear error for a mangled variable, before Settings reads it
-    return Settings.from_json(raw)

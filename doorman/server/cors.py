@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .._parsers import normalize_origin
 from .._types import ASGIApp, Message, Receive, Scope, Send, send_text
 from ..exceptions import ConfigError
+from ..origins import normalize_origin
 
 __all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "CORSMiddleware"]
 

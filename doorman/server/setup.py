@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..database import connect
-from ..migrations import ensure_schema
-from ..schema import settings_table, users_table
+from ..db.migrations import ensure_schema
+from ..db.schema import settings_table, users_table
+from ..db.transaction import connect
 
 __all__ = ["claim_setup_token", "issue_setup_token", "needs_setup", "setup_token_valid"]
 

@@ -1,6 +1,7 @@
 """An in-process store: for tests and single-process development only.
 
-Sessions vanish on restart and are not shared between workers.
+Sessions vanish on restart and are not shared between workers; nor are the
+throttle's counts kept beside them (``MemoryCounter``).
 """
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ from __future__ import annotations
 import time
 
 from ..exceptions import SessionInterrupted
-from .base import new_session_key, storage_id
+from .base import Outcome, Verdict, decide, new_session_key, storage_id
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryCounter", "MemoryStore"]
 
 
 class MemoryStore:
@@ -74,3 +75,55 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    def counter(self) -> MemoryCounter:
+        return MemoryCounter()
+
+
+class MemoryCounter:
+    """Counts in dicts: one process only (tests, the memory session store)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, float]] = {}  # failures, window end
+        self._flying: dict[str, tuple[int, float]] = {}  # in flight, lease end
+
+    @staticmethod
+    def _live(table: dict[str, tuple[int, float]], key: str) -> tuple[int, float]:
+        count, end = table.get(key, (0, 0.0))
+        return (count, end) if end > time.time() else (0, 0.0)
+
+    async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
+        failures, end = self._live(self._counts, key)
+        flying, _ = self._live(self._flying, key)
+        verdict = decide(failures, flying, limit)
+        if verdict == "granted":
+            self._flying[key] = (flying + 1, time.time() + lease)
+        return verdict, end
+
+    async def settle(self, key: str, outcome: Outcome, window: float) -> int:
+        flying, lease_end = self._live(self._flying, key)
+        if flying > 0:
+            self._flying[key] = (flying - 1, lease_end)
+        failures, end = self._live(self._counts, key)
+        if outcome == "count":
+            failures, end = (failures + 1, end) if failures else (1, time.time() + window)
+            self._counts[key] = (failures, end)
+        elif outcome == "clear":
+            self._counts.pop(key, None)
+            failures = 0
+        return failures
+
+    async def peek(self, key: str) -> tuple[int, float]:
+        return self._live(self._counts, key)
+
+    async def reset(self, key: str) -> None:
+        self._counts.pop(key, None)
+
+    async def clear_expired(self) -> int:
+        now, removed = time.time(), 0
+        for table in (self._counts, self._flying):
+            expired = [key for key, (_, end) in table.items() if end <= now]
+            for key in expired:
+                del table[key]
+            removed += len(expired)
+        return removed

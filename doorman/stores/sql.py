@@ -1,22 +1,27 @@
-"""The SQL store: sessions in SQLite (the embedded default) or PostgreSQL."""
+"""The SQL store: sessions in SQLite (the embedded default) or PostgreSQL, and the
+throttle's counts beside them (``SQLCounter``, the ``doorman_throttle`` table)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..database import connect, create_engine, unavailable
-from ..epochs import EpochCache, epoch_of
-from ..exceptions import SessionInterrupted
-from ..migrations import ensure_schema
-from ..schema import sessions_table
-from .base import new_session_key, storage_id
+from ..db.engine import create_engine, unavailable
+from ..db.epochs import EpochCache, epoch_of
+from ..db.migrations import ensure_schema
+from ..db.schema import sessions_table, throttle_table
+from ..db.transaction import connect
+from ..exceptions import ConfigError, SessionInterrupted
+from .base import FLIGHT, Outcome, Verdict, decide, new_session_key, storage_id
 
-__all__ = ["SQLStore"]
+__all__ = ["SQLCounter", "SQLStore"]
 
 _table = sessions_table
 _LOAD = sa.select(_table.c.data, _table.c.expires_at).where(
@@ -50,7 +55,7 @@ class SQLStore:
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
         # What this process read, while no worker has written a session since (see
-        # doorman.epochs: a file beside SQLite, a row of PostgreSQL).
+        # doorman.db.epochs: a file beside SQLite, a row of PostgreSQL).
         self._epoch = epoch_of(self.engine, "sessions")
         self._kept: EpochCache[tuple[str, float]] = EpochCache()
 
@@ -138,3 +143,133 @@ class SQLStore:
     async def close(self) -> None:
         if self._owns_engine:
             await self.engine.dispose()
+
+    def counter(self) -> SQLCounter:
+        return SQLCounter(self.engine)
+
+
+_throttle = throttle_table
+_NOW = sa.bindparam("now", type_=sa.Float)
+_PEEK = sa.select(_throttle.c.hits, _throttle.c.expires_at).where(
+    _throttle.c.key == sa.bindparam("key"), _throttle.c.expires_at > _NOW
+)
+_PEEK_BOTH = sa.select(_throttle.c.key, _throttle.c.hits, _throttle.c.expires_at).where(
+    _throttle.c.key.in_([sa.bindparam("key"), sa.bindparam("flight_key")]),
+    _throttle.c.expires_at > _NOW,
+)
+_TAKE = (
+    _throttle.update()
+    .where(_throttle.c.key == sa.bindparam("counter_key"))  # "key" is reserved in an UPDATE
+    .values(hits=_throttle.c.hits + 1, expires_at=sa.bindparam("new_end", type_=sa.Float))
+)
+_GIVE_BACK = (
+    _throttle.update()
+    .where(
+        _throttle.c.key == sa.bindparam("counter_key"),
+        _throttle.c.hits > 0,
+        _throttle.c.expires_at > _NOW,
+    )
+    .values(hits=_throttle.c.hits - 1)
+)
+_RESET = _throttle.delete().where(_throttle.c.key == sa.bindparam("key"))
+_DELETE_ENDED = _throttle.delete().where(_throttle.c.expires_at <= _NOW)
+
+
+def _upsert(dialect: str, *, start: int) -> sa.Executable:
+    """One statement: a new or ended row starts at ``start`` with a new end; a live one
+    gains ``start`` and keeps its end. Returns (hits, end)."""
+    if dialect not in ("postgresql", "sqlite"):
+        raise ConfigError(f"throttling: the {dialect!r} database is not supported")
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    new_end = sa.bindparam("new_end", type_=sa.Float)
+    ended = _throttle.c.expires_at <= _NOW
+    statement = insert(_throttle).values(key=sa.bindparam("key"), hits=start, expires_at=new_end)
+    return statement.on_conflict_do_update(
+        index_elements=[_throttle.c.key],
+        set_={
+            "hits": sa.case((ended, start), else_=_throttle.c.hits + start),
+            "expires_at": sa.case((ended, new_end), else_=_throttle.c.expires_at),
+        },
+    ).returning(_throttle.c.hits, _throttle.c.expires_at)
+
+
+class SQLCounter:
+    """Counts in the ``doorman_throttle`` table (SQLite or PostgreSQL).
+
+    A key's failures are the row ``key``; its attempts in flight the row
+    ``~key``, whose ``expires_at`` is the end of their leases.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._count = _upsert(engine.dialect.name, start=1)
+        self._lock_flight = _upsert(engine.dialect.name, start=0)  # also ends lapsed leases
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """``database.connect``, after bringing the tables up to date once."""
+        if not self._schema_ready:
+            async with self._schema_lock:
+                if not self._schema_ready:
+                    await ensure_schema(self.engine)
+                    self._schema_ready = True
+        async with connect(self.engine, write=write, changes_accounts=False) as connection:
+            yield connection
+
+    async def _read(self, key: str) -> tuple[int, float, int]:
+        """(failures, window end, in flight), read without a lock."""
+        params = {"key": key, "flight_key": FLIGHT + key, "now": time.time()}
+        async with self._connect() as connection:
+            rows = (await connection.execute(_PEEK_BOTH, params)).all()
+        found = {row[0]: (int(row[1]), float(row[2])) for row in rows}
+        failures, end = found.get(key, (0, 0.0))
+        return failures, end, found.get(FLIGHT + key, (0, 0.0))[0]
+
+    async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
+        failures, end, flying = await self._read(key)
+        verdict = decide(failures, flying, limit)
+        if verdict != "granted":  # a stale "no" only means asking again: no write, no lock
+            return verdict, end
+        now = time.time()
+        flight = {"key": FLIGHT + key, "now": now, "new_end": now + lease}
+        async with self._connect(write=True) as connection:
+            # The flight row first: it serializes the acquires of one key (a row lock on
+            # PostgreSQL, the write lock on SQLite) before the failures are read again.
+            flying = (await connection.execute(self._lock_flight, flight)).one()[0]
+            row = (await connection.execute(_PEEK, {"key": key, "now": now})).first()
+            failures, end = (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+            verdict = decide(failures, int(flying), limit)
+            if verdict == "granted":
+                await connection.execute(
+                    _TAKE, {"counter_key": FLIGHT + key, "new_end": now + lease}
+                )
+        return verdict, end
+
+    async def settle(self, key: str, outcome: Outcome, window: float) -> int:
+        now = time.time()
+        async with self._connect(write=True) as connection:
+            await connection.execute(_GIVE_BACK, {"counter_key": FLIGHT + key, "now": now})
+            if outcome == "count":
+                params = {"key": key, "now": now, "new_end": now + window}
+                return int((await connection.execute(self._count, params)).one()[0])
+            if outcome == "clear":
+                await connection.execute(_RESET, {"key": key})
+                return 0
+            row = (await connection.execute(_PEEK, {"key": key, "now": now})).first()
+        return 0 if row is None else int(row[0])
+
+    async def peek(self, key: str) -> tuple[int, float]:
+        async with self._connect() as connection:
+            row = (await connection.execute(_PEEK, {"key": key, "now": time.time()})).first()
+        return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+
+    async def reset(self, key: str) -> None:
+        async with self._connect(write=True) as connection:
+            await connection.execute(_RESET, {"key": key})
+
+    async def clear_expired(self) -> int:
+        async with self._connect(write=True) as connection:
+            result = await connection.execute(_DELETE_ENDED, {"now": time.time()})
+        return max(result.rowcount, 0)

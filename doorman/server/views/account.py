@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ...accounts.tokens import Token
+from ...accounts.users import User, check_email
 from ...auth.guards import requires
 from ...auth.login import current_signin, update_session_auth
-from ...auth.tokens import Token
-from ...auth.users import User, check_email
 from ...exceptions import AccountError, AuthenticationFailed, PermissionDenied, Throttled
 from ..device_cookie import device_cookie, remember_device
 from ..devices import describe

@@ -9,8 +9,8 @@ from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from ...accounts.users import check_email, check_new_username
 from ...auth import csrf
-from ...auth.users import check_email, check_new_username
 from ...exceptions import AccountError, RequestTooLarge, UsernameTaken, UsernameTooSimilar
 from ..state import state_of
 from .forms import FormErrors, check_new_password

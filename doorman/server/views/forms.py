@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from ...auth.passwords import password_rules
+from ...accounts.passwords import password_rules
 
 if TYPE_CHECKING:
     from ...core import Doorman

@@ -7,14 +7,14 @@ from typing import Any, NamedTuple
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ...accounts.users import User
 from ...auth import csrf
 from ...auth.login import login, logout
-from ...auth.users import User
 from ...exceptions import AccountError, AuthenticationFailed, Throttled
+from ...redirects import origin_of, safe_path
 from .. import setup
 from ..device_cookie import device_cookie, remember_device
 from ..headers import content_security_policy
-from ..redirects import origin_of, safe_path
 from ..state import ServerState, state_of
 from .common import (
     checked_form,

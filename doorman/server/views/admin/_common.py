@@ -8,7 +8,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ....auth.users import User, check_group, username_key
+from ....accounts.users import User, check_group, username_key
 from ....exceptions import AccountError
 from ...state import ServerState
 from ..common import redirect, sentence, wants_json

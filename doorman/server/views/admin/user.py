@@ -13,9 +13,9 @@ from typing import Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ....accounts.users import User, check_email
 from ....auth.guards import requires
 from ....auth.login import current_signin, update_session_auth
-from ....auth.users import User, check_email
 from ....core import Doorman
 from ....exceptions import AccountError, Throttled, UserNotFound
 from ...state import ServerState, state_of

@@ -253,7 +253,7 @@ def _parse_pbkdf2(encoded: str) -> tuple[int, bytes, bytes] | None:
 
 @functools.cache
 def _common_passwords() -> frozenset[str]:
-    data = resources.files("doorman.auth").joinpath("common-passwords.txt.gz").read_bytes()
+    data = resources.files("doorman.accounts").joinpath("common-passwords.txt.gz").read_bytes()
     return frozenset(gzip.decompress(data).decode().splitlines())
 
 

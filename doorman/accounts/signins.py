@@ -26,13 +26,12 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..database import connect
-from ..epochs import epoch_of
+from ..db.epochs import epoch_of
+from ..db.migrations import ensure_schema
+from ..db.schema import signins_table, users_table
+from ..db.transaction import connect
 from ..exceptions import UserNotFound
-from ..migrations import ensure_schema
-from ..schema import signins_table, users_table
-from .cache import signed_in_cache
-from .users import User
+from .users import User, signed_in_cache
 
 __all__ = ["LAST_SEEN_RESOLUTION", "SignIn", "SignIns", "signin_id"]
 

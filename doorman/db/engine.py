@@ -12,31 +12,26 @@ A file found readable by others is tightened, with a log line.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import weakref
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ._extras import needs_extra
-from ._files import private
-from .epochs import epoch_of
-from .exceptions import ConfigError, StoreError
-from .schema import metadata, sessions_table
+from .._extras import needs_extra
+from .._files import private
+from ..exceptions import ConfigError, StoreError
 
 __all__ = [
     "VERSION_TABLE",
     "async_url",
-    "connect",
     "create_engine",
+    "describe",
+    "failures",
     "in_memory",
-    "metadata",
-    "sessions_table",
     "unavailable",
 ]
 
@@ -151,92 +146,19 @@ def describe(engine: AsyncEngine) -> str:
     return f"PostgreSQL {url.host or 'localhost'}:{url.port or 5432}/{url.database}"
 
 
-@contextlib.asynccontextmanager
-async def connect(
-    engine: AsyncEngine,
-    *,
-    write: bool = False,
-    changes_accounts: bool = True,
-    changes_sessions: bool = False,
-) -> AsyncIterator[AsyncConnection]:
-    """A connection (in a transaction when ``write``) whose failures become ``StoreError``.
+@contextlib.contextmanager
+def failures(engine: AsyncEngine) -> Iterator[None]:
+    """Turn a database that fails (down, timed out, locked) into ``StoreError``.
 
-    A write moves the database's change epoch once committed, so that every
-    worker reads users and sign-ins afresh (see ``doorman.epochs``). Writes that
-    cannot end or change a session (a new sign-in, ``last_seen``, throttle
-    counts, session data) pass ``changes_accounts=False``; when in doubt, leave
-    it: a needless change only costs a re-read. The SQL session store's writes
-    pass ``changes_sessions=True``: sessions have an epoch of their own.
+    An ``IntegrityError`` passes as it is: callers turn it into what it means
+    (a username taken, a user deleted meanwhile).
     """
     try:
-        if write:
-            changed = [
-                epoch_of(engine, what)
-                for what, changes in (
-                    ("accounts", changes_accounts),
-                    ("sessions", changes_sessions),
-                )
-                if changes
-            ]
-            async with _one_writer(engine), engine.begin() as connection:
-                yield connection
-                for epoch in changed:
-                    await epoch.mark(connection)  # PostgreSQL: in this very transaction
-            for epoch in changed:
-                epoch.advance()  # SQLite: once committed
-        else:
-            async with engine.connect() as connection:
-                yield connection
+        yield
     except exc.IntegrityError:
         raise
     except (exc.DBAPIError, exc.TimeoutError, OSError) as error:  # OSError covers TimeoutError
         raise unavailable(engine, error) from error
-
-
-@contextlib.asynccontextmanager
-async def _one_writer(engine: AsyncEngine) -> AsyncIterator[None]:
-    """On SQLite, this process's writes take turns in order (a lock per engine and loop).
-
-    SQLite has one writer at a time. Left to its busy timeout, a burst of writers
-    polls and sleeps, unfairly, and some give up after 5 s ("database is
-    locked"); queued here, each waits its turn. Other processes still meet the
-    busy timeout. A task that already holds the lock passes (no self-deadlock).
-    """
-    if engine.dialect.name != "sqlite":
-        yield
-        return
-    lock = _write_locks.get(engine)
-    loop = asyncio.get_running_loop()
-    if lock is None or lock.loop is not loop:
-        lock = _write_locks[engine] = _TaskLock(loop)
-    async with lock:
-        yield
-
-
-class _TaskLock:
-    """An asyncio lock its holder task may take again."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._lock = asyncio.Lock()
-        self._owner: asyncio.Task[Any] | None = None
-        self._depth = 0
-
-    async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        if self._owner is not task or task is None:
-            await self._lock.acquire()
-            self._owner = task
-        self._depth += 1
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self._owner = None
-            self._lock.release()
-
-
-_write_locks: weakref.WeakKeyDictionary[AsyncEngine, _TaskLock] = weakref.WeakKeyDictionary()
 
 
 def unavailable(engine: AsyncEngine, error: BaseException) -> StoreError:

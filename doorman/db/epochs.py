@@ -2,7 +2,7 @@
 
 Each signed-in request needs the user row and the sign-in row. Reading them
 from the database on every request costs far more than the rest of the
-request, so each process keeps what it read (``doorman.auth.cache``), tagged
+request, so each process keeps what it read (``doorman.accounts.cache``), tagged
 with the *epoch* current when it read it. Every write that could end or
 change a session (a password, a disabled or deleted user, a revoked sign-in,
 new groups) moves the epoch once it has committed; an entry whose epoch is no
@@ -39,8 +39,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ._batches import Batches
-from ._files import private
+from .._batches import Batches
+from .._files import private
+from .engine import failures
 from .schema import settings_table
 
 __all__ = ["MAX_AGE", "Epoch", "EpochCache", "FileEpoch", "LocalEpoch", "epoch_of"]
@@ -165,11 +166,10 @@ class PostgresEpoch:
         return await self._reads.get(self.name)
 
     async def _fetch(self, names: list[str]) -> list[bytes]:
-        from .database import connect  # the database module uses this one
-
-        async with connect(self.engine) as connection:
-            found = await connection.execute(_READ_EPOCH, {"name": self.name})
-            value = found.scalar_one_or_none()
+        with failures(self.engine):
+            async with self.engine.connect() as connection:
+                found = await connection.execute(_READ_EPOCH, {"name": self.name})
+                value = found.scalar_one_or_none()
         return [(value or "").encode()]
 
     async def mark(self, connection: AsyncConnection) -> None:

@@ -1,6 +1,6 @@
 """Alembic's entry point for doorman's migrations.
 
-doorman runs these itself (``doorman.database.migrate``, ``doorman db migrate``),
+doorman runs these itself (``doorman.db.engine.migrate``, ``doorman db migrate``),
 passing an open connection; offline mode (``doorman db schema``) prints SQL.
 """
 
@@ -10,8 +10,8 @@ from typing import Any
 
 from alembic import context
 
-from doorman.database import VERSION_TABLE
-from doorman.schema import metadata
+from doorman.db.engine import VERSION_TABLE
+from doorman.db.schema import metadata
 
 config = context.config
 options: dict[str, Any] = {

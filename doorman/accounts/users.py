@@ -6,6 +6,7 @@ import builtins
 import re
 import time
 import unicodedata
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,21 +16,22 @@ from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..database import connect
-from ..epochs import epoch_of
+from .._lookalikes import invisible, lookalike_key, mixed_scripts
+from ..db.epochs import EpochCache, epoch_of
+from ..db.migrations import ensure_schema
+from ..db.schema import groups_table, signins_table, user_groups_table, users_table
+from ..db.transaction import connect
 from ..exceptions import AccountError, UsernameTaken, UsernameTooSimilar, UserNotFound
-from ..migrations import ensure_schema
-from ..schema import groups_table, signins_table, user_groups_table, users_table
-from .cache import signed_in_cache
-from .lookalikes import invisible, lookalike_key, mixed_scripts
 from .passwords import PasswordHasher
 
 __all__ = [
+    "SignedInCache",
     "User",
     "Users",
     "check_email",
     "check_new_username",
     "check_username",
+    "signed_in_cache",
     "user_rows",
     "username_key",
     "users_from_rows",
@@ -80,6 +82,21 @@ class User:
             "groups": list(self.groups),
             "via": via,
         }
+
+
+#: Per sign-in id: the user and the sign-in's ``last_seen`` (both there: only those are kept).
+#: ``get_signed_in`` runs on every signed-in request; ``doorman.db.epochs`` says how
+#: what is kept here is known to be current.
+SignedInCache = EpochCache[tuple[User | None, float | None]]
+_signed_in: weakref.WeakKeyDictionary[AsyncEngine, SignedInCache] = weakref.WeakKeyDictionary()
+
+
+def signed_in_cache(engine: AsyncEngine) -> SignedInCache:
+    """The sign-ins kept for ``engine``'s database, shared by everything in this process."""
+    cache = _signed_in.get(engine)
+    if cache is None:
+        cache = _signed_in[engine] = EpochCache()
+    return cache
 
 
 def username_key(username: str) -> str:
@@ -209,7 +226,7 @@ class Users:
         """Add a user. Give ``password`` (hashed here) or an existing ``password_hash``.
 
         ``UsernameTaken`` when the name is taken (without case) or looks like one
-        that is (``doorman.auth.lookalikes``).
+        that is (``doorman._lookalikes``).
         """
         name = check_new_username(username)
         await self.check_free(name)

@@ -40,7 +40,7 @@ users_table = sa.Table(
     # NFKC + casefold of the username: "Alice" and "alice" cannot both exist.
     sa.Column("username_key", sa.String(150), nullable=False, unique=True),
     # SHA-256 of the username's TR39 skeleton: "admin" with a Cyrillic a cannot join "admin".
-    # NULL for a look-alike that was there before (kept, see doorman.auth.lookalikes).
+    # NULL for a look-alike that was there before (kept, see doorman._lookalikes).
     sa.Column("username_skeleton", sa.String(64), nullable=True),
     sa.Column("email", sa.String(254), nullable=True),
     # None: no usable password (the user signs in some other way, or not at all).

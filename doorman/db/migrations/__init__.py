@@ -22,8 +22,9 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..database import VERSION_TABLE, connect, unavailable
-from ..exceptions import StoreError
+from ...exceptions import StoreError
+from ..engine import VERSION_TABLE, unavailable
+from ..transaction import connect
 
 __all__ = ["ensure_schema", "head_revision", "migrate", "schema_revision", "schema_sql"]
 
@@ -38,7 +39,7 @@ _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
 
 def _config() -> Config:
     config = Config()
-    config.set_main_option("script_location", "doorman:migrations")
+    config.set_main_option("script_location", "doorman.db:migrations")
     return config
 
 

@@ -15,6 +15,7 @@ import hmac
 import json
 import secrets
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,15 +24,14 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..database import connect
-from ..epochs import epoch_of
+from ..db.epochs import EpochCache, epoch_of
+from ..db.migrations import ensure_schema
+from ..db.schema import tokens_table, users_table
+from ..db.transaction import connect
 from ..exceptions import AccountError, PermissionDenied, UserNotFound
-from ..migrations import ensure_schema
-from ..schema import tokens_table, users_table
-from .cache import token_cache
 from .users import User, user_rows, users_from_rows
 
-__all__ = ["PREFIX", "Token", "Tokens", "parse_token"]
+__all__ = ["PREFIX", "Token", "TokenCache", "Tokens", "parse_token", "token_cache"]
 
 PREFIX = "dmt_"
 _ID_CHARS = 16
@@ -96,6 +96,20 @@ def parse_token(text: str) -> str | None:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+#: Per token id: the token's stored hash, the token and its user. ``verify_with_user``
+#: runs on every API request; what is kept is current while the epoch stands.
+TokenCache = EpochCache[tuple[str, Token, User]]
+_tokens: weakref.WeakKeyDictionary[AsyncEngine, TokenCache] = weakref.WeakKeyDictionary()
+
+
+def token_cache(engine: AsyncEngine) -> TokenCache:
+    """The API tokens kept for ``engine``'s database, shared by everything in this process."""
+    cache = _tokens.get(engine)
+    if cache is None:
+        cache = _tokens[engine] = EpochCache()
+    return cache
 
 
 class Tokens:

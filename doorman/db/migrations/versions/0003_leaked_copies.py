@@ -5,7 +5,7 @@
   made until now names live sign-ins: they are deleted, which signs everyone
   out once (a session whose sign-in is gone is over).
 - Users: ``username_skeleton``, unique, a hash of the username's TR39 skeleton
-  (``doorman.auth.lookalikes``), so that no new username looks like another.
+  (``doorman._lookalikes``), so that no new username looks like another.
   Existing users get theirs; where two already look alike, the one created
   later keeps NULL (nobody is renamed or removed).
 
@@ -36,7 +36,7 @@ def upgrade() -> None:
 
 
 def _fill_skeletons() -> None:
-    from doorman.auth.lookalikes import lookalike_key
+    from doorman._lookalikes import lookalike_key
 
     users = sa.table(
         "doorman_users",
