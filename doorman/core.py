@@ -29,7 +29,7 @@ from .events import LoginFailedEvent, LoginFailure
 from .exceptions import AuthenticationFailed, BadSignature, PasswordRejected, Throttled
 from .plugins import all_results, make_plugin_manager
 from .signing import Signer
-from .stores.base import SessionStore
+from .stores.base import MakesTables, SessionStore
 
 __all__ = ["Doorman"]
 
@@ -98,8 +98,17 @@ class Doorman:
         self.password_min_length = password_min_length
 
     async def startup(self) -> None:
-        """Bring the tables up to date and run the plugins' ``startup`` hooks."""
+        """Bring the tables up to date and run the plugins' ``startup`` hooks.
+
+        The schema is made here, once, not on first use: the users' database,
+        and the throttle's when it counts elsewhere (an SQL session store of its own).
+        """
         await ensure_schema(self.engine)
+        for counter in {
+            id(c): c for c in (self.throttle.counter, self.registrations.counter)
+        }.values():
+            if isinstance(counter, MakesTables):
+                await counter.create_table()
         await all_results(self.plugins.hook.startup, doorman=self)
 
     async def close(self) -> None:

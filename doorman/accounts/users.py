@@ -18,8 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._lookalikes import invisible, lookalike_key, mixed_scripts
 from ..db.epochs import EpochCache, epoch_of
-from ..db.migrations import ensure_schema
-from ..db.schema import groups_table, signins_table, user_groups_table, users_table
+from ..db.schema import (
+    bookkeeping,
+    groups_table,
+    signins_table,
+    user_groups_table,
+    users_table,
+)
 from ..db.transaction import connect
 from ..exceptions import AccountError, UsernameTaken, UsernameTooSimilar, UserNotFound
 from .passwords import PasswordHasher
@@ -171,7 +176,6 @@ class Users:
         query = sa.select(sa.func.count()).select_from(users_table)
         if search:
             query = query.where(_matches(search))
-        await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             return int((await connection.execute(query)).scalar_one())
 
@@ -205,7 +209,6 @@ class Users:
         return users_from_rows(await self._run(user_rows(where), {}))
 
     async def _run(self, query: sa.Select[Any], params: dict[str, Any]) -> Sequence[Any]:
-        await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             rows: Sequence[Any] = (await connection.execute(query, params)).mappings().all()
         return rows
@@ -243,9 +246,8 @@ class Users:
             "session_version": 0,
             "created_at": time.time(),
         }
-        await ensure_schema(self.engine)
         try:
-            async with connect(self.engine, write=True, changes_accounts=False) as connection:
+            async with connect(self.engine, write=True) as connection:
                 result = await connection.execute(users_table.insert().values(row))
                 user_id = result.inserted_primary_key[0]  # type: ignore[index]
                 await self._add_groups(connection, user_id, groups)
@@ -264,7 +266,6 @@ class Users:
         query = sa.select(_u.username_key).where(
             sa.or_(_u.username_key == key, _u.username_skeleton == lookalike_key(name))
         )
-        await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             found = (await connection.execute(query.limit(2))).scalars().all()
         if key in found:
@@ -316,7 +317,6 @@ class Users:
         if admin is not None:
             values["is_admin"] = admin
         names = None if groups is None else [check_group(name) for name in groups]
-        await ensure_schema(self.engine)
         try:
             async with connect(self.engine, write=True) as connection:
                 if values:
@@ -337,10 +337,8 @@ class Users:
         return await self._update(user, session_version=_u.session_version + 1)
 
     async def record_login(self, user: User, at: float) -> None:
-        async with connect(self.engine, write=True, changes_accounts=False) as connection:
-            await connection.execute(
-                users_table.update().where(_u.id == user.id).values(last_login=at)
-            )
+        async with connect(self.engine, write=True) as connection:
+            await connection.execute(bookkeeping(users_table, _u.id == user.id, last_login=at))
 
     async def delete(self, user: User) -> None:
         """Delete the user, their tokens and group memberships."""
@@ -373,7 +371,6 @@ class Users:
         )
 
     async def _update(self, user: User, **values: Any) -> User:
-        await ensure_schema(self.engine)
         async with connect(self.engine, write=True) as connection:
             result = await connection.execute(
                 users_table.update().where(_u.id == user.id).values(**values)

@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db.migrations import ensure_schema
 from ..db.schema import settings_table, users_table
 from ..db.transaction import connect
 
@@ -31,7 +30,6 @@ def _digest(token: str) -> str:
 
 async def needs_setup(engine: AsyncEngine) -> bool:
     """True while the database has no users."""
-    await ensure_schema(engine)
     async with connect(engine) as connection:
         found = await connection.execute(sa.select(users_table.c.id).limit(1))
         return found.first() is None

@@ -24,6 +24,7 @@ __all__ = [
     "KEY_BYTES",
     "Counter",
     "CountingStore",
+    "MakesTables",
     "Outcome",
     "ServerSideStore",
     "SessionStore",
@@ -148,6 +149,14 @@ def decide(failures: int, flying: int, limit: int) -> Verdict:
     if failures >= limit:
         return "refused"
     return "busy" if failures + flying >= limit else "granted"
+
+
+@runtime_checkable
+class MakesTables(Protocol):
+    """A store or counter with tables of its own, made at start-up (``Doorman.startup``)."""
+
+    async def create_table(self) -> None:
+        """Bring the tables up to date (once per database and process)."""
 
 
 @runtime_checkable
