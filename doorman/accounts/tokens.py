@@ -28,7 +28,7 @@ from ..db.epochs import EpochCache, epoch_of
 from ..db.schema import bookkeeping, tokens_table, users_table
 from ..db.transaction import connect
 from ..exceptions import AccountError, PermissionDenied, UserNotFound
-from .users import User, user_rows, users_from_rows
+from .user import User, user_rows, users_from_rows
 
 __all__ = ["PREFIX", "Token", "TokenCache", "Tokens", "parse_token", "token_cache"]
 

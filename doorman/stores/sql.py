@@ -9,15 +9,14 @@ from collections.abc import AsyncIterator
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..db.engine import create_engine, failures
+from ..db.engine import create_engine, failures, insert
 from ..db.epochs import EpochCache, epoch_of
 from ..db.migrations import ensure_schema
 from ..db.schema import sessions_table, throttle_table
 from ..db.transaction import connect
-from ..exceptions import ConfigError, SessionInterrupted
+from ..exceptions import SessionInterrupted
 from .base import FLIGHT, Outcome, Verdict, decide, new_session_key, storage_id
 
 __all__ = ["SQLCounter", "SQLStore"]
@@ -167,12 +166,11 @@ _DELETE_ENDED = _throttle.delete().where(_throttle.c.expires_at <= _NOW)
 def _upsert(dialect: str, *, start: int) -> sa.Executable:
     """One statement: a new or ended row starts at ``start`` with a new end; a live one
     gains ``start`` and keeps its end. Returns (hits, end)."""
-    if dialect not in ("postgresql", "sqlite"):
-        raise ConfigError(f"throttling: the {dialect!r} database is not supported")
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     new_end = sa.bindparam("new_end", type_=sa.Float)
     ended = _throttle.c.expires_at <= _NOW
-    statement = insert(_throttle).values(key=sa.bindparam("key"), hits=start, expires_at=new_end)
+    statement = insert(_throttle, dialect).values(
+        key=sa.bindparam("key"), hits=start, expires_at=new_end
+    )
     return statement.on_conflict_do_update(
         index_elements=[_throttle.c.key],
         set_={
