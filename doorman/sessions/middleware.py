@@ -11,12 +11,13 @@ from typing import Literal, NamedTuple
 from .._answers import send_error
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..exceptions import ConfigError, SessionTooLarge, StoreError, WeakSecretWarning
-from ..signing import MAKE_A_SECRET, MIN_SECRET_LENGTH, Signer, normalize_secrets
+from ..signing import MAKE_A_SECRET, MIN_SECRET_LENGTH, normalize_secrets
 from ..stores.base import SessionStore
 from ..stores.cookie import CookieStore
 from .legacy import StarletteCookieReader
 from .policy import DELETE_COOKIE, CookieUpdate, SessionPolicy
 from .session import Session
+from .signer import SessionSigner
 
 __all__ = ["MAX_COOKIE_BYTES", "SessionMiddleware"]
 
@@ -81,10 +82,10 @@ class SessionMiddleware:
         starlette = secret_key is not None  # Starlette's spelling: its ways where they differ
         if secret_key is not None:
             keys = _starlette_keys(secret_key)
-            signer = Signer(keys, salt="doorman.session", min_length=1)
+            signer = SessionSigner(keys, min_length=1)
             legacy = StarletteCookieReader(keys, max_age)
         else:
-            signer, legacy = Signer(secret, salt="doorman.session"), None  # type: ignore[arg-type]
+            signer, legacy = SessionSigner(secret), None  # type: ignore[arg-type]
         self.app = app
         self.save_every_request = save_every_request
         self.lazy = lazy

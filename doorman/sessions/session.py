@@ -51,6 +51,7 @@ class Session(TrackedDict):
     _sid: str | None = None
     _cycle = _ended = False
     _doomed: tuple[str, ...] = ()
+    _signed: tuple[str, str] | None = None  # a key and its cookie, as signing it now would give
     _carried: dict[str, Any] | None = None  # a Starlette session, read from its cookie
     #: True when this session came from a cookie that Starlette's middleware signed.
     carried_over = False
@@ -87,8 +88,10 @@ class Session(TrackedDict):
                 "before using it, or build SessionMiddleware with lazy=False"
             )
         for raw in self._candidates:
-            key = self._verify(raw)
+            key, current = self._verify(raw)
             if key is not None and self._adopt(key, load_nowait(key)):
+                if current:
+                    self._signed = (key, raw)
                 break
         else:
             if self._carried is not None:
@@ -100,19 +103,24 @@ class Session(TrackedDict):
         if self._loaded:
             return
         for raw in self._candidates:
-            key = self._verify(raw)
+            key, current = self._verify(raw)
             if key is not None and self._adopt(key, await self._policy.store.load(key)):
+                if current:
+                    self._signed = (key, raw)
                 break
         else:
             if self._carried is not None:
                 self._carry_over(self._carried)
         self._loaded = True
 
-    def _verify(self, raw: str) -> str | None:
-        """The key a cookie value carries, or None (and a log line) if doorman did not sign it."""
+    def _verify(self, raw: str) -> tuple[str | None, bool]:
+        """The key a cookie value carries, and whether it is signed as doorman signs now.
+
+        None (and a log line) if doorman did not sign it.
+        """
         policy = self._policy
         try:
-            return policy.signer.unsign(raw)
+            return policy.signer.unsign_newest(raw)
         except BadSignature:
             pass
         client = self._client[0] if self._client else "-"
@@ -128,7 +136,7 @@ class Session(TrackedDict):
             # Switching from Starlette leaves many cookies that no longer count (expired,
             # other secrets); a warning for each, on every request, would bury real ones.
             log.debug("session cookie from %s not signed with this secret, or expired", client)
-        return None
+        return None, False
 
     def _carry_over(self, data: dict[str, Any]) -> None:
         """Make a Starlette session a doorman one: saved anew, with a cookie in doorman's format."""
@@ -142,14 +150,19 @@ class Session(TrackedDict):
             return False
         try:
             record = json.loads(payload)
-            data, created, saved_at = record["d"], record["c"], record["a"]
-        except (ValueError, TypeError, KeyError, RecursionError):  # deep nesting: RecursionError
-            record = data = None
+            data, created, saved_at = record["d"], record.get("c", 0), record.get("a", 0)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            record = data = None  # not JSON, not a record, or nested past the parser's depth
         if type(data) is not dict or type(created) is not int or type(saved_at) is not int:
             log.warning("unreadable session payload in the store; starting a new session")
             return False
         policy = self._policy
         if policy.absolute_timeout or policy.idle_timeout:
+            if not (created and saved_at):
+                # A cookie saved while no timeout was set carries no times: whether it
+                # is within the timeout cannot be known, so it does not count.
+                log.info("session saved without its times, before a timeout was set; a new one")
+                return False
             now = time.time()
             if (policy.absolute_timeout and created + policy.absolute_timeout <= now) or (
                 policy.idle_timeout and saved_at + policy.idle_timeout <= now
@@ -159,7 +172,7 @@ class Session(TrackedDict):
         self._key = key
         dict.update(self, data)
         self._created, self._saved_at = created, saved_at
-        if len(record) > 3:  # optional fields: only sessions that use them pay for them
+        if len(record) > 1 + 2 * policy.records_times:  # optional fields: paid for when used
             expiry, until, sid = record.get("x"), record.get("u"), record.get("i")
             self._expiry = expiry if type(expiry) is int else None
             self._until = until if type(until) is int else None
@@ -313,12 +326,17 @@ class Session(TrackedDict):
         if self._cycle and old is not None and not store.stateless:
             await store.delete(old)
         self._key, self._cycle, self.modified, self._saved_at = key, False, False, int(now)
-        return CookieUpdate(policy.signer.sign(key), max_age)
+        signed = self._signed
+        if signed is None or signed[0] != key:
+            signed = self._signed = (key, policy.signer.sign(key))
+        return CookieUpdate(signed[1], max_age)
 
     def dump(self, now: float) -> str:
         """The payload to store: JSON, never pickle."""
         data = dict(dict.items(self))  # a plain copy: encoding self would set `accessed`
-        record: dict[str, Any] = {"d": data, "c": self._created or int(now), "a": int(now)}
+        record: dict[str, Any] = {"d": data}
+        if self._policy.records_times:
+            record["c"], record["a"] = self._created or int(now), int(now)
         if self._expiry is not None:
             record["x"] = self._expiry
         if self._until is not None:
