@@ -64,13 +64,14 @@ def normalize_secrets(
     return keys
 
 
+_b2a = binascii.b2a_base64
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def _b64(data: bytes) -> bytes:
     # base64.urlsafe_b64encode, without its Python-level wrapper: this runs per request.
-    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE)
+    return _b2a(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE)
 
 
 def b64encode(data: bytes) -> str:
@@ -130,16 +131,17 @@ class Signer:
             for s in normalize_secrets(secrets, min_length=min_length)
         ]
 
-    def _mac(self, key: tuple[Any, Any], value: str) -> bytes:
+    def _mac(self, key: tuple[Any, Any], message: bytes) -> bytes:
         inner = key[0].copy()
-        inner.update(value.encode())
+        inner.update(message)
         outer = key[1].copy()
         outer.update(inner.digest())
-        return _b64(outer.digest()[: self.digest_size])
+        mac = _b2a(outer.digest()[: self.digest_size], newline=False)  # _b64, inlined
+        return mac.rstrip(b"=").translate(_TO_URLSAFE)
 
     def sign(self, value: str) -> str:
         """Return ``value.mac``, signed with the newest secret."""
-        return value + _SEP + self._mac(self._keys[0], value).decode("ascii")
+        return value + _SEP + self._mac(self._keys[0], value.encode()).decode("ascii")
 
     def unsign(self, signed: str) -> str:
         """Return the value if any configured secret signed it, else raise ``BadSignature``."""
@@ -154,9 +156,10 @@ class Signer:
             given = mac.encode("ascii")
         except UnicodeEncodeError:
             raise BadSignature("signature is not ASCII") from None
+        message = value.encode()
         newest = True
         for key in self._keys:
-            if hmac.compare_digest(given, self._mac(key, value)):
+            if hmac.compare_digest(given, self._mac(key, message)):
                 return value, newest
             newest = False
         raise BadSignature("signature does not match")
