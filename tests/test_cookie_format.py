@@ -19,6 +19,7 @@ from starlette.middleware.sessions import SessionMiddleware as StarletteSessionM
 from doorman import BadSignature, CookieStore, MemoryStore, SessionMiddleware, Signer
 from doorman._types import Receive, Scope, Send
 from doorman.sessions import SessionSigner
+from doorman.sessions.signer import REMEMBERED, REMEMBERED_LENGTH
 from doorman.signing import b64decode
 from doorman.stores import SessionStore
 
@@ -231,3 +232,37 @@ def test_a_starlette_signature_is_no_doorman_one() -> None:
     value = itsdangerous.TimestampSigner(BEFORE_SECRET).sign(b"eyJjb3VudCI6IDF9").decode()
     with pytest.raises(BadSignature):
         SessionSigner(BEFORE_SECRET).unsign(value)
+
+
+# -- remembered cookies ----------------------------------------------------------------
+
+
+def test_a_verified_cookie_is_remembered_and_a_bad_one_is_not() -> None:
+    signer = SessionSigner(SECRET)
+    cookie = signer.sign("some-key")
+    assert signer.unsign_newest(cookie) == ("some-key", True)
+    assert signer._verified == {cookie: ("some-key", True)}
+    forged = cookie[:-1] + ("A" if cookie[-1] != "A" else "B")
+    for _ in range(2):  # refused each time, never remembered
+        with pytest.raises(BadSignature):
+            signer.unsign_newest(forged)
+    assert list(signer._verified) == [cookie]
+
+
+def test_remembered_cookies_are_bounded_oldest_first() -> None:
+    signer = SessionSigner(SECRET)
+    cookies = [signer.sign(f"key-{n}") for n in range(REMEMBERED + 5)]
+    for cookie in cookies:
+        signer.unsign(cookie)
+    assert list(signer._verified) == cookies[5:]
+    long = signer.sign("k" * REMEMBERED_LENGTH)
+    assert signer.unsign(long) == "k" * REMEMBERED_LENGTH  # verified, not remembered
+    assert long not in signer._verified
+
+
+def test_a_remembered_cookie_still_says_which_secret_signed_it() -> None:
+    rotated = SessionSigner([SECRET, BEFORE_SECRET])
+    old = SessionSigner(BEFORE_SECRET).sign("some-key")
+    for _ in range(2):
+        assert rotated.unsign_newest(old) == ("some-key", False)  # so it is signed anew
+    assert rotated.unsign_newest(BEFORE["count"])[1] is False  # the format before, too

@@ -6,6 +6,12 @@ under a key derived from each secret for this purpose alone (salt
 ``doorman.session``). Until issue 14 the MAC was the whole 256 bits, 43
 characters, under another derived key; such cookies are still read, so an
 upgrade signs nobody out, and the next save writes the short MAC.
+
+A browser sends the same cookie until it changes, so the cookies verified last
+are remembered, as ``Doorman`` remembers verified auth hashes: a request whose
+cookie is one of them costs a dict lookup, not an HMAC. Only cookies that passed
+the constant-time check are remembered, and a lookup needs the cookie whole:
+its hash and then every character must match, so a guess learns nothing.
 """
 
 from __future__ import annotations
@@ -17,13 +23,16 @@ from ..signing import MIN_DIGEST_SIZE, MIN_SECRET_LENGTH, Signer
 __all__ = ["SALT", "SessionSigner"]
 
 SALT = "doorman.session"
+#: How many verified cookies are remembered, up to ``REMEMBERED_LENGTH`` characters each.
+REMEMBERED = 1024
+REMEMBERED_LENGTH = 1024
 _FULL_MAC_CHARACTERS = 43  # the whole HMAC-SHA256 in unpadded base64: the format before
 
 
 class SessionSigner:
     """``sign`` a session key for its cookie; ``unsign`` a cookie of either format."""
 
-    __slots__ = ("_before", "_signer")
+    __slots__ = ("_before", "_signer", "_verified")
 
     def __init__(
         self,
@@ -35,6 +44,7 @@ class SessionSigner:
             secrets, salt=SALT, min_length=min_length, digest_size=MIN_DIGEST_SIZE
         )
         self._before = Signer(secrets, salt=SALT, min_length=min_length)
+        self._verified: dict[str, tuple[str, bool]] = {}
 
     def sign(self, key: str) -> str:
         """``<key>.<mac>``, the MAC 128 bits long, made with the newest secret."""
@@ -50,7 +60,20 @@ class SessionSigner:
         False for a cookie signed by an older secret or in the format before:
         saving the session again must sign it anew.
         """
+        verified = self._verified.get(cookie)
+        if verified is not None:
+            return verified
         # The length of the MAC says which format: each is checked by its own signer only.
         if len(cookie) - cookie.rfind(".") - 1 == _FULL_MAC_CHARACTERS:
-            return self._before.unsign(cookie), False
-        return self._signer.unsign_newest(cookie)
+            verified = self._before.unsign(cookie), False
+        else:
+            verified = self._signer.unsign_newest(cookie)
+        if len(cookie) <= REMEMBERED_LENGTH:
+            self._remember(cookie, verified)
+        return verified
+
+    def _remember(self, cookie: str, verified: tuple[str, bool]) -> None:
+        remembered = self._verified
+        remembered[cookie] = verified
+        if len(remembered) > REMEMBERED:
+            remembered.pop(next(iter(remembered)), None)  # the oldest
