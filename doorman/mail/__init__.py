@@ -1,0 +1,24 @@
+"""Sending mail: the server ``smtp_url`` names, messages from templates, links from public_url.
+
+See docs/email.md. The parts that need aiosmtplib and Jinja2 (``doorman[server]``)
+import them when first used, so the settings can be checked without them.
+"""
+
+from .addresses import check_address, check_sender
+from .links import LinkBuilder
+from .mailer import Mailer, NullMailer, Receipt, SMTPMailer
+from .messages import MailTemplates
+from .smtp_url import SMTPServer, parse_smtp_url
+
+__all__ = [
+    "LinkBuilder",
+    "MailTemplates",
+    "Mailer",
+    "NullMailer",
+    "Receipt",
+    "SMTPMailer",
+    "SMTPServer",
+    "check_address",
+    "check_sender",
+    "parse_smtp_url",
+]
