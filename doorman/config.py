@@ -37,6 +37,7 @@ from ._parsers import (
     _cookie_domain,
     _database,
     _directory,
+    _email_from,
     _integer,
     _login_redirect,
     _optional,
@@ -48,6 +49,7 @@ from ._parsers import (
     _secrets,
     _sentry,
     _site_name,
+    _smtp_url,
     _table,
     _text,
     parse_duration,
@@ -186,6 +188,13 @@ SETTINGS: tuple[Setting, ...] = (
             _path_prefixes),
     Setting("sentry", {},
             "Sentry options (at least dsn), or a DSN; empty: no Sentry.", _sentry, hidden=True),
+    Setting("smtp_url", None,
+            "Mail server: smtp://user:password@host:587 (STARTTLS), smtps://host:465 (TLS) or "
+            "smtp://127.0.0.1:1025 (a local relay); unset: no mail is sent.",
+            _optional(_smtp_url), hidden=True),
+    Setting("email_from", None,
+            "The address messages come from, such as Doorman <noreply@example.com>.",
+            _optional(_email_from)),
 )
 # fmt: on
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -227,6 +236,8 @@ class Settings:
     allowed_origins: tuple[str, ...]
     public_paths: tuple[str, ...]
     sentry: dict[str, Any] = dataclasses.field(repr=False)
+    smtp_url: str | None = dataclasses.field(repr=False)
+    email_from: str | None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, source: str = "settings") -> Settings:
