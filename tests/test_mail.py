@@ -8,8 +8,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from doorman.exceptions import MailNotSent
-from doorman.mail import MailTemplates, SMTPMailer, SMTPServer
+from doorman.config import Settings
+from doorman.exceptions import ConfigError, MailNotConfigured, MailNotSent
+from doorman.mail import MailTemplates, NullMailer, Outbox, SMTPMailer, SMTPServer
 from doorman.mail.mailer import Receipt
 
 from .helpers import free_port
@@ -175,3 +176,29 @@ def assert_no_secrets(error: str, caplog: pytest.LogCaptureFixture) -> None:
     for secret in (LINK, "secret-token-7f3a9c", PASSWORD, urllib.parse.quote(PASSWORD, safe="")):
         assert secret not in error
         assert secret not in caplog.text
+
+
+# -- without smtp_url ------------------------------------------------------------------
+
+
+async def test_without_smtp_url_nothing_is_sent_and_callers_can_tell() -> None:
+    outbox = Outbox.from_settings(Settings.from_mapping({}))
+    assert isinstance(outbox.mailer, NullMailer) and not outbox.can_send
+    with pytest.raises(MailNotConfigured, match="smtp_url is not set"):
+        await outbox.send_test(TO)
+
+
+async def test_smtp_url_without_email_from_stops_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="smtp_url is set but email_from is not"):
+        Outbox.from_settings(Settings.from_mapping({"smtp_url": "smtp://127.0.0.1:1025"}))
+
+
+async def test_the_outbox_renders_and_sends(relay: MailServer) -> None:
+    settings = Settings.from_mapping(
+        {"smtp_url": relay.url, "email_from": SENDER, "site_name": "Example Co"}
+    )
+    outbox = Outbox.from_settings(settings)
+    assert outbox.can_send
+    receipt = await outbox.send_test(TO)
+    assert receipt.server == f"127.0.0.1:{relay.port}"
+    assert f"127.0.0.1:{relay.port}" in relay.messages[0].body("plain")

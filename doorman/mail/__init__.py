@@ -8,6 +8,7 @@ from .addresses import check_address, check_sender
 from .links import LinkBuilder
 from .mailer import Mailer, NullMailer, Receipt, SMTPMailer
 from .messages import MailTemplates
+from .outbox import Outbox, mailer_from_settings
 from .smtp_url import SMTPServer, parse_smtp_url
 
 __all__ = [
@@ -15,10 +16,12 @@ __all__ = [
     "MailTemplates",
     "Mailer",
     "NullMailer",
+    "Outbox",
     "Receipt",
     "SMTPMailer",
     "SMTPServer",
     "check_address",
     "check_sender",
+    "mailer_from_settings",
     "parse_smtp_url",
 ]
