@@ -98,6 +98,11 @@ CLI_CASES = {
     "uvicorn": (["serve", "--port", PORT], {}, SERVER.format("uvicorn")),
     "starlette": (["serve", "--port", PORT], {}, SERVER.format("starlette")),
     "jinja2": (["serve", "--port", PORT], {}, SERVER.format("jinja2")),
+    "aiosmtplib": (
+        ["mail", "test", "alice@example.com"],
+        {"DOORMAN_SMTP_URL": "smtp://127.0.0.1:1", "DOORMAN_EMAIL_FROM": "noreply@example.com"},
+        needs("aiosmtplib", "server", "sending mail"),
+    ),
     "python_multipart": (
         ["protect", "examples.members:app", "--app-dir", str(ROOT), "--port", PORT],
         {},
