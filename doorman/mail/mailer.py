@@ -169,5 +169,7 @@ async def _closed(connection: Any) -> None:
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CLOSE_TIMEOUT
-    while connection is not None and connection.fileno() != -1 and loop.time() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.005)
+    pause = 0.0  # a plain connection closes on the loop's next turn
+    while connection is not None and connection.fileno() != -1 and loop.time() < deadline:
+        await asyncio.sleep(pause)
+        pause = 0.005
