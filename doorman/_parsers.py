@@ -269,6 +269,40 @@ def sentry(value: object) -> dict[str, Any]:
     return options
 
 
+def smtp_url(value: object) -> str:
+    """A URL; or a table ``{url = "smtp://user@host:587", password = {"$file" = ...}}``."""
+    from .mail.smtp_url import EXAMPLE, parse_smtp_url, with_password
+
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = table()(value)  # DOORMAN_SMTP_URL='{"url": ..., "password": ...}'
+    if isinstance(value, Mapping):
+        if set(value) != {"url", "password"}:
+            raise Bad(
+                'give a URL, or a table {url = "smtp://user@host:587", password = '
+                '{"$file" = "/run/secrets/smtp"}}'
+            )
+        try:
+            value = with_password(value["url"], value["password"])
+        except ValueError as error:
+            raise Bad(str(error)) from None
+    if not isinstance(value, str):
+        raise Bad(f"give a URL such as {EXAMPLE}")
+    try:
+        parse_smtp_url(value)
+    except ValueError as error:
+        raise Bad(str(error)) from None
+    return value.strip()
+
+
+def email_from(value: object) -> str:
+    from .mail.addresses import check_sender
+
+    try:
+        return check_sender(text(value))
+    except ValueError as error:
+        raise Bad(f"{error}; or with a name, Doorman <noreply@example.com>") from None
+
+
 def origins(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")

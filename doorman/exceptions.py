@@ -140,5 +140,26 @@ class DumpError(DoormanError, ValueError):
     status_code = 400
 
 
+class MailNotSent(DoormanError):
+    """The mail server is down, refused the message or did not answer in time (503).
+
+    The message names the server and the reason, never the message's text or
+    links; nothing is lost: the request can be repeated.
+    """
+
+    status_code = 503
+
+
+class MailNotConfigured(MailNotSent):
+    """No ``smtp_url`` is set, so doorman sends no mail."""
+
+
+class NoTrustedOrigin(DoormanError):
+    """No link is built: without ``public_url`` (or an allowed request origin), a link
+    could point wherever a forged ``Host`` header says (503: the admin sets ``public_url``)."""
+
+    status_code = 503
+
+
 class WeakSecretWarning(UserWarning):
     """A secret accepted for Starlette's sake (``secret_key=``) is too short to be safe."""

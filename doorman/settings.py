@@ -147,6 +147,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sentry", {},
             "Sentry options (at least dsn), or a DSN; empty: no Sentry.",
             parse.sentry, hidden=True),
+    Setting("smtp_url", None,
+            "Mail server: smtp://user:password@host:587 (STARTTLS), smtps://host:465 (TLS) or "
+            "smtp://127.0.0.1:1025 (a local relay); unset: no mail is sent.",
+            parse.optional(parse.smtp_url), hidden=True),
+    Setting("email_from", None,
+            "The address messages come from, such as Doorman <noreply@example.com>.",
+            parse.optional(parse.email_from)),
 )
 # fmt: on
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -188,6 +195,8 @@ class Settings:
     allowed_origins: tuple[str, ...]
     public_paths: tuple[str, ...]
     sentry: dict[str, Any] = dataclasses.field(repr=False)
+    smtp_url: str | None = dataclasses.field(repr=False)
+    email_from: str | None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, source: str = "settings") -> Settings:

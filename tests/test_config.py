@@ -290,6 +290,8 @@ BAD = {
         {"dsn": "https://k@sentry.example.com/1", "sample_rat": 0.5},
         {"dsn": "https://k@sentry.example.com/1", "send_default_pii": True},
     ],
+    "smtp_url": ["mail.example.com", "smtp://mail.example.com:465", {"url": "smtp://h"}, 7],
+    "email_from": ["noreply", "a@example.com, b@example.com", 7],
 }
 
 
@@ -511,8 +513,12 @@ def test_the_example_doorman_toml_loads(tmp_path: Path) -> None:
         tmp_path / "doorman.toml",
         example.replace("/run/secrets/doorman-secret", str(tmp_path / "secret")),
     )
-    environ = {"DATABASE_URL": "postgresql://doorman@db.example.com/doorman"}
+    environ = {
+        "DATABASE_URL": "postgresql://doorman@db.example.com/doorman",
+        "SMTP_PASSWORD": "smtp password",
+    }
     settings = load_settings(config_file=config, environ=environ)
     assert settings.secret == (SECRET,) and settings.workers == 4
+    assert settings.smtp_url == "smtp://doorman:smtp%20password@smtp.acme.example:587"
     assert settings.idle_timeout == 7200 and settings.cookie_domain == "acme.example"
     assert settings.permissions == {"view-reports": {"allow": {"groups": ["staff"]}}}

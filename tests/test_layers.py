@@ -44,7 +44,16 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("accounts", ["doorman.accounts"]),
     ("core", ["doorman.core"]),
     ("ASGI auth", ["doorman.auth"]),
-    ("settings", ["doorman._parsers", "doorman.settings", "doorman.assembly", "doorman.config"]),
+    (
+        "settings",
+        [
+            "doorman._parsers",
+            "doorman.settings",
+            "doorman.mail",
+            "doorman.assembly",
+            "doorman.config",
+        ],
+    ),
     (
         "entry points",
         ["doorman.integrations", "doorman.gate", "doorman.testing", "doorman.transfer"],
