@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from .._types import ASGIApp, Receive, Scope, Send
 from ..core import Doorman
+from ..events import PermissionDeniedEvent
 from ..plugins import first_result
 
 __all__ = ["allowed", "current_doorman", "forbid", "guard", "requires"]
@@ -68,7 +69,14 @@ async def _check(scope: Scope, action: str, resource: str | None) -> bool:
     actor = scope.get("actor")
     if await doorman.allowed(actor, action, resource):
         return True
-    security_log.info("denied %r on %r to %r", action, resource, actor and actor.get("id"))
+    client = scope.get("client")
+    event = PermissionDeniedEvent(
+        actor=actor, action=action, resource=resource, client=client[0] if client else None
+    )
+    security_log.info(
+        "denied %r on %r to %r", action, resource, actor and actor.get("id"), extra={"event": event}
+    )
+    await doorman.fire(None, event)  # the security event log: only for someone signed in
     return False
 
 
