@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,8 +17,10 @@ from ....accounts.users import User, check_email
 from ....auth.guards import requires
 from ....auth.login import current_signin, update_session_auth
 from ....core import Doorman
+from ....events import EventKind
 from ....exceptions import AccountError, Throttled, UserNotFound
 from ...state import ServerState, state_of
+from ..audit import record
 from ..common import checked_form, field, refuse_csrf, sentence, wants_json
 from ..forms import FormErrors, check_new_password, password_hint
 from ._common import (
@@ -126,13 +128,20 @@ async def _run(request: Request, done: str, action: Action) -> Response:
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
+    act = _Act(request, server.doorman, user, fields)
     try:
-        done = await action(_Act(request, server.doorman, user, fields)) or done
+        result = await action(act) or done
     except _Refused as refusal:
         return await _user_page(request, server, user, 400, errors=refusal.errors)
     except UserNotFound:  # deleted meanwhile
         return await not_found(request, server)
-    return after_change(request, done, user_url(server, user, done))
+    logged = await _LOGGED[done](act) if result != "gone" else None
+    if logged is not None:
+        kind, detail = logged
+        if result.endswith("-tokens-revoked"):
+            detail = {**detail, "tokens_revoked": True}
+        await record(request, kind, user, detail)
+    return after_change(request, result, user_url(server, user, result))
 
 
 def _not_self(act: _Act, doing: str) -> None:
@@ -279,6 +288,65 @@ ACTIONS: dict[str, Action] = {
 }
 
 
+#: What an action writes to the security event log about the user acted on; None: nothing.
+Logged = Callable[[_Act], Awaitable[tuple[EventKind, dict[str, Any]] | None]]
+
+
+async def _edited(act: _Act) -> tuple[EventKind, dict[str, Any]] | None:
+    """``user-edited``, naming what changed (the new admin flag too); None when nothing did."""
+    after = await act.doorman.users.get(act.user.id)
+    if after is None:
+        return None
+    before = act.user
+    changed = [
+        name
+        for name, old, new in (
+            ("email", before.email, after.email),
+            ("admin", before.is_admin, after.is_admin),
+            ("groups", sorted(before.groups), sorted(after.groups)),
+        )
+        if old != new
+    ]
+    if not changed:
+        return None
+    detail: dict[str, Any] = {"changed": changed}
+    if "admin" in changed:
+        detail["admin"] = after.is_admin
+    return EventKind.USER_EDITED, detail
+
+
+def _just(kind: EventKind, **detail: Any) -> Logged:
+    async def logged(act: _Act) -> tuple[EventKind, dict[str, Any]]:
+        return kind, detail
+
+    return logged
+
+
+def _item(kind: EventKind, key: str) -> Logged:
+    """The event of revoking the sign-in or token named in the URL (public ids both)."""
+
+    async def logged(act: _Act) -> tuple[EventKind, dict[str, Any]]:
+        return kind, {key: act.request.path_params["item"][:64]}
+
+    return logged
+
+
+_LOGGED: dict[str, Logged] = {
+    "details": _edited,
+    "groups": _edited,
+    "make-admin": _edited,
+    "remove-admin": _edited,
+    "sign-out": _just(EventKind.SESSIONS_ENDED),
+    "revoke-tokens": _just(EventKind.TOKEN_REVOKED, all_tokens=True),
+    "disable": _just(EventKind.USER_DISABLED),
+    "enable": _just(EventKind.USER_ENABLED),
+    "password": _just(EventKind.PASSWORD_CHANGED),
+    "unlock": _just(EventKind.USER_UNLOCKED),
+    "revoke-session": _item(EventKind.SESSION_REVOKED, "signin_id"),
+    "revoke-token": _item(EventKind.TOKEN_REVOKED, "token_id"),
+}
+
+
 @requires("admin")
 async def user_action(request: Request) -> Response:
     name = request.path_params["action"]
@@ -332,6 +400,7 @@ async def delete_user(request: Request) -> Response:
             errors.add("The username you typed does not match: nothing was deleted.", "confirm")
         else:
             await server.doorman.users.delete(user)
+            await record(request, EventKind.USER_DELETED, user)  # kept, unlinked: it is gone
             url = f"{server.url('admin/users')}?done=deleted"
             return after_change(request, "deleted", url)
         if wants_json(request):
