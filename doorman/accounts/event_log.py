@@ -45,7 +45,7 @@ from ..events import (
 from .event_details import check_detail, check_kind
 from .users import User, Users
 
-__all__ = ["WAIT", "EventFilter", "EventLog", "EventPage", "LoggedEvent"]
+__all__ = ["WAIT", "EventFilter", "EventLog", "EventPage", "LoggedEvent", "edit_detail"]
 
 security_log = logging.getLogger("doorman.security")
 
@@ -313,6 +313,23 @@ class EventLog:
             removed += max(result.rowcount, 0)
             if result.rowcount < _PRUNE_CHUNK:
                 return removed
+
+
+def edit_detail(before: User, after: User) -> dict[str, Any] | None:
+    """The detail of a ``user-edited`` event: which of email, admin flag and groups
+    changed (and the new admin flag); None when nothing did. Never the values else."""
+    changed = [
+        name
+        for name, old, new in (
+            ("email", before.email, after.email),
+            ("admin", before.is_admin, after.is_admin),
+            ("groups", sorted(before.groups), sorted(after.groups)),
+        )
+        if old != new
+    ]
+    if not changed:
+        return None
+    return {"changed": changed, **({"admin": after.is_admin} if "admin" in changed else {})}
 
 
 def _conditions(where: EventFilter) -> builtins.list[sa.ColumnElement[bool]]:

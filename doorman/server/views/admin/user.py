@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ....accounts.event_log import edit_detail
 from ....accounts.users import User, check_email
 from ....auth.guards import requires
 from ....auth.login import current_signin, update_session_auth
@@ -293,26 +294,10 @@ Logged = Callable[[_Act], Awaitable[tuple[EventKind, dict[str, Any]] | None]]
 
 
 async def _edited(act: _Act) -> tuple[EventKind, dict[str, Any]] | None:
-    """``user-edited``, naming what changed (the new admin flag too); None when nothing did."""
+    """``user-edited``, naming what changed; None when nothing did."""
     after = await act.doorman.users.get(act.user.id)
-    if after is None:
-        return None
-    before = act.user
-    changed = [
-        name
-        for name, old, new in (
-            ("email", before.email, after.email),
-            ("admin", before.is_admin, after.is_admin),
-            ("groups", sorted(before.groups), sorted(after.groups)),
-        )
-        if old != new
-    ]
-    if not changed:
-        return None
-    detail: dict[str, Any] = {"changed": changed}
-    if "admin" in changed:
-        detail["admin"] = after.is_admin
-    return EventKind.USER_EDITED, detail
+    detail = edit_detail(act.user, after) if after is not None else None
+    return (EventKind.USER_EDITED, detail) if detail is not None else None
 
 
 def _just(kind: EventKind, **detail: Any) -> Logged:
