@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from .db.engine import create_engine
+from .db.engine import create_engine, insert
 from .db.migrations import ensure_schema
 from .db.schema import settings_table
 from .db.transaction import connect
@@ -61,13 +60,11 @@ async def resolve_secrets(settings: Settings, engine: AsyncEngine) -> list[str]:
         except ConfigError as error:
             raise ConfigError(f"secret = <hidden>: {error}") from None
         return list(settings.secret)
-    insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
-        settings_table
-    )
+    offering = insert(settings_table, engine.dialect.name)
     offer = {"name": SECRET_ROW, "value": secrets_module.token_urlsafe(48)}
     read = sa.select(settings_table.c.value).where(settings_table.c.name == SECRET_ROW)
     async with connect(engine, write=True) as connection:
-        await connection.execute(insert.values(offer).on_conflict_do_nothing())
+        await connection.execute(offering.values(offer).on_conflict_do_nothing())
         kept = (await connection.execute(read)).scalar_one()
     if len(kept) < 32:
         raise ConfigError(

@@ -20,6 +20,7 @@ from .accounts.devices import DeviceCookies
 from .accounts.event_log import EventLog
 from .accounts.passwords import PasswordHasher, validate_password
 from .accounts.permissions import Rules, check_permission
+from .accounts.session_auth import SessionAuth
 from .accounts.signins import SignIns
 from .accounts.throttle import Attempt, LoginThrottle, RegistrationThrottle, counter_for
 from .accounts.tokens import Tokens
@@ -27,18 +28,14 @@ from .accounts.users import User, Users
 from .db.engine import create_engine
 from .db.migrations import ensure_schema
 from .events import LoginFailedEvent, LoginFailure
-from .exceptions import AuthenticationFailed, BadSignature, PasswordRejected, Throttled
+from .exceptions import AuthenticationFailed, PasswordRejected, Throttled
 from .plugins import all_results, make_plugin_manager
-from .signing import Signer
-from .stores.base import SessionStore
+from .stores.base import MakesTables, SessionStore
 
 __all__ = ["Doorman"]
 
 log = logging.getLogger("doorman.auth")
 security_log = logging.getLogger("doorman.security")
-
-#: Session auth hashes remembered as verified (only good ones; each about 300 bytes).
-_VERIFIED_AUTH_HASHES = 10_000
 
 #: The one answer to every failed sign-in: it never says whether the user exists.
 BAD_CREDENTIALS = "Wrong username or password."
@@ -75,8 +72,7 @@ class Doorman:
     ) -> None:
         self.engine = engine if engine is not None else create_engine(db)
         self._owns_engine = engine is None
-        self._auth_hash = Signer(secret, salt="doorman.auth-hash")
-        self._verified_auth_hashes: dict[tuple[str, str], None] = {}
+        self.session_auth = SessionAuth(secret)
         self.hasher = hasher if hasher is not None else PasswordHasher()
         self.users = Users(self.engine, self.hasher)
         self.tokens = Tokens(self.engine)
@@ -100,8 +96,17 @@ class Doorman:
         self.password_min_length = password_min_length
 
     async def startup(self) -> None:
-        """Bring the tables up to date and run the plugins' ``startup`` hooks."""
+        """Bring the tables up to date and run the plugins' ``startup`` hooks.
+
+        The schema is made here, once, not on first use: the users' database,
+        and the throttle's when it counts elsewhere (an SQL session store of its own).
+        """
         await ensure_schema(self.engine)
+        for counter in {
+            id(c): c for c in (self.throttle.counter, self.registrations.counter)
+        }.values():
+            if isinstance(counter, MakesTables):
+                await counter.create_table()
         await all_results(self.plugins.hook.startup, doorman=self)
 
     async def close(self) -> None:
@@ -244,29 +249,15 @@ class Doorman:
     # -- sessions ----------------------------------------------------------
 
     def session_auth_hash(self, user: User) -> str:
-        """A MAC of the user's password hash and session version, kept in their sessions.
+        """What the user's sessions hold to stay signed in (``SessionAuth``).
 
         A new password or ``Users.end_sessions`` changes it, which ends every
         session that holds the old one, in every store.
         """
-        signed = self._auth_hash.sign(_auth_material(user))
-        return signed.rpartition(".")[2]
+        return self.session_auth.hash(user)
 
     def session_auth_hash_matches(self, user: User, given: object) -> bool:
-        if not isinstance(given, str):
-            return False
-        material = _auth_material(user)
-        verified = self._verified_auth_hashes
-        if (material, given) in verified:  # checked before: every request of a session asks
-            return True
-        try:
-            self._auth_hash.unsign(f"{material}.{given}")
-        except BadSignature:
-            return False
-        verified[material, given] = None
-        if len(verified) > _VERIFIED_AUTH_HASHES:
-            del verified[next(iter(verified))]  # the oldest
-        return True
+        return self.session_auth.matches(user, given)
 
     # -- permissions and plugins -------------------------------------------
 
@@ -296,7 +287,3 @@ class Doorman:
             await all_results(getattr(self.plugins.hook, hook), doorman=self, event=event)
         except Exception:
             log.exception("a plugin's %s hook failed", hook)
-
-
-def _auth_material(user: User) -> str:
-    return f"{user.id}:{user.session_version}:{user.password_hash or ''}"

@@ -47,7 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ._lookalikes import lookalike_key
 from ._version import __version__
-from .accounts.users import check_group, check_username, username_key
+from .accounts.names import check_group, check_username, username_key
 from .db.migrations import ensure_schema, schema_revision
 from .db.schema import groups_table, tokens_table, user_groups_table, users_table
 from .db.transaction import connect

@@ -487,6 +487,7 @@ async def test_basic_auth_is_throttled(tmp_path: Path) -> None:
         entry_points=False,
         throttle=LoginThrottle(MemoryCounter(), per_account=2, window=60),
     )
+    await doorman.startup()
     await doorman.create_user("alice", PASSWORD)
     async with client(build_app(doorman, MemoryStore(), basic_auth=True)) as api:
         for _ in range(2):
@@ -528,6 +529,7 @@ async def test_throttling_holds_across_two_app_instances(
             counter_for(store, engine=doorman.engine), per_account=3, window=60
         )
         instances.append((doorman, store, build_app(doorman, store)))
+    await instances[0][0].startup()
     await instances[0][0].create_user("alice", PASSWORD)
     await instances[0][0].create_user("bob", PASSWORD)
     async with client(instances[0][2]) as one, client(instances[1][2]) as two:
@@ -596,6 +598,7 @@ async def test_forbidden_hook_can_answer_differently(tmp_path: Path) -> None:
         entry_points=False,
         plugins=[RedirectToLogin()],
     )
+    await doorman.startup()
     await doorman.create_user("alice", PASSWORD)
     app = build_app(doorman, MemoryStore())
     async with client(app) as anonymous:
@@ -615,6 +618,7 @@ def test_guard_refuses_a_websocket_it_does_not_allow(tmp_path: Path) -> None:
         doorman = Doorman(
             str(tmp_path / "a.db"), secret=SECRET, hasher=fast_hasher(), entry_points=False
         )
+        await doorman.startup()
         user = await doorman.create_user("alice", PASSWORD)
         _, text = await doorman.tokens.create(user)
         return doorman, text
@@ -708,6 +712,7 @@ async def test_actor_from_request_hook_and_events(tmp_path: Path) -> None:
         entry_points=False,
         plugins=[Plugin()],
     )
+    await doorman.startup()
     await doorman.create_user("alice", PASSWORD)
     app = build_app(doorman, MemoryStore())
     async with client(app) as browser:
@@ -740,6 +745,7 @@ def test_websocket_scope_gets_the_actor(tmp_path: Path) -> None:
         doorman = Doorman(
             str(tmp_path / "a.db"), secret=SECRET, hasher=fast_hasher(), entry_points=False
         )
+        await doorman.startup()
         user = await doorman.create_user("alice", PASSWORD)
         _, text = await doorman.tokens.create(user)
         return doorman, text
@@ -854,6 +860,7 @@ async def test_requires_on_an_http_endpoint_method(tmp_path: Path) -> None:
     doorman = Doorman(
         str(tmp_path / "a.db"), secret=SECRET, hasher=fast_hasher(), entry_points=False
     )
+    await doorman.startup()
     await doorman.create_user("alice", PASSWORD)
     routes = [Route("/login", sign_in, methods=["POST"]), Route("/reports", Reports)]
     app = SessionMiddleware(

@@ -75,6 +75,7 @@ def count_selects(doorman: Doorman | SQLStore) -> list[str]:
 
 
 async def signed_in_alice(doorman: Doorman) -> tuple[int, str]:
+    await ensure_schema(doorman.engine)  # as its start-up would
     alice = await doorman.create_user("alice", PASSWORD)
     key = await doorman.signins.record(alice, address=None)
     return alice.id, signin_id(key)
@@ -704,6 +705,7 @@ async def test_a_token_read_that_waited_sees_a_change_made_meanwhile(tmp_path: P
     reader = new_doorman(db)
     writer = Elsewhere(db)
     try:
+        await ensure_schema(reader.engine)  # as its start-up would
         alice = await reader.create_user("alice", PASSWORD)
         token, text = await reader.tokens.create(alice, name="ci")
         writer.run(writer.doorman.users.get_signed_in(alice.id, "warm-up"))  # schema checked

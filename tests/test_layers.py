@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "doorman.signing",
             "doorman._identity",
             "doorman._scope",
+            "doorman._whoami",
             "doorman._answers",
             "doorman.hookspecs",
             "doorman.origins",

@@ -33,6 +33,7 @@ from doorman._types import Receive, Scope, Send
 from doorman.config import Settings, resolve_secrets, warn_about_secret
 from doorman.db import connect, create_engine
 from doorman.db.migrations import migrate
+from doorman.db.schema import users_table
 from doorman.stores.sql import SQLStore
 
 from .helpers import COOKIE, client
@@ -192,7 +193,7 @@ async def _write_everything(db: Path) -> None:
         store = SQLStore(engine=engine)
         await store.save(None, "{}", 2e9)
         async with connect(engine, write=True) as connection:
-            await connection.execute(sa.text("SELECT 1"))
+            await connection.execute(users_table.delete())
     finally:
         await engine.dispose()
 

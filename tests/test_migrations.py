@@ -202,7 +202,7 @@ async def test_an_existing_sessions_table_is_kept_with_its_rows(
     engine = _engine(engines, await new_database())
     row = {"id": "a" * 64, "data": '{"user": "alice"}', "expires_at": time.time() + 3600}
     # Not through doorman's accounts: no change epoch to move (its table is not there yet).
-    async with connect(engine, write=True, changes_accounts=False) as connection:
+    async with connect(engine, write=True) as connection:
         await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[sessions_table]))
         await connection.execute(sessions_table.insert().values(row))
     assert await schema_revision(engine) is None

@@ -237,7 +237,7 @@ class EventLog:
             )
 
     async def _insert_rows(self, rows: builtins.list[dict[str, Any]]) -> None:
-        async with connect(self.engine, write=True, changes_accounts=False) as connection:
+        async with connect(self.engine, write=True) as connection:
             await connection.execute(events_table.insert(), rows)
 
     async def _unlink_missing(
@@ -306,7 +306,7 @@ class EventLog:
         removed = 0
         while True:
             chunk = sa.select(_e.id).where(_e.at < cutoff).limit(_PRUNE_CHUNK)
-            async with connect(self.engine, write=True, changes_accounts=False) as connection:
+            async with connect(self.engine, write=True) as connection:
                 result = await connection.execute(
                     events_table.delete().where(_e.id.in_(chunk.scalar_subquery()))
                 )

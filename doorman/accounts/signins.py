@@ -27,8 +27,7 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..db.epochs import epoch_of
-from ..db.migrations import ensure_schema
-from ..db.schema import signins_table, users_table
+from ..db.schema import bookkeeping, signins_table, users_table
 from ..db.transaction import connect
 from ..exceptions import UserNotFound
 from .users import User, signed_in_cache
@@ -78,9 +77,8 @@ class SignIns:
             "user_agent": user_agent[:300],
             "address": address[:64] if address else None,
         }
-        await ensure_schema(self.engine)
         try:
-            async with connect(self.engine, write=True, changes_accounts=False) as connection:
+            async with connect(self.engine, write=True) as connection:
                 await connection.execute(signins_table.insert().values(row))
         except exc.IntegrityError:  # the user row went away meanwhile
             raise UserNotFound(f"no user {user.username!r} (deleted?)") from None
@@ -96,10 +94,8 @@ class SignIns:
         kept = cache.get(epoch, signin) if epoch is not None else None
         if kept is not None:  # first, so that the requests running meanwhile do not write too
             cache.update(signin, (kept[0], now))
-        async with connect(self.engine, write=True, changes_accounts=False) as connection:
-            await connection.execute(
-                signins_table.update().where(_s.id == signin).values(last_seen=now)
-            )
+        async with connect(self.engine, write=True) as connection:
+            await connection.execute(bookkeeping(signins_table, _s.id == signin, last_seen=now))
 
     async def list(self, user: User | None = None) -> builtins.list[SignIn]:
         """Sign-ins, most recently seen first: of one user, or of everyone."""
@@ -110,7 +106,6 @@ class SignIns:
         )
         if user is not None:
             query = query.where(_s.user_id == user.id)
-        await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             rows = (await connection.execute(query)).mappings().all()
         return [SignIn(**row) for row in rows]
@@ -134,14 +129,12 @@ class SignIns:
         query = signins_table.delete().where(_s.id == signin)
         if user is not None:
             query = query.where(_s.user_id == user.id)
-        await ensure_schema(self.engine)
         async with connect(self.engine, write=True) as connection:
             result = await connection.execute(query)
         return result.rowcount > 0
 
     async def revoke_all(self, user: User) -> int:
         """Sign every session of ``user`` out; return how many there were."""
-        await ensure_schema(self.engine)
         async with connect(self.engine, write=True) as connection:
             result = await connection.execute(signins_table.delete().where(_s.user_id == user.id))
         return max(result.rowcount, 0)
@@ -149,7 +142,6 @@ class SignIns:
     async def clear_stale(self, older_than: float) -> int:
         """Forget sign-ins not seen for ``older_than`` seconds (their sessions have ended)."""
         cutoff = time.time() - older_than
-        await ensure_schema(self.engine)
         async with connect(self.engine, write=True) as connection:
             result = await connection.execute(signins_table.delete().where(_s.last_seen < cutoff))
         return max(result.rowcount, 0)

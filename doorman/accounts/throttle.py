@@ -28,7 +28,6 @@ import ipaddress
 import logging
 import math
 import time
-import unicodedata
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
@@ -36,6 +35,7 @@ from ..exceptions import Busy, ConfigError, Throttled
 from ..signing import normalize_secrets
 from ..stores import counter_for
 from ..stores.base import Counter, Outcome, Verdict
+from .users import username_key
 
 __all__ = ["Attempt", "Counter", "LoginThrottle", "RegistrationThrottle", "counter_for"]
 
@@ -194,7 +194,7 @@ class LoginThrottle(_Limiter):
 
     def _account(self, username: str) -> str:
         """An account's key: "Alice", "ALICE" and a fullwidth "Alice" share one."""
-        return "a:" + self._hash(unicodedata.normalize("NFKC", username).casefold())
+        return "a:" + self._hash(username_key(username))
 
     def _buckets(self, username: str, address: str | None, device: str | None) -> list[_Bucket]:
         if device is not None:  # a browser that signed in to this account before

@@ -25,11 +25,10 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..db.epochs import EpochCache, epoch_of
-from ..db.migrations import ensure_schema
-from ..db.schema import tokens_table, users_table
+from ..db.schema import bookkeeping, tokens_table, users_table
 from ..db.transaction import connect
 from ..exceptions import AccountError, PermissionDenied, UserNotFound
-from .users import User, user_rows, users_from_rows
+from .user import User, user_rows, users_from_rows
 
 __all__ = ["PREFIX", "Token", "TokenCache", "Tokens", "parse_token", "token_cache"]
 
@@ -157,9 +156,8 @@ class Tokens:
             "created_at": now,
             "expires_at": expires_at,
         }
-        await ensure_schema(self.engine)
         try:
-            async with connect(self.engine, write=True, changes_accounts=False) as connection:
+            async with connect(self.engine, write=True) as connection:
                 await _lock_tokens_of(connection, user.id)
                 await connection.execute(tokens_table.insert().values(row))
                 # Checked after the insert, in its transaction: a revoke that came first is seen.
@@ -208,15 +206,14 @@ class Tokens:
         if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
             # Kept first, so that the requests running meanwhile do not write too.
             self._cache.update(token_id, (secret_hash, replace(token, last_used_at=now), user))
-            async with connect(self.engine, write=True, changes_accounts=False) as connection:
+            async with connect(self.engine, write=True) as connection:
                 await connection.execute(
-                    tokens_table.update().where(_t.id == token.id).values(last_used_at=now)
+                    bookkeeping(tokens_table, _t.id == token.id, last_used_at=now)
                 )
         return token, user
 
     async def _read(self, token_id: str) -> tuple[str, Token, User] | None:
         """The token's stored hash, the token and its user, or None."""
-        await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             query = await connection.execute(_WITH_USER, {"token_id": token_id})
             rows = query.mappings().all()
@@ -242,7 +239,6 @@ class Tokens:
             query = query.where(_t.user_id == user.id)
         if not include_dead:
             query = query.where(_live(time.time()))
-        await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             rows = (await connection.execute(query)).mappings().all()
         return [_token(row, row["username"]) for row in rows]
@@ -252,7 +248,6 @@ class Tokens:
         query = tokens_table.update().where(_t.id == token_id, _t.revoked_at.is_(None))
         if user is not None:
             query = query.where(_t.user_id == user.id)
-        await ensure_schema(self.engine)
         async with connect(self.engine, write=True) as connection:
             result = await connection.execute(query.values(revoked_at=time.time()))
         return result.rowcount > 0
@@ -261,7 +256,6 @@ class Tokens:
         """Revoke every live token of ``user``; return how many."""
         now = time.time()
         query = tokens_table.update().where(_t.user_id == user.id, _live(now))
-        await ensure_schema(self.engine)
         async with connect(self.engine, write=True) as connection:
             await _lock_tokens_of(connection, user.id)
             result = await connection.execute(query.values(revoked_at=now))

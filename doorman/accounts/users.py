@@ -1,28 +1,39 @@
-"""Users and groups in SQL: the accounts doorman signs people in as."""
+"""Users and groups in SQL: the accounts doorman signs people in as (``Users``)."""
 
 from __future__ import annotations
 
 import builtins
-import re
 import time
 import unicodedata
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .._lookalikes import invisible, lookalike_key, mixed_scripts
+from .._lookalikes import lookalike_key
+from ..db.engine import insert
 from ..db.epochs import EpochCache, epoch_of
-from ..db.migrations import ensure_schema
-from ..db.schema import groups_table, signins_table, user_groups_table, users_table
+from ..db.schema import (
+    bookkeeping,
+    groups_table,
+    signins_table,
+    user_groups_table,
+    users_table,
+)
 from ..db.transaction import connect
-from ..exceptions import AccountError, UsernameTaken, UsernameTooSimilar, UserNotFound
+from ..exceptions import UsernameTaken, UsernameTooSimilar, UserNotFound
+from .names import (
+    check_email,
+    check_group,
+    check_new_username,
+    check_username,
+    username_key,
+)
 from .passwords import PasswordHasher
+from .user import User, user_rows, users_from_rows
 
 __all__ = [
     "SignedInCache",
@@ -37,51 +48,7 @@ __all__ = [
     "users_from_rows",
 ]
 
-_USERNAME = re.compile(r"[\w.@+-]{1,150}")
-_GROUP = re.compile(r"[\w.@+-][\w.@+ -]{0,148}[\w.@+-]|[\w.@+-]")
 _u, _g, _ug = users_table.c, groups_table.c, user_groups_table.c
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """One account, as read from the database. Immutable: methods of ``Users`` change it."""
-
-    id: int
-    username: str
-    email: str | None
-    is_admin: bool
-    is_active: bool
-    session_version: int
-    created_at: float
-    last_login: float | None
-    groups: tuple[str, ...] = ()
-    password_hash: str | None = field(default=None, repr=False)
-
-    @property
-    def has_usable_password(self) -> bool:
-        return bool(self.password_hash)
-
-    def public_fields(self) -> dict[str, Any]:
-        """The user as JSON for the CLI and the admin pages: never the password hash."""
-        return {
-            "username": self.username,
-            "email": self.email,
-            "admin": self.is_admin,
-            "active": self.is_active,
-            "groups": list(self.groups),
-            "created_at": self.created_at,
-            "last_login": self.last_login,
-        }
-
-    def actor(self, via: str) -> dict[str, Any]:
-        """The actor dict for ``scope["actor"]``: the id is the username."""
-        return {
-            "id": self.username,
-            "username": self.username,
-            "admin": self.is_admin,
-            "groups": list(self.groups),
-            "via": via,
-        }
 
 
 #: Per sign-in id: the user and the sign-in's ``last_seen`` (both there: only those are kept).
@@ -97,42 +64,6 @@ def signed_in_cache(engine: AsyncEngine) -> SignedInCache:
     if cache is None:
         cache = _signed_in[engine] = EpochCache()
     return cache
-
-
-def username_key(username: str) -> str:
-    """What usernames are compared by: "Alice", "alice" and its full-width form are one account."""
-    return unicodedata.normalize("NFKC", username).casefold()
-
-
-def check_username(username: str) -> str:
-    """The username in NFKC form, or ``AccountError`` saying what is wrong with it."""
-    if not isinstance(username, str):
-        raise AccountError("a username is text")
-    name = unicodedata.normalize("NFKC", username)
-    # Case folding can lengthen a name ("ß" -> "ss"); the folded form is stored too.
-    if not _USERNAME.fullmatch(name) or len(username_key(name)) > 150:
-        raise AccountError("a username is 1 to 150 letters, digits and the characters . @ + - _")
-    return name
-
-
-def check_new_username(username: str) -> str:
-    """``check_username``, and one script per name: what a new account's name must pass."""
-    name = check_username(username)
-    if invisible(name):
-        raise AccountError("a username cannot hold characters that show as nothing")
-    if mixed_scripts(name):
-        raise AccountError(
-            "a username is written in one script: not Latin letters mixed with Cyrillic "
-            "or Greek ones, for instance"
-        )
-    return name
-
-
-def check_group(name: str) -> str:
-    name = unicodedata.normalize("NFKC", name).strip()
-    if not _GROUP.fullmatch(name):
-        raise AccountError("a group name is 1 to 150 letters, digits, spaces and . @ + - _")
-    return name
 
 
 class Users:
@@ -171,7 +102,6 @@ class Users:
         query = sa.select(sa.func.count()).select_from(users_table)
         if search:
             query = query.where(_matches(search))
-        await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             return int((await connection.execute(query)).scalar_one())
 
@@ -205,7 +135,6 @@ class Users:
         return users_from_rows(await self._run(user_rows(where), {}))
 
     async def _run(self, query: sa.Select[Any], params: dict[str, Any]) -> Sequence[Any]:
-        await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             rows: Sequence[Any] = (await connection.execute(query, params)).mappings().all()
         return rows
@@ -243,9 +172,8 @@ class Users:
             "session_version": 0,
             "created_at": time.time(),
         }
-        await ensure_schema(self.engine)
         try:
-            async with connect(self.engine, write=True, changes_accounts=False) as connection:
+            async with connect(self.engine, write=True) as connection:
                 result = await connection.execute(users_table.insert().values(row))
                 user_id = result.inserted_primary_key[0]  # type: ignore[index]
                 await self._add_groups(connection, user_id, groups)
@@ -264,7 +192,6 @@ class Users:
         query = sa.select(_u.username_key).where(
             sa.or_(_u.username_key == key, _u.username_skeleton == lookalike_key(name))
         )
-        await ensure_schema(self.engine)
         async with connect(self.engine) as connection:
             found = (await connection.execute(query.limit(2))).scalars().all()
         if key in found:
@@ -316,7 +243,6 @@ class Users:
         if admin is not None:
             values["is_admin"] = admin
         names = None if groups is None else [check_group(name) for name in groups]
-        await ensure_schema(self.engine)
         try:
             async with connect(self.engine, write=True) as connection:
                 if values:
@@ -337,10 +263,8 @@ class Users:
         return await self._update(user, session_version=_u.session_version + 1)
 
     async def record_login(self, user: User, at: float) -> None:
-        async with connect(self.engine, write=True, changes_accounts=False) as connection:
-            await connection.execute(
-                users_table.update().where(_u.id == user.id).values(last_login=at)
-            )
+        async with connect(self.engine, write=True) as connection:
+            await connection.execute(bookkeeping(users_table, _u.id == user.id, last_login=at))
 
     async def delete(self, user: User) -> None:
         """Delete the user, their tokens and group memberships."""
@@ -362,9 +286,9 @@ class Users:
         if not names:
             return
         # ON CONFLICT DO NOTHING: another request may create the same new group meanwhile.
-        insert = _insert_for(connection.dialect.name)(groups_table)
+        new_groups = insert(groups_table, connection.dialect.name)
         await connection.execute(
-            insert.on_conflict_do_nothing(index_elements=["name"]), [{"name": n} for n in names]
+            new_groups.on_conflict_do_nothing(index_elements=["name"]), [{"name": n} for n in names]
         )
         ids = (await connection.execute(sa.select(_g.id).where(_g.name.in_(names)))).scalars()
         await connection.execute(
@@ -373,7 +297,6 @@ class Users:
         )
 
     async def _update(self, user: User, **values: Any) -> User:
-        await ensure_schema(self.engine)
         async with connect(self.engine, write=True) as connection:
             result = await connection.execute(
                 users_table.update().where(_u.id == user.id).values(**values)
@@ -389,19 +312,6 @@ class Users:
         return user
 
 
-def user_rows(where: sa.ColumnElement[bool], *extra: Any) -> sa.Select[Any]:
-    """Users joined with their groups (one row per group), as ``_users`` reads them."""
-    joined = users_table.outerjoin(user_groups_table, _ug.user_id == _u.id).outerjoin(
-        groups_table, _g.id == _ug.group_id
-    )
-    return (
-        sa.select(users_table, _g.name.label("group_name"), *extra)
-        .select_from(joined)
-        .where(where)
-        .order_by(_u.username_key, _g.name)
-    )
-
-
 _BY_ID = user_rows(_u.id == sa.bindparam("user_id"))
 _SIGNED_IN = user_rows(
     _u.id == sa.bindparam("user_id"),
@@ -412,40 +322,6 @@ _SIGNED_IN = user_rows(
 )
 
 
-def _insert_for(dialect: str) -> Any:
-    """The dialect's INSERT, which has ``on_conflict_do_nothing``."""
-    if dialect == "postgresql":
-        return postgresql.insert
-    return sqlite.insert
-
-
-def users_from_rows(rows: Sequence[Any]) -> list[User]:
-    """Users from rows of users joined with their groups (one row per group)."""
-    users: dict[int, User] = {}
-    groups: dict[int, list[str]] = {}
-    for row in rows:
-        if row["id"] not in users:
-            users[row["id"]] = _user(row)
-            groups[row["id"]] = []
-        if row["group_name"] is not None:
-            groups[row["id"]].append(row["group_name"])
-    return [replace(user, groups=tuple(groups[user.id])) for user in users.values()]
-
-
-def _user(row: Any) -> User:
-    return User(
-        id=row["id"],
-        username=row["username"],
-        email=row["email"],
-        is_admin=bool(row["is_admin"]),
-        is_active=bool(row["is_active"]),
-        session_version=row["session_version"],
-        created_at=row["created_at"],
-        last_login=row["last_login"],
-        password_hash=row["password_hash"],
-    )
-
-
 def _matches(search: str) -> sa.ColumnElement[bool]:
     search = unicodedata.normalize("NFKC", search)
     escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -454,19 +330,3 @@ def _matches(search: str) -> sa.ColumnElement[bool]:
         _u.username_key.like(pattern, escape="\\"),
         sa.func.lower(_u.email).like(pattern, escape="\\"),
     )
-
-
-def check_email(email: str | None) -> str | None:
-    """The address (None for none or ""), or ``AccountError`` when it is not an email address."""
-    if email is None or email == "":
-        return None
-    if (
-        not isinstance(email, str)
-        or len(email) > 254
-        or email.count("@") != 1
-        or any(c.isspace() or ord(c) < 32 for c in email)
-        or email.startswith("@")
-        or email.endswith("@")
-    ):
-        raise AccountError(f"{email!r} is not an email address")
-    return email

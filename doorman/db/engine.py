@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .._extras import needs_extra
@@ -32,6 +33,7 @@ __all__ = [
     "describe",
     "failures",
     "in_memory",
+    "insert",
     "unavailable",
 ]
 
@@ -90,6 +92,15 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
     options.setdefault("max_overflow", 20)
     connect_args = {"timeout": 5, "command_timeout": 10}
     return create_async_engine(url, connect_args=connect_args, **options)
+
+
+def insert(table: sa.Table, dialect: str) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` with the dialect's ``ON CONFLICT`` clauses (they read alike)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise ConfigError(f"db: the {dialect!r} database is not supported")
 
 
 def sqlite_path(url: sa.URL) -> str | None:

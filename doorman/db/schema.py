@@ -1,15 +1,26 @@
 """doorman's tables, as SQLAlchemy Core objects: what the queries use.
 
-The migrations in ``doorman/migrations`` create and upgrade these tables; a
+The migrations in ``doorman/db/migrations`` create and upgrade these tables; a
 test checks that the two agree. Every name starts with ``doorman_``, so the
 tables can live in an app's own database. Times are Unix seconds (float).
+
+A table whose rows workers keep between requests names its change *epoch*
+(``info={"epoch": ...}``, see ``doorman.db.epochs``): an UPDATE or DELETE of
+it moves that epoch once committed (``doorman.db.transaction``). An INSERT
+moves nothing (no worker can have kept a row that was not there: only
+answers found are kept), and nor does a ``bookkeeping`` update of the columns
+the table lists as such (when a row was last used).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 __all__ = [
+    "bookkeeping",
+    "changes",
     "events_table",
     "groups_table",
     "metadata",
@@ -31,6 +42,7 @@ sessions_table = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    info={"epoch": "sessions"},
 )
 
 users_table = sa.Table(
@@ -53,6 +65,7 @@ users_table = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_login", sa.Float, nullable=True),
     sa.Index("ix_doorman_users_username_skeleton", "username_skeleton", unique=True),
+    info={"epoch": "accounts", "bookkeeping": {"last_login"}},
 )
 
 groups_table = sa.Table(
@@ -60,6 +73,7 @@ groups_table = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(150), nullable=False, unique=True),
+    info={"epoch": "accounts"},
 )
 
 user_groups_table = sa.Table(
@@ -78,6 +92,7 @@ user_groups_table = sa.Table(
         primary_key=True,
         index=True,
     ),
+    info={"epoch": "accounts"},
 )
 
 tokens_table = sa.Table(
@@ -100,6 +115,7 @@ tokens_table = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=True),
     sa.Column("last_used_at", sa.Float, nullable=True),
     sa.Column("revoked_at", sa.Float, nullable=True),
+    info={"epoch": "accounts", "bookkeeping": {"last_used_at"}},
 )
 
 throttle_table = sa.Table(
@@ -137,6 +153,7 @@ signins_table = sa.Table(
     sa.Column("last_seen", sa.Float, nullable=False, index=True),
     sa.Column("user_agent", sa.String(300), nullable=False, server_default=""),
     sa.Column("address", sa.String(64), nullable=True),
+    info={"epoch": "accounts", "bookkeeping": {"last_seen"}},
 )
 
 events_table = sa.Table(
@@ -167,3 +184,32 @@ events_table = sa.Table(
     sa.Index("ix_doorman_events_username", "username", "id"),
     sa.Index("ix_doorman_events_actor", "actor", "id"),
 )
+
+#: The execution option that marks a ``bookkeeping`` update.
+_BOOKKEEPING = "doorman_bookkeeping"
+
+
+def changes(statement: object) -> str | None:
+    """The epoch ``statement`` moves: its table's, for an UPDATE or a DELETE; else None."""
+    if not isinstance(statement, sa.Update | sa.Delete):
+        return None
+    info = getattr(statement.table, "info", {})
+    if statement.get_execution_options().get(_BOOKKEEPING):
+        return None
+    epoch: str | None = info.get("epoch")
+    return epoch
+
+
+def bookkeeping(table: sa.Table, where: sa.ColumnElement[bool], **values: Any) -> sa.Update:
+    """An UPDATE of bookkeeping columns only (``last_seen``, say): it moves no epoch.
+
+    What workers keep does not depend on these columns, so a write of them
+    need not make every worker read again. Any other column is refused.
+    """
+    watched = set(values) - table.info.get("bookkeeping", set())
+    if watched:
+        raise ValueError(
+            f"{table.name}.{sorted(watched)[0]} is not bookkeeping: write it with update(), "
+            "which moves the table's epoch"
+        )
+    return table.update().where(where).values(**values).execution_options(**{_BOOKKEEPING: True})

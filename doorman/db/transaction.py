@@ -1,9 +1,10 @@
-"""Transactions: a connection that reads, or one that writes and then moves the epoch.
+"""Transactions: a connection that reads, or one that writes and then moves the epochs.
 
 Every read and write of doorman's tables goes through ``connect``: it turns a
 database that does not answer into ``StoreError``, queues this process's
 SQLite writers, and once a write has committed, moves the change epoch
-(``doorman.db.epochs``) so that every worker reads afresh what it kept.
+(``doorman.db.epochs``) of each table it changed, so that every worker reads
+afresh what it kept.
 """
 
 from __future__ import annotations
@@ -14,50 +15,66 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .engine import failures
 from .epochs import epoch_of
+from .schema import changes
 
 __all__ = ["connect"]
 
 
 @contextlib.asynccontextmanager
-async def connect(
-    engine: AsyncEngine,
-    *,
-    write: bool = False,
-    changes_accounts: bool = True,
-    changes_sessions: bool = False,
-) -> AsyncIterator[AsyncConnection]:
+async def connect(engine: AsyncEngine, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
     """A connection (in a transaction when ``write``) whose failures become ``StoreError``.
 
-    A write moves the database's change epoch once committed, so that every
-    worker reads users and sign-ins afresh (see ``doorman.db.epochs``). Writes that
-    cannot end or change a session (a new sign-in, ``last_seen``, throttle
-    counts, session data) pass ``changes_accounts=False``; when in doubt, leave
-    it: a needless change only costs a re-read. The SQL session store's writes
-    pass ``changes_sessions=True``: sessions have an epoch of their own.
+    A write moves, once committed, the epoch of every table it changed (a
+    table's epoch is part of its definition, ``doorman.db.schema``): every
+    worker then reads afresh what it kept from that table. Nothing for the
+    caller to remember: the statements say what they change (see ``changes``).
     """
     with failures(engine):
-        if write:
-            changed = [
-                epoch_of(engine, what)
-                for what, changes in (
-                    ("accounts", changes_accounts),
-                    ("sessions", changes_sessions),
-                )
-                if changes
-            ]
-            async with _one_writer(engine), engine.begin() as connection:
-                yield connection
-                for epoch in changed:
-                    await epoch.mark(connection)  # PostgreSQL: in this very transaction
-            for epoch in changed:
-                epoch.advance()  # SQLite: once committed
-        else:
+        if not write:
             async with engine.connect() as connection:
                 yield connection
+            return
+        _watch(engine)
+        async with _one_writer(engine), engine.begin() as connection:
+            info = connection.sync_connection.info if connection.sync_connection else {}
+            changed: set[str] = info.setdefault(_CHANGED, set())
+            changed.clear()
+            try:
+                yield connection
+                epochs = [epoch_of(engine, what) for what in sorted(changed)]
+                for epoch in epochs:
+                    await epoch.mark(connection)  # PostgreSQL: in this very transaction
+            finally:
+                info.pop(_CHANGED, None)
+        for epoch in epochs:
+            epoch.advance()  # SQLite: once committed
+
+
+#: Where a writing connection collects the epochs its statements move.
+_CHANGED = "doorman.changed_epochs"
+_watched: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _watch(engine: AsyncEngine) -> None:
+    """Have ``engine`` tell writing connections which epochs each statement moves."""
+    sync_engine = engine.sync_engine
+    if sync_engine not in _watched:
+        event.listen(sync_engine, "before_execute", _note_changes)
+        _watched.add(sync_engine)
+
+
+def _note_changes(connection: Connection, statement: Any, *_args: Any) -> None:
+    changed = connection.info.get(_CHANGED)
+    if changed is not None:
+        what = changes(statement)
+        if what is not None:
+            changed.add(what)
 
 
 @contextlib.asynccontextmanager

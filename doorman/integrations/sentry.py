@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, quote, quote_plus
 
 from .._parsers import check_sentry_options
+from .._scope import header
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..exceptions import ConfigError
 
@@ -125,7 +126,7 @@ class SentryMiddleware:
 
 def _keeping_body(scope: Scope, receive: Receive, body: list[bytes]) -> Receive:
     """``receive`` that also keeps a form or JSON body (up to 64 KiB) to find its secrets in."""
-    content_type = _header(scope, b"content-type").split(";")[0].strip().lower()
+    content_type = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
     if content_type not in ("application/x-www-form-urlencoded", "application/json"):
         return receive
 
@@ -262,15 +263,8 @@ def _walk(value: Any, scrub: Any) -> Any:
     return value
 
 
-def _header(scope: Scope, name: bytes) -> str:
-    for header, value in scope.get("headers", ()):
-        if header == name:
-            return str(value.decode("latin-1"))
-    return ""
-
-
 def _url(scope: Scope) -> str:
     """The request URL without its query string (which ``request.query_string`` holds)."""
-    host = _header(scope, b"host") or "localhost"
+    host = header(scope, b"host") or "localhost"
     scheme = scope.get("scheme", "http")
     return f"{scheme}://{host}{scope.get('root_path', '')}{scope.get('path', '')}"

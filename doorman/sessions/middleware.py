@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 from .._answers import send_error
+from .._scope import COOKIE_NAME as _TOKEN
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..exceptions import ConfigError, SessionTooLarge, StoreError, WeakSecretWarning
 from ..signing import MAKE_A_SECRET, MIN_SECRET_LENGTH, Signer, normalize_secrets
@@ -29,7 +30,6 @@ MAX_COOKIE_BYTES = 4093
 _MAX_VALUE_BYTES = 4096
 #: At most this many same-name cookies are tried (cookie tossing from a sibling domain).
 _MAX_CANDIDATES = 3
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ATTRIBUTE = re.compile(r"[\x21-\x3a\x3c-\x7e]*")  # printable ASCII, no ";"
 
 _UNAVAILABLE_TEXT = "Service unavailable: the session store did not answer."

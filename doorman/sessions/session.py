@@ -8,9 +8,9 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import MutableMapping
 from typing import Any
 
+from .._scope import scope_of
 from ..exceptions import BadSignature, SessionDataError, SessionInterrupted, SessionNotLoaded
 from ._tracked import TrackedDict
 from .policy import DEFAULT_SERVER_LIFETIME, DELETE_COOKIE, CookieUpdate, SessionPolicy
@@ -344,16 +344,9 @@ def _explain_unserialisable(data: dict[str, Any]) -> SessionDataError:
     return SessionDataError("session data cannot be stored as JSON")
 
 
-def _scope_of(conn: Any) -> MutableMapping[str, Any]:
-    scope = getattr(conn, "scope", conn)
-    if not isinstance(scope, MutableMapping):
-        raise TypeError(f"expected an ASGI scope or a request, got {type(conn).__name__}")
-    return scope
-
-
 def get_session(conn: Any) -> Session:
     """The session of a Starlette/FastAPI request, a websocket or a bare ASGI scope."""
-    session = _scope_of(conn).get("session")
+    session = scope_of(conn).get("session")
     if not isinstance(session, Session):
         raise LookupError(
             "no doorman session in this scope: is doorman.SessionMiddleware installed "

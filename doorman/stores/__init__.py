@@ -11,7 +11,6 @@ from .base import (
     ServerSideStore,
     SessionStore,
     SyncLoadable,
-    is_session_key,
     new_session_key,
 )
 from .cookie import CookieStore
@@ -37,7 +36,6 @@ __all__ = [
     "SessionStore",
     "SyncLoadable",
     "counter_for",
-    "is_session_key",
     "new_session_key",
     "open_store",
 ]

@@ -16,7 +16,6 @@ beside them, where every worker sees them: ``store.counter()`` (see
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from typing import Literal, Protocol, runtime_checkable
 
@@ -24,27 +23,21 @@ __all__ = [
     "KEY_BYTES",
     "Counter",
     "CountingStore",
+    "MakesTables",
     "Outcome",
     "ServerSideStore",
     "SessionStore",
     "SyncLoadable",
     "Verdict",
-    "is_session_key",
     "new_session_key",
     "storage_id",
 ]
 
 KEY_BYTES = 32  # 256 bits from the OS CSPRNG
-_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def new_session_key() -> str:
     return secrets.token_urlsafe(KEY_BYTES)
-
-
-def is_session_key(key: str) -> bool:
-    """True for strings shaped like a key from ``new_session_key``."""
-    return _KEY_PATTERN.fullmatch(key) is not None
 
 
 def storage_id(key: str) -> str:
@@ -148,6 +141,14 @@ def decide(failures: int, flying: int, limit: int) -> Verdict:
     if failures >= limit:
         return "refused"
     return "busy" if failures + flying >= limit else "granted"
+
+
+@runtime_checkable
+class MakesTables(Protocol):
+    """A store or counter with tables of its own, made at start-up (``Doorman.startup``)."""
+
+    async def create_table(self) -> None:
+        """Bring the tables up to date (once per database and process)."""
 
 
 @runtime_checkable

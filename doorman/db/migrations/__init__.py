@@ -1,8 +1,8 @@
 """Alembic migrations for doorman's tables, and the functions that run them.
 
-doorman keeps its migrations inside the package and runs them itself: the SQL
-store and the accounts run ``ensure_schema`` on first use, ``doorman db
-migrate`` runs ``migrate``. Several workers may start at once: PostgreSQL
+doorman keeps its migrations inside the package and runs them itself, once, at
+start-up: ``Doorman.startup`` and ``doorman serve`` run ``ensure_schema``,
+``doorman db migrate`` runs ``migrate``. Several workers may start at once: PostgreSQL
 serialises them with an advisory lock, SQLite with its write lock and a retry.
 """
 
@@ -67,9 +67,9 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     async with _process_lock():
         for attempt in range(_ATTEMPTS):
             try:
-                # Creating tables changes no account: no epoch to move (its row may
-                # not even exist yet).
-                async with connect(engine, write=True, changes_accounts=False) as connection:
+                # Creating tables moves no epoch (a migration's statements are DDL, or
+                # run on Alembic's own table objects, which name none).
+                async with connect(engine, write=True) as connection:
                     await connection.run_sync(_upgrade, revision)
                 break
             except (StoreError, exc.IntegrityError) as error:

@@ -20,9 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..._scope import client_address
 from ...accounts.event_log import EventFilter, LoggedEvent
+from ...accounts.names import check_email
 from ...accounts.tokens import Token
-from ...accounts.users import User, check_email
+from ...accounts.users import User
 from ...auth.guards import requires
 from ...auth.login import current_signin, update_session_auth
 from ...events import EventKind
@@ -31,17 +33,8 @@ from ..device_cookie import device_cookie, remember_device
 from ..devices import describe
 from ..state import ServerState, state_of
 from .audit import record
-from .common import (
-    checked_form,
-    client_address,
-    field,
-    json_error,
-    redirect,
-    refuse_csrf,
-    sentence,
-    wants_json,
-)
-from .forms import FormErrors, check_new_password, password_hint
+from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
+from .forms import FormErrors, check_new_password, password_hint, sentence
 
 __all__ = ["routes"]
 
@@ -288,7 +281,7 @@ async def _confirm(
         await server.doorman.confirm_password(
             user,
             field(fields, "current_password"),
-            client=client_address(request),
+            client=client_address(request.scope),
             device=device_cookie(request),
         )
     except Throttled as error:

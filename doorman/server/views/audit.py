@@ -11,9 +11,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from ..._scope import client_address
 from ...accounts.users import User
 from ..state import state_of
-from .common import client_address
 
 __all__ = ["record"]
 
@@ -32,6 +32,6 @@ async def record(
         kind,
         user=user,
         actor=actor or request.scope.get("actor"),
-        address=client_address(request),
+        address=client_address(request.scope),
         detail=detail,
     )

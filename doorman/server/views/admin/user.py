@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ....accounts.event_log import edit_detail
-from ....accounts.users import User, check_email
+from ....accounts.names import check_email
+from ....accounts.users import User
 from ....auth.guards import requires
 from ....auth.login import current_signin, update_session_auth
 from ....core import Doorman
@@ -22,8 +23,8 @@ from ....events import EventKind
 from ....exceptions import AccountError, Throttled, UserNotFound
 from ...state import ServerState, state_of
 from ..audit import record
-from ..common import checked_form, field, refuse_csrf, sentence, wants_json
-from ..forms import FormErrors, check_new_password, password_hint
+from ..common import checked_form, field, refuse_csrf, wants_json
+from ..forms import FormErrors, check_new_password, password_hint, sentence
 from ._common import (
     after_change,
     done_notice,

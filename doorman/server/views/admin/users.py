@@ -14,16 +14,8 @@ from ....events import EventKind
 from ....exceptions import AccountError
 from ...state import ServerState, state_of
 from ..audit import record
-from ..common import (
-    checked_form,
-    field,
-    new_account_problems,
-    redirect,
-    refuse_csrf,
-    sentence,
-    wants_json,
-)
-from ..forms import FormErrors, password_hint
+from ..common import checked_form, field, redirect, refuse_csrf, wants_json
+from ..forms import FormErrors, new_account_problems, password_hint, sentence
 from ._common import NO_STORE, done_notice, group_names, json_response, user_url
 
 PAGE_SIZE = 50

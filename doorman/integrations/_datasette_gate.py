@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._extras import needs_extra
+from .._whoami import WhoamiFailed, ask_whoami
 
 with needs_extra("datasette", "the Datasette plugin's api_url"):
     import httpx
@@ -74,29 +75,19 @@ class WhoamiActors:
         if self._client is None:  # made on the serving loop, on first use
             self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
         try:
-            response = await self._client.get(
-                self.api_url, headers={"cookie": cookie_header, "accept": "application/json"}
+            actor = await ask_whoami(
+                self._client, self.api_url, cookie_header, time_limit=self.timeout
             )
-        except httpx.HTTPError as error:
+        except WhoamiFailed as error:
             log.warning(
-                "sign-in server %s unreachable (%s): this Datasette request is anonymous",
-                self._shown,
-                type(error).__name__,
+                "sign-in server %s %s: this Datasette request is anonymous", self._shown, error
             )
             return None, False
-        try:
-            body = response.json() if response.status_code == 200 else None
-        except ValueError:
-            body = None
-        actor = body.get("actor", ...) if isinstance(body, dict) else ...
-        if actor is None:
-            return None, True
-        if not isinstance(actor, dict) or not isinstance(actor.get("id"), str) or not actor["id"]:
+        if actor is not None and not isinstance(actor["id"], str):  # Datasette's ids are text
             log.warning(
-                "sign-in server %s answered %d without a whoami body: "
+                "sign-in server %s answered an actor without a text id: "
                 "this Datasette request is anonymous",
                 self._shown,
-                response.status_code,
             )
             return None, False
         return actor, True
