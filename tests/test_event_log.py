@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import doorman.accounts._event_writes as event_writes_module
 import doorman.accounts.event_log as event_log_module
 from doorman.accounts.event_details import REDACTED
 from doorman.accounts.event_log import EventFilter, LoggedEvent
@@ -243,7 +244,7 @@ async def test_a_log_write_that_hangs_holds_the_request_a_bounded_time(
     doorman: Doorman, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The request goes on after ``WAIT``; the write still lands once the database answers."""
-    monkeypatch.setattr(event_log_module, "WAIT", 0.05)
+    monkeypatch.setattr(event_writes_module, "WAIT", 0.05)
     answer = asyncio.Event()
     real_insert = doorman.events._insert_rows
 

@@ -8,9 +8,9 @@ client address and a small JSON ``detail``; never a password, a token, a
 cookie or a link (``check_detail`` refuses keys and values that look like one).
 
 The log fails open, and only the log: a write that fails is one ERROR line on
-``doorman.security`` and the request goes on; one that takes longer than
-``WAIT`` seconds is left to finish on its own. Rows written together go out in
-one INSERT (one batch in flight per event loop), so a burst of failed sign-ins
+``doorman.security`` and the request goes on; one that takes longer than two
+seconds is left to finish on its own. Rows written together go out in one
+INSERT (``doorman.accounts._event_writes``), so a burst of failed sign-ins
 costs one transaction, not one each. Refusals that anyone can repeat at no
 cost (throttled sign-ins, denied permissions, refused websockets) are written
 once a minute per worker for the same account, actor and address.
@@ -18,12 +18,11 @@ once a minute per worker for the same account, actor and address.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,22 +41,18 @@ from ..events import (
     WebSocketRefusedEvent,
     kind_label,
 )
+from ._event_writes import BatchWriter, Repeats
 from .event_details import check_detail, check_kind
 from .users import User, Users
 
-__all__ = ["WAIT", "EventFilter", "EventLog", "EventPage", "LoggedEvent", "edit_detail"]
+__all__ = ["EventFilter", "EventLog", "EventPage", "LoggedEvent", "edit_detail"]
 
 security_log = logging.getLogger("doorman.security")
 
-#: The longest a request waits for its event to be written (seconds); then it goes on.
-WAIT = 2.0
-#: Rows waiting to be written, at most: beyond, with the database stuck, new ones are dropped.
-_MAX_PENDING = 10_000
 #: Kinds anyone can repeat at no cost: one row a minute per worker for the same who and where.
 _NOISY = frozenset(
     {EventKind.SIGN_IN_THROTTLED, EventKind.PERMISSION_DENIED, EventKind.WEBSOCKET_REFUSED}
 )
-_REPEAT_WINDOW = 60.0
 _PRUNE_CHUNK = 5_000
 _e = events_table.c
 #: The ``via`` of actors that are doorman's own users (their id is the username).
@@ -92,6 +87,17 @@ class LoggedEvent:
         if self.actor is None:
             return "nobody"
         return "self" if self.actor == self.username else "other"
+
+    def owner_fields(self) -> dict[str, Any]:
+        """The event as JSON for the account's own user: another actor is "other", never
+        named (an admin's name is not theirs to see), and no detail."""
+        return {
+            "at": self.at,
+            "kind": self.kind,
+            "label": self.label,
+            "address": self.address,
+            "by": self.done_by,
+        }
 
     def public_fields(self) -> dict[str, Any]:
         """The event as JSON, for the CLI and the API (the internal user id left out)."""
@@ -136,8 +142,8 @@ class EventLog:
     def __init__(self, engine: AsyncEngine, users: Users) -> None:
         self.engine = engine
         self.users = users
-        self._writer = _Writer(self._insert)
-        self._repeats = _Repeats()
+        self._writer = BatchWriter(self._insert)
+        self._repeats = Repeats()
 
     # -- writing -----------------------------------------------------------------
 
@@ -369,78 +375,3 @@ def _actor_id(actor: Mapping[str, Any] | str | None) -> str | None:
         return None
     found = actor if isinstance(actor, str) else actor.get("id")
     return None if found is None else str(found)[:150]
-
-
-class _Writer:
-    """Rows that go out together: one INSERT per batch, one batch in flight per event loop.
-
-    ``add`` waits until its row's batch is written, or ``WAIT`` seconds at most.
-    ``write`` logs its own failures: it never raises.
-    """
-
-    def __init__(self, write: Callable[[builtins.list[dict[str, Any]]], Awaitable[None]]) -> None:
-        self._write = write
-        self._pending: builtins.list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def add(self, row: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._pending, self._loop, self._task = [], loop, None
-        if len(self._pending) >= _MAX_PENDING:
-            security_log.error("security event log: %s not recorded: too many waiting", row["kind"])
-            return
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((row, future))
-        if self._task is None:
-            # It starts after the requests already scheduled in this turn: they join in.
-            self._task = loop.create_task(self._drain())
-        try:
-            await asyncio.wait_for(asyncio.shield(future), WAIT)
-        except TimeoutError:
-            security_log.warning(
-                "security event log: still writing %s after %.0f s; not waiting", row["kind"], WAIT
-            )
-
-    async def _drain(self) -> None:
-        batch: builtins.list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                await self._write([row for row, _ in batch])
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
-        finally:
-            for _, future in [*batch, *self._pending]:
-                if not future.done():
-                    future.cancel()  # the loop is closing: nobody waits any more
-            self._task = None
-
-    async def flush(self) -> None:
-        task = self._task
-        if task is not None and task.get_loop() is asyncio.get_running_loop():
-            await asyncio.shield(task)
-
-
-class _Repeats:
-    """When each noisy row was last written, by what it says (a bounded memory)."""
-
-    def __init__(self, window: float = _REPEAT_WINDOW, size: int = 10_000) -> None:
-        self.window = window
-        self.size = size
-        self._seen: dict[tuple[Any, ...], float] = {}
-
-    def first(self, row: Mapping[str, Any]) -> bool:
-        """Whether ``row`` is not a repeat of one written within the window."""
-        key = (row["kind"], row["user_id"], row["actor"], row["address"], row["detail"])
-        now = time.monotonic()
-        last = self._seen.pop(key, None)
-        if last is not None and now - last < self.window:
-            self._seen[key] = last  # the window runs from the row that was written
-            return False
-        self._seen[key] = now
-        if len(self._seen) > self.size:
-            del self._seen[next(iter(self._seen))]  # the oldest
-        return True

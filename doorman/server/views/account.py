@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..._scope import client_address
-from ...accounts.event_log import EventFilter, LoggedEvent
+from ...accounts.event_log import EventFilter
 from ...accounts.names import check_email
 from ...accounts.tokens import Token
 from ...accounts.users import User
@@ -163,7 +163,7 @@ async def _render(
                 }
                 for t in tokens
             ],
-            "events": [_own_event(e) for e in events],
+            "events": [e.owner_fields() for e in events],
         }
         if new_token:
             made, body["token"] = new_token
@@ -191,17 +191,6 @@ async def _render(
         new_token=new_token[1] if new_token else "",
         now=time.time(),
     )
-
-
-def _own_event(event: LoggedEvent) -> dict[str, Any]:
-    """One of the person's own events, as JSON; another actor is "other", never named."""
-    return {
-        "at": event.at,
-        "kind": event.kind,
-        "label": event.label,
-        "address": event.address,
-        "by": event.done_by,
-    }
 
 
 def _listed(token: Token) -> list[str] | None:

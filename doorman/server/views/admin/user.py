@@ -8,12 +8,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ....accounts.event_log import edit_detail
 from ....accounts.names import check_email
 from ....accounts.users import User
 from ....auth.guards import requires
@@ -35,6 +34,7 @@ from ._common import (
     target_user,
     user_url,
 )
+from ._logged import action_event
 
 security_log = logging.getLogger("doorman.security")
 
@@ -137,12 +137,14 @@ async def _run(request: Request, done: str, action: Action) -> Response:
         return await _user_page(request, server, user, 400, errors=refusal.errors)
     except UserNotFound:  # deleted meanwhile
         return await not_found(request, server)
-    logged = await _LOGGED[done](act) if result != "gone" else None
-    if logged is not None:
-        kind, detail = logged
-        if result.endswith("-tokens-revoked"):
-            detail = {**detail, "tokens_revoked": True}
-        await record(request, kind, user, detail)
+    if result != "gone":
+        item = request.path_params.get("item", "")
+        logged = await action_event(done, server.doorman, user, item)
+        if logged is not None:
+            kind, detail = logged
+            if result.endswith("-tokens-revoked"):
+                detail = {**detail, "tokens_revoked": True}
+            await record(request, kind, user, detail)
     return after_change(request, result, user_url(server, user, result))
 
 
@@ -287,49 +289,6 @@ ACTIONS: dict[str, Action] = {
     "remove-admin": _demote,
     "password": _password,
     "unlock": _unlock,
-}
-
-
-#: What an action writes to the security event log about the user acted on; None: nothing.
-Logged = Callable[[_Act], Awaitable[tuple[EventKind, dict[str, Any]] | None]]
-
-
-async def _edited(act: _Act) -> tuple[EventKind, dict[str, Any]] | None:
-    """``user-edited``, naming what changed; None when nothing did."""
-    after = await act.doorman.users.get(act.user.id)
-    detail = edit_detail(act.user, after) if after is not None else None
-    return (EventKind.USER_EDITED, detail) if detail is not None else None
-
-
-def _just(kind: EventKind, **detail: Any) -> Logged:
-    async def logged(act: _Act) -> tuple[EventKind, dict[str, Any]]:
-        return kind, detail
-
-    return logged
-
-
-def _item(kind: EventKind, key: str) -> Logged:
-    """The event of revoking the sign-in or token named in the URL (public ids both)."""
-
-    async def logged(act: _Act) -> tuple[EventKind, dict[str, Any]]:
-        return kind, {key: act.request.path_params["item"][:64]}
-
-    return logged
-
-
-_LOGGED: dict[str, Logged] = {
-    "details": _edited,
-    "groups": _edited,
-    "make-admin": _edited,
-    "remove-admin": _edited,
-    "sign-out": _just(EventKind.SESSIONS_ENDED),
-    "revoke-tokens": _just(EventKind.TOKEN_REVOKED, all_tokens=True),
-    "disable": _just(EventKind.USER_DISABLED),
-    "enable": _just(EventKind.USER_ENABLED),
-    "password": _just(EventKind.PASSWORD_CHANGED),
-    "unlock": _just(EventKind.USER_UNLOCKED),
-    "revoke-session": _item(EventKind.SESSION_REVOKED, "signin_id"),
-    "revoke-token": _item(EventKind.TOKEN_REVOKED, "token_id"),
 }
 
 
