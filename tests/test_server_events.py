@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,7 +21,9 @@ from doorman.accounts.event_log import EventFilter
 from doorman.db import connect
 from doorman.db.schema import events_table
 from doorman.events import EventKind
+from doorman.server import setup
 
+from . import test_server
 from .helpers import client
 from .test_server_admin import (
     HTML,
@@ -187,6 +190,24 @@ async def test_the_account_page_logs_its_changes(server: Server) -> None:
     log = await raw_log(server)
     for secret in (token_text, NEW_PASSWORD, PASSWORD, *cookies.values()):
         assert secret not in log
+
+
+@pytest.mark.parametrize("way", ["registration", "setup"])
+async def test_a_new_account_is_logged_as_made_by_its_own_user(tmp_path: Path, way: str) -> None:
+    async with test_server.running(tmp_path, allow_registration=True) as found:
+        form = {"username": "eve", "password": PASSWORD, "password2": PASSWORD}
+        path = "/-/register"
+        if way == "setup":
+            form["token"] = str(await setup.issue_setup_token(found.doorman.engine))
+            path = "/-/setup"
+        async with test_server.browse(found) as browser:
+            token = await test_server.csrf_token(browser)
+            assert (await browser.post(path, data={**form, "csrftoken": token})).status_code == 303
+        made = await found.doorman.events.list()
+    assert [(e.kind, e.username, e.actor, e.detail) for e in reversed(made)] == [
+        ("user-created", "eve", "eve", {"via": way, "admin": way == "setup"}),
+        ("signed-in", "eve", "eve", {"via": "password"}),
+    ]
 
 
 # -- the account page: own events only -------------------------------------------------------
