@@ -113,6 +113,10 @@ def test_filters_by_user_kind_and_time(doorman_cli: Invoke, db: str) -> None:
     assert len(listed(doorman_cli, "--limit", "2")) == 2
     explicit = ok(doorman_cli("events", "list", "--json", "--user", "alice")).stdout
     assert json.loads(explicit) == listed(doorman_cli, "--user", "alice")
+    record_at(db, "export-started", time.time())  # a plugin's own kind, once in the log
+    assert [e["kind"] for e in listed(doorman_cli, "--kind", "export-started")] == [
+        "export-started"
+    ]
     empty = ok(doorman_cli("events", "--user", "nobody"))
     assert empty.stdout == "" and empty.stderr.strip() == "no events"
 
