@@ -109,7 +109,7 @@ def assemble(
     ``secrets`` must be resolved already (``resolve_secrets``). Nothing is
     opened yet: connections come on first use.
     """
-    from .accounts.throttle import LoginThrottle, RegistrationThrottle, counter_for
+    from .accounts.throttle import ThrottleLimits
     from .core import Doorman
     from .stores import open_store
     from .stores.sql import SQLStore
@@ -121,26 +121,17 @@ def assemble(
         store = SQLStore(engine=engine)
     else:
         store = open_store(settings.sessions, db=settings.db)
-    counter = counter_for(store, engine=engine)
-    throttle = LoginThrottle(
-        counter,
+    limits = ThrottleLimits(
         per_account=settings.throttle_per_account,
         per_address=settings.throttle_per_address,
+        registrations=settings.throttle_registrations,
         window=settings.throttle_window,
-        secret=list(secrets),
-    )
-    registrations = RegistrationThrottle(
-        counter,
-        per_address=settings.throttle_registrations,
-        window=settings.throttle_window,
-        secret=list(secrets),
     )
     doorman = Doorman(
         engine=engine,
         secret=list(secrets),
         sessions=store,
-        throttle=throttle,
-        registrations=registrations,
+        throttle_limits=limits,
         rules=settings.permissions,
         plugins_dir=settings.plugins_dir,
         password_min_length=settings.password_min_length,

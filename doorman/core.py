@@ -22,7 +22,13 @@ from .accounts.passwords import PasswordHasher, validate_password
 from .accounts.permissions import Rules, check_permission
 from .accounts.session_auth import SessionAuth
 from .accounts.signins import SignIns
-from .accounts.throttle import Attempt, LoginThrottle, RegistrationThrottle, counter_for
+from .accounts.throttle import (
+    Attempt,
+    LoginThrottle,
+    RegistrationThrottle,
+    ThrottleLimits,
+    counter_for,
+)
 from .accounts.tokens import Tokens
 from .accounts.users import User, Users
 from .db.engine import create_engine
@@ -48,10 +54,12 @@ class Doorman:
     ``secret`` is the same secret (or list, newest first) as the session
     middleware's. ``sessions`` is the session store: failed sign-ins are
     counted next to the sessions (Redis, or the database) so that every worker
-    sees the same counts; ``registrations`` throttles sign-ups per address
-    beside them. ``rules`` are permission rules (see
-    docs/permissions.md); ``plugins`` and ``plugins_dir`` add plugins to those
-    installed under the ``doorman`` entry point.
+    sees the same counts, within ``throttle_limits``; ``throttle`` and
+    ``registrations`` replace the sign-in and sign-up throttles outright.
+    ``rules`` are permission rules (see docs/permissions.md); ``plugins`` and
+    ``plugins_dir`` add plugins to those installed under the ``doorman`` entry
+    point. ``doorman serve`` builds its ``Doorman`` here too, from the settings
+    (``doorman.assembly``).
     """
 
     def __init__(
@@ -64,6 +72,7 @@ class Doorman:
         hasher: PasswordHasher | None = None,
         throttle: LoginThrottle | None = None,
         registrations: RegistrationThrottle | None = None,
+        throttle_limits: ThrottleLimits | None = None,
         rules: Mapping[str, Any] | None = None,
         plugins: Iterable[object] = (),
         plugins_dir: str | os.PathLike[str] | None = None,
@@ -78,16 +87,12 @@ class Doorman:
         self.tokens = Tokens(self.engine)
         self.signins = SignIns(self.engine)
         self.events = EventLog(self.engine, self.users)
-        self.throttle = (
-            throttle
-            if throttle is not None
-            else LoginThrottle(counter_for(sessions, engine=self.engine), secret=secret)
+        counter = (
+            throttle.counter if throttle is not None else counter_for(sessions, engine=self.engine)
         )
-        self.registrations = (
-            registrations
-            if registrations is not None
-            else RegistrationThrottle(self.throttle.counter, secret=secret)
-        )
+        login, registration = (throttle_limits or ThrottleLimits()).throttles(counter, secret)
+        self.throttle = throttle if throttle is not None else login
+        self.registrations = registrations if registrations is not None else registration
         self.devices = DeviceCookies(secret)
         self.rules = Rules(rules or {})
         self.plugins: pluggy.PluginManager = make_plugin_manager(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -561,6 +562,26 @@ async def test_requires_answers_401_then_403_then_lets_admins_in(doorman: Doorma
         assert (await alice.get("/dashboard")).status_code == 403
     async with signed_in(app, "root") as root:
         assert (await root.get("/dashboard")).text == "secret dashboard"
+
+
+@pytest.mark.anyio
+async def test_a_refusal_is_logged_with_a_permission_denied_event(
+    doorman: Doorman, caplog: pytest.LogCaptureFixture
+) -> None:
+    from doorman.events import PermissionDeniedEvent
+    from doorman.stores import MemoryStore
+
+    app = build_app(doorman, MemoryStore())
+    with caplog.at_level(logging.INFO, logger="doorman.security"):
+        async with signed_in(app, "alice") as alice:
+            assert (await alice.get("/dashboard")).status_code == 403
+        async with signed_in(app, "root") as root:
+            assert (await root.get("/dashboard")).status_code == 200
+    found = [getattr(record, "event", None) for record in caplog.records]
+    events = [event for event in found if isinstance(event, PermissionDeniedEvent)]
+    assert len(events) == 1, "one refusal, one event; an allowed request makes none"
+    assert events[0].actor is not None and events[0].actor["id"] == "alice"
+    assert events[0].action == "admin-dashboard" and events[0].resource is None
 
 
 @pytest.mark.anyio

@@ -29,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from ..exceptions import Busy, ConfigError, Throttled
@@ -37,7 +38,14 @@ from ..stores import counter_for
 from ..stores.base import Counter, Outcome, Verdict
 from .users import username_key
 
-__all__ = ["Attempt", "Counter", "LoginThrottle", "RegistrationThrottle", "counter_for"]
+__all__ = [
+    "Attempt",
+    "Counter",
+    "LoginThrottle",
+    "RegistrationThrottle",
+    "ThrottleLimits",
+    "counter_for",
+]
 
 security_log = logging.getLogger("doorman.security")
 
@@ -265,6 +273,37 @@ class RegistrationThrottle(_Limiter):
             key = "r:" + self._address(address)
             buckets.append(_Bucket(key, self.per_address, "registration", "count"))
         return await self.enter(buckets, address)
+
+
+@dataclass(frozen=True)
+class ThrottleLimits:
+    """The limits of both throttles: failed sign-ins per account and per client address,
+    registration attempts per address, each within ``window`` seconds (0: no limit).
+
+    The settings ``throttle_per_account``, ``throttle_per_address``,
+    ``throttle_registrations`` and ``throttle_window``.
+    """
+
+    per_account: int = 5
+    per_address: int = 20
+    registrations: int = 10
+    window: float = 900.0
+
+    def throttles(
+        self, counter: Counter, secret: str | bytes | Sequence[str | bytes] | None
+    ) -> tuple[LoginThrottle, RegistrationThrottle]:
+        """The sign-in and the registration throttle, both counting in ``counter``."""
+        login = LoginThrottle(
+            counter,
+            per_account=self.per_account,
+            per_address=self.per_address,
+            window=self.window,
+            secret=secret,
+        )
+        registration = RegistrationThrottle(
+            counter, per_address=self.registrations, window=self.window, secret=secret
+        )
+        return login, registration
 
 
 def _check_limit(name: str, limit: object) -> None:

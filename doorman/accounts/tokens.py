@@ -15,7 +15,6 @@ import hmac
 import json
 import secrets
 import time
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..db.epochs import EpochCache, epoch_of
+from ..db.epochs import CachePerEngine, EpochCache, epoch_of
 from ..db.schema import bookkeeping, tokens_table, users_table
 from ..db.transaction import connect
 from ..exceptions import AccountError, PermissionDenied, UserNotFound
@@ -100,15 +99,8 @@ def _digest(text: str) -> str:
 #: Per token id: the token's stored hash, the token and its user. ``verify_with_user``
 #: runs on every API request; what is kept is current while the epoch stands.
 TokenCache = EpochCache[tuple[str, Token, User]]
-_tokens: weakref.WeakKeyDictionary[AsyncEngine, TokenCache] = weakref.WeakKeyDictionary()
-
-
-def token_cache(engine: AsyncEngine) -> TokenCache:
-    """The API tokens kept for ``engine``'s database, shared by everything in this process."""
-    cache = _tokens.get(engine)
-    if cache is None:
-        cache = _tokens[engine] = EpochCache()
-    return cache
+#: The API tokens kept for an engine's database: ``token_cache(engine)``.
+token_cache: CachePerEngine[tuple[str, Token, User]] = CachePerEngine()
 
 
 class Tokens:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import time
 import unicodedata
-import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._lookalikes import lookalike_key
 from ..db.engine import insert
-from ..db.epochs import EpochCache, epoch_of
+from ..db.epochs import CachePerEngine, EpochCache, epoch_of
 from ..db.schema import (
     bookkeeping,
     groups_table,
@@ -55,15 +54,8 @@ _u, _g, _ug = users_table.c, groups_table.c, user_groups_table.c
 #: ``get_signed_in`` runs on every signed-in request; ``doorman.db.epochs`` says how
 #: what is kept here is known to be current.
 SignedInCache = EpochCache[tuple[User | None, float | None]]
-_signed_in: weakref.WeakKeyDictionary[AsyncEngine, SignedInCache] = weakref.WeakKeyDictionary()
-
-
-def signed_in_cache(engine: AsyncEngine) -> SignedInCache:
-    """The sign-ins kept for ``engine``'s database, shared by everything in this process."""
-    cache = _signed_in.get(engine)
-    if cache is None:
-        cache = _signed_in[engine] = EpochCache()
-    return cache
+#: The sign-ins kept for an engine's database: ``signed_in_cache(engine)``.
+signed_in_cache: CachePerEngine[tuple[User | None, float | None]] = CachePerEngine()
 
 
 class Users:

@@ -2,26 +2,7 @@
 
 from __future__ import annotations
 
-from ..accounts.permissions import (
-    ACTOR_KEYS,
-    BUILT_IN_ACTIONS,
-    DEFAULT_ACTIONS,
-    Rules,
-    actor_matches_allow,
-    check_permission,
-    default_decision,
-    known_actions,
-    validate_allow,
-)
+from ..accounts import permissions as _moved
+from ..accounts.permissions import *  # noqa: F403 - every public name, as it was here
 
-__all__ = [
-    "ACTOR_KEYS",
-    "BUILT_IN_ACTIONS",
-    "DEFAULT_ACTIONS",
-    "Rules",
-    "actor_matches_allow",
-    "check_permission",
-    "default_decision",
-    "known_actions",
-    "validate_allow",
-]
+__all__ = _moved.__all__

@@ -44,7 +44,15 @@ from .._files import private
 from .engine import failures
 from .schema import settings_table
 
-__all__ = ["MAX_AGE", "Epoch", "EpochCache", "FileEpoch", "LocalEpoch", "epoch_of"]
+__all__ = [
+    "MAX_AGE",
+    "CachePerEngine",
+    "Epoch",
+    "EpochCache",
+    "FileEpoch",
+    "LocalEpoch",
+    "epoch_of",
+]
 
 log = logging.getLogger("doorman.auth")
 
@@ -325,3 +333,19 @@ class EpochCache(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class CachePerEngine(Generic[V]):
+    """One ``EpochCache`` per engine, shared by everything in this process that reads
+    through that engine: ``cache(engine)``."""
+
+    def __init__(self) -> None:
+        self._caches: weakref.WeakKeyDictionary[AsyncEngine, EpochCache[V]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self, engine: AsyncEngine) -> EpochCache[V]:
+        cache = self._caches.get(engine)
+        if cache is None:
+            cache = self._caches[engine] = EpochCache()
+        return cache

@@ -67,37 +67,16 @@ def create_app(
     secrets = _secrets_of(settings)
     _warn_about_other_hosts(settings)
     prefix = "/" + settings.route_prefix.strip("/")
-    origins = AllowedOrigins.from_settings(settings)
     landing = login_landing(settings, prefix=prefix, protect=protected is not None)
     if doorman is None or store is None:
         doorman, store = assemble(settings, secrets)
-    csrf = CSRF(secrets, max_age=settings.session_max_age, https_only=settings.cookie_secure)
-    templates = Templates(
-        doorman,
-        template_dir=settings.template_dir,
-        site_name=settings.site_name,
-        prefix=prefix,
-        csrf=csrf,
-    )
-    if doorman.plugins.get_plugin("doorman.server") is None:
-        doorman.plugins.register(ServerPlugin(prefix, templates), name="doorman.server")
-    server = ServerState(
-        settings=settings,
-        doorman=doorman,
-        store=store,
-        templates=templates,
-        next_signer=NextSigner(secrets),
-        origins=origins,
-        prefix=prefix,
-        login_redirect=landing,
-        csrf=csrf,
-    )
+    server = _server_state(settings, secrets, doorman, store, login_redirect=landing)
     app = Starlette(
         routes=_routes(server),
         # Inside Starlette's error handling, so that its 413 is not turned into a 500 first.
         middleware=[
             Middleware(BodyLimitMiddleware, max_size=settings.max_body_size),
-            Middleware(CSRFCookieMiddleware, csrf=csrf),
+            Middleware(CSRFCookieMiddleware, csrf=server.csrf),
         ],
         exception_handlers={**exception_handlers, **errors.error_handlers},
         lifespan=_lifespan(doorman, store, secrets),
@@ -109,6 +88,45 @@ def create_app(
     inner: ASGIApp = SecurityHeadersMiddleware(forward_auth)
     if protected is not None:
         inner = ProtectedApp(inner, protected, prefix=prefix, public_paths=settings.public_paths)
+    return _around(inner, server, secrets)
+
+
+def _server_state(
+    settings: Settings,
+    secrets: list[str],
+    doorman: Doorman,
+    store: SessionStore,
+    *,
+    login_redirect: str,
+) -> ServerState:
+    """What every view needs; the server's own plugin (pages for ``forbidden``) registered."""
+    prefix = "/" + settings.route_prefix.strip("/")
+    csrf = CSRF(secrets, max_age=settings.session_max_age, https_only=settings.cookie_secure)
+    templates = Templates(
+        doorman,
+        template_dir=settings.template_dir,
+        site_name=settings.site_name,
+        prefix=prefix,
+        csrf=csrf,
+    )
+    if doorman.plugins.get_plugin("doorman.server") is None:
+        doorman.plugins.register(ServerPlugin(prefix, templates), name="doorman.server")
+    return ServerState(
+        settings=settings,
+        doorman=doorman,
+        store=store,
+        templates=templates,
+        next_signer=NextSigner(secrets),
+        origins=AllowedOrigins.from_settings(settings),
+        prefix=prefix,
+        login_redirect=login_redirect,
+        csrf=csrf,
+    )
+
+
+def _around(inner: ASGIApp, server: ServerState, secrets: list[str]) -> ASGIApp:
+    """``inner`` inside the middleware every request passes, outermost last."""
+    settings, doorman = server.settings, server.doorman
     wrapped: ASGIApp = AuthMiddleware(inner, doorman, basic_auth=settings.basic_auth)
     for wrapper in doorman.plugins.hook.asgi_wrapper(doorman=doorman):
         if wrapper is not None:
@@ -116,7 +134,7 @@ def create_app(
     wrapped = SessionMiddleware(
         wrapped,
         secret=secrets,
-        store=store,
+        store=server.store,
         max_age=settings.session_max_age,
         idle_timeout=settings.idle_timeout,
         absolute_timeout=settings.absolute_timeout,
@@ -125,10 +143,10 @@ def create_app(
     )
     # Before the session is read: a page of another origin never opens a websocket as the user.
     wrapped = WebSocketOriginMiddleware(
-        wrapped, allowed_origins=origins, on_refused=functools.partial(doorman.fire, None)
+        wrapped, allowed_origins=server.origins, on_refused=functools.partial(doorman.fire, None)
     )
     if settings.cors_origins:
-        wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=prefix)
+        wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=server.prefix)
     wrapped = with_sentry(wrapped, settings.sentry)
     return AccessLogMiddleware(wrapped) if settings.access_log else wrapped
 

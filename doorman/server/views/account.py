@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from ..._scope import client_address
 from ...accounts.event_log import EventFilter
 from ...accounts.names import check_email
+from ...accounts.signins import SignIn
 from ...accounts.tokens import Token
 from ...accounts.users import User
 from ...auth.guards import requires
@@ -138,40 +139,8 @@ async def _render(
     events = await server.doorman.events.list(EventFilter(user_id=user.id), limit=RECENT_EVENTS)
     current = current_signin(request.scope["session"])
     if wants_json(request):
-        body: dict[str, Any] = {
-            "user": {"username": user.username, "email": user.email, "groups": list(user.groups)},
-            "sessions": [
-                {
-                    "id": s.id,
-                    "current": s.id == current,
-                    "address": s.address,
-                    "user_agent": s.user_agent,
-                    "device": await describe(s.user_agent),
-                    "created_at": s.created_at,
-                    "last_seen": s.last_seen,
-                }
-                for s in signins
-            ],
-            "tokens": [
-                {
-                    "id": t.id,
-                    "name": t.name,
-                    "scopes": _listed(t),
-                    "created_at": t.created_at,
-                    "last_used_at": t.last_used_at,
-                    "expires_at": t.expires_at,
-                }
-                for t in tokens
-            ],
-            "events": [e.owner_fields() for e in events],
-        }
-        if new_token:
-            made, body["token"] = new_token
-            body["created"] = {
-                "id": made.id,
-                "scopes": _listed(made),
-                "expires_at": made.expires_at,
-            }
+        body = await _account_json(user, signins, tokens, current, new_token)
+        body["events"] = [e.owner_fields() for e in events]
         if errors:
             body.update(errors.json())
         return JSONResponse(body, status, headers={"cache-control": "no-store"})
@@ -191,6 +160,50 @@ async def _render(
         new_token=new_token[1] if new_token else "",
         now=time.time(),
     )
+
+
+async def _account_json(
+    user: User,
+    signins: list[SignIn],
+    tokens: list[Token],
+    current: str | None,
+    new_token: tuple[Token, str] | None,
+) -> dict[str, Any]:
+    """The account page as JSON: the user, their sessions and tokens, a new token once."""
+    body: dict[str, Any] = {
+        "user": {"username": user.username, "email": user.email, "groups": list(user.groups)},
+        "sessions": [
+            {
+                "id": s.id,
+                "current": s.id == current,
+                "address": s.address,
+                "user_agent": s.user_agent,
+                "device": await describe(s.user_agent),
+                "created_at": s.created_at,
+                "last_seen": s.last_seen,
+            }
+            for s in signins
+        ],
+        "tokens": [
+            {
+                "id": t.id,
+                "name": t.name,
+                "scopes": _listed(t),
+                "created_at": t.created_at,
+                "last_used_at": t.last_used_at,
+                "expires_at": t.expires_at,
+            }
+            for t in tokens
+        ],
+    }
+    if new_token:
+        made, body["token"] = new_token
+        body["created"] = {
+            "id": made.id,
+            "scopes": _listed(made),
+            "expires_at": made.expires_at,
+        }
+    return body
 
 
 def _listed(token: Token) -> list[str] | None:

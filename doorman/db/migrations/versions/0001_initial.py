@@ -17,6 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Long, and kept whole: the first schema, every table as it shipped, read in one place.
     # Before migrations existed, the SQL store created this table itself.
     if context.is_offline_mode() or not sa.inspect(op.get_bind()).has_table("doorman_sessions"):
         op.create_table(
