@@ -168,6 +168,7 @@ def test_help_names_both_commands(doorman_cli: Invoke) -> None:
 # -- end to end: doorman serve on PostgreSQL, two workers ---------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.postgres
 def test_a_real_server_logs_sign_ins_and_refusals_for_the_cli_to_read(
     tmp_path: Path, postgres_url: str
