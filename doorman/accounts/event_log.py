@@ -5,7 +5,8 @@ event (sign-ins, failures, sign-outs, refusals), and the pages and commands
 that change accounts record what they did. A row names its kind
 (``EventKind``), the account (id and username), the actor who did it, the
 client address and a small JSON ``detail``; never a password, a token, a
-cookie or a link (``check_detail`` refuses keys and values that look like one).
+cookie or a link (``check_detail`` refuses keys that name one, and redacts
+values that hold an API token).
 
 The log fails open, and only the log: a write that fails is one ERROR line on
 ``doorman.security`` and the request goes on; one that takes longer than two
@@ -162,9 +163,9 @@ class EventLog:
         """Write one event: ``kind`` (an ``EventKind``, or a plugin's own word) about
         ``user``, done by ``actor`` (an actor dict or its id) from ``address``.
 
-        ``detail`` is a small mapping of plain values; a key or value that looks
-        like a secret is a ``ValueError`` (a bug to fix), as is a malformed kind.
-        Never raises for the database: a failed write is logged, not fatal.
+        ``detail`` is a small mapping of plain values; a key that names a secret
+        is a ``ValueError`` (a bug to fix), as is a malformed kind. Never raises
+        for the database: a failed write is logged, not fatal.
         """
         row = {
             "at": time.time() if at is None else at,
