@@ -40,10 +40,13 @@ CATEGORIES = (
         "doorman: the session (middleware, cookie, signature, payload)",
         ("doorman/sessions/", "doorman/stores/", "doorman/signing.py", "json/", "hmac.py"),
     ),
-    ("doorman: the permission check", ("doorman/auth/permissions.py", "doorman/core.py")),
+    (
+        "doorman: the permission check",
+        ("doorman/accounts/permissions.py", "doorman/auth/permissions.py", "doorman/core.py"),
+    ),
     (
         "doorman: the actor (auth middleware, users, sign-ins, tokens, epochs)",
-        ("doorman/auth/", "doorman/epochs.py", "doorman/_epoch_reads.py", "doorman/database.py"),
+        ("doorman/auth/", "doorman/accounts/", "doorman/db/"),
     ),
     ("doorman: the rest", ("doorman/",)),
     ("sqlalchemy (query building, compiling, results)", ("sqlalchemy/",)),

@@ -176,7 +176,7 @@ class Sampler(threading.Thread):
 
 async def make_hashes(count: int) -> list[str]:
     """One argon2id hash per user, with doorman's hasher and its pool (both CPUs)."""
-    from doorman.auth.passwords import PasswordHasher
+    from doorman.accounts.passwords import PasswordHasher
 
     hasher = PasswordHasher()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__ as __version__
 from .exceptions import (
     AccountError,
     AuthenticationFailed,
@@ -30,16 +31,14 @@ from .sessions import Session, SessionMiddleware, clear_session, get_session, lo
 from .signing import JSONSigner, Signer, TimestampSigner
 from .stores import CookieStore, MemoryStore, SessionStore
 
-__version__ = "0.1.0.dev0"
-
 if TYPE_CHECKING:
+    from .accounts.passwords import PasswordHasher
+    from .accounts.throttle import LoginThrottle
+    from .accounts.tokens import Token
+    from .accounts.users import User
     from .auth.guards import allowed, guard, requires
     from .auth.login import login, logout, update_session_auth
     from .auth.middleware import AuthMiddleware
-    from .auth.passwords import PasswordHasher
-    from .auth.throttle import LoginThrottle
-    from .auth.tokens import Token
-    from .auth.users import User
     from .auth.websockets import WebSocketOriginMiddleware
     from .core import Doorman
     from .gate import ExistingCookiesGate
@@ -59,10 +58,10 @@ _LAZY = {
     "allowed": "auth.guards",
     "guard": "auth.guards",
     "requires": "auth.guards",
-    "User": "auth.users",
-    "Token": "auth.tokens",
-    "PasswordHasher": "auth.passwords",
-    "LoginThrottle": "auth.throttle",
+    "User": "accounts.users",
+    "Token": "accounts.tokens",
+    "PasswordHasher": "accounts.passwords",
+    "LoginThrottle": "accounts.throttle",
     "hookimpl": "hookspecs",
     "ExistingCookiesGate": "gate",
     "WebSocketOriginMiddleware": "auth.websockets",

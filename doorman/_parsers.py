@@ -1,13 +1,14 @@
 """How each setting's value is read and checked: the parsers behind ``doorman.config.SETTINGS``.
 
 Each parser takes what came from the file, the environment or a flag and
-returns the clean value, or raises ``_Bad`` with a message that says what is
+returns the clean value, or raises ``Bad`` with a message that says what is
 wrong and how to fix it (never echoing the value: it may be a secret).
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
 import ipaddress
 import json
 import re
@@ -16,8 +17,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .database import async_url, in_memory
+from ._extras import needs_extra
+from .db.engine import async_url, in_memory
 from .exceptions import ConfigError
+from .origins import AllowedOrigins, normalize_origin
 from .signing import MAKE_A_SECRET, MIN_SECRET_LENGTH
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
@@ -30,10 +33,9 @@ _DOMAIN = re.compile(r"\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1
 _UNSAFE_PATH = re.compile(r"[\x00-\x20\x7f\\?#]")
 _UNSAFE_URL = re.compile(r"[\x00-\x20\x7f\\]")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class _Bad(Exception):
+class Bad(Exception):
     """A value is wrong; the message says how and how to fix it (no value in it)."""
 
 
@@ -53,16 +55,41 @@ def parse_duration(text: str | int) -> int:
     return seconds
 
 
+#: The longest text ``parse_moment`` reads: a date and time with seconds and an offset.
+_MOMENT_LENGTH = 40
+
+
+def parse_moment(text: str, *, now: float) -> float:
+    """A Unix time: ``7d`` (that long before ``now``; also ``12h``, ``30m``...), a date
+    ``2026-12-01`` or a date and time ``2026-12-01T12:00``, in UTC unless it says
+    otherwise (as the pages show times). Raises ``ValueError`` for anything else."""
+    given = text.strip()
+    if len(given) <= _MOMENT_LENGTH and _DURATION.fullmatch(given.lower()):
+        return max(0.0, now - parse_duration(given))
+    try:
+        if len(given) > _MOMENT_LENGTH:
+            raise ValueError
+        moment = datetime.datetime.fromisoformat(given)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"{given[:_MOMENT_LENGTH]!r} is not a time: give a duration such as 7d, 12h or "
+            "30m, or a date such as 2026-12-01"
+        ) from None
+
+
 # -- parsers: a value from TOML, JSON or the environment (text) in, a checked value out --
 
 
-def _text(value: object) -> str:
+def text(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _Bad("give some text")
+        raise Bad("give some text")
     return value.strip()
 
 
-def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+def optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """None (or empty text, as from ``DOORMAN_X=``) means "not set"."""
 
     def parse_optional(value: object) -> Any:
@@ -71,18 +98,18 @@ def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse_optional
 
 
-def _integer(low: int, high: int, example: int) -> Callable[[Any], int]:
+def integer(low: int, high: int, example: int) -> Callable[[Any], int]:
     def parse(value: object) -> int:
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value.strip())
         if type(value) is not int or not low <= value <= high:
-            raise _Bad(f"give a whole number from {low} to {high}, such as {example}")
+            raise Bad(f"give a whole number from {low} to {high}, such as {example}")
         return value
 
     return parse
 
 
-def _seconds(low: int, example: str) -> Callable[[Any], int]:
+def seconds(low: int, example: str) -> Callable[[Any], int]:
     def parse(value: object) -> int:
         try:
             seconds = parse_duration(value)  # type: ignore[arg-type]
@@ -90,13 +117,13 @@ def _seconds(low: int, example: str) -> Callable[[Any], int]:
             seconds = -1
         if seconds < low:
             unit = "second" if low == 1 else "seconds"
-            raise _Bad(f"give at least {low} {unit}, as a number or a duration such as {example}")
+            raise Bad(f"give at least {low} {unit}, as a number or a duration such as {example}")
         return seconds
 
     return parse
 
 
-def _bytes(low: int, high: int, example: str) -> Callable[[Any], int]:
+def size(low: int, high: int, example: str) -> Callable[[Any], int]:
     """A size: bytes, or a number with a unit, ``64KB`` or ``1MB`` (multiples of 1024)."""
 
     def parse(value: object) -> int:
@@ -106,7 +133,7 @@ def _bytes(low: int, high: int, example: str) -> Callable[[Any], int]:
         elif isinstance(value, str) and (found := _SIZE.fullmatch(value.strip().lower())):
             size = int(found[1]) * _SIZE_UNITS[found[2]]
         if not low <= size <= high:
-            raise _Bad(
+            raise Bad(
                 f"give a size from {low} bytes to {high // 1024**2} MB, as bytes or with a unit "
                 f"such as {example}"
             )
@@ -115,21 +142,21 @@ def _bytes(low: int, high: int, example: str) -> Callable[[Any], int]:
     return parse
 
 
-def _boolean(value: object) -> bool:
+def boolean(value: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise _Bad("give true or false (from the environment also 1/0, yes/no)")
+    raise Bad("give true or false (from the environment also 1/0, yes/no)")
 
 
-def _choice_of_store(value: object) -> str:
-    spec = _text(value)
+def choice_of_store(value: object) -> str:
+    spec = text(value)
     if spec in ("db", "cookie", "memory"):
         return spec
     if spec.startswith(("redis://", "rediss://", "unix://")):
         return _redis_url(spec)
-    raise _Bad("give db (the database), cookie, memory or a redis:// URL")
+    raise Bad("give db (the database), cookie, memory or a redis:// URL")
 
 
 def _redis_url(url: str) -> str:
@@ -138,65 +165,65 @@ def _redis_url(url: str) -> str:
     try:
         parts.port  # noqa: B018 - read for its ValueError
     except ValueError:
-        raise _Bad("the port is not a number from 1 to 65535; give one such as 6379") from None
+        raise Bad("the port is not a number from 1 to 65535; give one such as 6379") from None
     if parts.scheme == "unix" and not parts.path:
-        raise _Bad("give the socket's path, such as unix:///run/redis/redis.sock")
+        raise Bad("give the socket's path, such as unix:///run/redis/redis.sock")
     database = parts.path.strip("/") if parts.scheme != "unix" else ""
     if database and not database.isdigit():
-        raise _Bad("the path is the database number; give one such as redis://host:6379/0")
+        raise Bad("the path is the database number; give one such as redis://host:6379/0")
     return url
 
 
-def _database(value: object) -> str:
-    db = _text(value)
+def database(value: object) -> str:
+    db = text(value)
     try:
         url = async_url(db)
     except ConfigError as error:
-        raise _Bad(str(error).removeprefix("db: ")) from None
+        raise Bad(str(error).removeprefix("db: ")) from None
     if url.get_backend_name() == "sqlite" and in_memory(url):
-        raise _Bad(  # each command, and each worker, would have an empty one of its own
+        raise Bad(  # each command, and each worker, would have an empty one of its own
             "a SQLite database in memory lasts one process; give a file such as doorman.db"
         )
     return db
 
 
-def _secrets(value: object) -> tuple[str, ...] | None:
+def secrets(value: object) -> tuple[str, ...] | None:
     if isinstance(value, str):
         value = re.split(r"[,\n]", value)
     if not isinstance(value, list | tuple) or not all(isinstance(s, str) for s in value):
-        raise _Bad("give a list of secrets, newest first (comma-separated in the environment)")
+        raise Bad("give a list of secrets, newest first (comma-separated in the environment)")
     found = tuple(s.strip() for s in value if s.strip())
     for position, secret in enumerate(found, 1):
         if len(secret) < MIN_SECRET_LENGTH:
-            raise _Bad(
+            raise Bad(
                 f"secret #{position} is {len(secret)} characters long; give at least "
                 f"{MIN_SECRET_LENGTH}, such as the output of: {MAKE_A_SECRET}"
             )
     return found or None
 
 
-def _route_prefix(value: object) -> str:
-    prefix = _text(value)
+def route_prefix(value: object) -> str:
+    prefix = text(value)
     if not _ROUTE_PREFIX.fullmatch(prefix):
-        raise _Bad("give a path that starts and ends with /, such as /-/ or /auth/ (not / alone)")
+        raise Bad("give a path that starts and ends with /, such as /-/ or /auth/ (not / alone)")
     return prefix
 
 
-def _public_url(value: object) -> str:
-    url = _text(value)
+def public_url(value: object) -> str:
+    url = text(value)
     parts = urllib.parse.urlsplit(url)
     try:
         parts.port  # noqa: B018 - read for its ValueError
     except ValueError:
         parts = parts._replace(scheme="")
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise _Bad("give the sign-in server's external base URL, such as https://auth.example.com")
+        raise Bad("give the sign-in server's external base URL, such as https://auth.example.com")
     return url.rstrip("/")
 
 
-def _login_redirect(value: object) -> str:
+def login_redirect(value: object) -> str:
     """A path on this site, or an absolute http(s) URL (its host is checked at start-up)."""
-    target = _text(value)
+    target = text(value)
     try:
         parts = urllib.parse.urlsplit(target)
     except ValueError:  # a broken [IPv6] host
@@ -206,149 +233,155 @@ def _login_redirect(value: object) -> str:
             return target
         if parts.scheme in ("http", "https") and parts.hostname and not parts.username:
             return target
-    raise _Bad(
+    raise Bad(
         "give a path on this site, such as /, or an absolute URL on an allowed origin "
         "(public_url's, or one of allowed_origins), such as https://app.example.com/"
     )
 
 
-def _cookie_domain(value: object) -> str:
-    domain = _text(value).lower()
+def cookie_domain(value: object) -> str:
+    domain = text(value).lower()
     if not _DOMAIN.fullmatch(domain):
-        raise _Bad("give a domain name only (no scheme, port or path), such as example.com")
+        raise Bad("give a domain name only (no scheme, port or path), such as example.com")
     return domain
 
 
-def _directory(value: object) -> str:
-    path = _text(value)
+def directory(value: object) -> str:
+    path = text(value)
     if not Path(path).is_dir():
-        raise _Bad("give an existing directory (relative paths start at the working directory)")
+        raise Bad("give an existing directory (relative paths start at the working directory)")
     return path
 
 
-def _table(check: Callable[[dict[str, Any]], None] | None = None) -> Callable[[Any], Any]:
+def table(check: Callable[[dict[str, Any]], None] | None = None) -> Callable[[Any], Any]:
     def parse(value: object) -> dict[str, Any]:
         if isinstance(value, str):
             try:
                 value = json.loads(value)
             except ValueError:
-                raise _Bad("give a TOML table (in the environment: a JSON object)") from None
+                raise Bad("give a TOML table (in the environment: a JSON object)") from None
         if not isinstance(value, Mapping):
-            raise _Bad("give a TOML table (in the environment: a JSON object)")
-        table = copy.deepcopy(dict(value))
+            raise Bad("give a TOML table (in the environment: a JSON object)")
+        found = copy.deepcopy(dict(value))
         if check is not None:
-            check(table)
-        return table
+            check(found)
+        return found
 
     return parse
 
 
-def _check_rules(table: dict[str, Any]) -> None:
-    from .auth.permissions import Rules
+def check_rules(table: dict[str, Any]) -> None:
+    from .accounts.permissions import Rules
 
     try:
         Rules(table)
     except ConfigError as error:
-        raise _Bad(f"{error} (see docs/permissions.md)") from None
+        raise Bad(f"{error} (see docs/permissions.md)") from None
 
 
-def _sentry(value: object) -> dict[str, Any]:
-    table: dict[str, Any]
+def sentry(value: object) -> dict[str, Any]:
+    options: dict[str, Any]
     if isinstance(value, str) and value.strip().startswith(("http://", "https://")):
-        table = {"dsn": value.strip()}  # DOORMAN_SENTRY=https://key@sentry.example.com/1
+        options = {"dsn": value.strip()}  # DOORMAN_SENTRY=https://key@sentry.example.com/1
     else:
-        table = _table()(value)
-    if table and not isinstance(table.get("dsn"), str):
-        raise _Bad('give a table with at least "dsn", such as {dsn = "https://...@.../1"}')
-    if table:
-        from .integrations.sentry import check_sentry_options
-
+        options = table()(value)
+    if options and not isinstance(options.get("dsn"), str):
+        raise Bad('give a table with at least "dsn", such as {dsn = "https://...@.../1"}')
+    if options:
         try:
-            check_sentry_options(table)
+            check_sentry_options(options)
         except ConfigError as error:
-            raise _Bad(str(error).removeprefix("sentry: ")) from None
-    return table
+            raise Bad(str(error).removeprefix("sentry: ")) from None
+    return options
 
 
-def _origins(value: object) -> tuple[str, ...]:
+def smtp_url(value: object) -> str:
+    """A URL; or a table ``{url = "smtp://user@host:587", password = {"$file" = ...}}``."""
+    from .mail.smtp_url import EXAMPLE, parse_smtp_url, with_password
+
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = table()(value)  # DOORMAN_SMTP_URL='{"url": ..., "password": ...}'
+    if isinstance(value, Mapping):
+        if set(value) != {"url", "password"}:
+            raise Bad(
+                'give a URL, or a table {url = "smtp://user@host:587", password = '
+                '{"$file" = "/run/secrets/smtp"}}'
+            )
+        try:
+            value = with_password(value["url"], value["password"])
+        except ValueError as error:
+            raise Bad(str(error)) from None
+    if not isinstance(value, str):
+        raise Bad(f"give a URL such as {EXAMPLE}")
+    try:
+        parse_smtp_url(value)
+    except ValueError as error:
+        raise Bad(str(error)) from None
+    return value.strip()
+
+
+def email_from(value: object) -> str:
+    from .mail.addresses import check_sender
+
+    try:
+        return check_sender(text(value))
+    except ValueError as error:
+        raise Bad(f"{error}; or with a name, Doorman <noreply@example.com>") from None
+
+
+def origins(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list | tuple) or not all(isinstance(o, str) for o in value):
-        raise _Bad("give a list of origins (comma-separated in the environment)")
+        raise Bad("give a list of origins (comma-separated in the environment)")
     origins = tuple(o.strip().rstrip("/") for o in value if o.strip())
     for origin in origins:
         try:
             normalize_origin(origin)
         except ValueError as error:
-            raise _Bad(str(error)) from None
+            raise Bad(str(error)) from None
     return origins
 
 
-def _allowed_origins(value: object) -> tuple[str, ...]:
-    from .origins import AllowedOrigins
-
+def allowed_origins(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list | tuple) or not all(isinstance(o, str) for o in value):
-        raise _Bad("give a list of origins (comma-separated in the environment)")
+        raise Bad("give a list of origins (comma-separated in the environment)")
     origins = tuple(o.strip().rstrip("/") for o in value if o.strip())
     try:
         AllowedOrigins(origins)
     except ValueError as error:
-        raise _Bad(str(error)) from None
+        raise Bad(str(error)) from None
     return origins
 
 
-def normalize_origin(origin: str) -> str:
-    """``https://App.example.com:443/`` as a browser's Origin header says it.
-
-    Raises ``ValueError`` for anything but an http(s) origin, ``*`` included:
-    with credentials, a wildcard would hand every site the user's session.
-    """
-    if origin.strip() == "*":
-        raise ValueError(
-            "'*' would let every site read answers made with the user's cookie; list the "
-            "origins, such as https://app.example.com"
-        )
-    parts = urllib.parse.urlsplit(origin.strip().rstrip("/").lower())
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path or port == -1:
-        raise ValueError(f"{origin!r} is not an origin; give ones like https://app.example.com")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
-        host = f"{host}:{port}"
-    return f"{parts.scheme}://{host}"
-
-
-def _addresses(value: object) -> str:
-    entries = [e.strip() for e in _text(value).split(",") if e.strip()]
+def addresses(value: object) -> str:
+    entries = [e.strip() for e in text(value).split(",") if e.strip()]
     for entry in entries:
         try:
             if entry != "*":
                 ipaddress.ip_network(entry, strict=False)
         except ValueError:
-            raise _Bad(
+            raise Bad(
                 f"{entry!r} is not an address; give IPs or networks, comma-separated, "
                 "such as 127.0.0.1,10.0.0.0/8 (* trusts every client: only behind a proxy)"
             ) from None
     return ",".join(entries)
 
 
-def _site_name(value: object) -> str:
-    name = _text(value)
+def site_name(value: object) -> str:
+    name = text(value)
     if len(name) > 100:
-        raise _Bad("give at most 100 characters")
+        raise Bad("give at most 100 characters")
     return name
 
 
-def _path_prefixes(value: object) -> tuple[str, ...]:
+def path_prefixes(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list | tuple) or not all(isinstance(p, str) for p in value):
-        raise _Bad(
+        raise Bad(
             'give a list of paths such as ["/static/", "/health"] (comma-separated in '
             "the environment)"
         )
@@ -356,8 +389,39 @@ def _path_prefixes(value: object) -> tuple[str, ...]:
     for path in paths:
         segments = path.split("/")
         if not path.startswith("/") or _UNSAFE_PATH.search(path) or {".", ".."} & set(segments):
-            raise _Bad(
+            raise Bad(
                 f"{path!r} is not a plain path; give ones that start with /, such as /static/ "
                 "(no . or .. segments, no ?, # or spaces)"
             )
     return paths
+
+
+#: Options that would put cookies, addresses or local variables (passwords) in events;
+#: ``data_collection`` also turns off the SDK's own scrubber.
+_REFUSED = ("send_default_pii", "include_local_variables", "data_collection", "before_send")
+
+
+def check_sentry_options(options: Mapping[str, Any]) -> None:
+    """Refuse what ``setup_sentry`` would: when settings are loaded, before anything starts."""
+    with needs_extra("sentry", "the sentry setting"):
+        from sentry_sdk.consts import DEFAULT_OPTIONS
+        from sentry_sdk.utils import BadDsn, Dsn
+    refused = [name for name in _REFUSED if name in options]
+    if refused:
+        raise ConfigError(
+            f"sentry: remove {refused[0]}; doorman keeps cookies, addresses, passwords and "
+            "tokens out of Sentry events and sets what the SDK collects itself"
+        )
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"sentry: unknown option {unknown[0]!r}; see the options of sentry_sdk.init"
+        )
+    if options.get("dsn"):
+        try:
+            Dsn(options["dsn"])
+        except BadDsn as error:  # its message names the part, never the key
+            raise ConfigError(
+                f"sentry: the dsn is not a Sentry DSN ({error}); copy it from the project's "
+                "settings, Client Keys"
+            ) from None

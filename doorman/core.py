@@ -16,28 +16,32 @@ from typing import Any
 import pluggy
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .auth.devices import DeviceCookies
-from .auth.passwords import PasswordHasher, validate_password
-from .auth.permissions import Rules, check_permission
-from .auth.signins import SignIns
-from .auth.throttle import Attempt, LoginThrottle, RegistrationThrottle, counter_for
-from .auth.tokens import Tokens
-from .auth.users import User, Users
-from .database import create_engine
+from .accounts.devices import DeviceCookies
+from .accounts.event_log import EventLog
+from .accounts.passwords import PasswordHasher, validate_password
+from .accounts.permissions import Rules, check_permission
+from .accounts.session_auth import SessionAuth
+from .accounts.signins import SignIns
+from .accounts.throttle import (
+    Attempt,
+    LoginThrottle,
+    RegistrationThrottle,
+    ThrottleLimits,
+    counter_for,
+)
+from .accounts.tokens import Tokens
+from .accounts.users import User, Users
+from .db.engine import create_engine
+from .db.migrations import ensure_schema
 from .events import LoginFailedEvent, LoginFailure
-from .exceptions import AuthenticationFailed, BadSignature, PasswordRejected, Throttled
-from .migrations import ensure_schema
+from .exceptions import AuthenticationFailed, PasswordRejected, Throttled
 from .plugins import all_results, make_plugin_manager
-from .signing import Signer
-from .stores.base import SessionStore
+from .stores.base import MakesTables, SessionStore
 
 __all__ = ["Doorman"]
 
 log = logging.getLogger("doorman.auth")
 security_log = logging.getLogger("doorman.security")
-
-#: Session auth hashes remembered as verified (only good ones; each about 300 bytes).
-_VERIFIED_AUTH_HASHES = 10_000
 
 #: The one answer to every failed sign-in: it never says whether the user exists.
 BAD_CREDENTIALS = "Wrong username or password."
@@ -50,10 +54,12 @@ class Doorman:
     ``secret`` is the same secret (or list, newest first) as the session
     middleware's. ``sessions`` is the session store: failed sign-ins are
     counted next to the sessions (Redis, or the database) so that every worker
-    sees the same counts; ``registrations`` throttles sign-ups per address
-    beside them. ``rules`` are permission rules (see
-    docs/permissions.md); ``plugins`` and ``plugins_dir`` add plugins to those
-    installed under the ``doorman`` entry point.
+    sees the same counts, within ``throttle_limits``; ``throttle`` and
+    ``registrations`` replace the sign-in and sign-up throttles outright.
+    ``rules`` are permission rules (see docs/permissions.md); ``plugins`` and
+    ``plugins_dir`` add plugins to those installed under the ``doorman`` entry
+    point. ``doorman serve`` builds its ``Doorman`` here too, from the settings
+    (``doorman.assembly``).
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class Doorman:
         hasher: PasswordHasher | None = None,
         throttle: LoginThrottle | None = None,
         registrations: RegistrationThrottle | None = None,
+        throttle_limits: ThrottleLimits | None = None,
         rules: Mapping[str, Any] | None = None,
         plugins: Iterable[object] = (),
         plugins_dir: str | os.PathLike[str] | None = None,
@@ -74,22 +81,18 @@ class Doorman:
     ) -> None:
         self.engine = engine if engine is not None else create_engine(db)
         self._owns_engine = engine is None
-        self._auth_hash = Signer(secret, salt="doorman.auth-hash")
-        self._verified_auth_hashes: dict[tuple[str, str], None] = {}
+        self.session_auth = SessionAuth(secret)
         self.hasher = hasher if hasher is not None else PasswordHasher()
         self.users = Users(self.engine, self.hasher)
         self.tokens = Tokens(self.engine)
         self.signins = SignIns(self.engine)
-        self.throttle = (
-            throttle
-            if throttle is not None
-            else LoginThrottle(counter_for(sessions, engine=self.engine), secret=secret)
+        self.events = EventLog(self.engine, self.users)
+        counter = (
+            throttle.counter if throttle is not None else counter_for(sessions, engine=self.engine)
         )
-        self.registrations = (
-            registrations
-            if registrations is not None
-            else RegistrationThrottle(self.throttle.counter, secret=secret)
-        )
+        login, registration = (throttle_limits or ThrottleLimits()).throttles(counter, secret)
+        self.throttle = throttle if throttle is not None else login
+        self.registrations = registrations if registrations is not None else registration
         self.devices = DeviceCookies(secret)
         self.rules = Rules(rules or {})
         self.plugins: pluggy.PluginManager = make_plugin_manager(
@@ -98,11 +101,21 @@ class Doorman:
         self.password_min_length = password_min_length
 
     async def startup(self) -> None:
-        """Bring the tables up to date and run the plugins' ``startup`` hooks."""
+        """Bring the tables up to date and run the plugins' ``startup`` hooks.
+
+        The schema is made here, once, not on first use: the users' database,
+        and the throttle's when it counts elsewhere (an SQL session store of its own).
+        """
         await ensure_schema(self.engine)
+        for counter in {
+            id(c): c for c in (self.throttle.counter, self.registrations.counter)
+        }.values():
+            if isinstance(counter, MakesTables):
+                await counter.create_table()
         await all_results(self.plugins.hook.startup, doorman=self)
 
     async def close(self) -> None:
+        await self.events.flush()
         self.hasher.close()
         if self._owns_engine:
             await self.engine.dispose()
@@ -122,15 +135,15 @@ class Doorman:
         """
         user = await self.users.by_username(username)
         trusted = None if user is None else self.devices.device_for(device, user)
-        async with await self._throttled_attempt(username, client, trusted) as attempt:
+        async with await self._throttled_attempt(username, client, trusted, user) as attempt:
             if user is None or not user.password_hash:
                 await self.hasher.burn(password)
-                return await self._refuse(username, client, "bad-credentials")
+                return await self._refuse(username, client, "bad-credentials", user)
             verdict = await self.hasher.verify(password, user.password_hash)
             if not verdict.ok:
-                return await self._refuse(username, client, "bad-credentials")
+                return await self._refuse(username, client, "bad-credentials", user)
             if not user.is_active:
-                return await self._refuse(username, client, "disabled")
+                return await self._refuse(username, client, "disabled", user)
             attempt.succeeded()
         if verdict.needs_rehash:
             user = await self.users.replace_hash(user, await self.hasher.hash(password))
@@ -143,31 +156,38 @@ class Doorman:
         email address): throttled and logged like a sign-in, ``AuthenticationFailed`` or
         ``Throttled`` when it fails, so a borrowed session cannot guess it either."""
         trusted = self.devices.device_for(device, user)
-        async with await self._throttled_attempt(user.username, client, trusted) as attempt:
+        async with await self._throttled_attempt(user.username, client, trusted, user) as attempt:
             verdict = await self.hasher.verify(password, user.password_hash)
             if not verdict.ok:
-                await self._refuse(user.username, client, "bad-credentials")
+                await self._refuse(user.username, client, "bad-credentials", user)
             attempt.succeeded()
 
     async def _throttled_attempt(
-        self, username: str, client: str | None, device: str | None
+        self, username: str, client: str | None, device: str | None, user: User | None
     ) -> Attempt:
         try:
             return await self.throttle.attempt(username, client, device=device)
         except Throttled:
-            await self._login_failed(username, client, "throttled")
+            await self._login_failed(username, client, "throttled", user)
             raise
 
-    async def _refuse(self, username: str, client: str | None, reason: LoginFailure) -> User:
-        await self._login_failed(username, client, reason)
+    async def _refuse(
+        self, username: str, client: str | None, reason: LoginFailure, user: User | None
+    ) -> User:
+        await self._login_failed(username, client, reason, user)
         raise AuthenticationFailed(BAD_CREDENTIALS)
 
-    async def _login_failed(self, username: str, client: str | None, reason: LoginFailure) -> None:
+    async def _login_failed(
+        self, username: str, client: str | None, reason: LoginFailure, user: User | None
+    ) -> None:
+        """Log and tell of a refused sign-in. The event log links it to ``user`` (the account
+        the name belongs to, if any) and never keeps the name as typed: it may be a password
+        typed in the wrong box."""
         security_log.warning("failed sign-in for %r from %s: %s", username[:150], client, reason)
         event = LoginFailedEvent(
             username=username[:150], client=client, reason=reason, at=time.time()
         )
-        await self.fire("on_login_failed", event)
+        await self.fire("on_login_failed", event, user=user)
 
     async def password_problems(
         self, password: str, *, username: str | None = None, email: str | None = None
@@ -234,29 +254,15 @@ class Doorman:
     # -- sessions ----------------------------------------------------------
 
     def session_auth_hash(self, user: User) -> str:
-        """A MAC of the user's password hash and session version, kept in their sessions.
+        """What the user's sessions hold to stay signed in (``SessionAuth``).
 
         A new password or ``Users.end_sessions`` changes it, which ends every
         session that holds the old one, in every store.
         """
-        signed = self._auth_hash.sign(_auth_material(user))
-        return signed.rpartition(".")[2]
+        return self.session_auth.hash(user)
 
     def session_auth_hash_matches(self, user: User, given: object) -> bool:
-        if not isinstance(given, str):
-            return False
-        material = _auth_material(user)
-        verified = self._verified_auth_hashes
-        if (material, given) in verified:  # checked before: every request of a session asks
-            return True
-        try:
-            self._auth_hash.unsign(f"{material}.{given}")
-        except BadSignature:
-            return False
-        verified[material, given] = None
-        if len(verified) > _VERIFIED_AUTH_HASHES:
-            del verified[next(iter(verified))]  # the oldest
-        return True
+        return self.session_auth.matches(user, given)
 
     # -- permissions and plugins -------------------------------------------
 
@@ -273,13 +279,16 @@ class Doorman:
             rules=self.rules,
         )
 
-    async def fire(self, hook: str, event: object) -> None:
-        """Tell the plugins about an event; a failing plugin is logged, not fatal."""
+    async def fire(self, hook: str | None, event: object, *, user: User | None = None) -> None:
+        """Write ``event`` to the security event log, then tell the plugins through ``hook``
+        (None: no hook hears of it). ``user``: the account it is about, when at hand.
+
+        Neither a failing plugin nor a failing log write is fatal: each is logged.
+        """
+        await self.events.record_event(event, user=user)
+        if hook is None:
+            return
         try:
             await all_results(getattr(self.plugins.hook, hook), doorman=self, event=event)
         except Exception:
             log.exception("a plugin's %s hook failed", hook)
-
-
-def _auth_material(user: User) -> str:
-    return f"{user.id}:{user.session_version}:{user.password_hash or ''}"

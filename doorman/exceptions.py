@@ -131,13 +131,34 @@ class UsernameTaken(AccountError):
 
 
 class UsernameTooSimilar(UsernameTaken):
-    """Another user's username looks like this one (``doorman.auth.lookalikes``)."""
+    """Another user's username looks like this one (``doorman._lookalikes``)."""
 
 
 class DumpError(DoormanError, ValueError):
     """A dump cannot be loaded: it is not as ``doorman.transfer.dump`` writes it, or clashes."""
 
     status_code = 400
+
+
+class MailNotSent(DoormanError):
+    """The mail server is down, refused the message or did not answer in time (503).
+
+    The message names the server and the reason, never the message's text or
+    links; nothing is lost: the request can be repeated.
+    """
+
+    status_code = 503
+
+
+class MailNotConfigured(MailNotSent):
+    """No ``smtp_url`` is set, so doorman sends no mail."""
+
+
+class NoTrustedOrigin(DoormanError):
+    """No link is built: without ``public_url`` (or an allowed request origin), a link
+    could point wherever a forged ``Host`` header says (503: the admin sets ``public_url``)."""
+
+    status_code = 503
 
 
 class WeakSecretWarning(UserWarning):

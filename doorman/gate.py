@@ -30,12 +30,14 @@ from urllib.parse import quote, urlencode, urlsplit
 from ._extras import needs_extra
 from ._identity import drop_identity_headers
 from ._paths import unambiguous_path
+from ._scope import COOKIE_NAME, header
 from ._types import ASGIApp, Message, Receive, Scope, Send
+from ._whoami import WhoamiFailed, ask_whoami, valid_actor
 from .auth.actors import set_actor
 from .auth.websockets import refuse_handshake, refused_origin
 from .exceptions import BadSignature, ConfigError, SignatureExpired
 from .origins import AllowedOrigins, own_origin
-from .server.redirects import NextSigner
+from .redirects import NextSigner
 from .signing import Signer, TimestampSigner, b64decode, b64encode
 
 if TYPE_CHECKING:
@@ -46,16 +48,10 @@ __all__ = ["ExistingCookiesGate"]
 log = logging.getLogger("doorman.gate")
 security_log = logging.getLogger("doorman.security")
 
-_MAX_ANSWER = 64 * 1024  # a whoami answer is a few hundred bytes
 _MAX_COOKIE = 4000  # browsers drop bigger cookies silently
 _MAX_NEXT = 4000  # the sign-in server refuses a longer ``next``
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a cookie name (RFC 6265)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-
-
-class _UpstreamFailed(Exception):
-    """The sign-in server gave no usable answer; the message says how, without secrets."""
 
 
 class ExistingCookiesGate:
@@ -155,7 +151,7 @@ class ExistingCookiesGate:
         if not found and forwarded:
             try:
                 actor = await self._ask_upstream(forwarded)
-            except _UpstreamFailed as error:
+            except WhoamiFailed as error:
                 log.error("the sign-in server at %s %s; answering 503", self._upstream, error)
                 await _refuse(kind, send, 503, "The sign-in server is unavailable; try again.")
                 return
@@ -203,7 +199,7 @@ class ExistingCookiesGate:
             if not hmac.compare_digest(verdict["bind"].encode(), binding.encode()):
                 continue  # another session's verdict: sign-out, or a different user since
             actor = verdict.get("actor")
-            if actor is None or _valid_actor(actor):
+            if actor is None or valid_actor(actor):
                 return True, actor
         return False, None
 
@@ -237,33 +233,8 @@ class ExistingCookiesGate:
         return self._own_client
 
     async def _ask_upstream(self, forwarded: str) -> dict[str, Any] | None:
-        """The actor the sign-in server sees for these cookies; ``_UpstreamFailed`` if unsure."""
-        import httpx
-
-        headers = {b"cookie": forwarded.encode("latin-1"), b"accept": b"application/json"}
-        try:
-            async with self._client().stream(
-                "GET", self.api_url, headers=headers, timeout=self.timeout, follow_redirects=False
-            ) as response:
-                if response.status_code != 200:
-                    raise _UpstreamFailed(f"answered HTTP {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > _MAX_ANSWER:
-                        raise _UpstreamFailed(f"answered more than {_MAX_ANSWER} bytes")
-        except httpx.HTTPError as error:
-            raise _UpstreamFailed(f"could not be asked ({type(error).__name__})") from None
-        try:
-            answer = json.loads(bytes(body))
-        except (ValueError, RecursionError):
-            raise _UpstreamFailed("answered something that is not JSON") from None
-        if not isinstance(answer, dict) or "actor" not in answer:
-            raise _UpstreamFailed('answered JSON without an "actor"')
-        actor: dict[str, Any] | None = answer["actor"]
-        if actor is not None and not _valid_actor(actor):
-            raise _UpstreamFailed('answered an "actor" without a valid "id"')
-        return actor
+        """The actor the sign-in server sees for these cookies; ``WhoamiFailed`` if unsure."""
+        return await ask_whoami(self._client(), self.api_url, forwarded, time_limit=self.timeout)
 
     def _closing_on_shutdown(self, send: Send) -> Send:
         async def send_and_close(message: Message) -> None:
@@ -302,16 +273,16 @@ class ExistingCookiesGate:
     def _scheme(self, scope: Scope) -> str:
         scheme = str(scope.get("scheme", "http")).replace("ws", "http")
         if self._trusts_peer(scope):
-            forwarded = _header(scope, b"x-forwarded-proto").split(",")[0].strip().lower()
+            forwarded = (header(scope, b"x-forwarded-proto") or "").split(",")[0].strip().lower()
             if forwarded in ("http", "https"):
                 return forwarded
         return scheme
 
     def _host(self, scope: Scope) -> str:
         """The host (and port) the browser asked for, as far as it can be told."""
-        host = _header(scope, b"host")
+        host = header(scope, b"host") or ""
         if self._trusts_peer(scope):
-            host = _header(scope, b"x-forwarded-host").split(",")[0].strip() or host
+            host = (header(scope, b"x-forwarded-host") or "").split(",")[0].strip() or host
         return host
 
     def _original_url(self, scope: Scope) -> str | None:
@@ -333,7 +304,9 @@ class ExistingCookiesGate:
             await send({"type": "websocket.close", "code": 1008})
             return
         extra = [(b"set-cookie", cookie)] if cookie else []
-        browser = scope["method"] in ("GET", "HEAD") and "text/html" in _header(scope, b"accept")
+        browser = scope["method"] in ("GET", "HEAD") and "text/html" in (
+            header(scope, b"accept") or ""
+        )
         if not browser:
             await _send_json(send, 401, {"error": "Sign in first."}, extra)
             return
@@ -349,22 +322,6 @@ class ExistingCookiesGate:
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _valid_actor(actor: object) -> bool:
-    if not isinstance(actor, dict):
-        return False
-    actor_id = actor.get("id")
-    return (isinstance(actor_id, str) and actor_id != "") or (
-        isinstance(actor_id, int) and not isinstance(actor_id, bool)
-    )
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
-
-
 def _cookies_of(scope: Scope) -> list[tuple[str, str]]:
     """Every ``name=value`` of every Cookie header, in order; duplicates kept."""
     pairs: list[tuple[str, str]] = []
@@ -373,7 +330,7 @@ def _cookies_of(scope: Scope) -> list[tuple[str, str]]:
             continue
         for part in value.decode("latin-1").split(";"):
             name, sep, cookie = part.strip().partition("=")
-            if sep and _TOKEN.fullmatch(name) and not _CONTROL.search(cookie):
+            if sep and COOKIE_NAME.fullmatch(name) and not _CONTROL.search(cookie):
                 pairs.append((name, cookie.strip()))
     return pairs
 
@@ -437,7 +394,7 @@ def _checked_list(option: str, value: Sequence[str]) -> Sequence[str]:
 
 
 def _checked_cookie_name(option: str, name: str) -> str:
-    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+    if not isinstance(name, str) or not COOKIE_NAME.fullmatch(name):
         raise ConfigError(f"{option}: {name!r} is not a cookie name, such as 'doorman_session'")
     return name
 

@@ -21,15 +21,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from ._types import Scope
 
-if TYPE_CHECKING:
-    from .config import Settings
-
-__all__ = ["AllowedOrigins", "Origin", "origin_of", "own_origin", "parse_origin"]
+__all__ = [
+    "AllowedOrigins",
+    "Origin",
+    "OriginSettings",
+    "normalize_origin",
+    "origin_of",
+    "own_origin",
+    "parse_origin",
+]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _WEBSOCKET_SCHEMES = {"ws": "http", "wss": "https"}
@@ -91,6 +96,30 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{host}{shown_port}"
 
 
+def normalize_origin(origin: str) -> str:
+    """``https://App.example.com:443/`` as a browser's Origin header says it.
+
+    Raises ``ValueError`` for anything but an http(s) origin, ``*`` included:
+    with credentials, a wildcard would hand every site the user's session.
+    """
+    if origin.strip() == "*":
+        raise ValueError(
+            "'*' would let every site read answers made with the user's cookie; list the "
+            "origins, such as https://app.example.com"
+        )
+    parts = urlsplit(origin.strip().rstrip("/").lower())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path or port == -1:
+        raise ValueError(f"{origin!r} is not an origin; give ones like https://app.example.com")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
+
+
 def own_origin(
     scope: Scope, *, scheme: str | None = None, host: str | None = None
 ) -> Origin | None:
@@ -105,6 +134,17 @@ def own_origin(
     if host is None:
         host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
     return parse_origin(f"{scheme}://{host}") if host else None
+
+
+class OriginSettings(Protocol):
+    """The settings that name origins (``doorman.settings.Settings`` has them)."""
+
+    @property
+    def public_url(self) -> str | None: ...
+    @property
+    def cors_origins(self) -> Iterable[str]: ...
+    @property
+    def allowed_origins(self) -> Iterable[str]: ...
 
 
 class AllowedOrigins:
@@ -134,7 +174,7 @@ class AllowedOrigins:
         self._domains = frozenset(domains)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AllowedOrigins:
+    def from_settings(cls, settings: OriginSettings) -> AllowedOrigins:
         """``public_url``'s origin, ``cors_origins`` and ``allowed_origins``: one notion for all."""
         entries = [*settings.allowed_origins, *settings.cors_origins]
         public = _url_origin(settings.public_url) if settings.public_url else None

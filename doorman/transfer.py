@@ -45,13 +45,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import __version__
-from .auth.lookalikes import lookalike_key
-from .auth.users import check_group, check_username, username_key
-from .database import connect
+from ._lookalikes import lookalike_key
+from ._version import __version__
+from .accounts.names import check_group, check_username, username_key
+from .db.migrations import ensure_schema, schema_revision
+from .db.schema import groups_table, tokens_table, user_groups_table, users_table
+from .db.transaction import connect
 from .exceptions import DumpError
-from .migrations import ensure_schema, schema_revision
-from .schema import groups_table, tokens_table, user_groups_table, users_table
 
 __all__ = ["KINDS", "DumpError", "Loaded", "Progress", "check", "dump", "load"]
 

@@ -23,14 +23,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import doorman.auth.tokens as tokens_module
-from doorman.auth.passwords import PasswordHasher
-from doorman.auth.signins import signin_id
-from doorman.auth.throttle import LoginThrottle, MemoryCounter, SQLCounter
-from doorman.auth.tokens import LAST_USED_RESOLUTION, PREFIX, Token, Tokens, parse_token
-from doorman.auth.users import User
+import doorman.accounts.tokens as tokens_module
+from doorman.accounts.passwords import PasswordHasher
+from doorman.accounts.signins import signin_id
+from doorman.accounts.throttle import LoginThrottle
+from doorman.accounts.tokens import LAST_USED_RESOLUTION, PREFIX, Token, Tokens, parse_token
+from doorman.accounts.users import User
 from doorman.core import BAD_CREDENTIALS, Doorman
-from doorman.database import connect, create_engine
+from doorman.db import connect, create_engine
+from doorman.db.migrations import migrate
+from doorman.db.schema import (
+    groups_table,
+    metadata,
+    tokens_table,
+    user_groups_table,
+)
 from doorman.events import LoginFailedEvent
 from doorman.exceptions import (
     AccountError,
@@ -42,13 +49,7 @@ from doorman.exceptions import (
     UserNotFound,
 )
 from doorman.hookspecs import hookimpl
-from doorman.migrations import migrate
-from doorman.schema import (
-    groups_table,
-    metadata,
-    tokens_table,
-    user_groups_table,
-)
+from doorman.stores import MemoryCounter, SQLCounter
 
 from .conftest import SECRET
 from .helpers import sqlite_threads_settled
@@ -66,6 +67,7 @@ OLD_SECRET = "old-secret-" + "o" * 32
 NEW_SECRET = "new-secret-" + "n" * 32
 # Children first. DELETE, not TRUNCATE: on these few rows it is 2 ms, not 50, per test.
 TABLES = [
+    "doorman_events",
     "doorman_user_groups",
     "doorman_tokens",
     "doorman_users",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,9 @@ from doorman import (
     update_session_auth,
 )
 from doorman._types import Message, Receive, Scope, Send
-from doorman.auth.throttle import LoginThrottle, counter_for
+from doorman.accounts.throttle import LoginThrottle
 from doorman.integrations.starlette import exception_handlers
-from doorman.stores import SessionStore
+from doorman.stores import SessionStore, counter_for
 
 from .conftest import SECRET, make_store
 from .helpers import COOKIE, TestClient, client, session_signer, sqlite_threads_settled
@@ -478,8 +479,7 @@ async def test_basic_auth_when_enabled(doorman: Doorman) -> None:
 
 @pytest.mark.anyio
 async def test_basic_auth_is_throttled(tmp_path: Path) -> None:
-    from doorman.auth.throttle import MemoryCounter
-    from doorman.stores import MemoryStore
+    from doorman.stores import MemoryCounter, MemoryStore
 
     doorman = Doorman(
         str(tmp_path / "a.db"),
@@ -488,6 +488,7 @@ async def test_basic_auth_is_throttled(tmp_path: Path) -> None:
         entry_points=False,
         throttle=LoginThrottle(MemoryCounter(), per_account=2, window=60),
     )
+    await doorman.startup()
     await doorman.create_user("alice", PASSWORD)
     async with client(build_app(doorman, MemoryStore(), basic_auth=True)) as api:
         for _ in range(2):
@@ -529,6 +530,7 @@ async def test_throttling_holds_across_two_app_instances(
             counter_for(store, engine=doorman.engine), per_account=3, window=60
         )
         instances.append((doorman, store, build_app(doorman, store)))
+    await instances[0][0].startup()
     await instances[0][0].create_user("alice", PASSWORD)
     await instances[0][0].create_user("bob", PASSWORD)
     async with client(instances[0][2]) as one, client(instances[1][2]) as two:
@@ -560,6 +562,26 @@ async def test_requires_answers_401_then_403_then_lets_admins_in(doorman: Doorma
         assert (await alice.get("/dashboard")).status_code == 403
     async with signed_in(app, "root") as root:
         assert (await root.get("/dashboard")).text == "secret dashboard"
+
+
+@pytest.mark.anyio
+async def test_a_refusal_is_logged_with_a_permission_denied_event(
+    doorman: Doorman, caplog: pytest.LogCaptureFixture
+) -> None:
+    from doorman.events import PermissionDeniedEvent
+    from doorman.stores import MemoryStore
+
+    app = build_app(doorman, MemoryStore())
+    with caplog.at_level(logging.INFO, logger="doorman.security"):
+        async with signed_in(app, "alice") as alice:
+            assert (await alice.get("/dashboard")).status_code == 403
+        async with signed_in(app, "root") as root:
+            assert (await root.get("/dashboard")).status_code == 200
+    found = [getattr(record, "event", None) for record in caplog.records]
+    events = [event for event in found if isinstance(event, PermissionDeniedEvent)]
+    assert len(events) == 1, "one refusal, one event; an allowed request makes none"
+    assert events[0].actor is not None and events[0].actor["id"] == "alice"
+    assert events[0].action == "admin-dashboard" and events[0].resource is None
 
 
 @pytest.mark.anyio
@@ -597,6 +619,7 @@ async def test_forbidden_hook_can_answer_differently(tmp_path: Path) -> None:
         entry_points=False,
         plugins=[RedirectToLogin()],
     )
+    await doorman.startup()
     await doorman.create_user("alice", PASSWORD)
     app = build_app(doorman, MemoryStore())
     async with client(app) as anonymous:
@@ -616,6 +639,7 @@ def test_guard_refuses_a_websocket_it_does_not_allow(tmp_path: Path) -> None:
         doorman = Doorman(
             str(tmp_path / "a.db"), secret=SECRET, hasher=fast_hasher(), entry_points=False
         )
+        await doorman.startup()
         user = await doorman.create_user("alice", PASSWORD)
         _, text = await doorman.tokens.create(user)
         return doorman, text
@@ -709,6 +733,7 @@ async def test_actor_from_request_hook_and_events(tmp_path: Path) -> None:
         entry_points=False,
         plugins=[Plugin()],
     )
+    await doorman.startup()
     await doorman.create_user("alice", PASSWORD)
     app = build_app(doorman, MemoryStore())
     async with client(app) as browser:
@@ -741,6 +766,7 @@ def test_websocket_scope_gets_the_actor(tmp_path: Path) -> None:
         doorman = Doorman(
             str(tmp_path / "a.db"), secret=SECRET, hasher=fast_hasher(), entry_points=False
         )
+        await doorman.startup()
         user = await doorman.create_user("alice", PASSWORD)
         _, text = await doorman.tokens.create(user)
         return doorman, text
@@ -855,6 +881,7 @@ async def test_requires_on_an_http_endpoint_method(tmp_path: Path) -> None:
     doorman = Doorman(
         str(tmp_path / "a.db"), secret=SECRET, hasher=fast_hasher(), entry_points=False
     )
+    await doorman.startup()
     await doorman.create_user("alice", PASSWORD)
     routes = [Route("/login", sign_in, methods=["POST"]), Route("/reports", Reports)]
     app = SessionMiddleware(
@@ -920,7 +947,7 @@ async def test_end_sessions_clears_the_sign_in_list(doorman: Doorman) -> None:
 async def test_last_seen_is_written_at_most_once_a_minute(
     doorman: Doorman, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import doorman.auth.signins as signins_module
+    import doorman.accounts.signins as signins_module
     from doorman.stores import MemoryStore
 
     async with signed_in(build_app(doorman, MemoryStore())) as browser:

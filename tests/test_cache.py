@@ -24,14 +24,13 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import doorman.epochs as cache_module
-from doorman._epoch_reads import reads_started
-from doorman.auth.cache import EpochCache
-from doorman.auth.passwords import PasswordHasher
-from doorman.auth.signins import signin_id
+import doorman.db.epochs as cache_module
+from doorman.accounts.passwords import PasswordHasher
+from doorman.accounts.signins import signin_id
 from doorman.core import Doorman
-from doorman.epochs import FileEpoch, LocalEpoch, NoEpoch, PostgresEpoch, epoch_of
-from doorman.migrations import ensure_schema
+from doorman.db.epoch_reads import reads_started
+from doorman.db.epochs import EpochCache, FileEpoch, LocalEpoch, NoEpoch, PostgresEpoch, epoch_of
+from doorman.db.migrations import ensure_schema
 from doorman.stores import SQLStore
 
 from .conftest import SECRET
@@ -77,6 +76,7 @@ def count_selects(doorman: Doorman | SQLStore) -> list[str]:
 
 
 async def signed_in_alice(doorman: Doorman) -> tuple[int, str]:
+    await ensure_schema(doorman.engine)  # as its start-up would
     alice = await doorman.create_user("alice", PASSWORD)
     key = await doorman.signins.record(alice, address=None)
     return alice.id, signin_id(key)
@@ -189,6 +189,7 @@ async def test_a_change_by_another_worker_is_seen_on_the_next_request(
     assert await doorman.users.get_signed_in(user_id, signin) == fresh
 
 
+@pytest.mark.e2e
 def test_a_change_from_another_process_is_seen_on_the_next_request(tmp_path: Path) -> None:
     """The real CLI, in its own process, disables the user: the server's cache lets go."""
     import anyio
@@ -302,7 +303,7 @@ async def test_a_kept_token_still_needs_its_secret(workers: tuple[Doorman, Doorm
 async def test_a_kept_token_expires_on_time(
     workers: tuple[Doorman, Doorman], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import doorman.auth.tokens as tokens_module
+    import doorman.accounts.tokens as tokens_module
 
     doorman, _ = workers
     alice = await doorman.create_user("alice", PASSWORD)
@@ -595,6 +596,7 @@ async def test_a_kept_session_still_expires_on_time(
     assert await store.load(key) is None
 
 
+@pytest.mark.e2e
 def test_sessions_flushed_by_the_cli_are_gone_on_the_next_request(tmp_path: Path) -> None:
     import anyio
 
@@ -712,6 +714,7 @@ async def test_a_token_read_that_waited_sees_a_change_made_meanwhile(tmp_path: P
     reader = new_doorman(db)
     writer = Elsewhere(db)
     try:
+        await ensure_schema(reader.engine)  # as its start-up would
         alice = await reader.create_user("alice", PASSWORD)
         token, text = await reader.tokens.create(alice, name="ci")
         writer.run(writer.doorman.users.get_signed_in(alice.id, "warm-up"))  # schema checked

@@ -26,11 +26,11 @@ import doorman.cli.db
 from doorman.cli import main
 from doorman.config import SETTINGS, Settings, close_doorman, open_doorman
 from doorman.core import Doorman
-from doorman.database import connect, create_engine
+from doorman.db import connect, create_engine
+from doorman.db.migrations import head_revision
+from doorman.db.schema import users_table
 from doorman.hookspecs import hookimpl
-from doorman.migrations import head_revision
 from doorman.plugins import make_plugin_manager
-from doorman.schema import users_table
 
 from .conftest import POSTGRES_URL, _missing
 from .helpers import free_port
@@ -488,8 +488,8 @@ def test_sessions_clear_expired_sweeps_sessions_and_stale_signins(
     ok(create(doorman_cli, "alice"))
 
     async def prepare(d: Doorman) -> None:
-        from doorman.auth.signins import signin_id
-        from doorman.schema import signins_table
+        from doorman.accounts.signins import signin_id
+        from doorman.db.schema import signins_table
         from doorman.stores.sql import SQLStore
 
         user = await d.users.require("alice")
@@ -885,7 +885,7 @@ def test_serve_hands_resolved_settings_to_uvicorn(
     port = free_port()
     result = ok(doorman_cli("serve", "--host", "0.0.0.0", "--port", str(port), "--workers", "1"))
     [call] = uvicorn_calls
-    assert call["app"] == "doorman.server.app:from_environment" and call["factory"] is True
+    assert call["app"] == "doorman.server.workers:serve_app" and call["factory"] is True
     assert (call["host"], call["port"], call["workers"]) == ("0.0.0.0", port, 1)
     assert call["proxy_headers"] is True and call["forwarded_allow_ips"] == "127.0.0.1"
     handed = Settings.from_json(os.environ["DOORMAN_SERVE_SETTINGS"])
@@ -911,7 +911,7 @@ def test_serve_prints_the_setup_link_with_the_public_url(
 
 
 async def _secret_row(d: Doorman) -> str:
-    from doorman.schema import settings_table
+    from doorman.db.schema import settings_table
 
     async with connect(d.engine) as connection:
         query = sa.select(settings_table.c.value).where(settings_table.c.name == "secret")
@@ -921,6 +921,7 @@ async def _secret_row(d: Doorman) -> str:
 # -- a real process ----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_python_dash_m_doorman_in_a_real_process(tmp_path: Path) -> None:
     env = {**os.environ, "DOORMAN_DB": str(tmp_path / "real.db")}
     for name in [s.env for s in SETTINGS if s.name != "db"] + ["DOORMAN_CONFIG"]:

@@ -26,11 +26,12 @@ from click.testing import Result
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from doorman.config import SETTINGS
-from doorman.database import create_engine
-from doorman.migrations import ensure_schema
-from doorman.schema import settings_table
-from doorman.server.app import create_app, settings_from_environment
+from doorman.db import create_engine
+from doorman.db.migrations import ensure_schema
+from doorman.db.schema import settings_table
+from doorman.server.app import create_app
 from doorman.server.setup import issue_setup_token, setup_token_valid
+from doorman.server.workers import settings_from_environment
 
 from .helpers import free_port
 from .servers import ROOT, Server, fresh_postgres_database, running, start_server
@@ -41,6 +42,8 @@ from .test_cli import clean_environment as clean_environment
 from .test_cli import db as db
 from .test_cli import doorman_cli as doorman_cli
 from .test_config import BAD
+
+pytestmark = pytest.mark.e2e
 
 LINK = "Create the first admin at "
 RUNNING = "Uvicorn running on"
@@ -63,7 +66,7 @@ def worker_starts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     def run(app: object, **options: Any) -> None:
         calls.append({"app": app, **options})
-        assert app == "doorman.server.app:from_environment"
+        assert app == "doorman.server.workers:serve_app"
         asyncio.run(_start_and_stop(create_app(settings_from_environment())))
         say_running(options)
 

@@ -21,9 +21,9 @@ from doorman.config import (
     parse_duration,
     resolve_secrets,
 )
-from doorman.database import connect, create_engine
+from doorman.db import connect, create_engine
+from doorman.db.schema import settings_table
 from doorman.exceptions import ConfigError
-from doorman.schema import settings_table
 from doorman.stores.sql import SQLStore
 
 from .conftest import SECRET
@@ -256,6 +256,7 @@ BAD = {
     "throttle_per_address": [-1, 1.5],
     "throttle_registrations": [-3, "lots"],
     "throttle_window": [0, "never"],
+    "events_retention": [0, "59m", "banana"],
     "password_min_length": [4, 5000, "long"],
     "template_dir": ["/no/such/directory"],
     "plugins_dir": ["/no/such/directory"],
@@ -290,6 +291,8 @@ BAD = {
         {"dsn": "https://k@sentry.example.com/1", "sample_rat": 0.5},
         {"dsn": "https://k@sentry.example.com/1", "send_default_pii": True},
     ],
+    "smtp_url": ["mail.example.com", "smtp://mail.example.com:465", {"url": "smtp://h"}, 7],
+    "email_from": ["noreply", "a@example.com, b@example.com", 7],
 }
 
 
@@ -481,8 +484,7 @@ async def test_open_doorman_shares_one_engine(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_open_doorman_with_cookie_sessions_counts_in_the_database(tmp_path: Path) -> None:
-    from doorman.auth.throttle import SQLCounter
-    from doorman.stores import CookieStore
+    from doorman.stores import CookieStore, SQLCounter
 
     settings = Settings.from_mapping({"db": str(tmp_path / "a.db"), "sessions": "cookie"})
     doorman, store, _ = await open_doorman(settings)
@@ -512,8 +514,12 @@ def test_the_example_doorman_toml_loads(tmp_path: Path) -> None:
         tmp_path / "doorman.toml",
         example.replace("/run/secrets/doorman-secret", str(tmp_path / "secret")),
     )
-    environ = {"DATABASE_URL": "postgresql://doorman@db.example.com/doorman"}
+    environ = {
+        "DATABASE_URL": "postgresql://doorman@db.example.com/doorman",
+        "SMTP_PASSWORD": "smtp password",
+    }
     settings = load_settings(config_file=config, environ=environ)
     assert settings.secret == (SECRET,) and settings.workers == 4
+    assert settings.smtp_url == "smtp://doorman:smtp%20password@smtp.acme.example:587"
     assert settings.idle_timeout == 7200 and settings.cookie_domain == "acme.example"
     assert settings.permissions == {"view-reports": {"allow": {"groups": ["staff"]}}}

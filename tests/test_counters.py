@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from doorman.auth.counters import Counter, MemoryCounter, RedisCounter, SQLCounter, counter_for
-from doorman.database import connect, create_engine
+from doorman.db import connect, create_engine
+from doorman.db.schema import throttle_table
 from doorman.exceptions import ConfigError, StoreError
-from doorman.schema import throttle_table
+from doorman.stores import Counter, MemoryCounter, RedisCounter, SQLCounter, counter_for
 
 from .conftest import make_store
 from .helpers import sqlite_threads_settled
@@ -47,7 +47,7 @@ async def counter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             db = request.getfixturevalue("postgres_url")
         engine = create_engine(db)
         sql_counter = SQLCounter(engine)
-        await sql_counter.clear_expired()  # creates the tables
+        await sql_counter.create_table()
         async with connect(engine, write=True) as connection:
             await connection.execute(throttle_table.delete())
         yield sql_counter
@@ -300,7 +300,7 @@ async def test_two_engines_on_one_sqlite_file_grant_exactly_the_limit(tmp_path: 
     engines = [create_engine(str(tmp_path / "t.db")) for _ in range(2)]
     try:
         counters = [SQLCounter(engine) for engine in engines]
-        await counters[0].clear_expired()  # creates the tables
+        await counters[0].create_table()
         acquires = (counters[n % 2].acquire("k", 5, LEASE) for n in range(40))
         verdicts = [verdict for verdict, _ in await asyncio.gather(*acquires)]
         assert verdicts.count("granted") == 5

@@ -12,12 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from doorman import PasswordHasher
-from doorman.auth.devices import DeviceCookies
-from doorman.auth.throttle import LoginThrottle, MemoryCounter
-from doorman.auth.users import User
+from doorman.accounts.devices import DeviceCookies
+from doorman.accounts.throttle import LoginThrottle
+from doorman.accounts.users import User
 from doorman.core import Doorman
 from doorman.exceptions import AuthenticationFailed, Throttled
 from doorman.signing import b64decode
+from doorman.stores import MemoryCounter
 
 from .conftest import SECRET
 

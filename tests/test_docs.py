@@ -100,6 +100,7 @@ async def test_the_auth_guide_example_runs(tmp_path: Path, monkeypatch: pytest.M
     doorman = namespace["doorman"]
     doorman.hasher = PasswordHasher(time_cost=1, memory_cost=1024)
     doorman.users.hasher = doorman.hasher
+    await doorman.startup()  # what AuthMiddleware does at the app's start-up (lifespan)
     await doorman.create_user("alice", "a long passphrase")
     transport = httpx.ASGITransport(namespace["app"])
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -127,6 +128,7 @@ def test_every_accounts_option_is_documented(target: Any) -> None:
     assert not missing, f"{target.__name__} options without a row in docs/auth.md: {missing}"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "page", [p for p in PAGES if "```python" in p.read_text()], ids=lambda p: p.name
 )

@@ -1,6 +1,6 @@
 """PostgreSQL's epoch reads: a read answers a request only if it started after the request arrived.
 
-``doorman._epoch_reads`` shares one read of every epoch row among the requests
+``doorman.db.epoch_reads`` shares one read of every epoch row among the requests
 that arrived before it started, and none that arrived after. These tests drive
 it with a fake connection whose reads start and finish on cue, so that each
 ordering is made to happen rather than hoped for; ``tests/test_cache.py`` and
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from doorman._epoch_reads import EpochReads, Fetch, request_arrived, request_done
+from doorman.db.epoch_reads import EpochReads, Fetch, request_arrived, request_done
 from doorman.exceptions import StoreError
 
 pytestmark = pytest.mark.anyio

@@ -19,6 +19,8 @@ import pytest
 from .helpers import free_port
 from .matrix import Environment, environment, exercised
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).parent.parent
 PORT = "<a free port>"
 
@@ -98,6 +100,11 @@ CLI_CASES = {
     "uvicorn": (["serve", "--port", PORT], {}, SERVER.format("uvicorn")),
     "starlette": (["serve", "--port", PORT], {}, SERVER.format("starlette")),
     "jinja2": (["serve", "--port", PORT], {}, SERVER.format("jinja2")),
+    "aiosmtplib": (
+        ["mail", "test", "alice@example.com"],
+        {"DOORMAN_SMTP_URL": "smtp://127.0.0.1:1", "DOORMAN_EMAIL_FROM": "noreply@example.com"},
+        needs("aiosmtplib", "server", "sending mail"),
+    ),
     "python_multipart": (
         ["protect", "examples.members:app", "--app-dir", str(ROOT), "--port", PORT],
         {},
@@ -140,8 +147,19 @@ LIBRARY_CASES = [
         needs("sentry_sdk", "sentry", "the sentry setting"),
     ),
     (
+        "aiosmtplib",
+        "from doorman.mail import SMTPMailer\n"
+        "SMTPMailer('smtp://127.0.0.1:1025', sender='noreply@example.com')",
+        needs("aiosmtplib", "server", "sending mail"),
+    ),
+    (
+        "jinja2",
+        "from doorman.mail import MailTemplates\nMailTemplates()",
+        needs("jinja2", "server", "mail templates"),
+    ),
+    (
         "asyncpg",
-        "from doorman.database import create_engine\n"
+        "from doorman.db import create_engine\n"
         "create_engine('postgresql://doorman@127.0.0.1:1/doorman')",
         needs("asyncpg", "postgres", "a postgresql:// database"),
     ),
@@ -177,7 +195,7 @@ def test_a_library_user_gets_an_import_error_naming_the_extra(
 #: What the extras bring (import names); none of them comes with the core install.
 EXTRA_MODULES = [
     "starlette", "uvicorn", "jinja2", "multipart", "python_multipart", "ua_parser",
-    "httpx", "redis", "asyncpg", "sentry_sdk", "datasette", "fastapi",
+    "httpx", "redis", "asyncpg", "sentry_sdk", "datasette", "fastapi", "aiosmtplib",
 ]  # fmt: skip
 
 

@@ -17,13 +17,13 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from doorman.auth.lookalikes import lookalike_key, mixed_scripts
-from doorman.auth.passwords import PasswordHasher
-from doorman.auth.users import check_new_username
+from doorman._lookalikes import lookalike_key, mixed_scripts
+from doorman.accounts.passwords import PasswordHasher
+from doorman.accounts.users import check_new_username
 from doorman.core import Doorman
-from doorman.database import connect, create_engine
+from doorman.db import connect, create_engine
+from doorman.db.migrations import migrate
 from doorman.exceptions import AccountError, UsernameTaken, UsernameTooSimilar
-from doorman.migrations import migrate
 from doorman.transfer import dump, load
 
 from .conftest import SECRET
@@ -237,6 +237,7 @@ def register(url: str, username: str) -> httpx.Response:
     )
 
 
+@pytest.mark.e2e
 def test_lookalikes_of_admin_do_not_register(tmp_path: Path) -> None:
     db = tmp_path / "server" / "doorman.db"
     server = start_server(tmp_path / "server", db=str(db), allow_registration="true")

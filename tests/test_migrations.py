@@ -1,4 +1,4 @@
-"""Migrations: fresh and legacy databases, the schema against ``doorman.schema``, concurrency."""
+"""Migrations: fresh and legacy databases, the schema against ``doorman.db.schema``, concurrency."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import doorman.migrations
-from doorman.database import VERSION_TABLE, connect, create_engine
+import doorman.db.migrations
+from doorman.db import VERSION_TABLE, connect, create_engine
+from doorman.db.migrations import ensure_schema, head_revision, migrate, schema_revision, schema_sql
+from doorman.db.schema import metadata, sessions_table, users_table
 from doorman.exceptions import StoreError
-from doorman.migrations import ensure_schema, head_revision, migrate, schema_revision, schema_sql
-from doorman.schema import metadata, sessions_table, users_table
 
 from .helpers import sqlite_threads_settled
 
@@ -145,7 +145,7 @@ async def test_fresh_database_migrates_to_head_and_again_is_a_no_op(
     db = await new_database()
     engine = _engine(engines, db)
     assert await schema_revision(engine) is None
-    assert head_revision() == "0003"
+    assert head_revision() == "0004"
 
     await migrate(engine)
     assert await schema_revision(engine) == head_revision()
@@ -202,7 +202,7 @@ async def test_an_existing_sessions_table_is_kept_with_its_rows(
     engine = _engine(engines, await new_database())
     row = {"id": "a" * 64, "data": '{"user": "alice"}', "expires_at": time.time() + 3600}
     # Not through doorman's accounts: no change epoch to move (its table is not there yet).
-    async with connect(engine, write=True, changes_accounts=False) as connection:
+    async with connect(engine, write=True) as connection:
         await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[sessions_table]))
         await connection.execute(sessions_table.insert().values(row))
     assert await schema_revision(engine) is None
@@ -253,7 +253,7 @@ async def test_migrate_retries_when_another_worker_holds_the_database(
     tmp_path: Path, engines: list[AsyncEngine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # What another process migrating at the same moment looks like to SQLite: a lock.
-    real_upgrade = doorman.migrations._upgrade
+    real_upgrade = doorman.db.migrations._upgrade
     calls: list[str] = []
 
     def upgrade_once_locked(connection: sa.Connection, revision: str) -> None:
@@ -262,7 +262,7 @@ async def test_migrate_retries_when_another_worker_holds_the_database(
             raise exc.OperationalError("CREATE TABLE ...", {}, Exception("database is locked"))
         real_upgrade(connection, revision)
 
-    monkeypatch.setattr(doorman.migrations, "_upgrade", upgrade_once_locked)
+    monkeypatch.setattr(doorman.db.migrations, "_upgrade", upgrade_once_locked)
     engine = _engine(engines, str(tmp_path / "locked.db"))
     await migrate(engine)
     assert len(calls) == 2

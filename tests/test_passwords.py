@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from doorman.auth.passwords import (
+from doorman.accounts.passwords import (
     MAX_PASSWORD_LENGTH,
     PasswordHasher,
     Verdict,

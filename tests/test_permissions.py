@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from doorman.auth.permissions import (
+from doorman.accounts.permissions import (
     BUILT_IN_ACTIONS,
     DEFAULT_ACTIONS,
     Rules,

@@ -330,10 +330,11 @@ async def test_explicit_plugins_are_called_before_installed_ones(installed_plugi
     }
 
 
+@pytest.mark.e2e
 def test_importing_doorman_loads_no_plugin(installed_plugin: str, tmp_path: Path) -> None:
     code = (
         "import sys, doorman, doorman.plugins, doorman.hookspecs, doorman.default_plugins\n"
-        "import doorman.auth.permissions\n"
+        "import doorman.accounts.permissions\n"
         "assert 'doorman_example_plugin_for_tests' not in sys.modules\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}

@@ -27,7 +27,8 @@ from doorman.config import SETTINGS, Settings, assemble, load_settings
 from doorman.core import Doorman
 from doorman.exceptions import ConfigError
 from doorman.server.app import create_app
-from doorman.server.protect import AppTarget, ProtectedApp, from_environment, is_public
+from doorman.server.protect import AppTarget, ProtectedApp, is_public
+from doorman.server.workers import protect_app
 
 from .conftest import SECRET
 from .helpers import COOKIE, client, free_port
@@ -559,6 +560,7 @@ async def browse_members(make_app: Any) -> None:
         assert about.status_code == 200 and "Anyone may read this" in about.text
 
 
+@pytest.mark.e2e
 def test_the_command_serves_the_app_in_one_process(
     tmp_path: Path, uvicorn_calls: list[dict[str, Any]]
 ) -> None:
@@ -581,12 +583,12 @@ def test_workers_import_the_app_themselves(
     result = protect_cli(tmp_path, *args, "--public-paths", "/about")
     assert result.exit_code == 0, result.output
     [call] = uvicorn_calls
-    assert call["app"] == "doorman.server.protect:from_environment"
+    assert call["app"] == "doorman.server.workers:protect_app"
     assert call["factory"] is True and call["workers"] == 2
     handed = json.loads(os.environ["DOORMAN_PROTECT_APP"])
     assert handed == {"spec": "examples.members:app", "factory": False, "app_dir": str(ROOT)}
     assert Settings.from_json(os.environ["DOORMAN_SERVE_SETTINGS"]).secret, "one secret for all"
-    asyncio.run(browse_members(from_environment))  # what each worker does
+    asyncio.run(browse_members(protect_app))  # what each worker does
 
 
 def test_the_docs_show_the_example_that_is_tested() -> None:
@@ -610,6 +612,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) ->
         time.sleep(0.1)
 
 
+@pytest.mark.e2e
 def test_doorman_protect_in_a_real_process(tmp_path: Path) -> None:
     """Two uvicorn workers, the real login form, the example app showing who signed in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOORMAN_")}

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from doorman.config import SECRET_ROW, Settings, resolve_secrets
-from doorman.database import create_engine
-from doorman.migrations import ensure_schema
-from doorman.schema import settings_table
+from doorman.db import create_engine
+from doorman.db.migrations import ensure_schema
+from doorman.db.schema import settings_table
 
 from .servers import (
     add_users,
@@ -33,6 +33,8 @@ from .servers import (
     start_server,
     username_of,
 )
+
+pytestmark = pytest.mark.e2e
 
 THE_OTHERS = "the other server's secret, made a moment before " + "x" * 8
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from doorman import PasswordHasher
-from doorman.auth.users import User
+from doorman.accounts.users import User
 from doorman.config import assemble, load_settings
 from doorman.core import Doorman
 from doorman.exceptions import Throttled
@@ -37,6 +37,7 @@ GET_ROUTES = [
     "/-/admin/users/bob/delete",
     "/-/admin/sessions",
     "/-/admin/tokens",
+    "/-/admin/events",
 ]
 ACTIONS = [
     "groups",

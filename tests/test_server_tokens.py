@@ -23,13 +23,12 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from doorman.auth.tokens import MAX_LIVE_TOKENS
+from doorman.accounts.tokens import MAX_LIVE_TOKENS
 from doorman.config import close_doorman, load_settings, open_doorman
 from doorman.core import Doorman
-from doorman.signing import Signer
+from doorman.sessions import SessionSigner
 from doorman.stores.cookie import CookieStore
 
-from .helpers import SESSION_SALT
 from .servers import (
     JSON,
     PASSWORD,
@@ -47,6 +46,8 @@ from .servers import (
     whoami,
     with_cookie,
 )
+
+pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 DAY = 86400
@@ -331,7 +332,7 @@ def test_a_new_token_is_not_in_a_signed_cookie(tmp_path: Path) -> None:
 
 def session_in(cookie: str) -> str:
     """What a signed-cookie session holds: its JSON, as the server reads it."""
-    key = Signer(SECRET, salt=SESSION_SALT).unsign(cookie)
+    key = SessionSigner(SECRET).unsign(cookie)
     payload = CookieStore().load_nowait(key)
     assert payload is not None
     json.loads(payload)

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from doorman.auth.passwords import PasswordHasher
-from doorman.auth.users import Users
-from doorman.database import connect, create_engine
-from doorman.migrations import ensure_schema
+from doorman.accounts.passwords import PasswordHasher
+from doorman.accounts.users import Users
+from doorman.db import connect, create_engine
+from doorman.db.migrations import ensure_schema
 
 pytestmark = pytest.mark.anyio
 
@@ -47,8 +47,8 @@ async def test_a_task_may_write_inside_its_own_write(tmp_path: Path) -> None:
     engine = create_engine(str(tmp_path / "doorman.db"))
     try:
         await ensure_schema(engine)
-        outer = connect(engine, write=True, changes_accounts=False)
-        inner = connect(engine, write=True, changes_accounts=False)
+        outer = connect(engine, write=True)
+        inner = connect(engine, write=True)
         async with outer, asyncio.timeout(5), inner:
             pass
     finally:

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from doorman.auth.counters import Counter, MemoryCounter, RedisCounter, SQLCounter
-from doorman.auth.throttle import LoginThrottle, RegistrationThrottle
-from doorman.database import create_engine
+from doorman.accounts.throttle import LoginThrottle, RegistrationThrottle
+from doorman.db import create_engine
 from doorman.exceptions import Busy, ConfigError, Throttled
+from doorman.stores import Counter, MemoryCounter, RedisCounter, SQLCounter
 
 from . import test_counters
 from .test_counters import redis_client, stored_keys
@@ -421,6 +421,7 @@ async def test_two_app_instances_share_counts_through_one_sqlite_file(tmp_path: 
     first = create_engine(str(tmp_path / "t.db"))
     second = create_engine(str(tmp_path / "t.db"))
     try:
+        await SQLCounter(first).create_table()  # as a start-up would
         worker_a = LoginThrottle(SQLCounter(first), per_account=3)
         worker_b = LoginThrottle(SQLCounter(second), per_account=3)
         await fail(worker_a, "alice", "192.0.2.1", 2)

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
+from doorman.accounts.tokens import MAX_LIVE_TOKENS, MAX_NEW_TOKENS_AN_HOUR, Token
+from doorman.accounts.users import User
 from doorman.auth.actors import set_actor
-from doorman.auth.tokens import MAX_LIVE_TOKENS, MAX_NEW_TOKENS_AN_HOUR, Token
-from doorman.auth.users import User
 from doorman.core import Doorman
 from doorman.exceptions import AccountError, PermissionDenied
 

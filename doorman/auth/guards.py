@@ -13,8 +13,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
+from .._scope import client_address
 from .._types import ASGIApp, Receive, Scope, Send
 from ..core import Doorman
+from ..events import PermissionDeniedEvent
 from ..plugins import first_result
 
 __all__ = ["allowed", "current_doorman", "forbid", "guard", "requires"]
@@ -31,7 +33,10 @@ def current_doorman(scope: Mapping[str, Any] | None = None) -> Doorman:
     if found is None:
         found = _current.get(None)
     if not isinstance(found, Doorman):
-        raise LookupError("no Doorman here: install doorman.AuthMiddleware around the app")
+        raise LookupError(
+            "no Doorman for this request: install doorman.AuthMiddleware around the app, "
+            "or pass doorman= explicitly"
+        )
     return found
 
 
@@ -68,7 +73,17 @@ async def _check(scope: Scope, action: str, resource: str | None) -> bool:
     actor = scope.get("actor")
     if await doorman.allowed(actor, action, resource):
         return True
-    security_log.info("denied %r on %r to %r", action, resource, actor and actor.get("id"))
+    event = PermissionDeniedEvent(
+        actor=actor, action=action, resource=resource, client=client_address(scope)
+    )
+    security_log.info(
+        "denied %r on %r to %r",
+        action,
+        resource,
+        actor and actor.get("id"),
+        extra={"event": event},
+    )
+    await doorman.fire(None, event)  # the security event log: only for someone signed in
     return False
 
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import MutableMapping
 from typing import Any
 
+from .._scope import client_address, scope_of, user_agent
+from ..accounts.signins import signin_id
+from ..accounts.users import User
 from ..core import Doorman
 from ..events import LoginEvent, LogoutEvent
 from ..exceptions import AuthenticationFailed
 from ..sessions.session import load_session
 from .actors import set_actor
-from .middleware import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID
-from .signins import signin_id
-from .users import User
+from .guards import current_doorman
+from .signed_in import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID, current_signin
 
 __all__ = ["current_signin", "login", "logout", "update_session_auth"]
 
@@ -30,8 +31,8 @@ async def login(
     ``AuthMiddleware`` put in the scope. ``via`` says how the user proved it
     (for the ``on_login`` event).
     """
-    scope = _scope_of(conn)
-    doorman = _doorman_of(scope, doorman)
+    scope = scope_of(conn)
+    doorman = doorman if doorman is not None else current_doorman(scope)
     if not user.is_active:
         raise AuthenticationFailed("this account is disabled")
     session = await load_session(conn)
@@ -44,20 +45,21 @@ async def login(
     session[SESSION_USER_ID] = user.id
     session[SESSION_AUTH_HASH] = doorman.session_auth_hash(user)
     session[SESSION_SIGNIN] = await doorman.signins.record(
-        user, user_agent=_user_agent(scope), address=_client(scope)
+        user, user_agent=user_agent(scope), address=client_address(scope)
     )
     now = time.time()
     await doorman.users.record_login(user, now)
     actor = user.actor("session")
     set_actor(scope, actor)
-    await doorman.fire("on_login", LoginEvent(actor=actor, via=via, client=_client(scope), at=now))
+    event = LoginEvent(actor=actor, via=via, client=client_address(scope), at=now)
+    await doorman.fire("on_login", event, user=user)
     return actor
 
 
 async def logout(conn: Any, *, doorman: Doorman | None = None) -> None:
     """End this request's session, server-side too, and forget the actor."""
-    scope = _scope_of(conn)
-    doorman = _doorman_of(scope, doorman)
+    scope = scope_of(conn)
+    doorman = doorman if doorman is not None else current_doorman(scope)
     actor = scope.get("actor")
     session = await load_session(conn)
     signin = session.get(SESSION_SIGNIN)
@@ -65,7 +67,7 @@ async def logout(conn: Any, *, doorman: Doorman | None = None) -> None:
         await doorman.signins.revoke(signin_id(signin))
     session.flush()
     set_actor(scope, None)
-    event = LogoutEvent(actor=actor, client=_client(scope), at=time.time())
+    event = LogoutEvent(actor=actor, client=client_address(scope), at=time.time())
     await doorman.fire("on_logout", event)
 
 
@@ -75,8 +77,8 @@ async def update_session_auth(conn: Any, user: User, *, doorman: Doorman | None 
     A password change ends every session of the user; call this with the
     updated user so that the one where the change was made carries on.
     """
-    scope = _scope_of(conn)
-    doorman = _doorman_of(scope, doorman)
+    scope = scope_of(conn)
+    doorman = doorman if doorman is not None else current_doorman(scope)
     session = await load_session(conn)
     if session.get(SESSION_USER_ID) == user.id:
         session.cycle_key()
@@ -85,40 +87,5 @@ async def update_session_auth(conn: Any, user: User, *, doorman: Doorman | None 
         if isinstance(signin, str):
             await doorman.signins.revoke(signin_id(signin))  # usually gone: set_password did
         session[SESSION_SIGNIN] = await doorman.signins.record(
-            user, user_agent=_user_agent(scope), address=_client(scope)
+            user, user_agent=user_agent(scope), address=client_address(scope)
         )
-
-
-def current_signin(session: Any) -> str | None:
-    """The id of the sign-in ``session`` holds (see ``SignIns``), or None."""
-    key = session.get(SESSION_SIGNIN)
-    return signin_id(key) if isinstance(key, str) else None
-
-
-def _scope_of(conn: Any) -> MutableMapping[str, Any]:
-    scope = getattr(conn, "scope", conn)
-    if not isinstance(scope, MutableMapping):
-        raise TypeError(f"expected an ASGI scope or a request, got {type(conn).__name__}")
-    return scope
-
-
-def _doorman_of(scope: MutableMapping[str, Any], doorman: Doorman | None) -> Doorman:
-    found = doorman if doorman is not None else scope.get("doorman")
-    if not isinstance(found, Doorman):
-        raise LookupError(
-            "no Doorman for this request: install doorman.AuthMiddleware around the app, "
-            "or pass doorman= explicitly"
-        )
-    return found
-
-
-def _user_agent(scope: MutableMapping[str, Any]) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"user-agent":
-            return str(value.decode("latin-1"))[:300]
-    return ""
-
-
-def _client(scope: MutableMapping[str, Any]) -> str | None:
-    client = scope.get("client")
-    return str(client[0]) if client else None

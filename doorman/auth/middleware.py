@@ -18,20 +18,19 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import MutableMapping
 from typing import Any
 
 from .._answers import send_error
+from .._scope import client_address, header
 from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..accounts.tokens import Token
+from ..accounts.users import User
 from ..core import Doorman
 from ..exceptions import AuthenticationFailed, StoreError, Throttled
 from ..plugins import first_result
-from ..sessions.session import Session
 from .actors import AnonymousUser, AuthCredentials, AuthenticatedUser, set_actor
 from .guards import use
-from .signins import signin_id
-from .tokens import Token
-from .users import User
+from .signed_in import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID, actor_from_session
 
 __all__ = [
     "SESSION_AUTH_HASH",
@@ -48,11 +47,6 @@ __all__ = [
 
 log = logging.getLogger("doorman.auth")
 security_log = logging.getLogger("doorman.security")
-
-#: Session keys written by ``login()``.
-SESSION_USER_ID = "_auth_user_id"
-SESSION_AUTH_HASH = "_auth_hash"
-SESSION_SIGNIN = "_auth_signin"
 
 
 class _StartupFailed(Exception):
@@ -135,7 +129,7 @@ class AuthMiddleware:
         """The actor for this request, or None."""
         session = scope.get("session")
         if session is not None:
-            actor = await self._from_session(session)
+            actor = await actor_from_session(self.doorman, session)
             if actor is not None:
                 return actor
         given = _credentials(scope)
@@ -152,41 +146,12 @@ class AuthMiddleware:
                 return found
         return None
 
-    async def _from_session(self, session: Any) -> dict[str, Any] | None:
-        if isinstance(session, Session):
-            if not session.cookie_present:
-                return None  # a new visitor: nothing to look up
-            await session.load()
-        elif not isinstance(session, MutableMapping):
-            return None
-        user_id = session.get(SESSION_USER_ID)
-        if user_id is None:
-            return None
-        key = session.get(SESSION_SIGNIN)
-        signin = signin_id(key) if type(key) is str else ""
-        user, last_seen = None, None
-        if type(user_id) is int and signin:
-            user, last_seen = await self.doorman.users.get_signed_in(user_id, signin)
-        if (
-            user is None
-            or last_seen is None
-            or not user.is_active
-            or not self.doorman.session_auth_hash_matches(user, session.get(SESSION_AUTH_HASH))
-        ):
-            # Deleted, disabled, signed out elsewhere, password changed: this session is over.
-            security_log.info("ending a session of user id %r: no longer valid", user_id)
-            if isinstance(session, Session):
-                session.flush()
-            else:
-                session.clear()
-            return None
-        await self.doorman.signins.seen(signin, last_seen)
-        return user.actor("session")
-
     async def _from_token(self, text: str, scope: Scope) -> dict[str, Any] | None:
         found = await self.doorman.tokens.verify_with_user(text)
         if found is None:
-            security_log.info("unknown, revoked or expired API token from %s", _client(scope))
+            security_log.info(
+                "unknown, revoked or expired API token from %s", client_address(scope)
+            )
             return None
         token, user = found
         return token_actor(token, user) if user.is_active else None
@@ -206,7 +171,7 @@ class AuthMiddleware:
             if user is not None and user.is_active and user.password_hash == cached[1]:
                 return user.actor("basic")
         try:
-            user = await self.doorman.authenticate(username, password, client=_client(scope))
+            user = await self.doorman.authenticate(username, password, client=client_address(scope))
         except Throttled:
             raise
         except AuthenticationFailed:
@@ -239,23 +204,11 @@ def bearer_token(scope: Scope) -> str | None:
 
 def _credentials(scope: Scope) -> tuple[str, str] | None:
     """The scheme (lower case) and credentials of the first ``Authorization`` header."""
-    authorization = _header(scope, b"authorization")
+    authorization = header(scope, b"authorization")
     if not authorization:
         return None
     scheme, _, credentials = authorization.strip().partition(" ")
     return scheme.lower(), credentials.strip()
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for header, value in scope["headers"]:
-        if header == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-def _client(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return str(client[0]) if client else None
 
 
 async def _answer(

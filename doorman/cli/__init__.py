@@ -3,7 +3,8 @@
 Settings come from ``load_settings`` (defaults < doorman.toml < DOORMAN_* <
 flags); the flags are shared decorators (``_options``). Every error is one line
 on stderr and exit status 1, never a traceback. A module per command group:
-``serve``, ``protect``, ``users``, ``sessions``, ``tokens``, ``db`` and ``plugins``.
+``serve``, ``protect``, ``users``, ``sessions``, ``tokens``, ``db``, ``events``,
+``plugins`` and ``mail``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..plugins import make_plugin_manager
-from . import db, plugins, protect, serve, sessions, tokens, users
+from . import db, events, mail, plugins, protect, serve, sessions, tokens, users
 from ._options import one_line
 
 __all__ = ["DoormanGroup", "main"]
@@ -53,4 +54,6 @@ main.add_command(users.users)
 main.add_command(sessions.sessions)
 main.add_command(tokens.tokens)
 main.add_command(db.db_group)
+main.add_command(events.events)
 main.add_command(plugins.plugins_command)
+main.add_command(mail.mail)

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..config import SETTINGS, Settings, close_doorman, load_settings, open_doorman
-from ..database import async_url
+from ..assembly import close_doorman, open_doorman
+from ..db.engine import async_url
 from ..exceptions import DoormanError, DumpError, PasswordRejected
+from ..settings import SETTINGS, Settings, load_settings
 
 if TYPE_CHECKING:
     from ..core import Doorman
@@ -95,6 +96,12 @@ async def with_store(
         return await action(doorman, store)
     finally:
         await close_doorman(doorman, store)
+
+
+def from_cli(**detail: Any) -> dict[str, Any]:
+    """The detail of an event a command writes to the security event log: ``via`` is
+    ``cli``; the values given, but those that are False or None (nothing to say)."""
+    return {"via": "cli", **{k: v for k, v in detail.items() if v is not None and v is not False}}
 
 
 # -- shared options -------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from .._extras import needs_extra
-from ..config import Settings
+from ..settings import Settings
 from ._options import one_line_errors
 
 __all__ = ["check_can_listen", "run_uvicorn", "setup_url", "uvicorn_options"]

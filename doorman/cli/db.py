@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from ..config import Settings
+from ..settings import Settings
 from ._options import one_line_errors, run, settings_options
 from ._output import plural
 
@@ -34,7 +34,7 @@ def db_group() -> None:
 
 
 async def _with_engine(settings: Settings, action: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    from ..database import create_engine
+    from ..db.engine import create_engine
 
     engine = create_engine(settings.db)
     try:
@@ -45,8 +45,8 @@ async def _with_engine(settings: Settings, action: Callable[[AsyncEngine], Await
 
 async def _migrate(engine: AsyncEngine) -> tuple[str, str | None, str | None]:
     """Where, the revision before and the revision after migrating."""
-    from ..database import describe
-    from ..migrations import migrate, schema_revision
+    from ..db.engine import describe
+    from ..db.migrations import migrate, schema_revision
 
     before = await schema_revision(engine)
     await migrate(engine)
@@ -86,8 +86,8 @@ def db_migrate(settings: Settings) -> None:
 @settings_options("db", existing_database=False)  # it only prints SQL
 def db_schema(settings: Settings, dialect: str | None) -> None:
     """Print the SQL that creates doorman's tables, for DBAs who apply it themselves."""
-    from ..database import async_url
-    from ..migrations import schema_sql
+    from ..db.engine import async_url
+    from ..db.migrations import schema_sql
 
     with one_line_errors():
         chosen = dialect or async_url(settings.db).get_backend_name()
@@ -153,7 +153,7 @@ def _write_private(path: Path, text: str) -> None:
 @settings_options("db", existing_database=False)
 def db_load(settings: Settings, source: str, skip_existing: bool) -> None:
     """Load users, groups and tokens from a dump (- reads standard input), in one transaction."""
-    from ..database import describe
+    from ..db.engine import describe
     from ..transfer import load
 
     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..config import Settings
 from ..plugins import list_plugins, make_plugin_manager
+from ..settings import Settings
 from ._options import json_option, one_line_errors, settings_options
 from ._output import echo_json, echo_table
 

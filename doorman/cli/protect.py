@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ..config import SERVE_SETTINGS_ENV, Settings
+from ..settings import SERVE_SETTINGS_ENV, Settings
 from ._options import one_line_errors, run, settings_options
 from ._uvicorn import check_can_listen, run_uvicorn
 from .serve import SERVE_SETTINGS, prepare_serve
@@ -33,8 +33,9 @@ def protect(settings: Settings, spec: str, factory: bool, app_dir: str) -> None:
     """
     check_can_listen(settings)
     with one_line_errors():
-        from ..server.app import create_app, settled
+        from ..server.app import create_app
         from ..server.protect import PROTECT_APP_ENV, AppTarget
+        from ..server.workers import settled
 
         target = AppTarget(spec, factory=factory, app_dir=os.path.abspath(app_dir))
         app = target.load() if settings.workers == 1 else target.check()
@@ -42,7 +43,7 @@ def protect(settings: Settings, spec: str, factory: bool, app_dir: str) -> None:
     if resolved.workers > 1:  # each worker imports the app itself: uvicorn needs a string
         os.environ[SERVE_SETTINGS_ENV] = resolved.to_json()
         os.environ[PROTECT_APP_ENV] = target.to_json()
-        run_uvicorn("doorman.server.protect:from_environment", resolved, token)
+        run_uvicorn("doorman.server.workers:protect_app", resolved, token)
         return
     with one_line_errors():  # a factory, so that the app is built inside uvicorn's event loop
         run_uvicorn(lambda: settled(create_app(resolved, protected=app)), resolved, token)

@@ -7,7 +7,8 @@ import os
 
 import click
 
-from ..config import SERVE_SETTINGS_ENV, Settings, close_doorman, open_doorman
+from ..assembly import close_doorman, open_doorman
+from ..settings import SERVE_SETTINGS_ENV, Settings
 from ._options import run, settings_options
 from ._uvicorn import check_can_listen, run_uvicorn
 
@@ -26,7 +27,7 @@ def serve(settings: Settings) -> None:
     check_can_listen(settings)
     resolved, token = run(prepare_serve(settings))
     os.environ[SERVE_SETTINGS_ENV] = resolved.to_json()  # the workers read it: one secret
-    run_uvicorn("doorman.server.app:from_environment", resolved, token)
+    run_uvicorn("doorman.server.workers:serve_app", resolved, token)
 
 
 async def prepare_serve(settings: Settings) -> tuple[Settings, str | None]:

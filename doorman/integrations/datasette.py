@@ -9,7 +9,7 @@ modes, see docs/datasette.md:
   are the sign-in server's: signature, store, user row, password/session
   version and sign-in record;
 - through the gate (``api_url``): the cookie is forwarded to a sign-in
-  server's ``/-/whoami`` (``_whoami.py``, imported only then: it needs httpx,
+  server's ``/-/whoami`` (``_datasette_gate.py``, imported only then: it needs httpx,
   and an installed but unconfigured plugin must never break Datasette).
 
 Either way the actor is doorman's: ``{"id": username, "username": ...,
@@ -31,16 +31,17 @@ from urllib.parse import urlencode
 from datasette import hookimpl as _hookimpl  # type: ignore[import-untyped]
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..assembly import assemble, resolve_secrets
 from ..auth.middleware import AuthMiddleware
-from ..config import Settings, assemble, resolve_secrets
 from ..core import Doorman
-from ..database import create_engine
+from ..db.engine import create_engine
 from ..exceptions import ConfigError, StoreError
 from ..sessions.middleware import SessionMiddleware
+from ..settings import Settings
 from ..stores.base import SessionStore
 
 if TYPE_CHECKING:
-    from ._whoami import WhoamiActors  # needs httpx: imported only when api_url is given
+    from ._datasette_gate import WhoamiActors  # needs httpx: imported only when api_url is given
 
 __all__ = ["PLUGIN_NAME", "close", "resolve_actor"]
 
@@ -187,7 +188,7 @@ def _gate(config: dict[str, Any]) -> WhoamiActors:
     misplaced = [key for key in _SESSION_KEYS if key in config]
     if misplaced:
         raise _config_error(f"{misplaced[0]}: only with db, not with api_url")
-    from ._whoami import WhoamiActors, is_http_url
+    from ._datasette_gate import WhoamiActors, is_http_url
 
     api_url = _optional_text(config, "api_url") or ""
     if not is_http_url(api_url):

@@ -28,7 +28,8 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, quote, quote_plus
 
-from .._extras import needs_extra
+from .._parsers import check_sentry_options
+from .._scope import header
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..exceptions import ConfigError
 
@@ -62,9 +63,6 @@ _SECRET_TEXT = (
         rf"\1\2{FILTERED}\2",
     ),
 )
-#: Options that would put cookies, addresses or local variables (passwords) in events;
-#: ``data_collection`` also turns off the SDK's own scrubber.
-_REFUSED = ("send_default_pii", "include_local_variables", "data_collection", "before_send")
 _MAX_BODY = 64 * 1024
 _MIN_SECRET = 4  # shorter values would mangle every string in the event
 
@@ -89,32 +87,6 @@ def setup_sentry(options: Mapping[str, Any], **sdk_options: Any) -> None:
         )
     except TypeError as error:  # an unknown option
         raise ConfigError(f"sentry: {error}; see the options of sentry_sdk.init") from None
-
-
-def check_sentry_options(options: Mapping[str, Any]) -> None:
-    """Refuse what ``setup_sentry`` would: when settings are loaded, before anything starts."""
-    with needs_extra("sentry", "the sentry setting"):
-        from sentry_sdk.consts import DEFAULT_OPTIONS
-        from sentry_sdk.utils import BadDsn, Dsn
-    refused = [name for name in _REFUSED if name in options]
-    if refused:
-        raise ConfigError(
-            f"sentry: remove {refused[0]}; doorman keeps cookies, addresses, passwords and "
-            "tokens out of Sentry events and sets what the SDK collects itself"
-        )
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise ConfigError(
-            f"sentry: unknown option {unknown[0]!r}; see the options of sentry_sdk.init"
-        )
-    if options.get("dsn"):
-        try:
-            Dsn(options["dsn"])
-        except BadDsn as error:  # its message names the part, never the key
-            raise ConfigError(
-                f"sentry: the dsn is not a Sentry DSN ({error}); copy it from the project's "
-                "settings, Client Keys"
-            ) from None
 
 
 def with_sentry(app: ASGIApp, options: Mapping[str, Any], **sdk_options: Any) -> ASGIApp:
@@ -154,7 +126,7 @@ class SentryMiddleware:
 
 def _keeping_body(scope: Scope, receive: Receive, body: list[bytes]) -> Receive:
     """``receive`` that also keeps a form or JSON body (up to 64 KiB) to find its secrets in."""
-    content_type = _header(scope, b"content-type").split(";")[0].strip().lower()
+    content_type = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
     if content_type not in ("application/x-www-form-urlencoded", "application/json"):
         return receive
 
@@ -291,15 +263,8 @@ def _walk(value: Any, scrub: Any) -> Any:
     return value
 
 
-def _header(scope: Scope, name: bytes) -> str:
-    for header, value in scope.get("headers", ()):
-        if header == name:
-            return str(value.decode("latin-1"))
-    return ""
-
-
 def _url(scope: Scope) -> str:
     """The request URL without its query string (which ``request.query_string`` holds)."""
-    host = _header(scope, b"host") or "localhost"
+    host = header(scope, b"host") or "localhost"
     scheme = scope.get("scheme", "http")
     return f"{scheme}://{host}{scope.get('root_path', '')}{scope.get('path', '')}"

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import functools
-import gc
-import json
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,17 +21,18 @@ with needs_extra("server", "the sign-in server"):
     from starlette.staticfiles import StaticFiles
 
 from .._types import ASGIApp, Receive, Scope, Send
+from ..assembly import assemble, warn_about_secret
 from ..auth.csrf import CSRF, CSRFCookieMiddleware
 from ..auth.guards import requires
 from ..auth.middleware import AuthMiddleware
 from ..auth.websockets import WebSocketOriginMiddleware
-from ..config import SERVE_SETTINGS_ENV, Settings, assemble, warn_about_secret
 from ..core import Doorman
 from ..exceptions import ConfigError
 from ..integrations.sentry import with_sentry
 from ..integrations.starlette import exception_handlers
 from ..origins import AllowedOrigins
 from ..sessions.middleware import SessionMiddleware
+from ..settings import Settings
 from ..stores.base import SessionStore
 from .access_log import AccessLogMiddleware
 from .body_limit import BodyLimitMiddleware
@@ -48,7 +46,7 @@ from .state import ServerState
 from .templates import Templates
 from .views import account, admin, api, errors, signin
 
-__all__ = ["create_app", "from_environment", "settings_from_environment", "settled"]
+__all__ = ["create_app"]
 
 _STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("doorman.server")
@@ -70,37 +68,16 @@ def create_app(
     secrets = _secrets_of(settings)
     _warn_about_other_hosts(settings)
     prefix = "/" + settings.route_prefix.strip("/")
-    origins = AllowedOrigins.from_settings(settings)
     landing = login_landing(settings, prefix=prefix, protect=protected is not None)
     if doorman is None or store is None:
         doorman, store = assemble(settings, secrets)
-    csrf = CSRF(secrets, max_age=settings.session_max_age, https_only=settings.cookie_secure)
-    templates = Templates(
-        doorman,
-        template_dir=settings.template_dir,
-        site_name=settings.site_name,
-        prefix=prefix,
-        csrf=csrf,
-    )
-    if doorman.plugins.get_plugin("doorman.server") is None:
-        doorman.plugins.register(ServerPlugin(prefix, templates), name="doorman.server")
-    server = ServerState(
-        settings=settings,
-        doorman=doorman,
-        store=store,
-        templates=templates,
-        next_signer=NextSigner(secrets),
-        origins=origins,
-        prefix=prefix,
-        login_redirect=landing,
-        csrf=csrf,
-    )
+    server = _server_state(settings, secrets, doorman, store, login_redirect=landing)
     app = Starlette(
         routes=_routes(server),
         # Inside Starlette's error handling, so that its 413 is not turned into a 500 first.
         middleware=[
             Middleware(BodyLimitMiddleware, max_size=settings.max_body_size),
-            Middleware(CSRFCookieMiddleware, csrf=csrf),
+            Middleware(CSRFCookieMiddleware, csrf=server.csrf),
         ],
         exception_handlers={**exception_handlers, **errors.error_handlers},
         lifespan=_lifespan(doorman, store, secrets),
@@ -112,17 +89,58 @@ def create_app(
     inner: ASGIApp = SecurityHeadersMiddleware(forward_auth)
     if protected is not None:
         inner = ProtectedApp(inner, protected, prefix=prefix, public_paths=settings.public_paths)
+    return _around(inner, server, secrets)
+
+
+def _server_state(
+    settings: Settings,
+    secrets: list[str],
+    doorman: Doorman,
+    store: SessionStore,
+    *,
+    login_redirect: str,
+) -> ServerState:
+    """What every view needs; the server's own plugin (pages for ``forbidden``) registered."""
+    prefix = "/" + settings.route_prefix.strip("/")
+    csrf = CSRF(secrets, max_age=settings.session_max_age, https_only=settings.cookie_secure)
+    templates = Templates(
+        doorman,
+        template_dir=settings.template_dir,
+        site_name=settings.site_name,
+        prefix=prefix,
+        csrf=csrf,
+    )
+    if doorman.plugins.get_plugin("doorman.server") is None:
+        doorman.plugins.register(ServerPlugin(prefix, templates), name="doorman.server")
+    return ServerState(
+        settings=settings,
+        doorman=doorman,
+        store=store,
+        templates=templates,
+        next_signer=NextSigner(secrets),
+        origins=AllowedOrigins.from_settings(settings),
+        prefix=prefix,
+        login_redirect=login_redirect,
+        csrf=csrf,
+    )
+
+
+def _around(inner: ASGIApp, server: ServerState, secrets: list[str]) -> ASGIApp:
+    """``inner`` inside the middleware every request passes, outermost last."""
+    settings, doorman = server.settings, server.doorman
+    sessions = functools.partial(_sessions, settings=settings, secrets=secrets, store=server.store)
     wrapped: ASGIApp = AuthMiddleware(inner, doorman, basic_auth=settings.basic_auth)
     wrappers = [w for w in doorman.plugins.hook.asgi_wrapper(doorman=doorman) if w is not None]
     for wrapper in wrappers:
         wrapped = wrapper(wrapped)
-    wrapped = _sessions(wrapped, settings=settings, secrets=secrets, store=store)
+    wrapped = sessions(wrapped)
     # Before the session is read: a page of another origin never opens a websocket as the user.
-    wrapped = WebSocketOriginMiddleware(wrapped, allowed_origins=origins)
+    wrapped = WebSocketOriginMiddleware(
+        wrapped, allowed_origins=server.origins, on_refused=functools.partial(doorman.fire, None)
+    )
     if settings.cors_origins:
-        wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=prefix)
+        wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=server.prefix)
     if not wrappers and not settings.sentry:  # a plugin's wrapper, or Sentry, sees every request
-        sessions = functools.partial(_sessions, settings=settings, secrets=secrets, store=store)
         wrapped = fast_paths(wrapped, server, sessions=sessions, forward_auth_methods=_FORWARD_AUTH)
     wrapped = with_sentry(wrapped, settings.sentry)
     return AccessLogMiddleware(wrapped) if settings.access_log else wrapped
@@ -243,29 +261,3 @@ def _secrets_of(settings: Settings) -> list[str]:
             "secret: not resolved; build the app with `doorman serve`, or set DOORMAN_SECRET"
         )
     return [secret] if isinstance(secret, str) else list(secret)
-
-
-def from_environment() -> ASGIApp:
-    """The app for uvicorn workers started by ``doorman serve``."""
-    return settled(create_app(settings_from_environment()))
-
-
-def settled(app: ASGIApp) -> ASGIApp:
-    """``app``, after moving everything the worker has built so far out of the GC's way.
-
-    A worker's modules, app and settings live as long as it does; ``gc.freeze``
-    keeps the collector from walking them again in every full collection, which
-    otherwise shows as pauses in the slowest requests (p99).
-    """
-    gc.collect()
-    gc.freeze()
-    return app
-
-
-def settings_from_environment() -> Settings:
-    """The settings ``doorman serve`` (or ``protect``) handed its workers."""
-    raw = os.environ.get(SERVE_SETTINGS_ENV)
-    if not raw:
-        raise ConfigError(f"{SERVE_SETTINGS_ENV} is not set: start the server with `doorman serve`")
-    json.loads(raw)  # a clear error for a mangled variable, before Settings reads it
-    return Settings.from_json(raw)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .._parsers import normalize_origin
+from .._scope import header
 from .._types import ASGIApp, Message, Receive, Scope, Send, send_text
 from ..exceptions import ConfigError
+from ..origins import normalize_origin
 
 __all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "CORSMiddleware"]
 
@@ -45,10 +46,10 @@ class CORSMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
-        origin = _header(scope, b"origin")
+        origin = header(scope, b"origin")
         allowed = origin is not None and origin.lower() in self.origins
         if scope["method"] == "OPTIONS" and origin is not None:
-            wanted = _header(scope, b"access-control-request-method")
+            wanted = header(scope, b"access-control-request-method")
             if wanted is not None:
                 await self._preflight(scope, send, origin if allowed else None, wanted)
                 return
@@ -70,7 +71,7 @@ class CORSMiddleware:
         if origin is None:
             await send_text(send, 403, "Origin not allowed.\n", vary)
             return
-        asked = _header(scope, b"access-control-request-headers") or ""
+        asked = header(scope, b"access-control-request-headers") or ""
         extra = {h.strip().lower() for h in asked.split(",") if h.strip()} - set(ALLOWED_HEADERS)
         if wanted.upper() not in ALLOWED_METHODS or extra:
             refused = ", ".join(sorted(extra)) or wanted
@@ -91,13 +92,6 @@ def _allow(origin: str) -> list[tuple[bytes, bytes]]:
         (b"access-control-allow-origin", origin.encode("latin-1")),
         (b"access-control-allow-credentials", b"true"),
     ]
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for header, value in scope["headers"]:
-        if header == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _normalize(origin: str) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..auth.devices import DEVICE_COOKIE
-from ..auth.users import User
+from ..accounts.devices import DEVICE_COOKIE
+from ..accounts.users import User
 from .state import state_of
 
 __all__ = ["device_cookie", "remember_device"]

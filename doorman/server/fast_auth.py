@@ -1,20 +1,21 @@
-"""Forward-auth at the server's entrance: ``/-/auth`` without the page stack.
+"""Forward-auth at the server's entrance: ``/-/auth`` and ``/-/whoami`` without the page stack.
 
-A proxy asks ``/-/auth`` before every request it lets through, so its cost is
-paid on all of a site's traffic. The sign-in server's stack is built for pages
-(websocket origins, ``doorman protect``'s routing, security headers added by a
-wrapper, Starlette's routing); ``FastForwardAuth`` sends ``/-/auth`` down a
-short stack of the same parts instead: the session middleware, the auth
-middleware and the answer, with the security headers written into it, and a
-signed-in session whose answer was just made and still stands gets it again
-at once (``kept_answers``).
+A proxy asks ``/-/auth`` before every request it lets through, and an API
+client asks ``/-/whoami``, so their cost is paid on all of a site's traffic.
+The sign-in server's stack is built for pages (websocket origins, ``doorman
+protect``'s routing, security headers added by a wrapper, Starlette's
+routing); ``FastPaths`` sends these two down short stacks of the same parts
+instead: the session middleware, the auth middleware and the answer, with the
+security headers written into it. A request with no credentials at all gets
+the 401 at once, and a signed-in session or an API token whose answer was
+just made and still stands gets it again at once (``kept_answers``).
 
 Every answer is the one the full stack gives, byte for byte
 (``tests/test_fast_auth.py`` checks): the same session and actor code runs, so
 the same stores are read, the same events and log lines happen, and a store
-that is down gives the same 503. Only the signed-in 200 and the plain 401 are
-written here; the rarer answers (a redirect to the login page, a 403) come
-from the server's own ``ForwardAuth`` view.
+that is down gives the same 503. Only the signed-in 200, the plain 401 and
+``/-/whoami``'s JSON are written here; the rarer answers (a redirect to the
+login page, a 403) come from the server's own ``ForwardAuth`` view.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from .._epoch_reads import request_arrived, request_done
 from .._identity import identity_headers
 from .._types import ASGIApp, Receive, Scope, Send
 from ..auth.middleware import AuthMiddleware, bearer_token
 from ..core import Doorman
+from ..db.epoch_reads import request_arrived, request_done
 from .cors import CORSMiddleware
 from .headers import SECURITY_HEADERS, SecurityHeadersMiddleware
 from .kept_answers import KeptAnswers, KeptTokenAnswers, SignedInShortcut, TokenShortcut
@@ -114,7 +115,7 @@ class FastPaths:
     Paths under a ``root_path`` take the full stack: only it knows how to route
     them. Every http request is marked as arrived here, so that one read of
     PostgreSQL's change epochs that starts after this answers it
-    (``doorman._epoch_reads``).
+    (``doorman.db.epoch_reads``).
     """
 
     def __init__(self, app: ASGIApp, paths: Mapping[str, FastPath]) -> None:
@@ -208,11 +209,12 @@ def _plain(scope: Scope) -> bool:
 class ForwardAuthAnswer:
     """The end of the short stack: ``ForwardAuth``'s answer with the security headers.
 
-    The signed-in 200 and the plain 401 are written here; every other answer
-    is ``slow``'s: the server's ``ForwardAuth`` inside ``SecurityHeadersMiddleware``.
+    The signed-in 200 (remembered in ``kept``) and the plain 401 are written
+    here; every other answer is ``slow``'s: the server's ``ForwardAuth`` inside
+    ``SecurityHeadersMiddleware``.
     """
 
-    def __init__(self, doorman: Doorman, slow: ASGIApp, kept: KeptAnswers | None = None) -> None:
+    def __init__(self, doorman: Doorman, slow: ASGIApp, kept: KeptAnswers) -> None:
         self.doorman = doorman
         self.slow = slow
         self.kept = kept
@@ -228,8 +230,7 @@ class ForwardAuthAnswer:
             await self.slow(scope, receive, send)  # the 403
         else:
             headers = [*_OK_HEADERS, *identity_headers(actor), *SECURITY_HEADERS]
-            if self.kept is not None:
-                await self.kept.remember(scope.get("session"), actor, headers[:])
+            await self.kept.remember(scope.get("session"), actor, headers[:])
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": _OK})
 

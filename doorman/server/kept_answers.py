@@ -1,4 +1,4 @@
-"""Signed-in forward-auth answers, kept while what they rest on stands.
+"""Forward-auth answers kept while what they rest on stands: signed-in sessions, API tokens.
 
 A proxy asks ``/-/auth`` for every request of a page, with the same session
 each time. The answer for a signed-in session rests on four things:
@@ -6,9 +6,9 @@ each time. The answer for a signed-in session rests on four things:
 - the session's sign-in keys (``_auth_user_id``, ``_auth_hash``, ``_auth_signin``),
   read afresh from the session on every request;
 - the user and sign-in rows, as the accounts cache holds them: the same entry
-  (``doorman.auth.cache``), under the same change epoch, is the same rows, and
+  (``doorman.accounts.users.signed_in_cache``), under the same change epoch, is the same rows, and
   any change that could end or change a session moves the epoch
-  (``doorman.epochs``; on PostgreSQL, the read that answers this request);
+  (``doorman.db.epochs``; on PostgreSQL, the read that answers this request);
 - the sign-in's ``last_seen``, which a request notes once a minute: past that,
   the full path runs and notes it;
 - the permission rules, fixed at start-up. Permission plugins may answer
@@ -18,6 +18,9 @@ each time. The answer for a signed-in session rests on four things:
 once it has checked them against the cache entry itself; ``SignedInShortcut``
 answers with them while all four stand, and sends every other request down the
 full path. So a kept answer is the answer the full path would give.
+``KeptTokenAnswers`` and ``TokenShortcut`` do the same for ``/-/whoami`` with an
+API token, whose answer rests on the token cache's entry, the token's expiry
+and its ``last_used_at``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._types import ASGIApp, Receive, Scope, Send
-from ..auth.cache import signed_in_cache, token_cache
+from ..accounts.signins import LAST_SEEN_RESOLUTION, signin_id
+from ..accounts.tokens import LAST_USED_RESOLUTION, parse_token, token_cache
+from ..accounts.users import signed_in_cache
 from ..auth.middleware import (
     SESSION_AUTH_HASH,
     SESSION_SIGNIN,
@@ -37,10 +42,8 @@ from ..auth.middleware import (
     bearer_token,
     token_actor,
 )
-from ..auth.signins import LAST_SEEN_RESOLUTION, signin_id
-from ..auth.tokens import LAST_USED_RESOLUTION, parse_token
 from ..core import Doorman
-from ..epochs import epoch_of
+from ..db.epochs import epoch_of
 from ..sessions import Session
 
 __all__ = ["KeptAnswers", "KeptTokenAnswers", "SignedInShortcut", "TokenShortcut"]

@@ -29,7 +29,7 @@ from ..auth.guards import guard
 from ..exceptions import ConfigError
 from .lifespans import Lifespans
 
-__all__ = ["PROTECT_APP_ENV", "AppTarget", "ProtectedApp", "from_environment", "is_public"]
+__all__ = ["PROTECT_APP_ENV", "AppTarget", "ProtectedApp", "is_public"]
 
 #: ``doorman protect --workers N`` tells its uvicorn workers which app to import in this variable.
 PROTECT_APP_ENV = "DOORMAN_PROTECT_APP"
@@ -175,14 +175,3 @@ def _takes_no_arguments(found: Any) -> bool:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
-
-
-def from_environment() -> ASGIApp:
-    """The app for the uvicorn workers that ``doorman protect --workers N`` starts."""
-    from .app import create_app, settings_from_environment, settled
-
-    raw = os.environ.get(PROTECT_APP_ENV)
-    if not raw:
-        raise ConfigError(f"{PROTECT_APP_ENV} is not set: start the server with `doorman protect`")
-    target = AppTarget(**json.loads(raw))
-    return settled(create_app(settings_from_environment(), protected=target.load()))

@@ -13,12 +13,11 @@ import hmac
 import secrets
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..database import connect
-from ..migrations import ensure_schema
-from ..schema import settings_table, users_table
+from ..db.engine import insert
+from ..db.schema import settings_table, users_table
+from ..db.transaction import connect
 
 __all__ = ["claim_setup_token", "issue_setup_token", "needs_setup", "setup_token_valid"]
 
@@ -31,7 +30,6 @@ def _digest(token: str) -> str:
 
 async def needs_setup(engine: AsyncEngine) -> bool:
     """True while the database has no users."""
-    await ensure_schema(engine)
     async with connect(engine) as connection:
         found = await connection.execute(sa.select(users_table.c.id).limit(1))
         return found.first() is None
@@ -42,12 +40,10 @@ async def issue_setup_token(engine: AsyncEngine) -> str | None:
     if not await needs_setup(engine):
         return None
     token = secrets.token_urlsafe(32)
-    insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
-        settings_table
-    )
+    new_token = insert(settings_table, engine.dialect.name)
     # One upsert, not a delete and an insert: of servers that start together on one
     # database, each replaces the token (the last one counts), and none fails on the key.
-    upsert = insert.values(name=_NAME, value=_digest(token)).on_conflict_do_update(
+    upsert = new_token.values(name=_NAME, value=_digest(token)).on_conflict_do_update(
         index_elements=[settings_table.c.name], set_={"value": _digest(token)}
     )
     async with connect(engine, write=True) as connection:

@@ -9,9 +9,9 @@ from starlette.requests import Request
 
 if TYPE_CHECKING:
     from ..auth.csrf import CSRF
-    from ..config import Settings
     from ..core import Doorman
     from ..origins import AllowedOrigins
+    from ..settings import Settings
     from ..stores.base import SessionStore
     from .redirects import NextSigner
     from .templates import Templates

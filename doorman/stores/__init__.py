@@ -5,22 +5,37 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigError
-from .base import SessionStore, SyncLoadable, is_session_key, new_session_key
+from .base import (
+    Counter,
+    CountingStore,
+    ServerSideStore,
+    SessionStore,
+    SyncLoadable,
+    new_session_key,
+)
 from .cookie import CookieStore
-from .memory import MemoryStore
+from .memory import MemoryCounter, MemoryStore
 
 if TYPE_CHECKING:
-    from .redis import RedisStore
-    from .sql import SQLStore
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from .redis import RedisCounter, RedisStore
+    from .sql import SQLCounter, SQLStore
 
 __all__ = [
     "CookieStore",
+    "Counter",
+    "CountingStore",
+    "MemoryCounter",
     "MemoryStore",
+    "RedisCounter",
     "RedisStore",
+    "SQLCounter",
     "SQLStore",
+    "ServerSideStore",
     "SessionStore",
     "SyncLoadable",
-    "is_session_key",
+    "counter_for",
     "new_session_key",
     "open_store",
 ]
@@ -28,14 +43,14 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The SQL and Redis stores import their drivers only when asked for.
-    if name == "SQLStore":
-        from .sql import SQLStore
+    if name in ("SQLStore", "SQLCounter"):
+        from . import sql
 
-        return SQLStore
-    if name == "RedisStore":
-        from .redis import RedisStore
+        return getattr(sql, name)
+    if name in ("RedisStore", "RedisCounter"):
+        from . import redis
 
-        return RedisStore
+        return getattr(redis, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -59,3 +74,24 @@ def open_store(spec: str = "db", *, db: str = "doorman.db") -> SessionStore:
 
         return RedisStore(spec)
     raise ConfigError(f"sessions={spec!r}: use db (the default), cookie, memory or a redis:// URL")
+
+
+def counter_for(store: object, *, engine: AsyncEngine | None = None) -> Counter:
+    """The counter that keeps the throttle's counts where ``store`` keeps sessions.
+
+    The store's own (``store.counter()``): Redis beside Redis sessions, the
+    ``doorman_throttle`` table beside SQL ones, memory beside memory. A store
+    that keeps nothing on the server (the signed-cookie store) counts in the
+    users database, ``engine``.
+    """
+    if isinstance(store, CountingStore):
+        return store.counter()
+    if engine is not None:
+        from .sql import SQLCounter
+
+        return SQLCounter(engine)
+    raise ConfigError(
+        f"throttling: failed sign-ins must be counted where every worker sees them, and "
+        f"{type(store).__name__} keeps nothing server-side (a stateless session store); "
+        "give the users database (engine=...) or use a SQL or Redis session store"
+    )

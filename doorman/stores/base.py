@@ -2,40 +2,42 @@
 
 A store keeps an opaque text payload (JSON written by ``Session``) under a key,
 until an absolute expiry time. Server-side stores mint the key themselves from
-``secrets`` and keep only a SHA-256 of it, so a leaked database or Redis dump
-holds no usable session ids. The cookie store keeps nothing: its key *is* the
+``secrets``; the SQL and Redis stores keep only a SHA-256 of it, so a leaked
+database or Redis dump holds no usable session ids. The cookie store keeps nothing: its key *is* the
 payload, and the middleware's signature is what protects it.
 
 Every store passes the conformance suite in ``doorman.testing``.
+
+A store that keeps sessions on the server keeps the sign-in throttle's counts
+beside them, where every worker sees them: ``store.counter()`` (see
+``Counter``; docs/throttling.md).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "KEY_BYTES",
+    "Counter",
+    "CountingStore",
+    "MakesTables",
+    "Outcome",
+    "ServerSideStore",
     "SessionStore",
     "SyncLoadable",
-    "is_session_key",
+    "Verdict",
     "new_session_key",
     "storage_id",
 ]
 
 KEY_BYTES = 32  # 256 bits from the OS CSPRNG
-_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def new_session_key() -> str:
     return secrets.token_urlsafe(KEY_BYTES)
-
-
-def is_session_key(key: str) -> bool:
-    """True for strings shaped like a key from ``new_session_key``."""
-    return _KEY_PATTERN.fullmatch(key) is not None
 
 
 def storage_id(key: str) -> str:
@@ -83,3 +85,75 @@ class SyncLoadable(Protocol):
 
 # A store may also define ``save_nowait(key, payload, expires_at) -> str`` (same
 # contract as ``save``) when saving needs no I/O; sessions then skip a coroutine.
+
+
+@runtime_checkable
+class ServerSideStore(SessionStore, Protocol):
+    """A store whose sessions live on the server: they can be counted and flushed."""
+
+    async def count(self) -> int:
+        """How many sessions the store holds (live or not yet swept)."""
+
+    async def flush(self) -> int:
+        """Delete every session (everyone is signed out); return how many."""
+
+
+# -- the throttle's counters ------------------------------------------------------
+
+#: ``acquire``'s answer: let through; wait for attempts in flight; refused until the window ends.
+Verdict = Literal["granted", "busy", "refused"]
+#: What ``settle`` does besides giving the slot back: count a failure, nothing, or forget failures.
+Outcome = Literal["count", "refund", "clear"]
+
+VERDICTS: dict[str, Verdict] = {"granted": "granted", "busy": "busy", "refused": "refused"}
+#: Where a key's attempts in flight are kept: beside its failures, under this mark.
+FLIGHT = "~"
+
+
+class Counter(Protocol):
+    """Failures in a fixed window, and attempts in flight; failures raise ``StoreError``."""
+
+    async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
+        """Atomically take a slot when failures + attempts in flight < ``limit``.
+
+        Returns the verdict and the end of the failures' window (Unix time; 0.0
+        when there are none). "refused": failures reached ``limit``; "busy":
+        only attempts in flight stand in the way, whose outcome may free a slot.
+        """
+
+    async def settle(self, key: str, outcome: Outcome, window: float) -> int:
+        """Give a granted slot back, atomically, and "count" one failure (an absent or
+        ended window starts at 1 and lasts ``window`` seconds), "refund" (count
+        nothing) or "clear" the failures. Returns the failures now in the window."""
+
+    async def peek(self, key: str) -> tuple[int, float]:
+        """(failures, window end) without changing anything; (0, 0.0) when none."""
+
+    async def reset(self, key: str) -> None:
+        """Forget the failures of ``key`` (attempts in flight stay)."""
+
+    async def clear_expired(self) -> int:
+        """Remove ended windows and lapsed leases; return how many (if known)."""
+
+
+def decide(failures: int, flying: int, limit: int) -> Verdict:
+    """What ``acquire`` answers, given the failures and the attempts in flight."""
+    if failures >= limit:
+        return "refused"
+    return "busy" if failures + flying >= limit else "granted"
+
+
+@runtime_checkable
+class MakesTables(Protocol):
+    """A store or counter with tables of its own, made at start-up (``Doorman.startup``)."""
+
+    async def create_table(self) -> None:
+        """Bring the tables up to date (once per database and process)."""
+
+
+@runtime_checkable
+class CountingStore(Protocol):
+    """A store that keeps the throttle's counts beside its sessions."""
+
+    def counter(self) -> Counter:
+        """The counter that keeps its counts where this store keeps sessions."""

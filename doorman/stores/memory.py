@@ -1,6 +1,11 @@
 """An in-process store: for tests and single-process development only.
 
-Sessions vanish on restart and are not shared between workers.
+Sessions vanish on restart and are not shared between workers; nor are the
+throttle's counts kept beside them (``MemoryCounter``). Sessions are kept
+under their keys: the SQL and Redis stores keep only a SHA-256 of each key, so
+that a copy of the database or a Redis dump holds no usable ids, but nothing
+copies this dict out of the process, whose memory holds the keys anyway (in
+requests, and in the session signer's remembered cookies).
 """
 
 from __future__ import annotations
@@ -8,13 +13,13 @@ from __future__ import annotations
 import time
 
 from ..exceptions import SessionInterrupted
-from .base import new_session_key, storage_id
+from .base import Outcome, Verdict, decide, new_session_key
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryCounter", "MemoryStore"]
 
 
 class MemoryStore:
-    """Keeps sessions in a dict, keyed by the SHA-256 of the session key."""
+    """Keeps sessions in a dict, keyed by the session key."""
 
     stateless = False
 
@@ -25,13 +30,12 @@ class MemoryStore:
         return len(self._sessions)
 
     def load_nowait(self, key: str) -> str | None:
-        sid = storage_id(key)
-        found = self._sessions.get(sid)
+        found = self._sessions.get(key)
         if found is None:
             return None
         payload, expires_at = found
         if expires_at <= time.time():
-            del self._sessions[sid]
+            del self._sessions[key]
             return None
         return payload
 
@@ -44,21 +48,21 @@ class MemoryStore:
     def save_nowait(self, key: str | None, payload: str, expires_at: float) -> str:
         if key is None:
             key = new_session_key()
-            while (sid := storage_id(key)) in self._sessions:  # pragma: no cover - 2**-256
+            while key in self._sessions:  # pragma: no cover - 2**-256
                 key = new_session_key()
-        elif (sid := storage_id(key)) not in self._sessions:
+        elif key not in self._sessions:
             raise SessionInterrupted("the session was deleted while the request was using it")
-        self._sessions[sid] = (payload, expires_at)
+        self._sessions[key] = (payload, expires_at)
         return key
 
     async def delete(self, key: str) -> None:
-        self._sessions.pop(storage_id(key), None)
+        self._sessions.pop(key, None)
 
     async def clear_expired(self) -> int:
         now = time.time()
-        expired = [sid for sid, (_, expires_at) in self._sessions.items() if expires_at <= now]
-        for sid in expired:
-            del self._sessions[sid]
+        expired = [key for key, (_, expires_at) in self._sessions.items() if expires_at <= now]
+        for key in expired:
+            del self._sessions[key]
         return len(expired)
 
     async def count(self) -> int:
@@ -74,3 +78,55 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    def counter(self) -> MemoryCounter:
+        return MemoryCounter()
+
+
+class MemoryCounter:
+    """Counts in dicts: one process only (tests, the memory session store)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, float]] = {}  # failures, window end
+        self._flying: dict[str, tuple[int, float]] = {}  # in flight, lease end
+
+    @staticmethod
+    def _live(table: dict[str, tuple[int, float]], key: str) -> tuple[int, float]:
+        count, end = table.get(key, (0, 0.0))
+        return (count, end) if end > time.time() else (0, 0.0)
+
+    async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
+        failures, end = self._live(self._counts, key)
+        flying, _ = self._live(self._flying, key)
+        verdict = decide(failures, flying, limit)
+        if verdict == "granted":
+            self._flying[key] = (flying + 1, time.time() + lease)
+        return verdict, end
+
+    async def settle(self, key: str, outcome: Outcome, window: float) -> int:
+        flying, lease_end = self._live(self._flying, key)
+        if flying > 0:
+            self._flying[key] = (flying - 1, lease_end)
+        failures, end = self._live(self._counts, key)
+        if outcome == "count":
+            failures, end = (failures + 1, end) if failures else (1, time.time() + window)
+            self._counts[key] = (failures, end)
+        elif outcome == "clear":
+            self._counts.pop(key, None)
+            failures = 0
+        return failures
+
+    async def peek(self, key: str) -> tuple[int, float]:
+        return self._live(self._counts, key)
+
+    async def reset(self, key: str) -> None:
+        self._counts.pop(key, None)
+
+    async def clear_expired(self) -> int:
+        now, removed = time.time(), 0
+        for table in (self._counts, self._flying):
+            expired = [key for key, (_, end) in table.items() if end <= now]
+            for key in expired:
+                del table[key]
+            removed += len(expired)
+        return removed

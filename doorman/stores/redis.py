@@ -1,8 +1,10 @@
-"""The Redis store: sessions shared by any number of workers and hosts."""
+"""The Redis store: sessions shared by any number of workers and hosts, and the
+throttle's counts beside them (``RedisCounter``)."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 from .._batches import Batches
 from .._extras import needs_extra
 from ..exceptions import SessionInterrupted, StoreError
-from .base import new_session_key, storage_id
+from .base import FLIGHT, VERDICTS, Outcome, Verdict, new_session_key, storage_id
 
 with needs_extra("redis", "the Redis session store"):
     import redis.asyncio as aioredis
@@ -18,11 +20,30 @@ with needs_extra("redis", "the Redis session store"):
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisCounter", "RedisStore"]
 
 #: What a Redis that is down or restarting raises. uvloop raises RuntimeError for a
 #: write to a socket the server closed ("the handler is closed"): down, too, so a 503.
 _DOWN = (redis_errors.RedisError, OSError, RuntimeError)
+
+
+def _where(client: aioredis.Redis) -> str:
+    """Redis host:port, for messages."""
+    pool_options: dict[str, Any] = client.connection_pool.connection_kwargs
+    return f"Redis {pool_options.get('host', '?')}:{pool_options.get('port', '?')}"
+
+
+def _unavailable(where: str, error: BaseException) -> StoreError:
+    return StoreError(f"{where} did not answer ({type(error).__name__})")
+
+
+@contextlib.asynccontextmanager
+async def _answering(where: str) -> AsyncIterator[None]:
+    """Redis down, restarting or timed out: ``StoreError`` (a 503), never a guess."""
+    try:
+        yield
+    except _DOWN as error:
+        raise _unavailable(where, error) from error
 
 
 class RedisStore:
@@ -74,21 +95,13 @@ class RedisStore:
             if type(client) is aioredis.Redis
             else None
         )
-        pool_options: dict[str, Any] = client.connection_pool.connection_kwargs
-        self._where = f"Redis {pool_options.get('host', '?')}:{pool_options.get('port', '?')}"
+        self._where = _where(client)
 
     def _name(self, key: str) -> str:
         return self.prefix + storage_id(key)
 
-    def _unavailable(self, error: BaseException) -> StoreError:
-        return StoreError(f"{self._where} did not answer ({type(error).__name__})")
-
-    @contextlib.asynccontextmanager
-    async def _answering(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except _DOWN as error:
-            raise self._unavailable(error) from error
+    def _answering(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return _answering(self._where)
 
     async def load(self, key: str) -> str | None:
         try:  # inline rather than _answering(): this runs on every request
@@ -98,7 +111,7 @@ class RedisStore:
                 batches.get(name) if batches is not None else self.client.get(name)
             )
         except _DOWN as error:
-            raise self._unavailable(error) from error
+            raise _unavailable(self._where, error) from error
         if isinstance(payload, bytes):  # a client given without decode_responses=True
             return payload.decode()
         return payload
@@ -154,3 +167,96 @@ class RedisStore:
     async def close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+
+    def counter(self) -> RedisCounter:
+        """Counts under this store's prefix: ``doorman:session:`` becomes ``doorman:throttle:``."""
+        base = self.prefix.removesuffix("session:")
+        return RedisCounter(self.client, prefix=base + "throttle:")
+
+
+# KEYS: failures, in flight; ARGV: limit, lease (ms). Returns {verdict, failures' TTL in ms}.
+_ACQUIRE_SCRIPT = """
+local failures = tonumber(redis.call('GET', KEYS[1])) or 0
+local ttl = redis.call('PTTL', KEYS[1])
+local flying = tonumber(redis.call('GET', KEYS[2])) or 0
+local limit = tonumber(ARGV[1])
+if failures >= limit then return {'refused', ttl} end
+if failures + flying >= limit then return {'busy', ttl} end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return {'granted', ttl}
+"""
+
+# KEYS: failures, in flight; ARGV: outcome, window (ms). DECR only a live count above 0
+# (an absent key must not come back as -1); INCR starts the window's TTL if there is none.
+_SETTLE_SCRIPT = """
+local flying = tonumber(redis.call('GET', KEYS[2]))
+if flying and flying > 0 then
+  redis.call('DECR', KEYS[2])
+end
+if ARGV[1] == 'clear' then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+if ARGV[1] == 'count' then
+  local hits = redis.call('INCR', KEYS[1])
+  if redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  end
+  return hits
+end
+return tonumber(redis.call('GET', KEYS[1])) or 0
+"""
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisCounter:
+    """Counts as Redis integers whose TTL is the window (or the leases); Redis drops ended ones."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "doorman:throttle:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._acquire = client.register_script(_ACQUIRE_SCRIPT)
+        self._settle = client.register_script(_SETTLE_SCRIPT)
+        self._where = _where(client)
+
+    def _answering(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return _answering(self._where)
+
+    def _keys(self, key: str) -> list[str]:
+        return [self.prefix + key, self.prefix + FLIGHT + key]
+
+    async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
+        async with self._answering():
+            verdict, ttl_ms = await self._acquire(
+                keys=self._keys(key), args=[limit, _milliseconds(lease)]
+            )
+        text = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        end = time.time() + int(ttl_ms) / 1000 if int(ttl_ms) > 0 else 0.0
+        return VERDICTS[text], end
+
+    async def settle(self, key: str, outcome: Outcome, window: float) -> int:
+        async with self._answering():
+            failures = await self._settle(
+                keys=self._keys(key), args=[outcome, _milliseconds(window)]
+            )
+        return int(failures)
+
+    async def peek(self, key: str) -> tuple[int, float]:
+        async with self._answering(), self.client.pipeline(transaction=True) as pipe:
+            pipe.get(self.prefix + key)
+            pipe.pttl(self.prefix + key)
+            hits, ttl_ms = await pipe.execute()
+        if hits is None or ttl_ms < 0:  # absent (-2); no TTL (-1) is repaired by the next count
+            return 0, 0.0
+        return int(hits), time.time() + ttl_ms / 1000
+
+    async def reset(self, key: str) -> None:
+        async with self._answering():
+            await self.client.delete(self.prefix + key)
+
+    async def clear_expired(self) -> int:
+        return 0  # Redis expires keys itself

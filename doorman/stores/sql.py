@@ -1,22 +1,25 @@
-"""The SQL store: sessions in SQLite (the embedded default) or PostgreSQL."""
+"""The SQL store: sessions in SQLite (the embedded default) or PostgreSQL, and the
+throttle's counts beside them (``SQLCounter``, the ``doorman_throttle`` table)."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..database import connect, create_engine, unavailable
-from ..epochs import EpochCache, epoch_of
+from ..db.engine import create_engine, failures, insert
+from ..db.epochs import EpochCache, epoch_of
+from ..db.migrations import ensure_schema
+from ..db.schema import sessions_table, throttle_table
+from ..db.transaction import connect
 from ..exceptions import SessionInterrupted
-from ..migrations import ensure_schema
-from ..schema import sessions_table
-from .base import new_session_key, storage_id
+from .base import FLIGHT, Outcome, Verdict, decide, new_session_key, storage_id
 
-__all__ = ["SQLStore"]
+__all__ = ["SQLCounter", "SQLStore"]
 
 _table = sessions_table
 _LOAD = sa.select(_table.c.data, _table.c.expires_at).where(
@@ -30,16 +33,15 @@ _UPDATE = (
 )
 _DELETE = _table.delete().where(_table.c.id == sa.bindparam("sid"))
 _DELETE_EXPIRED = _table.delete().where(_table.c.expires_at <= sa.bindparam("now"))
-#: A session written, deleted or swept: every worker reads sessions afresh.
-_SESSIONS_CHANGE = {"changes_accounts": False, "changes_sessions": True}
 
 
 class SQLStore:
     """Sessions in a ``doorman_sessions`` table, through SQLAlchemy Core (async).
 
     Give ``db`` (a SQLite path or a ``postgresql://`` URL) or an ``engine`` to
-    share with the rest of the app. doorman's tables are created (or upgraded,
-    by the migrations that ship with doorman) on first use.
+    share with the rest of the app. ``Doorman.startup`` (or ``doorman db
+    migrate``) makes doorman's tables; a store used on its own, under the session
+    middleware alone, makes them itself: nothing else starts it.
     """
 
     stateless = False
@@ -47,19 +49,23 @@ class SQLStore:
     def __init__(self, db: str = "doorman.db", *, engine: AsyncEngine | None = None) -> None:
         self.engine = engine if engine is not None else create_engine(db)
         self._owns_engine = engine is None
-        self._schema_ready = False
-        self._schema_lock = asyncio.Lock()
         # What this process read, while no worker has written a session since (see
-        # doorman.epochs: a file beside SQLite, a row of PostgreSQL).
+        # doorman.db.epochs: a file beside SQLite, a row of PostgreSQL).
         self._epoch = epoch_of(self.engine, "sessions")
         self._kept: EpochCache[tuple[str, float]] = EpochCache()
 
     async def create_table(self) -> None:
-        """Bring doorman's tables up to date, once; every method does this first."""
-        async with self._schema_lock:
-            if not self._schema_ready:
-                await ensure_schema(self.engine)
-                self._schema_ready = True
+        """Bring doorman's tables up to date (once per engine and process)."""
+        await ensure_schema(self.engine)
+
+    @contextlib.asynccontextmanager
+    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        # The one place a table is made on first use: the session middleware has no
+        # start-up of its own (an app may use this store with nothing else of doorman),
+        # and after the first call this is a set lookup.
+        await ensure_schema(self.engine)
+        async with connect(self.engine, write=write) as connection:
+            yield connection
 
     async def load(self, key: str) -> str | None:
         sid = storage_id(key)
@@ -71,22 +77,17 @@ class SQLStore:
 
     async def _read(self, sid: str) -> tuple[str, float] | None:
         """The session's payload and expiry, if it is there and live."""
-        if not self._schema_ready:
-            await self.create_table()
-        try:  # the hot path: connect()'s wrapper inlined
+        await ensure_schema(self.engine)
+        with failures(self.engine):  # the hot path: connect()'s wrapper left out
             async with self.engine.connect() as connection:
                 result = await connection.execute(_LOAD, {"sid": sid, "now": time.time()})
                 row = result.one_or_none()
-        except (exc.DBAPIError, exc.TimeoutError, OSError) as error:
-            raise unavailable(self.engine, error) from error
         return None if row is None else (str(row.data), float(row.expires_at))
 
     async def save(self, key: str | None, payload: str, expires_at: float) -> str:
-        if not self._schema_ready:
-            await self.create_table()
         if key is not None:
             row = {"sid": storage_id(key), "data": payload, "expires_at": expires_at}
-            async with connect(self.engine, write=True, **_SESSIONS_CHANGE) as connection:
+            async with self._connect(write=True) as connection:
                 result = await connection.execute(_UPDATE, row)
             if result.rowcount == 0:
                 raise SessionInterrupted("the session was deleted while the request was using it")
@@ -95,39 +96,31 @@ class SQLStore:
             key = new_session_key()
             row = {"id": storage_id(key), "data": payload, "expires_at": expires_at}
             try:
-                async with connect(self.engine, write=True, changes_accounts=False) as connection:
+                async with self._connect(write=True) as connection:
                     await connection.execute(_INSERT, row)
             except exc.IntegrityError:  # pragma: no cover - a 256-bit collision
                 continue
-            return key  # a new key: nobody can have kept it, no change to announce
+            return key  # an insert: nobody can have kept it, no epoch moves
         raise RuntimeError("could not mint a unique session key")  # pragma: no cover
 
     async def delete(self, key: str) -> None:
-        if not self._schema_ready:
-            await self.create_table()
-        async with connect(self.engine, write=True, **_SESSIONS_CHANGE) as connection:
+        async with self._connect(write=True) as connection:
             await connection.execute(_DELETE, {"sid": storage_id(key)})
 
     async def clear_expired(self) -> int:
-        if not self._schema_ready:
-            await self.create_table()
-        async with connect(self.engine, write=True, **_SESSIONS_CHANGE) as connection:
+        async with self._connect(write=True) as connection:
             result = await connection.execute(_DELETE_EXPIRED, {"now": time.time()})
         return max(result.rowcount, 0)
 
     async def count(self) -> int:
         """How many sessions (live or not yet swept) the table holds."""
-        if not self._schema_ready:
-            await self.create_table()
-        async with connect(self.engine) as connection:
+        async with self._connect() as connection:
             result = await connection.execute(sa.select(sa.func.count()).select_from(_table))
             return int(result.scalar_one())
 
     async def flush(self) -> int:
         """Delete every session: everyone is signed out."""
-        if not self._schema_ready:
-            await self.create_table()
-        async with connect(self.engine, write=True, **_SESSIONS_CHANGE) as connection:
+        async with self._connect(write=True) as connection:
             result = await connection.execute(_table.delete())
         return max(result.rowcount, 0)
 
@@ -138,3 +131,124 @@ class SQLStore:
     async def close(self) -> None:
         if self._owns_engine:
             await self.engine.dispose()
+
+    def counter(self) -> SQLCounter:
+        return SQLCounter(self.engine)
+
+
+_throttle = throttle_table
+_NOW = sa.bindparam("now", type_=sa.Float)
+_PEEK = sa.select(_throttle.c.hits, _throttle.c.expires_at).where(
+    _throttle.c.key == sa.bindparam("key"), _throttle.c.expires_at > _NOW
+)
+_PEEK_BOTH = sa.select(_throttle.c.key, _throttle.c.hits, _throttle.c.expires_at).where(
+    _throttle.c.key.in_([sa.bindparam("key"), sa.bindparam("flight_key")]),
+    _throttle.c.expires_at > _NOW,
+)
+_TAKE = (
+    _throttle.update()
+    .where(_throttle.c.key == sa.bindparam("counter_key"))  # "key" is reserved in an UPDATE
+    .values(hits=_throttle.c.hits + 1, expires_at=sa.bindparam("new_end", type_=sa.Float))
+)
+_GIVE_BACK = (
+    _throttle.update()
+    .where(
+        _throttle.c.key == sa.bindparam("counter_key"),
+        _throttle.c.hits > 0,
+        _throttle.c.expires_at > _NOW,
+    )
+    .values(hits=_throttle.c.hits - 1)
+)
+_RESET = _throttle.delete().where(_throttle.c.key == sa.bindparam("key"))
+_DELETE_ENDED = _throttle.delete().where(_throttle.c.expires_at <= _NOW)
+
+
+def _upsert(dialect: str, *, start: int) -> sa.Executable:
+    """One statement: a new or ended row starts at ``start`` with a new end; a live one
+    gains ``start`` and keeps its end. Returns (hits, end)."""
+    new_end = sa.bindparam("new_end", type_=sa.Float)
+    ended = _throttle.c.expires_at <= _NOW
+    statement = insert(_throttle, dialect).values(
+        key=sa.bindparam("key"), hits=start, expires_at=new_end
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[_throttle.c.key],
+        set_={
+            "hits": sa.case((ended, start), else_=_throttle.c.hits + start),
+            "expires_at": sa.case((ended, new_end), else_=_throttle.c.expires_at),
+        },
+    ).returning(_throttle.c.hits, _throttle.c.expires_at)
+
+
+class SQLCounter:
+    """Counts in the ``doorman_throttle`` table (SQLite or PostgreSQL).
+
+    A key's failures are the row ``key``; its attempts in flight the row
+    ``~key``, whose ``expires_at`` is the end of their leases.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._count = _upsert(engine.dialect.name, start=1)
+        self._lock_flight = _upsert(engine.dialect.name, start=0)  # also ends lapsed leases
+
+    async def create_table(self) -> None:
+        """Bring doorman's tables up to date: ``Doorman.startup`` does, when this counts
+        in another database than the users'."""
+        await ensure_schema(self.engine)
+
+    async def _read(self, key: str) -> tuple[int, float, int]:
+        """(failures, window end, in flight), read without a lock."""
+        params = {"key": key, "flight_key": FLIGHT + key, "now": time.time()}
+        async with connect(self.engine) as connection:
+            rows = (await connection.execute(_PEEK_BOTH, params)).all()
+        found = {row[0]: (int(row[1]), float(row[2])) for row in rows}
+        failures, end = found.get(key, (0, 0.0))
+        return failures, end, found.get(FLIGHT + key, (0, 0.0))[0]
+
+    async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
+        failures, end, flying = await self._read(key)
+        verdict = decide(failures, flying, limit)
+        if verdict != "granted":  # a stale "no" only means asking again: no write, no lock
+            return verdict, end
+        now = time.time()
+        flight = {"key": FLIGHT + key, "now": now, "new_end": now + lease}
+        async with connect(self.engine, write=True) as connection:
+            # The flight row first: it serializes the acquires of one key (a row lock on
+            # PostgreSQL, the write lock on SQLite) before the failures are read again.
+            flying = (await connection.execute(self._lock_flight, flight)).one()[0]
+            row = (await connection.execute(_PEEK, {"key": key, "now": now})).first()
+            failures, end = (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+            verdict = decide(failures, int(flying), limit)
+            if verdict == "granted":
+                await connection.execute(
+                    _TAKE, {"counter_key": FLIGHT + key, "new_end": now + lease}
+                )
+        return verdict, end
+
+    async def settle(self, key: str, outcome: Outcome, window: float) -> int:
+        now = time.time()
+        async with connect(self.engine, write=True) as connection:
+            await connection.execute(_GIVE_BACK, {"counter_key": FLIGHT + key, "now": now})
+            if outcome == "count":
+                params = {"key": key, "now": now, "new_end": now + window}
+                return int((await connection.execute(self._count, params)).one()[0])
+            if outcome == "clear":
+                await connection.execute(_RESET, {"key": key})
+                return 0
+            row = (await connection.execute(_PEEK, {"key": key, "now": now})).first()
+        return 0 if row is None else int(row[0])
+
+    async def peek(self, key: str) -> tuple[int, float]:
+        async with connect(self.engine) as connection:
+            row = (await connection.execute(_PEEK, {"key": key, "now": time.time()})).first()
+        return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+
+    async def reset(self, key: str) -> None:
+        async with connect(self.engine, write=True) as connection:
+            await connection.execute(_RESET, {"key": key})
+
+    async def clear_expired(self) -> int:
+        async with connect(self.engine, write=True) as connection:
+            result = await connection.execute(_DELETE_ENDED, {"now": time.time()})
+        return max(result.rowcount, 0)

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..accounts.users import User
 from ..auth.login import login
 from ..auth.middleware import AuthMiddleware
-from ..auth.users import User
 from ..core import Doorman
 from ..sessions.middleware import SessionMiddleware
 from ..sessions.session import Session

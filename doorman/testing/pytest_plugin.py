@@ -22,10 +22,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ..auth.passwords import PasswordHasher
+from ..accounts.passwords import PasswordHasher
 from ..core import Doorman
-from ..database import create_engine
-from ..migrations import migrate
+from ..db.engine import create_engine
+from ..db.migrations import migrate
 
 __all__ = ["doorman", "doorman_db", "doorman_postgres_db", "doorman_secret", "fast_hasher"]
 

@@ -12,9 +12,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 
 from ..._identity import identity_headers
 from ..._types import Receive, Scope, Send, send_text
-from ...database import connect
+from ...db.transaction import connect
 from ...exceptions import StoreError
-from ..redirects import safe_path
+from ...redirects import safe_path
 from ..state import ServerState, state_of
 
 __all__ = ["ForwardAuth", "health", "whoami", "whoami_response"]

@@ -1,24 +1,18 @@
-"""Small helpers shared by the views: CSRF-checked forms, JSON or HTML, redirects."""
+"""HTTP helpers shared by the views: CSRF-checked forms, JSON or HTML, redirects."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ...auth import csrf
-from ...auth.users import check_email, check_new_username
-from ...exceptions import AccountError, RequestTooLarge, UsernameTaken, UsernameTooSimilar
+from ...exceptions import RequestTooLarge
 from ..state import state_of
-from .forms import FormErrors, check_new_password
 
-if TYPE_CHECKING:
-    from ...core import Doorman
-
-__all__ = ["checked_form", "client_address", "json_error", "redirect", "refuse_csrf", "wants_json"]
+__all__ = ["checked_form", "field", "json_error", "redirect", "refuse_csrf", "wants_json"]
 
 _MAX_FORM_FIELDS = 50
 
@@ -110,42 +104,6 @@ def redirect(url: str, status: int = 303) -> RedirectResponse:
     return RedirectResponse(url, status, headers={"cache-control": "no-store"})
 
 
-def client_address(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 def field(fields: dict[str, str], name: str, limit: int = 4096) -> str:
     """A field's value, cut to a sane length (passwords are checked for length elsewhere)."""
     return fields.get(name, "")[:limit]
-
-
-async def new_account_problems(
-    doorman: Doorman, username: str, email: str, password: str, again: str
-) -> FormErrors:
-    """Every problem of a new account's fields: username, email, and both passwords."""
-    errors = FormErrors()
-    try:
-        check_new_username(username)
-    except AccountError as error:
-        errors.add(sentence(error), "username")
-    else:
-        try:
-            await doorman.users.check_free(username)
-        except UsernameTooSimilar:
-            errors.add("That username is too similar to an existing one.", "username")
-        except UsernameTaken:
-            errors.add("That username is taken.", "username")
-    try:
-        check_email(email)
-    except AccountError as error:
-        errors.add(sentence(error), "email")
-    await check_new_password(
-        errors, doorman, password, again, username=username, email=email or None
-    )
-    return errors
-
-
-def sentence(error: Exception) -> str:
-    """An error's message as a sentence: capital first letter, full stop."""
-    text = str(error)
-    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")

@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from ...auth.passwords import password_rules
+from ...accounts.names import check_email, check_new_username
+from ...accounts.passwords import password_rules
+from ...exceptions import AccountError, UsernameTaken, UsernameTooSimilar
 
 if TYPE_CHECKING:
     from ...core import Doorman
 
-__all__ = ["FormErrors", "check_new_password", "password_hint"]
+__all__ = ["FormErrors", "check_new_password", "new_account_problems", "password_hint", "sentence"]
 
 
 @dataclasses.dataclass
@@ -79,3 +81,35 @@ def password_hint(doorman: Doorman) -> str:
     """
     text = "; ".join(password_rules(min_length=doorman.password_min_length))
     return text[:1].upper() + text[1:] + "."
+
+
+async def new_account_problems(
+    doorman: Doorman, username: str, email: str, password: str, again: str
+) -> FormErrors:
+    """Every problem of a new account's fields: username, email, and both passwords."""
+    errors = FormErrors()
+    try:
+        check_new_username(username)
+    except AccountError as error:
+        errors.add(sentence(error), "username")
+    else:
+        try:
+            await doorman.users.check_free(username)
+        except UsernameTooSimilar:
+            errors.add("That username is too similar to an existing one.", "username")
+        except UsernameTaken:
+            errors.add("That username is taken.", "username")
+    try:
+        check_email(email)
+    except AccountError as error:
+        errors.add(sentence(error), "email")
+    await check_new_password(
+        errors, doorman, password, again, username=username, email=email or None
+    )
+    return errors
+
+
+def sentence(error: Exception) -> str:
+    """An error's message as a sentence: capital first letter, full stop."""
+    text = str(error)
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")

@@ -7,28 +7,21 @@ from typing import Any, NamedTuple
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..._scope import client_address
+from ...accounts.users import User
 from ...auth import csrf
 from ...auth.login import login, logout
-from ...auth.users import User
+from ...events import EventKind
 from ...exceptions import AccountError, AuthenticationFailed, Throttled
+from ...redirects import origin_of, safe_path
 from .. import setup
 from ..device_cookie import device_cookie, remember_device
 from ..headers import content_security_policy
-from ..redirects import origin_of, safe_path
 from ..state import ServerState, state_of
-from .common import (
-    checked_form,
-    client_address,
-    field,
-    json_error,
-    new_account_problems,
-    redirect,
-    refuse_csrf,
-    sentence,
-    wants_json,
-)
+from .audit import record
+from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .errors import way_on
-from .forms import FormErrors, password_hint
+from .forms import FormErrors, new_account_problems, password_hint, sentence
 
 __all__ = ["login_page", "logout_view", "register_page", "setup_page"]
 
@@ -81,7 +74,7 @@ async def login_page(request: Request) -> Response:
         user = await server.doorman.authenticate(
             username,
             field(fields, "password"),
-            client=client_address(request),
+            client=client_address(request.scope),
             device=device_cookie(request),
         )
     except Throttled as error:  # 429; Busy, 503
@@ -207,7 +200,7 @@ async def _account_form(
     # Sign-ups count per address (in flight too); the set-up link is a limit of its own.
     try:
         attempt = await server.doorman.registrations.attempt(
-            None if admin else client_address(request)
+            None if admin else client_address(request.scope)
         )
     except Throttled as error:  # 429; Busy, 503
         return await _form_errors(
@@ -216,6 +209,9 @@ async def _account_form(
     async with attempt:
         created = await _create_account(server, fields, admin=admin, token=context["token"])
     if isinstance(created, User):
+        detail = {"via": "setup" if admin else "registration", "admin": admin}
+        # By the person themselves, though nobody is signed in yet.
+        await record(request, EventKind.USER_CREATED, created, detail, actor=created.username)
         landing = "admin/users" if admin else "account?done=created"
         return await _signed_in(request, created, server.url(landing))
     return await _form_errors(request, server, template, context, created)

@@ -8,10 +8,12 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ....auth.users import User, check_group, username_key
+from ....accounts.names import check_group, username_key
+from ....accounts.users import User
 from ....exceptions import AccountError
 from ...state import ServerState
-from ..common import redirect, sentence, wants_json
+from ..common import redirect, wants_json
+from ..forms import sentence
 
 NO_STORE = {"cache-control": "no-store"}
 

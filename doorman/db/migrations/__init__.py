@@ -1,0 +1,126 @@
+"""Alembic migrations for doorman's tables, and the functions that run them.
+
+doorman keeps its migrations inside the package and runs them itself, once, at
+start-up: ``Doorman.startup`` and ``doorman serve`` run ``ensure_schema``,
+``doorman db migrate`` runs ``migrate``. Several workers may start at once: PostgreSQL
+serialises them with an advisory lock, SQLite with its write lock and a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import weakref
+from typing import Literal
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ...exceptions import StoreError
+from ..engine import VERSION_TABLE, unavailable
+from ..transaction import connect
+
+__all__ = ["ensure_schema", "head_revision", "migrate", "schema_revision", "schema_sql"]
+
+# Any constant will do: it names the lock that migrating workers queue on.
+_ADVISORY_LOCK = 0x646F6F726D616E  # "doorman"
+_ATTEMPTS = 5
+_migrated: weakref.WeakSet[Engine] = weakref.WeakSet()
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "doorman.db:migrations")
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this version of doorman ships."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at; None when doorman's tables are not there yet."""
+    async with connect(engine) as connection:
+        return await connection.run_sync(_current_revision)
+
+
+def _current_revision(connection: Connection) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Create or upgrade doorman's tables to ``revision`` (default: the newest)."""
+    # Alembic's `context` and `op` are process-wide: one migration at a time per process.
+    async with _process_lock():
+        for attempt in range(_ATTEMPTS):
+            try:
+                # Creating tables moves no epoch (a migration's statements are DDL, or
+                # run on Alembic's own table objects, which name none).
+                async with connect(engine, write=True) as connection:
+                    await connection.run_sync(_upgrade, revision)
+                break
+            except (StoreError, exc.IntegrityError) as error:
+                # Another process migrated between our check and our DDL ("database
+                # is locked", "table already exists"): try again, a bounded number of times.
+                if attempt == _ATTEMPTS - 1 or not _raced(error):
+                    if isinstance(error, StoreError):
+                        raise
+                    raise unavailable(engine, error) from error
+                await asyncio.sleep(0.05 * (attempt + 1))
+    _migrated.add(engine.sync_engine)
+
+
+def _raced(error: BaseException) -> bool:
+    """Whether a failed migration looks like another worker's concurrent one."""
+    cause = error.__cause__ if isinstance(error, StoreError) else error
+    text = str(cause).lower()
+    return isinstance(cause, exc.IntegrityError) or any(
+        word in text for word in ("locked", "already exists", "duplicate")
+    )
+
+
+def _process_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _locks.get(loop)
+    if lock is None:
+        lock = _locks[loop] = asyncio.Lock()
+    return lock
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # Held until the transaction ends: concurrent workers migrate one at a time.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK})")
+    config = _config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def ensure_schema(engine: AsyncEngine) -> None:
+    """Migrate once per engine and process; later calls return at once."""
+    if engine.sync_engine not in _migrated:
+        await migrate(engine)
+
+
+def schema_sql(dialect: Literal["sqlite", "postgresql"] = "sqlite") -> str:
+    """The SQL that creates doorman's tables, for DBAs who apply it themselves."""
+    config = _config()
+    config.set_main_option("sqlalchemy.url", f"{dialect}://")
+    buffer = io.StringIO()
+    config.output_buffer = buffer
+    with contextlib.redirect_stdout(buffer):
+        command.upgrade(config, "head", sql=True)
+    return buffer.getvalue()
