@@ -8,6 +8,7 @@ wrong and how to fix it (never echoing the value: it may be a secret).
 from __future__ import annotations
 
 import copy
+import datetime
 import ipaddress
 import json
 import re
@@ -52,6 +53,31 @@ def parse_duration(text: str | int) -> int:
     if seconds <= 0:
         raise ValueError(f"{text!r}: a duration must be above 0 seconds")
     return seconds
+
+
+#: The longest text ``parse_moment`` reads: a date and time with seconds and an offset.
+_MOMENT_LENGTH = 40
+
+
+def parse_moment(text: str, *, now: float) -> float:
+    """A Unix time: ``7d`` (that long before ``now``; also ``12h``, ``30m``...), a date
+    ``2026-12-01`` or a date and time ``2026-12-01T12:00``, in UTC unless it says
+    otherwise (as the pages show times). Raises ``ValueError`` for anything else."""
+    given = text.strip()
+    if len(given) <= _MOMENT_LENGTH and _DURATION.fullmatch(given.lower()):
+        return max(0.0, now - parse_duration(given))
+    try:
+        if len(given) > _MOMENT_LENGTH:
+            raise ValueError
+        moment = datetime.datetime.fromisoformat(given)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"{given[:_MOMENT_LENGTH]!r} is not a time: give a duration such as 7d, 12h or "
+            "30m, or a date such as 2026-12-01"
+        ) from None
 
 
 # -- parsers: a value from TOML, JSON or the environment (text) in, a checked value out --

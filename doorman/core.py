@@ -17,6 +17,7 @@ import pluggy
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .accounts.devices import DeviceCookies
+from .accounts.event_log import EventLog
 from .accounts.passwords import PasswordHasher, validate_password
 from .accounts.permissions import Rules, check_permission
 from .accounts.session_auth import SessionAuth
@@ -85,6 +86,7 @@ class Doorman:
         self.users = Users(self.engine, self.hasher)
         self.tokens = Tokens(self.engine)
         self.signins = SignIns(self.engine)
+        self.events = EventLog(self.engine, self.users)
         counter = (
             throttle.counter if throttle is not None else counter_for(sessions, engine=self.engine)
         )
@@ -113,6 +115,7 @@ class Doorman:
         await all_results(self.plugins.hook.startup, doorman=self)
 
     async def close(self) -> None:
+        await self.events.flush()
         self.hasher.close()
         if self._owns_engine:
             await self.engine.dispose()
@@ -132,15 +135,15 @@ class Doorman:
         """
         user = await self.users.by_username(username)
         trusted = None if user is None else self.devices.device_for(device, user)
-        async with await self._throttled_attempt(username, client, trusted) as attempt:
+        async with await self._throttled_attempt(username, client, trusted, user) as attempt:
             if user is None or not user.password_hash:
                 await self.hasher.burn(password)
-                return await self._refuse(username, client, "bad-credentials")
+                return await self._refuse(username, client, "bad-credentials", user)
             verdict = await self.hasher.verify(password, user.password_hash)
             if not verdict.ok:
-                return await self._refuse(username, client, "bad-credentials")
+                return await self._refuse(username, client, "bad-credentials", user)
             if not user.is_active:
-                return await self._refuse(username, client, "disabled")
+                return await self._refuse(username, client, "disabled", user)
             attempt.succeeded()
         if verdict.needs_rehash:
             user = await self.users.replace_hash(user, await self.hasher.hash(password))
@@ -153,31 +156,38 @@ class Doorman:
         email address): throttled and logged like a sign-in, ``AuthenticationFailed`` or
         ``Throttled`` when it fails, so a borrowed session cannot guess it either."""
         trusted = self.devices.device_for(device, user)
-        async with await self._throttled_attempt(user.username, client, trusted) as attempt:
+        async with await self._throttled_attempt(user.username, client, trusted, user) as attempt:
             verdict = await self.hasher.verify(password, user.password_hash)
             if not verdict.ok:
-                await self._refuse(user.username, client, "bad-credentials")
+                await self._refuse(user.username, client, "bad-credentials", user)
             attempt.succeeded()
 
     async def _throttled_attempt(
-        self, username: str, client: str | None, device: str | None
+        self, username: str, client: str | None, device: str | None, user: User | None
     ) -> Attempt:
         try:
             return await self.throttle.attempt(username, client, device=device)
         except Throttled:
-            await self._login_failed(username, client, "throttled")
+            await self._login_failed(username, client, "throttled", user)
             raise
 
-    async def _refuse(self, username: str, client: str | None, reason: LoginFailure) -> User:
-        await self._login_failed(username, client, reason)
+    async def _refuse(
+        self, username: str, client: str | None, reason: LoginFailure, user: User | None
+    ) -> User:
+        await self._login_failed(username, client, reason, user)
         raise AuthenticationFailed(BAD_CREDENTIALS)
 
-    async def _login_failed(self, username: str, client: str | None, reason: LoginFailure) -> None:
+    async def _login_failed(
+        self, username: str, client: str | None, reason: LoginFailure, user: User | None
+    ) -> None:
+        """Log and tell of a refused sign-in. The event log links it to ``user`` (the account
+        the name belongs to, if any) and never keeps the name as typed: it may be a password
+        typed in the wrong box."""
         security_log.warning("failed sign-in for %r from %s: %s", username[:150], client, reason)
         event = LoginFailedEvent(
             username=username[:150], client=client, reason=reason, at=time.time()
         )
-        await self.fire("on_login_failed", event)
+        await self.fire("on_login_failed", event, user=user)
 
     async def password_problems(
         self, password: str, *, username: str | None = None, email: str | None = None
@@ -269,8 +279,15 @@ class Doorman:
             rules=self.rules,
         )
 
-    async def fire(self, hook: str, event: object) -> None:
-        """Tell the plugins about an event; a failing plugin is logged, not fatal."""
+    async def fire(self, hook: str | None, event: object, *, user: User | None = None) -> None:
+        """Write ``event`` to the security event log, then tell the plugins through ``hook``
+        (None: no hook hears of it). ``user``: the account it is about, when at hand.
+
+        Neither a failing plugin nor a failing log write is fatal: each is logged.
+        """
+        await self.events.record_event(event, user=user)
+        if hook is None:
+            return
         try:
             await all_results(getattr(self.plugins.hook, hook), doorman=self, event=event)
         except Exception:

@@ -122,6 +122,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("throttle_window", 900,
             "Seconds (or a duration such as 15m) over which attempts are counted.",
             parse.seconds(1, "15m")),
+    Setting("events_retention", 7776000,
+            "How long the security event log keeps events (seconds, or a duration such as "
+            "90d); doorman events prune removes older ones.", parse.seconds(3600, "90d")),
     Setting("password_min_length", 10,
             "Fewest characters a new password may have (at least 8).", parse.integer(8, 4096, 10)),
     Setting("template_dir", None,
@@ -186,6 +189,7 @@ class Settings:
     throttle_per_address: int
     throttle_registrations: int
     throttle_window: int
+    events_retention: int
     password_min_length: int
     template_dir: str | None
     plugins_dir: str | None

@@ -617,7 +617,13 @@ def test_signed_in_pages_fit_a_narrow_screen(
     server: Server, admin_session: dict[str, Any], new_page: PageFactory
 ) -> None:
     page = new_page(server, viewport={"width": 375, "height": 700}, storage_state=admin_session)
-    for path in ("/-/account", "/-/admin/users", "/-/admin/users/root", "/-/admin/sessions"):
+    for path in (
+        "/-/account",
+        "/-/admin/users",
+        "/-/admin/users/root",
+        "/-/admin/sessions",
+        "/-/admin/events",
+    ):
         page.goto(path)
         widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert page.evaluate(NO_SIDEWAYS_SCROLL), (path, widths)
@@ -678,9 +684,39 @@ def test_pages_log_no_errors_and_break_no_csp(
         "/-/admin/users/root",
         "/-/admin/sessions",
         "/-/admin/tokens",
+        "/-/admin/events",
+        "/-/admin/events?kind=signed-in&since=7d",
     ):
         visit(path)
     assert problems == []
+
+
+def test_the_event_log_shows_sign_ins_and_filters_by_label(
+    server: Server, admin: str, admin_page: Page
+) -> None:
+    """The admin's own sign-in is in the log; the filter form works by its labels."""
+    admin_page.add_init_script(RECORD_CSP)
+    admin_page.goto("/-/admin/users")
+    admin_page.get_by_role("navigation", name="Administration").get_by_role(
+        "link", name="Events"
+    ).click()
+    expect(admin_page.get_by_role("heading", name="Security events")).to_be_visible()
+    admin_page.get_by_label("User", exact=True).fill(admin)
+    admin_page.get_by_label("Kind").select_option(label="Signed in")
+    admin_page.get_by_label("Since").fill("1d")
+    admin_page.get_by_role("button", name="Filter").click()
+    expect(admin_page).to_have_url(
+        re.compile(r"/-/admin/events\?user=root&kind=signed-in&since=1d")
+    )
+    rows = admin_page.get_by_role("row").filter(
+        has=admin_page.get_by_role("cell", name="Signed in")
+    )
+    expect(rows.first).to_be_visible()
+    expect(rows.first.get_by_role("cell", name=admin, exact=True)).to_be_visible()
+    admin_page.get_by_label("Since").fill("banana")
+    admin_page.get_by_role("button", name="Filter").click()
+    expect(admin_page.get_by_role("alert")).to_contain_text("'banana' is not a time")
+    assert admin_page.evaluate("window.__cspViolations") == []
 
 
 # -- 11. the screenshot in the docs ----------------------------------------------------

@@ -256,6 +256,7 @@ BAD = {
     "throttle_per_address": [-1, 1.5],
     "throttle_registrations": [-3, "lots"],
     "throttle_window": [0, "never"],
+    "events_retention": [0, "59m", "banana"],
     "password_min_length": [4, 5000, "long"],
     "template_dir": ["/no/such/directory"],
     "plugins_dir": ["/no/such/directory"],

@@ -37,6 +37,7 @@ GET_ROUTES = [
     "/-/admin/users/bob/delete",
     "/-/admin/sessions",
     "/-/admin/tokens",
+    "/-/admin/events",
 ]
 ACTIONS = [
     "groups",

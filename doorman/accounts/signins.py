@@ -110,6 +110,17 @@ class SignIns:
             rows = (await connection.execute(query)).mappings().all()
         return [SignIn(**row) for row in rows]
 
+    async def get(self, signin: str) -> SignIn | None:
+        """The sign-in whose id is ``signin``, or None."""
+        query = (
+            sa.select(signins_table, users_table.c.username)
+            .join(users_table, users_table.c.id == _s.user_id)
+            .where(_s.id == signin)
+        )
+        async with connect(self.engine) as connection:
+            row = (await connection.execute(query)).mappings().first()
+        return SignIn(**row) if row is not None else None
+
     async def revoke(self, signin: str, *, user: User | None = None) -> bool:
         """Sign out the sign-in whose id is ``signin`` (only ``user``'s, when given).
 

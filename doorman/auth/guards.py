@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
+from .._scope import client_address
 from .._types import ASGIApp, Receive, Scope, Send
 from ..core import Doorman
 from ..events import PermissionDeniedEvent
@@ -72,7 +73,9 @@ async def _check(scope: Scope, action: str, resource: str | None) -> bool:
     actor = scope.get("actor")
     if await doorman.allowed(actor, action, resource):
         return True
-    event = PermissionDeniedEvent(actor=actor, action=action, resource=resource)
+    event = PermissionDeniedEvent(
+        actor=actor, action=action, resource=resource, client=client_address(scope)
+    )
     security_log.info(
         "denied %r on %r to %r",
         action,
@@ -80,6 +83,7 @@ async def _check(scope: Scope, action: str, resource: str | None) -> bool:
         actor and actor.get("id"),
         extra={"event": event},
     )
+    await doorman.fire(None, event)  # the security event log: only for someone signed in
     return False
 
 

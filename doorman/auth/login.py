@@ -51,9 +51,8 @@ async def login(
     await doorman.users.record_login(user, now)
     actor = user.actor("session")
     set_actor(scope, actor)
-    await doorman.fire(
-        "on_login", LoginEvent(actor=actor, via=via, client=client_address(scope), at=now)
-    )
+    event = LoginEvent(actor=actor, via=via, client=client_address(scope), at=now)
+    await doorman.fire("on_login", event, user=user)
     return actor
 
 

@@ -16,13 +16,15 @@ and is judged by its credentials alone, as an HTTP request is.
 
 Each refusal is one line on ``doorman.security`` (WARNING) with the origin,
 the path and the client address, never a cookie; the record's ``event`` is a
-``WebSocketRefusedEvent``. Standard library only: the gate uses it too.
+``WebSocketRefusedEvent``, also handed to ``on_refused`` when given (the
+sign-in server writes it to the security event log). Standard library only:
+the gate uses it too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from .._types import ASGIApp, Receive, Scope, Send
 from ..events import WebSocketRefusedEvent
@@ -32,6 +34,8 @@ __all__ = ["WebSocketOriginMiddleware", "refuse_handshake", "refused_origin"]
 
 security_log = logging.getLogger("doorman.security")
 _REFUSAL = b"This page's origin may not open a WebSocket here.\n"
+#: Told of each refusal, after it is logged: ``doorman.fire`` in the sign-in server.
+OnRefused = Callable[[WebSocketRefusedEvent], Awaitable[None]]
 
 
 class WebSocketOriginMiddleware:
@@ -40,12 +44,18 @@ class WebSocketOriginMiddleware:
     Entries are origins (``https://app.example.com``, with the port when it is
     not the default) or ``https://*.example.com`` for every host under a domain.
     Put it outside ``SessionMiddleware``; http requests pass untouched.
+    ``on_refused`` is awaited with each refusal's event.
     """
 
     def __init__(
-        self, app: ASGIApp, *, allowed_origins: Iterable[str] | AllowedOrigins = ()
+        self,
+        app: ASGIApp,
+        *,
+        allowed_origins: Iterable[str] | AllowedOrigins = (),
+        on_refused: OnRefused | None = None,
     ) -> None:
         self.app = app
+        self.on_refused = on_refused
         if isinstance(allowed_origins, str):  # a common slip: "https://a" for ["https://a"]
             allowed_origins = [allowed_origins]
         self.allowed_origins = (
@@ -58,7 +68,7 @@ class WebSocketOriginMiddleware:
         if scope["type"] == "websocket":
             refused = refused_origin(scope, self.allowed_origins, own_origin(scope))
             if refused is not None:
-                await refuse_handshake(scope, receive, send, refused)
+                await refuse_handshake(scope, receive, send, refused, self.on_refused)
                 return
         await self.app(scope, receive, send)
 
@@ -74,8 +84,10 @@ def refused_origin(scope: Scope, allowed: AllowedOrigins, own: Origin | None) ->
     return origin
 
 
-async def refuse_handshake(scope: Scope, receive: Receive, send: Send, origin: str) -> None:
-    """Log the refusal, then answer the handshake with 403 (or close it with 1008)."""
+async def refuse_handshake(
+    scope: Scope, receive: Receive, send: Send, origin: str, on_refused: OnRefused | None = None
+) -> None:
+    """Log the refusal (and tell ``on_refused``), then answer with 403 (or close with 1008)."""
     client = scope.get("client")
     event = WebSocketRefusedEvent(
         origin=origin[:200], path=str(scope.get("path", ""))[:500], client=client and client[0]
@@ -87,6 +99,8 @@ async def refuse_handshake(scope: Scope, receive: Receive, send: Send, origin: s
         event.client or "-",
         extra={"event": event},
     )
+    if on_refused is not None:
+        await on_refused(event)
     if (await receive())["type"] != "websocket.connect":
         return  # the client has gone already
     if "websocket.http.response" in (scope.get("extensions") or {}):

@@ -3,8 +3,8 @@
 Settings come from ``load_settings`` (defaults < doorman.toml < DOORMAN_* <
 flags); the flags are shared decorators (``_options``). Every error is one line
 on stderr and exit status 1, never a traceback. A module per command group:
-``serve``, ``protect``, ``users``, ``sessions``, ``tokens``, ``db``, ``plugins`` and
-``mail``.
+``serve``, ``protect``, ``users``, ``sessions``, ``tokens``, ``db``, ``events``,
+``plugins`` and ``mail``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import click
 
 from .._version import __version__
 from ..plugins import make_plugin_manager
-from . import db, mail, plugins, protect, serve, sessions, tokens, users
+from . import db, events, mail, plugins, protect, serve, sessions, tokens, users
 from ._options import one_line
 
 __all__ = ["DoormanGroup", "main"]
@@ -54,5 +54,6 @@ main.add_command(users.users)
 main.add_command(sessions.sessions)
 main.add_command(tokens.tokens)
 main.add_command(db.db_group)
+main.add_command(events.events)
 main.add_command(plugins.plugins_command)
 main.add_command(mail.mail)

@@ -98,6 +98,12 @@ async def with_store(
         await close_doorman(doorman, store)
 
 
+def from_cli(**detail: Any) -> dict[str, Any]:
+    """The detail of an event a command writes to the security event log: ``via`` is
+    ``cli``; the values given, but those that are False or None (nothing to say)."""
+    return {"via": "cli", **{k: v for k, v in detail.items() if v is not None and v is not False}}
+
+
 # -- shared options -------------------------------------------------------------------
 
 

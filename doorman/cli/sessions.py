@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..events import EventKind
 from ..settings import Settings
 from ._options import (
+    from_cli,
     json_option,
     revoke_tokens_option,
     run,
@@ -69,6 +71,8 @@ def revoke_sessions(settings: Settings, username: str, revoke_tokens: bool) -> N
         user = await doorman.users.require(username)
         live = len(await doorman.tokens.list(user))
         await doorman.end_sessions(user, revoke_tokens=revoke_tokens)
+        detail = from_cli(tokens_revoked=revoke_tokens and live > 0)
+        await doorman.events.record(EventKind.SESSIONS_ENDED, user=user, detail=detail)
         return live
 
     live = run(with_doorman(settings, revoke))
@@ -123,6 +127,8 @@ def flush(settings: Settings, yes: bool) -> None:
     async def flush_all(doorman: Doorman, store: SessionStore) -> int:
         removed = int(await store.flush())  # type: ignore[attr-defined]
         await doorman.signins.clear_stale(older_than=0)  # not seen for 0 s: every one
+        detail = from_cli(everyone=True)
+        await doorman.events.record(EventKind.SESSIONS_ENDED, detail=detail)
         return removed
 
     click.echo(f"deleted {plural(run(with_store(settings, flush_all)), 'session')}")

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..accounts.permissions import BUILT_IN_ACTIONS, Rules, known_actions
+from ..events import EventKind
 from ..settings import Settings, parse_duration
-from ._options import json_option, run, settings_options, with_doorman
+from ._options import from_cli, json_option, run, settings_options, with_doorman
 from ._output import echo_json, echo_table, when
 
 if TYPE_CHECKING:
@@ -67,9 +68,12 @@ def create_token(
 
     async def create(doorman: Doorman) -> tuple[Any, str]:
         user = await doorman.users.require(username)
-        return await doorman.tokens.create(
+        token, text = await doorman.tokens.create(
             user, name=name, expires_in=expires, scopes=scopes or None
         )
+        detail = from_cli(token_id=token.id, name=name, scopes=list(scopes) or None)
+        await doorman.events.record(EventKind.TOKEN_CREATED, user=user, detail=detail)
+        return token, text
 
     token, text = run(with_doorman(settings, create))
     click.echo(text)
@@ -143,7 +147,13 @@ def revoke_token(settings: Settings, token_id: str) -> None:
     """Revoke an API token by its ID (as shown by doorman tokens list)."""
 
     async def revoke(doorman: Doorman) -> bool:
-        return await doorman.tokens.revoke(token_id)
+        token = await doorman.tokens.get(token_id)
+        if not await doorman.tokens.revoke(token_id):
+            return False
+        user = await doorman.users.get(token.user_id) if token is not None else None
+        detail = from_cli(token_id=token_id[:64])
+        await doorman.events.record(EventKind.TOKEN_REVOKED, user=user, detail=detail)
+        return True
 
     if not run(with_doorman(settings, revoke)):
         raise click.ClickException(

@@ -6,8 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..accounts.event_log import edit_detail
+from ..events import EventKind
 from ..settings import Settings
 from ._options import (
+    from_cli,
     json_option,
     password_option,
     read_password,
@@ -51,6 +54,9 @@ def create_user(
         password = read_password(password_stdin)
         user = await doorman.create_user(
             username, password, email=email, admin=admin, groups=groups
+        )
+        await doorman.events.record(
+            EventKind.USER_CREATED, user=user, detail=from_cli(admin=user.is_admin)
         )
         return f"created {'admin' if user.is_admin else 'user'} {user.username}"
 
@@ -106,7 +112,13 @@ def edit_user(
 
     async def change(doorman: Doorman) -> Any:
         user = await doorman.users.require(username)
-        return await doorman.users.edit(user, email=email, admin=admin, groups=names)
+        edited = await doorman.users.edit(user, email=email, admin=admin, groups=names)
+        detail = edit_detail(user, edited)
+        if detail is not None:
+            await doorman.events.record(
+                EventKind.USER_EDITED, user=edited, detail={**from_cli(), **detail}
+            )
+        return edited
 
     user = run(with_doorman(settings, change))
     given = {"email": email is not None, "admin": admin is not None, "groups": names is not None}
@@ -138,6 +150,8 @@ def passwd(settings: Settings, username: str, password_stdin: bool, revoke_token
         user = await doorman.users.require(username)
         live = len(await doorman.tokens.list(user))
         await doorman.set_password(user, read_password(password_stdin), revoke_tokens=revoke_tokens)
+        detail = from_cli(tokens_revoked=revoke_tokens and live > 0)
+        await doorman.events.record(EventKind.PASSWORD_CHANGED, user=user, detail=detail)
         return live
 
     live = run(with_doorman(settings, change))
@@ -164,6 +178,8 @@ def disable(settings: Settings, username: str, revoke_tokens: bool) -> None:
         live = len(await doorman.tokens.list(user))
         user = await doorman.users.set_active(user, False)
         await doorman.end_sessions(user, revoke_tokens=revoke_tokens)
+        detail = from_cli(tokens_revoked=revoke_tokens and live > 0)
+        await doorman.events.record(EventKind.USER_DISABLED, user=user, detail=detail)
         return live
 
     live = run(with_doorman(settings, change))
@@ -184,6 +200,7 @@ def enable(settings: Settings, username: str) -> None:
 
     async def change(doorman: Doorman) -> int:
         user = await doorman.users.set_active(await doorman.users.require(username), True)
+        await doorman.events.record(EventKind.USER_ENABLED, user=user, detail=from_cli())
         return len(await doorman.tokens.list(user))
 
     live = run(with_doorman(settings, change))
@@ -202,6 +219,7 @@ def delete_user(settings: Settings, username: str, yes: bool) -> None:
         if not yes:
             click.confirm(f"Delete the user {user.username} for good?", abort=True)
         await doorman.users.delete(user)
+        await doorman.events.record(EventKind.USER_DELETED, user=user, detail=from_cli())
 
     run(with_doorman(settings, delete))
     click.echo(f"deleted {username}")

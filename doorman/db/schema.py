@@ -21,6 +21,7 @@ import sqlalchemy as sa
 __all__ = [
     "bookkeeping",
     "changes",
+    "events_table",
     "groups_table",
     "metadata",
     "sessions_table",
@@ -155,6 +156,34 @@ signins_table = sa.Table(
     info={"epoch": "accounts", "bookkeeping": {"last_seen"}},
 )
 
+events_table = sa.Table(
+    "doorman_events",
+    metadata,
+    # The security event log (doorman.accounts.event_log): what happened, to whom, by
+    # whom, from where. Never a password, a token, a cookie or a link.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    # The account the event is about. NULL once it is deleted (its username stays), and
+    # for a failed sign-in with a name that no account has.
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("doorman_users.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("username", sa.String(150), nullable=True),
+    # The id of the actor who did it (an admin, or the user themselves); NULL: nobody
+    # signed in, or the command line.
+    sa.Column("actor", sa.String(150), nullable=True),
+    sa.Column("address", sa.String(64), nullable=True),
+    # A small JSON object: the reason of a failure, the fields an admin changed...
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Index("ix_doorman_events_user_id", "user_id", "id"),
+    sa.Index("ix_doorman_events_kind", "kind", "id"),
+    sa.Index("ix_doorman_events_username", "username", "id"),
+    sa.Index("ix_doorman_events_actor", "actor", "id"),
+)
 
 #: The execution option that marks a ``bookkeeping`` update.
 _BOOKKEEPING = "doorman_bookkeeping"

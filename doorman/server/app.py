@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -141,7 +142,9 @@ def _around(inner: ASGIApp, server: ServerState, secrets: list[str]) -> ASGIApp:
         domain=settings.cookie_domain,
     )
     # Before the session is read: a page of another origin never opens a websocket as the user.
-    wrapped = WebSocketOriginMiddleware(wrapped, allowed_origins=server.origins)
+    wrapped = WebSocketOriginMiddleware(
+        wrapped, allowed_origins=server.origins, on_refused=functools.partial(doorman.fire, None)
+    )
     if settings.cors_origins:
         wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=server.prefix)
     wrapped = with_sentry(wrapped, settings.sentry)

@@ -1,4 +1,5 @@
-"""``/-/account``: own details, email and password change, own sessions and API tokens.
+"""``/-/account``: own details, email and password change, own sessions and API tokens,
+and recent security activity (the person's own events of the security event log).
 
 A request made with an API token may read the page and manage tokens, within
 the token's own reach (see ``create_token`` and ``revoke_token``), but never
@@ -20,16 +21,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..._scope import client_address
+from ...accounts.event_log import EventFilter, LoggedEvent
 from ...accounts.names import check_email
 from ...accounts.signins import SignIn
 from ...accounts.tokens import Token
 from ...accounts.users import User
 from ...auth.guards import requires
 from ...auth.login import current_signin, update_session_auth
+from ...events import EventKind
 from ...exceptions import AccountError, AuthenticationFailed, PermissionDenied, Throttled
 from ..device_cookie import device_cookie, remember_device
 from ..devices import describe
 from ..state import ServerState, state_of
+from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .forms import FormErrors, check_new_password, password_hint, sentence
 
@@ -37,6 +41,8 @@ __all__ = ["routes"]
 
 security_log = logging.getLogger("doorman.security")
 
+#: How many of the person's own security events the page shows, newest first.
+RECENT_EVENTS = 10
 #: Lifetimes offered for a new token, in days (0: no expiry).
 TOKEN_LIFETIMES = {"30": 30, "90": 90, "365": 365, "0": 0}
 
@@ -130,9 +136,10 @@ async def _render(
     """The account page, or its JSON; ``new_token`` (record, text) is shown this once."""
     signins = await server.doorman.signins.list(user)
     tokens = await server.doorman.tokens.list(user)
+    events = await server.doorman.events.list(EventFilter(user_id=user.id), limit=RECENT_EVENTS)
     current = current_signin(request.scope["session"])
     if wants_json(request):
-        body = await _account_json(user, signins, tokens, current, new_token)
+        body = await _account_json(user, signins, tokens, current, new_token, events)
         if errors:
             body.update(errors.json())
         return JSONResponse(body, status, headers={"cache-control": "no-store"})
@@ -144,6 +151,7 @@ async def _render(
         signins=signins,
         current_signin=current,
         tokens=tokens,
+        events=events,
         lifetimes=TOKEN_LIFETIMES,
         **(errors or FormErrors()).context(),
         password_hint=password_hint(server.doorman),
@@ -159,6 +167,7 @@ async def _account_json(
     tokens: list[Token],
     current: str | None,
     new_token: tuple[Token, str] | None,
+    events: list[LoggedEvent],
 ) -> dict[str, Any]:
     """The account page as JSON: the user, their sessions and tokens, a new token once."""
     body: dict[str, Any] = {
@@ -186,6 +195,7 @@ async def _account_json(
             }
             for t in tokens
         ],
+        "events": [e.owner_fields() for e in events],
     }
     if new_token:
         made, body["token"] = new_token
@@ -222,6 +232,7 @@ async def change_email(request: Request) -> Response:
     except AccountError as error:
         return await _refused(request, server, user, FormErrors.of(sentence(error)))
     security_log.info("user %r changed their email address", user.username)
+    await record(request, EventKind.EMAIL_CHANGED, user)
     if wants_json(request):
         return await _render(request, server, user, notice=_NOTICES["email"])
     return redirect(server.url("account") + "?done=email")
@@ -248,6 +259,7 @@ async def change_password(request: Request) -> Response:
         return await _refused(request, server, user, errors, throttled)
     user = await server.doorman.set_password(user, password, validate=False)
     await update_session_auth(request, user)
+    await record(request, EventKind.PASSWORD_CHANGED, user)
     response: Response
     if wants_json(request):
         response = await _render(request, server, user, notice=_NOTICES["password"])
@@ -304,7 +316,10 @@ async def revoke_signin(request: Request) -> Response:
     server, user = await _me(request)
     if await checked_form(request) is None:
         return await refuse_csrf(request)
-    found = await server.doorman.signins.revoke(request.path_params["signin_id"], user=user)
+    signin = request.path_params["signin_id"]
+    found = await server.doorman.signins.revoke(signin, user=user)
+    if found:
+        await record(request, EventKind.SESSION_REVOKED, user, {"signin_id": signin[:64]})
     if wants_json(request):
         return JSONResponse({"revoked": found}, 200 if found else 404)
     return redirect(server.url("account"))
@@ -340,6 +355,9 @@ async def create_token(request: Request) -> Response:
         errors = FormErrors()
         errors.add(sentence(error), "name")  # the one field the library checks
         return await _render(request, server, user, 400, errors=errors)
+    token = made[0]
+    detail = {"token_id": token.id, "name": token.name, "scopes": _listed(token)}
+    await record(request, EventKind.TOKEN_CREATED, user, detail)
     # The page itself, not a redirect to it: a redirect would need the token kept until then.
     return await _render(request, server, user, 201, notice=_TOKEN_NOTICE, new_token=made)
 
@@ -374,6 +392,8 @@ async def revoke_token(request: Request) -> Response:
             request, "A token can revoke only itself and tokens that can do no more than it."
         )
     found = await server.doorman.tokens.revoke(token_id, user=user)
+    if found:
+        await record(request, EventKind.TOKEN_REVOKED, user, {"token_id": token_id[:64]})
     if wants_json(request):
         return JSONResponse({"revoked": found}, 200 if found else 404)
     return redirect(server.url("account"))

@@ -11,12 +11,14 @@ from ..._scope import client_address
 from ...accounts.users import User
 from ...auth import csrf
 from ...auth.login import login, logout
+from ...events import EventKind
 from ...exceptions import AccountError, AuthenticationFailed, Throttled
 from ...redirects import origin_of, safe_path
 from .. import setup
 from ..device_cookie import device_cookie, remember_device
 from ..headers import content_security_policy
 from ..state import ServerState, state_of
+from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .errors import way_on
 from .forms import FormErrors, new_account_problems, password_hint, sentence
@@ -207,6 +209,9 @@ async def _account_form(
     async with attempt:
         created = await _create_account(server, fields, admin=admin, token=context["token"])
     if isinstance(created, User):
+        detail = {"via": "setup" if admin else "registration", "admin": admin}
+        # By the person themselves, though nobody is signed in yet.
+        await record(request, EventKind.USER_CREATED, created, detail, actor=created.username)
         landing = "admin/users" if admin else "account?done=created"
         return await _signed_in(request, created, server.url(landing))
     return await _form_errors(request, server, template, context, created)

@@ -1,4 +1,4 @@
-"""``/-/admin``: users, every sign-in and every API token; for admins only.
+"""``/-/admin``: users, every sign-in, every API token, security events; for admins only.
 
 Each page answers JSON to API clients and HTML to browsers, like ``/-/account``.
 Every change is a CSRF-checked POST that redirects back (303) with ``?done=``,
@@ -6,7 +6,7 @@ which picks one of the fixed ``NOTICES``: nothing from the URL is shown as is.
 An admin cannot disable, demote or delete themselves, so one admin always remains.
 
 ``users`` is the list of users and new users, ``user`` one user's page and
-actions, ``lists`` every sign-in and every token.
+actions, ``lists`` every sign-in and every token, ``events`` the security event log.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route
 
 from ._common import NOTICES
+from .events import events_page
 from .lists import revoke_any_signin, revoke_any_token, sessions_page, tokens_page
 from .user import delete_user, revoke_user_signin, revoke_user_token, user_action, user_page
 from .users import PAGE_SIZE, admin_home, users_page
@@ -36,4 +37,5 @@ def routes(prefix: str) -> list[BaseRoute]:
         Route(f"{base}/sessions/{{item}}/revoke", revoke_any_signin, methods=["POST"]),
         Route(f"{base}/tokens", tokens_page),
         Route(f"{base}/tokens/{{item}}/revoke", revoke_any_token, methods=["POST"]),
+        Route(f"{base}/events", events_page),
     ]

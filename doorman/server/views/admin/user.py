@@ -18,8 +18,10 @@ from ....accounts.users import User
 from ....auth.guards import requires
 from ....auth.login import current_signin, update_session_auth
 from ....core import Doorman
+from ....events import EventKind
 from ....exceptions import AccountError, Throttled, UserNotFound
 from ...state import ServerState, state_of
+from ..audit import record
 from ..common import checked_form, field, refuse_csrf, wants_json
 from ..forms import FormErrors, check_new_password, password_hint, sentence
 from ._common import (
@@ -32,6 +34,7 @@ from ._common import (
     target_user,
     user_url,
 )
+from ._logged import action_event
 
 security_log = logging.getLogger("doorman.security")
 
@@ -127,13 +130,22 @@ async def _run(request: Request, done: str, action: Action) -> Response:
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
+    act = _Act(request, server.doorman, user, fields)
     try:
-        done = await action(_Act(request, server.doorman, user, fields)) or done
+        result = await action(act) or done
     except _Refused as refusal:
         return await _user_page(request, server, user, 400, errors=refusal.errors)
     except UserNotFound:  # deleted meanwhile
         return await not_found(request, server)
-    return after_change(request, done, user_url(server, user, done))
+    if result != "gone":
+        item = request.path_params.get("item", "")
+        logged = await action_event(done, server.doorman, user, item)
+        if logged is not None:
+            kind, detail = logged
+            if result.endswith("-tokens-revoked"):
+                detail = {**detail, "tokens_revoked": True}
+            await record(request, kind, user, detail)
+    return after_change(request, result, user_url(server, user, result))
 
 
 def _not_self(act: _Act, doing: str) -> None:
@@ -333,6 +345,7 @@ async def delete_user(request: Request) -> Response:
             errors.add("The username you typed does not match: nothing was deleted.", "confirm")
         else:
             await server.doorman.users.delete(user)
+            await record(request, EventKind.USER_DELETED, user)  # kept, unlinked: it is gone
             url = f"{server.url('admin/users')}?done=deleted"
             return after_change(request, "deleted", url)
         if wants_json(request):

@@ -10,8 +10,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ....auth.guards import requires
+from ....events import EventKind
 from ....exceptions import AccountError
 from ...state import ServerState, state_of
+from ..audit import record
 from ..common import checked_form, field, redirect, refuse_csrf, wants_json
 from ..forms import FormErrors, new_account_problems, password_hint, sentence
 from ._common import NO_STORE, done_notice, group_names, json_response, user_url
@@ -104,6 +106,7 @@ async def _create_user(request: Request, server: ServerState) -> Response:
         except AccountError as error:
             errors = FormErrors.of(sentence(error))
         else:
+            await record(request, EventKind.USER_CREATED, user, {"admin": user.is_admin})
             if wants_json(request):
                 return json_response({"ok": True, "user": user.public_fields()}, 201)
             return redirect(user_url(server, user, "created"))
