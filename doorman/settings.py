@@ -125,6 +125,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("events_retention", 7776000,
             "How long the security event log keeps events (seconds, or a duration such as "
             "90d); doorman events prune removes older ones.", parse.seconds(3600, "90d")),
+    Setting("password_reset_max_age", 3600,
+            "How long a password-reset link works: seconds, or a duration such as 1h.",
+            parse.seconds(60, "1h")),
     Setting("password_min_length", 10,
             "Fewest characters a new password may have (at least 8).", parse.integer(8, 4096, 10)),
     Setting("template_dir", None,
@@ -190,6 +193,7 @@ class Settings:
     throttle_registrations: int
     throttle_window: int
     events_retention: int
+    password_reset_max_age: int
     password_min_length: int
     template_dir: str | None
     plugins_dir: str | None

@@ -75,6 +75,13 @@ class Users:
         found = await self._select(_u.username_key == username_key(username))
         return found[0] if found else None
 
+    async def by_email(self, email: str) -> builtins.list[User]:
+        """The active accounts whose address is ``email``, compared without case."""
+        if not isinstance(email, str) or not email or len(email) > 254:
+            return []
+        found = await self._select(sa.func.lower(_u.email) == email.lower())
+        return [user for user in found if user.is_active]
+
     async def require(self, username: str) -> User:
         user = await self.by_username(username)
         if user is None:

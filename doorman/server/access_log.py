@@ -3,7 +3,9 @@
 Two reasons to have our own. uvicorn's line carries the query string, and
 doorman's URLs carry secrets there (the one-time ``/-/setup?token=``) and
 return addresses (``next``, ``rd``) that are nobody's business in a log:
-this one logs the path alone. And uvicorn formats each line through a copy
+this one logs the path alone, with the token of a one-time link
+(``/-/password-reset/<token>``, ``/-/verify-email/...``, ``/-/invite/...``,
+``/-/sign-in-link/...``) written as ``<token>``. And uvicorn formats each line through a copy
 of the record and a colouring formatter, about a fifth of a forward-auth
 request's cost; this one hands ``logging`` a plain %-format.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import time
 from typing import Any
 
@@ -25,6 +28,10 @@ __all__ = ["AccessLogMiddleware", "access_log", "uvicorn_log_config"]
 
 access_log = logging.getLogger("doorman.access")
 _LINE = '%s "%s %s HTTP/%s" %d %.1fms'
+#: The last segment after a link route, whatever the prefix; "new" holds no token.
+_LINK_TOKEN = re.compile(
+    r"(/(?:password-reset|verify-email|invite|sign-in-link)/)(?!new/?$)[^/]+(?=/?$)"
+)
 
 
 class AccessLogMiddleware:
@@ -68,8 +75,8 @@ class AccessLogMiddleware:
 
 def _printable(raw_path: bytes) -> str:
     """The path without its query string, control characters escaped (no forged lines)."""
-    path = raw_path.split(b"?", 1)[0][:500]
-    return path.decode("latin-1").encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    path = _LINK_TOKEN.sub(r"\1<token>", raw_path.split(b"?", 1)[0].decode("latin-1"))[:500]
+    return path.encode("unicode_escape").decode("ascii").replace('"', '\\"')
 
 
 def uvicorn_log_config(access_log_on: bool) -> dict[str, Any]:

@@ -68,6 +68,7 @@ _NOTICES = {
     "email": "Email address saved.",
     "password": "Password changed. Every other session of yours was signed out.",
     "created": "Your account was created, and you are signed in.",
+    "password-reset": "Your new password is set, and every other session was signed out.",
 }
 _TOKEN_NOTICE = "Copy this token now: it will not be shown again."  # noqa: S105 - words
 #: Where doorman once kept a new token until the next page showed it: cleared on sight.

@@ -23,7 +23,7 @@ from .common import checked_form, field, json_error, redirect, refuse_csrf, want
 from .errors import way_on
 from .forms import FormErrors, new_account_problems, password_hint, sentence
 
-__all__ = ["login_page", "logout_view", "register_page", "setup_page"]
+__all__ = ["login_page", "logout_view", "register_page", "setup_page", "signed_in"]
 
 #: Notices on the login page after a redirect, by ``?done=``: fixed words, never text from the URL.
 _NOTICES = {"signed-out": "You have signed out."}
@@ -92,7 +92,7 @@ async def login_page(request: Request) -> Response:
         response.status_code = 401
         return response
     # 302, as DESIGN.md's route contract says (scripts check for it); browsers GET either way.
-    return await _signed_in(request, user, destination.url, status=302, remember=remember)
+    return await signed_in(request, user, destination.url, status=302, remember=remember)
 
 
 async def _login_form(
@@ -115,6 +115,7 @@ async def _login_form(
         notice=notice,
         remember=remember,
         allow_registration=server.settings.allow_registration,
+        can_send_mail=server.outbox.can_send,
     )
     # Browsers check the redirect that answers this form against the page's form-action:
     # name the one place it may go, besides this site (and the landing, for a second tab).
@@ -124,10 +125,17 @@ async def _login_form(
     return response
 
 
-async def _signed_in(
-    request: Request, user: User, target: str, status: int = 303, *, remember: bool = True
+async def signed_in(
+    request: Request,
+    user: User,
+    target: str,
+    status: int = 303,
+    *,
+    remember: bool = True,
+    via: str = "password",
 ) -> Response:
-    actor = await login(request, user)
+    """Sign ``user`` in on this request (a new session key and CSRF token); go to ``target``."""
+    actor = await login(request, user, via=via)
     session = request.scope["session"]
     session.set_expiry(None if remember else 0)  # 0: the cookie ends with the browser session
     csrf.rotate(session)  # a token seen before sign-in is worthless after
@@ -213,7 +221,7 @@ async def _account_form(
         # By the person themselves, though nobody is signed in yet.
         await record(request, EventKind.USER_CREATED, created, detail, actor=created.username)
         landing = "admin/users" if admin else "account?done=created"
-        return await _signed_in(request, created, server.url(landing))
+        return await signed_in(request, created, server.url(landing))
     return await _form_errors(request, server, template, context, created)
 
 
