@@ -72,7 +72,10 @@ def server_state(app: Any) -> ServerState:
 
 
 @contextlib.asynccontextmanager
-async def site(tmp_path: Path, relay: MailServer | None, **overrides: Any) -> AsyncIterator[Site]:
+async def site(
+    tmp_path: Path, relay: MailServer | None, *, create: bool = True, **overrides: Any
+) -> AsyncIterator[Site]:
+    """The sign-in server on SQLite in ``tmp_path``, with alice and bob unless not ``create``."""
     options: dict[str, Any] = {
         "db": str(tmp_path / "doorman.db"),
         "secret": SECRET,
@@ -86,8 +89,9 @@ async def site(tmp_path: Path, relay: MailServer | None, **overrides: Any) -> As
     doorman, store = assemble(found, [SECRET])
     doorman.hasher = doorman.users.hasher = PasswordHasher(time_cost=1, memory_cost=1024)
     await doorman.startup()
-    await doorman.create_user("alice", PASSWORD, email="alice@example.com")
-    await doorman.create_user("bob", PASSWORD, email="bob@example.com")
+    if create:
+        await doorman.create_user("alice", PASSWORD, email="alice@example.com")
+        await doorman.create_user("bob", PASSWORD, email="bob@example.com")
     app = create_app(found, doorman=doorman, store=store)
     try:
         yield Site(app, doorman, found, relay)

@@ -8,6 +8,7 @@ import click
 
 from ..accounts.event_log import edit_detail
 from ..events import EventKind
+from ..mail.links import LinkBuilder
 from ..settings import Settings
 from ._options import (
     from_cli,
@@ -223,3 +224,27 @@ def delete_user(settings: Settings, username: str, yes: bool) -> None:
 
     run(with_doorman(settings, delete))
     click.echo(f"deleted {username}")
+
+
+@users.command("reset-link")
+@click.argument("username")
+@settings_options("db", "public_url")
+def reset_link(settings: Settings, username: str) -> None:
+    """Print a one-time link for USERNAME to choose a new password, to hand over yourself.
+
+    It starts with public_url and works once, for password_reset_max_age; a
+    new password or a sign-in ends it sooner. Nothing is mailed.
+    """
+    links = LinkBuilder.from_settings(settings)
+
+    async def make(doorman: Doorman) -> str:
+        user = await doorman.users.require(username)
+        if not user.is_active:
+            raise click.ClickException(f"{user.username} is disabled: enable them first")
+        link = links.url("password-reset", doorman.links.make("password-reset", user))
+        await doorman.events.record(
+            EventKind.PASSWORD_RESET_REQUESTED, user=user, detail=from_cli()
+        )
+        return link
+
+    click.echo(run(with_doorman(settings, make)))
