@@ -97,6 +97,9 @@ SETTINGS: tuple[Setting, ...] = (
             parse.optional(parse.seconds(60, "12h"))),
     Setting("allow_registration", False,
             "Let visitors create their own accounts at /-/register.", parse.boolean),
+    Setting("require_verified_email", False,
+            "Refuse sign-in to accounts (admins aside) whose email address is not verified.",
+            parse.boolean),
     Setting("login_redirect", None,
             "Where a sign-in without next lands: a path, or a URL on an allowed origin "
             "(public_url's, allowed_origins); unset: the account page (serve), / (protect).",
@@ -184,6 +187,7 @@ class Settings:
     idle_timeout: int | None
     absolute_timeout: int | None
     allow_registration: bool
+    require_verified_email: bool
     login_redirect: str | None
     max_body_size: int
     basic_auth: bool

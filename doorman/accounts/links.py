@@ -2,12 +2,13 @@
 
 Stateless, as Django's ``PasswordResetTokenGenerator``: a token is the user's id,
 the time it was made and a MAC, keyed by doorman's secret and a salt of the
-link's purpose, over those and what the link must not outlive: the password
-hash, the last sign-in, the email address and whether it is verified. A reset
-changes the hash and signs the person in, so its link works once; a newer
-password, a sign-in since or another address supersedes it; a link made for one
-purpose is never accepted for another. Nothing is stored, so nothing leaks from
-a copy of the database either.
+link's purpose, over those and what the link must not outlive: for a reset
+or a sign-in, the password hash, the last sign-in and the address; for an
+address to verify, the address, whether it is verified and the address
+waiting to replace it. A reset changes the hash and signs the person in, so
+its link works once; a newer password, a sign-in since or another address
+supersedes it; a link made for one purpose is never accepted for another.
+Nothing is stored, so nothing leaks from a copy of the database either.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from .user import User
 
 __all__ = ["DEFAULT_MAX_AGES", "AccountLinks", "Purpose"]
 
-Purpose = Literal["password-reset", "verify-email", "sign-in"]
+Purpose = Literal["password-reset", "verify-email", "resend-verification", "sign-in"]
 #: How long each kind of link works, in seconds.
 DEFAULT_MAX_AGES: Mapping[Purpose, int] = {
     "password-reset": 3600,
     "verify-email": 3 * 86400,
+    #: Lets a refused sign-in ask for the verification link again, and nothing else.
+    "resend-verification": 900,
     "sign-in": 900,
 }
 _TOKEN = re.compile(r"([0-9a-z]{1,13})-([0-9a-z]{1,8})-([A-Za-z0-9_-]{43})")
@@ -49,7 +52,7 @@ class AccountLinks:
 
     def make(self, purpose: Purpose, user: User, *, now: float | None = None) -> str:
         made_at = int(time.time() if now is None else now)
-        signed = self._signers[purpose].sign(_material(user, made_at))
+        signed = self._signers[purpose].sign(_material(purpose, user, made_at))
         return f"{_base36(user.id)}-{_base36(made_at)}-{signed.rpartition('.')[2]}"
 
     @staticmethod
@@ -68,25 +71,24 @@ class AccountLinks:
         if not -60 <= age <= self.max_ages[purpose]:  # a minute of clock skew between workers
             return False
         try:
-            self._signers[purpose].unsign(f"{_material(user, made_at)}.{found.group(3)}")
+            self._signers[purpose].unsign(f"{_material(purpose, user, made_at)}.{found.group(3)}")
         except BadSignature:
             return False
         return user.is_active
 
 
-def _material(user: User, made_at: int) -> str:
-    """What a link is bound to: any change to it ends every link made before."""
-    verified = getattr(user, "email_verified", None)
-    return "|".join(
-        (
-            str(user.id),
-            str(made_at),
-            user.password_hash or "",
-            repr(user.last_login),
-            user.email or "",
-            repr(verified),
-        )
-    )
+def _material(purpose: Purpose, user: User, made_at: int) -> str:
+    """What a link is bound to: any change to it ends every link made before.
+
+    A sign-in (``last_login``) ends reset and sign-in links, which sign in; it
+    does not end an address's link, which a new account gets before signing in.
+    """
+    state: tuple[str, ...]
+    if purpose in ("verify-email", "resend-verification"):
+        state = (user.email or "", repr(user.email_verified), user.pending_email or "")
+    else:
+        state = (user.password_hash or "", repr(user.last_login), user.email or "")
+    return "|".join((str(user.id), str(made_at), *state))
 
 
 def _base36(number: int) -> str:

@@ -45,7 +45,7 @@ from .protect import ProtectedApp
 from .redirects import NextSigner, login_landing
 from .state import ServerState
 from .templates import Templates
-from .views import account, admin, api, errors, recovery, signin
+from .views import account, admin, api, errors, recovery, signin, verification
 
 __all__ = ["create_app"]
 
@@ -184,6 +184,7 @@ def _routes(server: ServerState) -> list[BaseRoute]:
         Route(f"{p}/register", signin.register_page, methods=["GET", "POST"]),
         Route(f"{p}/setup", signin.setup_page, methods=["GET", "POST"]),
         *recovery.routes(p),
+        *verification.routes(p),
         *account.routes(p),
         *admin.routes(p),
         Mount(f"{p}/static", StaticFiles(directory=_STATIC), name="static"),

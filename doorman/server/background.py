@@ -14,7 +14,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from ..exceptions import MailNotSent
+from ..exceptions import DoormanError, MailNotSent
 
 __all__ = ["Background"]
 
@@ -28,17 +28,19 @@ class Background:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.ensure_future(self._run(work))
         self._tasks.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _run(work: Coroutine[Any, Any, None]) -> None:
+    async def _run(work: Coroutine[Any, Any, object]) -> None:
         try:
             await work
         except MailNotSent:
             pass  # the mailer logged it, without the link
+        except DoormanError as error:  # no trusted origin for the link, say
+            log.warning("a message was not sent: %s", error)
         except Exception:
             log.exception("sending a message in the background failed")
 

@@ -22,11 +22,15 @@ from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .errors import way_on
 from .forms import FormErrors, new_account_problems, password_hint, sentence
+from .verification import send_verification, verification_gate
 
 __all__ = ["login_page", "logout_view", "register_page", "setup_page", "signed_in"]
 
 #: Notices on the login page after a redirect, by ``?done=``: fixed words, never text from the URL.
-_NOTICES = {"signed-out": "You have signed out."}
+_NOTICES = {
+    "signed-out": "You have signed out.",
+    "email-verified": "Your email address is verified. You can sign in.",
+}
 _TRUE = frozenset({"on", "1", "true", "yes"})
 
 
@@ -134,7 +138,13 @@ async def signed_in(
     remember: bool = True,
     via: str = "password",
 ) -> Response:
-    """Sign ``user`` in on this request (a new session key and CSRF token); go to ``target``."""
+    """Sign ``user`` in on this request (a new session key and CSRF token); go to ``target``.
+
+    With ``require_verified_email``, an unverified account gets the page that says so.
+    """
+    refused = await verification_gate(request, user)
+    if refused is not None:
+        return refused
     actor = await login(request, user, via=via)
     session = request.scope["session"]
     session.set_expiry(None if remember else 0)  # 0: the cookie ends with the browser session
@@ -220,6 +230,8 @@ async def _account_form(
         detail = {"via": "setup" if admin else "registration", "admin": admin}
         # By the person themselves, though nobody is signed in yet.
         await record(request, EventKind.USER_CREATED, created, detail, actor=created.username)
+        if not admin and created.email and server.outbox.can_send:
+            server.background.spawn(send_verification(server, created, request.scope))
         landing = "admin/users" if admin else "account?done=created"
         return await signed_in(request, created, server.url(landing))
     return await _form_errors(request, server, template, context, created)
