@@ -15,7 +15,7 @@ SERVE_STAMP := $(VENV)/.installed-server
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test pytest lint format typecheck clean
+.PHONY: serve test pytest fast lint format typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: $(STAMP) lint typecheck
 # The tests alone, for the environments where lint and types were already checked.
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(TESTS)
+
+# The fast tests alone, while working: no browser, deploy, faults, load or real subprocesses.
+fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e" $(TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check doorman tests benchmarks examples

@@ -85,6 +85,7 @@ async def test_nothing_is_logged_when_the_logger_is_off(caplog: pytest.LogCaptur
     assert lines(caplog) == []
 
 
+@pytest.mark.e2e
 def test_uvicorns_log_config_routes_doormans_loggers() -> None:
     on, off = uvicorn_log_config(True), uvicorn_log_config(False)
     assert on["loggers"]["doorman.access"]["level"] == "INFO"

@@ -205,6 +205,7 @@ def _upload(port: int, statuses: list[str], *, chunked: bool) -> None:
     statuses.append(answer.split(b"\r\n", 1)[0].decode("latin-1"))
 
 
+@pytest.mark.e2e
 def test_memory_stays_flat_under_four_400_mb_uploads_at_once(tmp_path: Path) -> None:
     from .servers import running as serving_real
     from .servers import start_server
@@ -286,6 +287,7 @@ def _access_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if '"POST /-/login HTTP/1.1"' in line]
 
 
+@pytest.mark.e2e
 def test_a_client_leaving_mid_body_is_no_server_error(tmp_path: Path) -> None:
     """A JSON body cut short once gave a 500 and a traceback (Starlette's ClientDisconnect):
     anyone could fill the error log, Sentry and the 5xx rate by hanging up. Now it is

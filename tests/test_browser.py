@@ -34,6 +34,8 @@ import pytest
 from .conftest import _missing
 from .helpers import free_port
 
+pytestmark = pytest.mark.e2e
+
 try:
     from playwright.sync_api import (
         Browser,

@@ -29,6 +29,8 @@ from .test_browser import admin_session as admin_session  # fixtures, used by na
 from .test_browser import browser as browser
 from .test_browser import new_page as new_page
 
+pytestmark = pytest.mark.e2e
+
 if PLAYWRIGHT_MISSING is None:
     from playwright.sync_api import Browser, Locator, Page, expect
 else:  # pragma: no cover - the `browser` fixture skips (or fails) first

@@ -32,6 +32,8 @@ from .servers import PASSWORD, SECRET, Server, add_users, running, start_server
 from .test_browser import CHROMIUM, PLAYWRIGHT_MISSING, WAIT_MS
 from .test_deploy import doorman_on_loopback, doorman_settings, nginx_example, uvicorn_on_loopback
 
+pytestmark = pytest.mark.e2e
+
 try:
     from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
     from playwright.sync_api import Error as PlaywrightError

@@ -20,6 +20,8 @@ from .servers import Server, add_users, running, start_server
 from .test_browser_signin import PageFactory, browser, open_page, sign_in_through_the_form
 from .test_protect_server import ECHO_APP
 
+pytestmark = pytest.mark.e2e
+
 with contextlib.suppress(ImportError):  # the `test` extra installs it; `browser` skips
     from playwright.sync_api import Page, expect
 

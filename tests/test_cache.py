@@ -188,6 +188,7 @@ async def test_a_change_by_another_worker_is_seen_on_the_next_request(
     assert await doorman.users.get_signed_in(user_id, signin) == fresh
 
 
+@pytest.mark.e2e
 def test_a_change_from_another_process_is_seen_on_the_next_request(tmp_path: Path) -> None:
     """The real CLI, in its own process, disables the user: the server's cache lets go."""
     import anyio
@@ -588,6 +589,7 @@ async def test_a_kept_session_still_expires_on_time(
     assert await store.load(key) is None
 
 
+@pytest.mark.e2e
 def test_sessions_flushed_by_the_cli_are_gone_on_the_next_request(tmp_path: Path) -> None:
     import anyio
 

@@ -922,6 +922,7 @@ async def _secret_row(d: Doorman) -> str:
 # -- a real process ----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_python_dash_m_doorman_in_a_real_process(tmp_path: Path) -> None:
     env = {**os.environ, "DOORMAN_DB": str(tmp_path / "real.db")}
     for name in [s.env for s in SETTINGS if s.name != "db"] + ["DOORMAN_CONFIG"]:

@@ -43,6 +43,8 @@ from .test_cli import db as db
 from .test_cli import doorman_cli as doorman_cli
 from .test_config import BAD
 
+pytestmark = pytest.mark.e2e
+
 LINK = "Create the first admin at "
 RUNNING = "Uvicorn running on"
 

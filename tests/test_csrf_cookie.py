@@ -129,6 +129,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple
         yield sqlite, request.getfixturevalue("private_redis").url
 
 
+@pytest.mark.e2e
 def test_ten_thousand_anonymous_requests_store_no_session(
     deployment: tuple[str, str], tmp_path: Path
 ) -> None:

@@ -161,6 +161,7 @@ def test_the_plugin_is_installed_under_datasettes_entry_point() -> None:
     assert plugins["doorman"] is plugin
 
 
+@pytest.mark.e2e
 def test_doorman_itself_never_imports_datasette() -> None:
     code = (
         "import sys, doorman, doorman.config, doorman.cli, doorman.server.app, "
@@ -412,6 +413,7 @@ async def test_an_unconfigured_datasette_is_left_alone(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("config", "message"),
     [
@@ -552,6 +554,7 @@ def check_served_access(url: str, serve: ServeProcess) -> None:
         assert browser.get("/data/public").status_code == 200
 
 
+@pytest.mark.e2e
 def test_datasette_serve_and_doorman_serve_share_the_database(
     serve: ServeProcess, tmp_path: Path
 ) -> None:

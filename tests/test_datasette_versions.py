@@ -31,6 +31,8 @@ from .test_datasette import (
     with_access,
 )
 
+pytestmark = pytest.mark.e2e
+
 #: The supported lines of Datasette; the newest release of each is tested.
 LINES = {"0.65": ">=0.65,<0.66", "1.0": ">=1.0a0,<1.1"}
 

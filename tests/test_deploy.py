@@ -40,6 +40,8 @@ from .conftest import SECRET, _missing
 from .helpers import COOKIE, free_port, listening
 from .servers import in_own_loop
 
+pytestmark = pytest.mark.e2e
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PASSWORD = "correct horse battery staple"
 HTML = {"accept": "text/html,application/xhtml+xml"}

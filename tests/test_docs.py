@@ -128,6 +128,7 @@ def test_every_accounts_option_is_documented(target: Any) -> None:
     assert not missing, f"{target.__name__} options without a row in docs/auth.md: {missing}"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "page", [p for p in PAGES if "```python" in p.read_text()], ids=lambda p: p.name
 )

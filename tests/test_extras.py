@@ -19,6 +19,8 @@ import pytest
 from .helpers import free_port
 from .matrix import Environment, environment, exercised
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).parent.parent
 PORT = "<a free port>"
 

@@ -58,7 +58,7 @@ from .servers import (
     with_cookie,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 RECOVERY_S = 5.0  # the bound: sessions work again this soon after the service is back
 OUTAGE_S = 1.0

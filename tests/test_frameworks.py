@@ -295,6 +295,7 @@ def running(app: Any) -> Iterator[str]:
     assert not thread.is_alive(), "uvicorn did not stop within 10 s"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["cookie", "sqlite"])
 def test_real_uvicorn_server(kind: str, tmp_path: Path) -> None:
     store = CookieStore() if kind == "cookie" else SQLStore(str(tmp_path / "sessions.db"))

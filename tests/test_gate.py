@@ -45,6 +45,8 @@ from .test_deploy import uvicorn_on_loopback
 from .test_protect_server import AMBIGUOUS_TARGETS, raw_get
 from .test_websockets import FOREIGN, handshake
 
+pytestmark = pytest.mark.e2e
+
 APP = "http://app.example.com"
 HTML = {"accept": "text/html,application/xhtml+xml"}
 GATE = "doorman_gate"

@@ -139,6 +139,7 @@ def admin_pages_answer(server: Server, cookie: str) -> int:
     return answer.status_code
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("sessions", ["cookie", "db"])
 def test_a_copy_of_the_database_does_not_make_an_admin(tmp_path: Path, sessions: str) -> None:
     db = tmp_path / "server" / "doorman.db"

@@ -237,6 +237,7 @@ def register(url: str, username: str) -> httpx.Response:
     )
 
 
+@pytest.mark.e2e
 def test_lookalikes_of_admin_do_not_register(tmp_path: Path) -> None:
     db = tmp_path / "server" / "doorman.db"
     server = start_server(tmp_path / "server", db=str(db), allow_registration="true")

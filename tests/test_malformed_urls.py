@@ -126,6 +126,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 # -- the findings, on a real server --------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_the_reported_urls_are_not_allowed_on_a_real_server(tmp_path: Path) -> None:
     from .servers import running as serving
     from .servers import start_server

@@ -176,6 +176,7 @@ def way_back(answer: httpx.Response) -> dict[str, list[str]]:
     return parse_qs(location.query)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "destination",
     [
@@ -200,6 +201,7 @@ def test_rd_is_signed_only_for_an_allowed_origin(server: Server, destination: st
     assert way_back(answer) == {}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "destination",
     [
@@ -231,6 +233,7 @@ def post_login(server: Server, **fields: str) -> httpx.Response:
     return answer
 
 
+@pytest.mark.e2e
 def test_the_login_page_follows_a_signed_next_only_to_an_allowed_origin(server: Server) -> None:
     signer = NextSigner([SECRET])
     for elsewhere in ("https://app.example.com:8443/x", "http://app.example.com/x"):
@@ -241,6 +244,7 @@ def test_the_login_page_follows_a_signed_next_only_to_an_allowed_origin(server: 
 # -- no redirect from a Host header ---------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_no_redirect_is_built_from_the_host_header(server: Server) -> None:
     """Starlette's trailing-slash redirects used the Host header: /-/login/ went to evil."""
     cookie = sign_in(server.url, "alice")

@@ -330,6 +330,7 @@ async def test_explicit_plugins_are_called_before_installed_ones(installed_plugi
     }
 
 
+@pytest.mark.e2e
 def test_importing_doorman_loads_no_plugin(installed_plugin: str, tmp_path: Path) -> None:
     code = (
         "import sys, doorman, doorman.plugins, doorman.hookspecs, doorman.default_plugins\n"

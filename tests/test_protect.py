@@ -560,6 +560,7 @@ async def browse_members(make_app: Any) -> None:
         assert about.status_code == 200 and "Anyone may read this" in about.text
 
 
+@pytest.mark.e2e
 def test_the_command_serves_the_app_in_one_process(
     tmp_path: Path, uvicorn_calls: list[dict[str, Any]]
 ) -> None:
@@ -611,6 +612,7 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: Path) ->
         time.sleep(0.1)
 
 
+@pytest.mark.e2e
 def test_doorman_protect_in_a_real_process(tmp_path: Path) -> None:
     """Two uvicorn workers, the real login form, the example app showing who signed in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOORMAN_")}

@@ -21,6 +21,8 @@ from .helpers import free_port
 from .servers import REQUEST_S, Server, add_users, running, sign_in, start_server, with_cookie
 from .test_websockets import FOREIGN, handshake
 
+pytestmark = pytest.mark.e2e
+
 #: The app behind doorman: echoes http requests; greets a websocket with the actor.
 ECHO_APP = """\
 import json

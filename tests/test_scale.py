@@ -46,6 +46,8 @@ from .servers import (
     with_cookie,
 )
 
+pytestmark = pytest.mark.e2e
+
 NEW_PASSWORD = "a different horse, stapled"
 #: Few attempts per account, many per address: every request here comes from 127.0.0.1.
 THROTTLE = {"throttle_per_account": 3, "throttle_per_address": 1000, "throttle_window": 600}

@@ -34,6 +34,8 @@ from .servers import (
     username_of,
 )
 
+pytestmark = pytest.mark.e2e
+
 THE_OTHERS = "the other server's secret, made a moment before " + "x" * 8
 
 

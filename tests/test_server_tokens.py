@@ -48,6 +48,8 @@ from .servers import (
     with_cookie,
 )
 
+pytestmark = pytest.mark.e2e
+
 T = TypeVar("T")
 DAY = 86400
 NEW_PASSWORD = "violet kestrel over moorland"

@@ -23,6 +23,8 @@ import pytest
 
 from .conftest import _missing
 
+pytestmark = pytest.mark.e2e
+
 THEIR_TEST = "tests/middleware/test_session.py"
 AT_LEAST = 15  # how many Starlette 1.10 has; fewer would mean a file that lost its tests
 IMPORT = re.compile(r"^from starlette\.middleware\.sessions import (?P<names>.+)$", re.MULTILINE)

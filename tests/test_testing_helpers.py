@@ -204,6 +204,7 @@ def code_blocks(text: str) -> dict[str, str]:
     return {name: body for name, body in reversed(blocks)}
 
 
+@pytest.mark.e2e
 def test_the_example_of_the_docs_and_the_fixtures(tmp_path: Path) -> None:
     """The docs' two files as they are, a broken copy of the test file, and the fixtures."""
     files = code_blocks(DOCS.read_text())
@@ -219,6 +220,7 @@ def test_the_example_of_the_docs_and_the_fixtures(tmp_path: Path) -> None:
     assert "FAILED test_broken_profile.py::test_profile_greets_the_user" in output, output
 
 
+@pytest.mark.e2e
 def test_the_postgres_fixture(tmp_path: Path, postgres_url: str) -> None:
     (tmp_path / "test_pg.py").write_text(POSTGRES_CHECKS)
     # A database of this run to connect to; the fixture makes its own beside it.

@@ -30,7 +30,7 @@ from . import test_scale
 from .helpers import COOKIE
 from .servers import PASSWORD, REQUEST_S, SECRET, Server, in_own_loop, running, start_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 PER_ACCOUNT, PER_ADDRESS, REGISTRATIONS = 5, 20, 3
 SETTINGS = {
