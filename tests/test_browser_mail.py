@@ -26,6 +26,8 @@ from .test_scale_mail import add_user_with_email
 with contextlib.suppress(ImportError):  # the `test` extra installs it; `browser` skips
     from playwright.sync_api import expect
 
+pytestmark = pytest.mark.e2e
+
 NEW_PASSWORD = "a brand new passphrase 42"
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/-/password-reset/[A-Za-z0-9_-]+")
 

@@ -34,6 +34,8 @@ from .servers import (
 )
 from .test_scale import redis_db_url as redis_db_url
 
+pytestmark = pytest.mark.e2e
+
 NEW_PASSWORD = "a different horse, stapled"
 LINK = re.compile(r"/-/password-reset/[A-Za-z0-9_-]+")
 
