@@ -97,6 +97,10 @@ SETTINGS: tuple[Setting, ...] = (
             parse.optional(parse.seconds(60, "12h"))),
     Setting("allow_registration", False,
             "Let visitors create their own accounts at /-/register.", parse.boolean),
+    Setting("registration", None,
+            'Who may make an account: "closed" (admins only), "invite" (by invitation) or '
+            '"open" (anyone, at /-/register); unset: allow_registration says.',
+            parse.optional(parse.registration)),
     Setting("require_verified_email", False,
             "Refuse sign-in to accounts (admins aside) whose email address is not verified.",
             parse.boolean),
@@ -187,6 +191,7 @@ class Settings:
     idle_timeout: int | None
     absolute_timeout: int | None
     allow_registration: bool
+    registration: str | None
     require_verified_email: bool
     login_redirect: str | None
     max_body_size: int
@@ -214,6 +219,11 @@ class Settings:
     def from_mapping(cls, values: Mapping[str, Any], *, source: str = "settings") -> Settings:
         """Check ``values`` (name -> value; the rest default) and build ``Settings``."""
         return _build({name: (value, source) for name, value in values.items()})
+
+    @property
+    def registration_mode(self) -> str:
+        """``registration``, or what the older ``allow_registration`` says: open or closed."""
+        return self.registration or ("open" if self.allow_registration else "closed")
 
     def to_json(self) -> str:
         """Every setting as JSON, secrets included: hand it only to trusted processes."""

@@ -259,6 +259,7 @@ BAD = {
     "events_retention": [0, "59m", "banana"],
     "password_reset_max_age": [0, 59, "banana"],
     "require_verified_email": ["maybe", 2],
+    "registration": ["invited", True, "OPEN"],
     "password_min_length": [4, 5000, "long"],
     "template_dir": ["/no/such/directory"],
     "plugins_dir": ["/no/such/directory"],

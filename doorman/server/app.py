@@ -45,7 +45,7 @@ from .protect import ProtectedApp
 from .redirects import NextSigner, login_landing
 from .state import ServerState
 from .templates import Templates
-from .views import account, admin, api, errors, recovery, signin, verification
+from .views import account, admin, api, errors, invitations, recovery, signin, verification
 
 __all__ = ["create_app"]
 
@@ -185,6 +185,7 @@ def _routes(server: ServerState) -> list[BaseRoute]:
         Route(f"{p}/setup", signin.setup_page, methods=["GET", "POST"]),
         *recovery.routes(p),
         *verification.routes(p),
+        *invitations.routes(p),
         *account.routes(p),
         *admin.routes(p),
         Mount(f"{p}/static", StaticFiles(directory=_STATIC), name="static"),

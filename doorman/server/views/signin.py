@@ -118,7 +118,7 @@ async def _login_form(
         errors=errors or [],
         notice=notice,
         remember=remember,
-        allow_registration=server.settings.allow_registration,
+        allow_registration=server.settings.registration_mode == "open",
         can_send_mail=server.outbox.can_send,
     )
     # Browsers check the redirect that answers this form against the page's form-action:
@@ -172,7 +172,7 @@ async def logout_view(request: Request) -> Response:
 
 async def register_page(request: Request) -> Response:
     server = state_of(request)
-    if not server.settings.allow_registration:
+    if server.settings.registration_mode != "open":
         return await _not_found(request, server, "Registration is closed on this site.")
     return await _account_form(request, server, action=server.url("register"), admin=False)
 

@@ -7,7 +7,7 @@ An admin cannot disable, demote or delete themselves, so one admin always remain
 
 ``users`` is the list of users and new users, ``user`` one user's page and
 actions, ``links`` the reset link an admin sends or hands over, ``lists``
-every sign-in and every token, ``events`` the security event log.
+every sign-in and every token, ``events`` the security event log, ``invitations`` who was invited.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from ._common import NOTICES
 from .events import events_page
+from .invitations import invitations_page
 from .links import reset_link_action
 from .lists import revoke_any_signin, revoke_any_token, sessions_page, tokens_page
 from .user import delete_user, revoke_user_signin, revoke_user_token, user_action, user_page
@@ -41,4 +42,5 @@ def routes(prefix: str) -> list[BaseRoute]:
         Route(f"{base}/tokens", tokens_page),
         Route(f"{base}/tokens/{{item}}/revoke", revoke_any_token, methods=["POST"]),
         Route(f"{base}/events", events_page),
+        Route(f"{base}/invitations", invitations_page, methods=["GET", "POST"]),
     ]
