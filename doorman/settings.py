@@ -101,6 +101,9 @@ SETTINGS: tuple[Setting, ...] = (
             'Who may make an account: "closed" (admins only), "invite" (by invitation) or '
             '"open" (anyone, at /-/register); unset: allow_registration says.',
             parse.optional(parse.registration)),
+    Setting("email_sign_in", False,
+            "Offer sign-in by a one-time link sent to the account's address (needs smtp_url).",
+            parse.boolean),
     Setting("require_verified_email", False,
             "Refuse sign-in to accounts (admins aside) whose email address is not verified.",
             parse.boolean),
@@ -192,6 +195,7 @@ class Settings:
     absolute_timeout: int | None
     allow_registration: bool
     registration: str | None
+    email_sign_in: bool
     require_verified_email: bool
     login_redirect: str | None
     max_body_size: int

@@ -260,6 +260,7 @@ BAD = {
     "password_reset_max_age": [0, 59, "banana"],
     "require_verified_email": ["maybe", 2],
     "registration": ["invited", True, "OPEN"],
+    "email_sign_in": ["sometimes"],
     "password_min_length": [4, 5000, "long"],
     "template_dir": ["/no/such/directory"],
     "plugins_dir": ["/no/such/directory"],

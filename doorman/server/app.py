@@ -45,7 +45,17 @@ from .protect import ProtectedApp
 from .redirects import NextSigner, login_landing
 from .state import ServerState
 from .templates import Templates
-from .views import account, admin, api, errors, invitations, recovery, signin, verification
+from .views import (
+    account,
+    admin,
+    api,
+    email_sign_in,
+    errors,
+    invitations,
+    recovery,
+    signin,
+    verification,
+)
 
 __all__ = ["create_app"]
 
@@ -186,6 +196,7 @@ def _routes(server: ServerState) -> list[BaseRoute]:
         *recovery.routes(p),
         *verification.routes(p),
         *invitations.routes(p),
+        *email_sign_in.routes(p),
         *account.routes(p),
         *admin.routes(p),
         Mount(f"{p}/static", StaticFiles(directory=_STATIC), name="static"),

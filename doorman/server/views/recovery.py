@@ -32,7 +32,7 @@ from .common import checked_form, field, json_error, redirect, refuse_csrf, want
 from .forms import FormErrors, check_new_password, password_hint
 from .signin import signed_in
 
-__all__ = ["routes", "send_reset_link"]
+__all__ = ["duration", "private", "reset_link", "routes", "send_reset_link"]
 
 log = logging.getLogger("doorman.mail")
 
@@ -87,9 +87,9 @@ async def ask_for_link(request: Request) -> Response:
     async with attempt:  # every request counts, whatever follows
         pass
     server.background.spawn(_send_links(server, email, request.scope))
-    sent = SENT.format(valid_for=_duration(server.doorman.links.max_ages["password-reset"]))
+    sent = SENT.format(valid_for=duration(server.doorman.links.max_ages["password-reset"]))
     if wants_json(request):
-        return _private(JSONResponse({"sent": True, "message": sent}))
+        return private(JSONResponse({"sent": True, "message": sent}))
     return await _ask_form(request, server, sent=sent)
 
 
@@ -144,7 +144,7 @@ async def send_reset_link(server: ServerState, user: User, scope: Scope | None =
         to=user.email,
         username=user.username,
         link=reset_link(server, user, scope),
-        valid_for=_duration(server.doorman.links.max_ages["password-reset"]),
+        valid_for=duration(server.doorman.links.max_ages["password-reset"]),
     )
     return user.email
 
@@ -163,7 +163,7 @@ async def follow_link(request: Request) -> Response:
         return await _reset(request, server, token)
     if await _user_for(server, token) is None:
         return await _refused(request, server)
-    response = _private(redirect(server.url("password-reset/new")))
+    response = private(redirect(server.url("password-reset/new")))
     response.set_cookie(
         _COOKIE,
         token,
@@ -215,7 +215,7 @@ async def _reset(request: Request, server: ServerState, token: str) -> Response:
         request, user, server.url("account?done=password-reset"), via="password-reset"
     )
     response.delete_cookie(_COOKIE, path=server.url("password-reset"))
-    return _private(response)
+    return private(response)
 
 
 async def _notify(server: ServerState, to: str, **context: Any) -> None:
@@ -232,7 +232,7 @@ async def _new_password_form(
     status: int = 200,
 ) -> Response:
     if errors and wants_json(request):
-        return _private(JSONResponse(errors.json(), status))
+        return private(JSONResponse(errors.json(), status))
     response = await server.templates.render(
         request,
         "password_reset_new.html",
@@ -244,7 +244,7 @@ async def _new_password_form(
         revoke_tokens=revoke_tokens,
         **errors.context(),
     )
-    return _private(response)
+    return private(response)
 
 
 async def _user_for(server: ServerState, token: str) -> User | None:
@@ -269,17 +269,17 @@ async def _refused(request: Request, server: ServerState) -> Response:
             link={"href": server.url("password-reset"), "label": "Ask for a new link"},
         )
     response.delete_cookie(_COOKIE, path=server.url("password-reset"))
-    return _private(response)
+    return private(response)
 
 
-def _private(response: Response) -> Response:
+def private(response: Response) -> Response:
     """No ``Referer`` from a page whose address held a token; never cached."""
     response.headers["referrer-policy"] = "no-referrer"
     response.headers["cache-control"] = "no-store"
     return response
 
 
-def _duration(seconds: int) -> str:
+def duration(seconds: int) -> str:
     """``3600`` as "an hour", ``5400`` as "90 minutes", ``259200`` as "3 days"."""
     for size, one, many in ((86400, "a day", "days"), (3600, "an hour", "hours")):
         if seconds % size == 0:

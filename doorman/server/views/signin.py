@@ -120,6 +120,7 @@ async def _login_form(
         remember=remember,
         allow_registration=server.settings.registration_mode == "open",
         can_send_mail=server.outbox.can_send,
+        email_sign_in=server.settings.email_sign_in and server.outbox.can_send,
     )
     # Browsers check the redirect that answers this form against the page's form-action:
     # name the one place it may go, besides this site (and the landing, for a second tab).
