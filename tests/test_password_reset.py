@@ -322,3 +322,18 @@ async def test_no_link_without_a_trusted_origin(tmp_path: Path, relay: MailServe
         assert refused.status_code == 503 and "public_url" in refused.text
         await asyncio.sleep(0.1)
         assert relay.messages == []
+
+
+@pytest.mark.parametrize("route", ["password-reset", "verify-email", "invite", "sign-in-link"])
+async def test_no_link_route_logs_its_token(route: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    logged = client(AccessLogMiddleware(app))
+    with caplog.at_level(logging.INFO, logger="doorman.access"):
+        await logged.get(f"/-/{route}/3-sx1k2p-SECRETSECRET")
+        await logged.get(f"/-/{route}/3-sx1k2p-SECRETSECRET/")
+        await logged.get(f"/-/{route}/new")
+    assert "SECRET" not in caplog.text
+    assert f"/-/{route}/<token> " in caplog.text and f"/-/{route}/new " in caplog.text
