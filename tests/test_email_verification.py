@@ -135,3 +135,19 @@ async def test_a_new_address_with_the_mail_server_down_changes_nothing(tmp_path:
         assert refused.status_code == 400 and "could not be sent" in refused.text
         alice = await found.doorman.users.require("alice")
         assert (alice.email, alice.pending_email) == ("alice@example.com", None)
+
+
+async def test_the_account_page_sends_the_link_again(tmp_path: Path, relay: MailServer) -> None:
+    async with site(tmp_path, relay) as found:
+        browser = found.browser()
+        assert (await sign_in(browser, "alice")).status_code == 302
+        page = await browser.get("/-/account")
+        assert "Not verified yet" in page.text and "Send the verification link again" in page.text
+        sent = await browser.post("/-/verify-email", data={"csrftoken": await csrf_of(browser)})
+        assert sent.status_code == 200 and "alice@example.com" in sent.text
+        await found.message()
+        followed = await browser.get(verify_link(found, 1))
+        assert followed.headers["location"] == "/-/account?done=email-verified"
+        assert "Verified." in (await browser.get("/-/account")).text
+        nothing = await browser.post("/-/verify-email", data={"csrftoken": await csrf_of(browser)})
+        assert nothing.status_code == 400  # verified already

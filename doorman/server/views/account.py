@@ -170,6 +170,7 @@ async def _render(
         notice=notice,
         new_token=new_token[1] if new_token else "",
         now=time.time(),
+        can_send_mail=server.outbox.can_send,
     )
 
 
