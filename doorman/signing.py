@@ -7,11 +7,15 @@ Secrets are given newest first: the newest signs, every one verifies, so a new
 secret can be rolled out without invalidating what the old one signed. Each
 purpose gets its own ``salt``, so a value signed for one use (a session cookie)
 is never accepted for another (a ``next`` URL).
+
+The MAC is the whole HMAC-SHA256 (32 bytes) unless ``digest_size`` asks for
+less: 16 bytes (128 bits, NIST SP 800-107's truncation) is what a value sent on
+every request, the session cookie, uses. A shorter MAC gets a key of its own,
+so it is never the prefix of a full one that the same secret and salt made.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -24,6 +28,7 @@ from .exceptions import BadSignature, ConfigError, SignatureExpired
 
 __all__ = [
     "MAKE_A_SECRET",
+    "MIN_DIGEST_SIZE",
     "MIN_SECRET_LENGTH",
     "JSONSigner",
     "Signer",
@@ -32,10 +37,13 @@ __all__ = [
 ]
 
 MIN_SECRET_LENGTH = 32
+#: The shortest MAC a ``Signer`` makes: 128 bits.
+MIN_DIGEST_SIZE = 16
 #: The one piece of advice on making a secret, wherever a message or the docs give it.
 MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"  # noqa: S105
 _SEP = "."
 _BLOCK = 64  # SHA-256 block size
+_DIGEST_SIZE = 32  # SHA-256's, whole
 
 
 def normalize_secrets(
@@ -56,12 +64,14 @@ def normalize_secrets(
     return keys
 
 
+_b2a = binascii.b2a_base64
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def _b64(data: bytes) -> bytes:
     # base64.urlsafe_b64encode, without its Python-level wrapper: this runs per request.
-    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE)
+    return _b2a(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE)
 
 
 def b64encode(data: bytes) -> str:
@@ -72,8 +82,10 @@ def b64encode(data: bytes) -> str:
 def b64decode(text: str) -> bytes:
     """Decode unpadded URL-safe base64; raise ``BadSignature`` on garbage."""
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError) as exc:
+        # base64.urlsafe_b64decode without its wrapper, and strict: no character skipped.
+        data = text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4)
+        return binascii.a2b_base64(data, strict_mode=True)
+    except ValueError as exc:  # binascii.Error and UnicodeEncodeError are ValueErrors
         raise BadSignature("value is not base64") from exc
 
 
@@ -90,8 +102,8 @@ def _hmac_states(key: bytes) -> tuple[Any, Any]:
 class Signer:
     """Appends an HMAC-SHA256 of the value; verifies it in constant time.
 
-    ``min_length`` is lowered only for secrets that are accepted with a warning
-    (Starlette's ``secret_key=``).
+    ``digest_size`` (16 to 32 bytes) truncates the MAC. ``min_length`` is lowered
+    only for secrets that are accepted with a warning (Starlette's ``secret_key=``).
     """
 
     def __init__(
@@ -100,9 +112,18 @@ class Signer:
         *,
         salt: str = "doorman.signer",
         min_length: int = MIN_SECRET_LENGTH,
+        digest_size: int = _DIGEST_SIZE,
     ) -> None:
+        if not MIN_DIGEST_SIZE <= digest_size <= _DIGEST_SIZE:
+            raise ConfigError(
+                f"digest_size={digest_size!r}: a MAC of {MIN_DIGEST_SIZE} to {_DIGEST_SIZE} "
+                "bytes; 16 is 128 bits"
+            )
         self.salt = salt
+        self.digest_size = digest_size
         label = b"doorman.signing\x00" + salt.encode()
+        if digest_size != _DIGEST_SIZE:
+            label = b"doorman.signing.%d\x00" % digest_size + salt.encode()
         # One key per secret and purpose, derived once; each kept as HMAC's two
         # padded hash states, so a MAC costs two hash copies, not a key schedule.
         self._keys = [
@@ -110,20 +131,24 @@ class Signer:
             for s in normalize_secrets(secrets, min_length=min_length)
         ]
 
-    @staticmethod
-    def _mac(key: tuple[Any, Any], value: str) -> bytes:
+    def _mac(self, key: tuple[Any, Any], message: bytes) -> bytes:
         inner = key[0].copy()
-        inner.update(value.encode())
+        inner.update(message)
         outer = key[1].copy()
         outer.update(inner.digest())
-        return _b64(outer.digest())
+        mac = _b2a(outer.digest()[: self.digest_size], newline=False)  # _b64, inlined
+        return mac.rstrip(b"=").translate(_TO_URLSAFE)
 
     def sign(self, value: str) -> str:
         """Return ``value.mac``, signed with the newest secret."""
-        return value + _SEP + self._mac(self._keys[0], value).decode("ascii")
+        return value + _SEP + self._mac(self._keys[0], value.encode()).decode("ascii")
 
     def unsign(self, signed: str) -> str:
         """Return the value if any configured secret signed it, else raise ``BadSignature``."""
+        return self.unsign_newest(signed)[0]
+
+    def unsign_newest(self, signed: str) -> tuple[str, bool]:
+        """``unsign``, and whether the newest secret signed it: then it needs no re-signing."""
         value, sep, mac = signed.rpartition(_SEP)
         if not sep:
             raise BadSignature("no signature found")
@@ -131,9 +156,12 @@ class Signer:
             given = mac.encode("ascii")
         except UnicodeEncodeError:
             raise BadSignature("signature is not ASCII") from None
+        message = value.encode()
+        newest = True
         for key in self._keys:
-            if hmac.compare_digest(given, self._mac(key, value)):
-                return value
+            if hmac.compare_digest(given, self._mac(key, message)):
+                return value, newest
+            newest = False
         raise BadSignature("signature does not match")
 
 

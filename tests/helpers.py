@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import starlette.exceptions
 
-from doorman import Session, Signer, get_session
+from doorman import Session, get_session
 from doorman._types import ASGIApp, Receive, Scope, Send
+from doorman.sessions import SessionSigner
 
 from .conftest import SECRET
 
@@ -28,7 +29,6 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient  # noqa: F401  (imported from here by tests)
 
 COOKIE = "doorman_session"
-SESSION_SALT = "doorman.session"
 
 Handler = Callable[[Scope, Session], Any | Awaitable[Any]]
 
@@ -57,9 +57,9 @@ def client(app: ASGIApp, base_url: str = "http://testserver", **options: Any) ->
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url=base_url, **options)
 
 
-def session_signer(secret: str | list[str] = SECRET) -> Signer:
+def session_signer(secret: str | list[str] = SECRET) -> SessionSigner:
     """The signer the middleware uses for its cookie."""
-    return Signer(secret, salt=SESSION_SALT)
+    return SessionSigner(secret)
 
 
 def parse_set_cookie(header: str) -> tuple[str, str, dict[str, str]]:

@@ -703,7 +703,7 @@ def test_the_event_log_shows_sign_ins_and_filters_by_label(
         "link", name="Events"
     ).click()
     expect(admin_page.get_by_role("heading", name="Security events")).to_be_visible()
-    admin_page.get_by_label("User", exact=True).fill(admin)
+    admin_page.get_by_label("User (account or actor)").fill(admin)
     admin_page.get_by_label("Kind").select_option(label="Signed in")
     admin_page.get_by_label("Since").fill("1d")
     admin_page.get_by_role("button", name="Filter").click()

@@ -113,6 +113,10 @@ def test_filters_by_user_kind_and_time(doorman_cli: Invoke, db: str) -> None:
     assert len(listed(doorman_cli, "--limit", "2")) == 2
     explicit = ok(doorman_cli("events", "list", "--json", "--user", "alice")).stdout
     assert json.loads(explicit) == listed(doorman_cli, "--user", "alice")
+    record_at(db, "export-started", time.time())  # a plugin's own kind, once in the log
+    assert [e["kind"] for e in listed(doorman_cli, "--kind", "export-started")] == [
+        "export-started"
+    ]
     empty = ok(doorman_cli("events", "--user", "nobody"))
     assert empty.stdout == "" and empty.stderr.strip() == "no events"
 
@@ -164,6 +168,7 @@ def test_help_names_both_commands(doorman_cli: Invoke) -> None:
 # -- end to end: doorman serve on PostgreSQL, two workers ---------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.postgres
 def test_a_real_server_logs_sign_ins_and_refusals_for_the_cli_to_read(
     tmp_path: Path, postgres_url: str

@@ -176,6 +176,10 @@ async def poll(check: Callable[[], Awaitable[bool]], within: float) -> float:
         await asyncio.sleep(0.05)
 
 
+async def _answered(load: Load, count: int) -> bool:
+    return sum(1 for answer in load.answers if answer.status is not None) >= count
+
+
 async def all_signed_in(url: str, cookies: dict[str, str]) -> bool:
     async with httpx.AsyncClient(base_url=url, timeout=2, cookies=no_cookie_jar()) as client:
         for user, cookie in cookies.items():
@@ -199,6 +203,8 @@ async def outage(
     running_load = asyncio.create_task(load.run())
     try:
         await asyncio.sleep(0.3)
+        # A loaded machine may answer nothing in 0.3 s: the "before" check needs answers.
+        await poll(lambda: _answered(load, 3), within=RECOVERY_S)
         stopping = time.monotonic()
         await asyncio.to_thread(stop)
         down = time.monotonic()

@@ -26,10 +26,9 @@ import pytest
 from doorman.accounts.tokens import MAX_LIVE_TOKENS
 from doorman.config import close_doorman, load_settings, open_doorman
 from doorman.core import Doorman
-from doorman.signing import Signer
+from doorman.sessions import SessionSigner
 from doorman.stores.cookie import CookieStore
 
-from .helpers import SESSION_SALT
 from .servers import (
     JSON,
     PASSWORD,
@@ -333,7 +332,7 @@ def test_a_new_token_is_not_in_a_signed_cookie(tmp_path: Path) -> None:
 
 def session_in(cookie: str) -> str:
     """What a signed-cookie session holds: its JSON, as the server reads it."""
-    key = Signer(SECRET, salt=SESSION_SALT).unsign(cookie)
+    key = SessionSigner(SECRET).unsign(cookie)
     payload = CookieStore().load_nowait(key)
     assert payload is not None
     json.loads(payload)

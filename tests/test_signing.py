@@ -11,7 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from doorman import BadSignature, ConfigError, JSONSigner, SignatureExpired, Signer, TimestampSigner
-from doorman.signing import MIN_SECRET_LENGTH, b64encode
+from doorman.signing import MIN_SECRET_LENGTH, b64decode, b64encode
 
 OLD = "old-secret-" + "o" * 32
 NEW = "new-secret-" + "n" * 32
@@ -48,6 +48,61 @@ def test_signed_value_is_value_dot_mac() -> None:
     assert len(mac) == 43  # unpadded URL-safe base64 of 32 bytes
     assert mac.isascii()
     assert "=" not in mac
+
+
+def test_a_truncated_mac_is_128_bits_and_still_refuses_tampering() -> None:
+    signer = Signer(NEW, digest_size=16)
+    signed = signer.sign("alice")
+    value, _, mac = signed.rpartition(".")
+    assert value == "alice"
+    assert len(mac) == 22  # unpadded URL-safe base64 of 16 bytes
+    assert signer.unsign(signed) == "alice"
+    for forged in ("alicf." + mac, signed[:-1], signed + "A", f"alice.{mac[:-1]}B"):
+        with pytest.raises(BadSignature):
+            signer.unsign(forged)
+
+
+def test_a_truncated_mac_has_a_key_of_its_own() -> None:
+    # Not the full MAC cut short: one length's MAC never verifies under another.
+    full, short = Signer(NEW, salt="s"), Signer(NEW, salt="s", digest_size=16)
+    full_mac = full.sign("alice").rpartition(".")[2]
+    short_mac = short.sign("alice").rpartition(".")[2]
+    assert not full_mac.startswith(short_mac[:21])
+    with pytest.raises(BadSignature):
+        short.unsign(f"alice.{full_mac}")
+    with pytest.raises(BadSignature):
+        full.unsign(f"alice.{short_mac}")
+    with pytest.raises(BadSignature):  # nor truncated by hand
+        short.unsign(f"alice.{b64encode(b64decode(full_mac)[:16])}")
+
+
+@pytest.mark.parametrize("size", [0, 8, 15, 33, 64])
+def test_a_mac_under_128_bits_or_over_sha256_is_a_config_error(size: int) -> None:
+    with pytest.raises(ConfigError, match="digest_size"):
+        Signer(NEW, digest_size=size)
+
+
+def test_unsign_newest_says_which_secret_signed() -> None:
+    signer = Signer([NEW, OLD], digest_size=16)
+    assert signer.unsign_newest(signer.sign("alice")) == ("alice", True)
+    old = Signer(OLD, digest_size=16).sign("alice")
+    assert signer.unsign_newest(old) == ("alice", False)
+    with pytest.raises(BadSignature):
+        signer.unsign_newest(Signer(OLD).sign("alice"))
+
+
+@pytest.mark.parametrize("text", ["YQ", "YWI", "_-8", "Pz8-"])
+def test_b64decode_reads_unpadded_url_safe_base64(text: str) -> None:
+    import base64
+
+    assert b64decode(text) == base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    assert b64encode(b64decode(text)) == text
+
+
+@pytest.mark.parametrize("garbage", ["Y", "YQ!", "Y Q", "YQ=x", "☃", "YQ\n"])
+def test_b64decode_skips_nothing_it_cannot_read(garbage: str) -> None:
+    with pytest.raises(BadSignature):
+        b64decode(garbage)
 
 
 def test_signing_is_deterministic_and_depends_on_the_value() -> None:
@@ -338,3 +393,7 @@ def test_mac_is_exactly_rfc2104_hmac_sha256(value: str, secret: bytes, salt: str
     key = hmac.digest(secret, b"doorman.signing\x00" + salt.encode(), "sha256")
     mac = base64.urlsafe_b64encode(hmac.digest(key, value.encode(), "sha256")).rstrip(b"=")
     assert Signer(secret, salt=salt).sign(value) == f"{value}.{mac.decode()}"
+    # Truncated (RFC 2104, section 5), under a key derived with the length in its label.
+    key = hmac.digest(secret, b"doorman.signing.16\x00" + salt.encode(), "sha256")
+    mac = base64.urlsafe_b64encode(hmac.digest(key, value.encode(), "sha256")[:16]).rstrip(b"=")
+    assert Signer(secret, salt=salt, digest_size=16).sign(value) == f"{value}.{mac.decode()}"

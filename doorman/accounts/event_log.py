@@ -5,7 +5,8 @@ event (sign-ins, failures, sign-outs, refusals), and the pages and commands
 that change accounts record what they did. A row names its kind
 (``EventKind``), the account (id and username), the actor who did it, the
 client address and a small JSON ``detail``; never a password, a token, a
-cookie or a link (``check_detail`` refuses keys and values that look like one).
+cookie or a link (``check_detail`` refuses keys that name one, and redacts
+values that hold an API token).
 
 The log fails open, and only the log: a write that fails is one ERROR line on
 ``doorman.security`` and the request goes on; one that takes longer than two
@@ -54,6 +55,8 @@ _NOISY = frozenset(
     {EventKind.SIGN_IN_THROTTLED, EventKind.PERMISSION_DENIED, EventKind.WEBSOCKET_REFUSED}
 )
 _PRUNE_CHUNK = 5_000
+#: How many of the newest events ``kinds`` looks at for plugins' kinds.
+_RECENT_KINDS = 10_000
 _e = events_table.c
 #: The ``via`` of actors that are doorman's own users (their id is the username).
 _OWN_ACTORS = frozenset({"session", "token", "basic"})
@@ -160,9 +163,9 @@ class EventLog:
         """Write one event: ``kind`` (an ``EventKind``, or a plugin's own word) about
         ``user``, done by ``actor`` (an actor dict or its id) from ``address``.
 
-        ``detail`` is a small mapping of plain values; a key or value that looks
-        like a secret is a ``ValueError`` (a bug to fix), as is a malformed kind.
-        Never raises for the database: a failed write is logged, not fatal.
+        ``detail`` is a small mapping of plain values; a key that names a secret
+        is a ``ValueError`` (a bug to fix), as is a malformed kind. Never raises
+        for the database: a failed write is logged, not fatal.
         """
         row = {
             "at": time.time() if at is None else at,
@@ -298,10 +301,21 @@ class EventLog:
         return (await self.page(where, limit=limit)).events
 
     async def kinds(self) -> builtins.list[str]:
-        """Every kind doorman records, and any other the log holds (a plugin's)."""
+        """Every kind doorman records, then those of plugins among the newest events.
+
+        Only the newest ``_RECENT_KINDS`` rows are looked at: a list for a menu
+        must not read the whole log.
+        """
+        recent = sa.select(_e.kind).order_by(_e.id.desc()).limit(_RECENT_KINDS).subquery()
         async with connect(self.engine) as connection:
-            found = set((await connection.execute(sa.select(_e.kind).distinct())).scalars())
+            found = set((await connection.execute(sa.select(recent.c.kind).distinct())).scalars())
         return [*EventKind, *sorted(found - set(EventKind))]
+
+    async def holds(self, kind: str) -> bool:
+        """Whether any event of ``kind`` is in the log (one look in an index)."""
+        query = sa.select(_e.id).where(_e.kind == kind).limit(1)
+        async with connect(self.engine) as connection:
+            return (await connection.execute(query)).first() is not None
 
     async def prune(self, older_than: float) -> int:
         """Delete events older than ``older_than`` seconds; return how many went.

@@ -9,6 +9,7 @@ import click
 
 from .._parsers import parse_moment
 from ..accounts.event_log import EventFilter
+from ..events import EventKind
 from ..settings import Settings
 from ._options import json_option, run, settings_options, with_doorman
 from ._output import echo_json, echo_table, plural, when
@@ -63,7 +64,7 @@ def list_events(
     }
 
     async def read(doorman: Doorman) -> list[LoggedEvent]:
-        _check_kinds(kinds, await doorman.events.kinds())
+        await _check_kinds(doorman, kinds)
         found = None if user is None else await doorman.users.by_username(user)
         where = EventFilter(
             name=found.username if found is not None else user,
@@ -90,12 +91,14 @@ def _moment(name: str, given: str | None, now: float) -> float | None:
         raise click.ClickException(f"--{name}: {error}") from None
 
 
-def _check_kinds(kinds: tuple[str, ...], known: list[str]) -> None:
-    """Refuse a kind the log has never held: a typo would list nothing, silently."""
+async def _check_kinds(doorman: Doorman, kinds: tuple[str, ...]) -> None:
+    """Refuse a kind that is not doorman's and that the log does not hold: a typo would
+    list nothing, silently."""
     for kind in kinds:
-        if kind not in known:
+        if kind not in set(EventKind) and not await doorman.events.holds(kind):
             raise click.ClickException(
-                f"--kind {kind[:60]!r} is not a kind of event; choose from {', '.join(known)}"
+                f"--kind {kind[:60]!r} is not a kind of event; doorman's are "
+                + ", ".join(EventKind)
             )
 
 

@@ -12,12 +12,13 @@ from .._answers import send_error
 from .._scope import COOKIE_NAME as _TOKEN
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..exceptions import ConfigError, SessionTooLarge, StoreError, WeakSecretWarning
-from ..signing import MAKE_A_SECRET, MIN_SECRET_LENGTH, Signer, normalize_secrets
+from ..signing import MAKE_A_SECRET, MIN_SECRET_LENGTH, normalize_secrets
 from ..stores.base import SessionStore
 from ..stores.cookie import CookieStore
 from .legacy import StarletteCookieReader
 from .policy import DELETE_COOKIE, CookieUpdate, SessionPolicy
 from .session import Session
+from .signer import SessionSigner
 
 __all__ = ["MAX_COOKIE_BYTES", "SessionMiddleware"]
 
@@ -81,10 +82,10 @@ class SessionMiddleware:
         starlette = secret_key is not None  # Starlette's spelling: its ways where they differ
         if secret_key is not None:
             keys = _starlette_keys(secret_key)
-            signer = Signer(keys, salt="doorman.session", min_length=1)
+            signer = SessionSigner(keys, min_length=1)
             legacy = StarletteCookieReader(keys, max_age)
         else:
-            signer, legacy = Signer(secret, salt="doorman.session"), None  # type: ignore[arg-type]
+            signer, legacy = SessionSigner(secret), None  # type: ignore[arg-type]
         self.app = app
         self.save_every_request = save_every_request
         self.lazy = lazy
@@ -132,26 +133,36 @@ class SessionMiddleware:
                 await _refuse(scope, send, exc)
                 return
         started = refused = False
+        every_request = self.save_every_request
 
         async def send_with_cookie(message: Message) -> None:
             nonlocal started, refused
-            if refused:
-                return  # the rest of a response that a 503 replaced
-            message_type = message["type"]
-            try:
-                if message_type == "http.response.start":
-                    if session.accessed or session.modified or session.cookie_present:
-                        await self._finish(session, message, scope, message["status"] < 500)
-                elif message_type == "websocket.accept":
-                    await self._finish(session, message, scope, True)
-            except StoreError as exc:
-                # Saving failed. Raising would reach the app, which (Starlette) answers
-                # 500 "response already started"; answer 503 here instead.
-                started = refused = True
-                await _refuse(scope, send, exc)
+            if started:  # the body: as it comes, unless a 503 replaced the response
+                if not refused:
+                    await send(message)
                 return
-            if message_type == "http.response.start" or message_type == "websocket.accept":
-                started = True
+            message_type = message["type"]
+            if message_type == "http.response.start":
+                touched = session.accessed or session.modified or session.cookie_present
+                ok = message["status"] < 500
+            elif message_type == "websocket.accept":
+                touched = ok = True
+            else:
+                await send(message)
+                return
+            if touched:
+                try:
+                    update = None  # only read, or never touched: nothing to save
+                    if session.needs_commit(every_request):
+                        update = await session.commit(save=ok, every_request=every_request)
+                except StoreError as exc:
+                    # Saving failed. Raising would reach the app, which (Starlette) answers
+                    # 500 "response already started"; answer 503 here instead.
+                    started = refused = True
+                    await _refuse(scope, send, exc)
+                    return
+                self._add_headers(session, update, message, scope)
+            started = True
             await send(message)
 
         try:
@@ -168,11 +179,10 @@ class SessionMiddleware:
         if kind == "websocket" and started and session.modified and session.key is not None:
             await session.commit()  # changes after the handshake: the id stays, the data is saved
 
-    async def _finish(self, session: Session, message: Message, scope: Scope, ok: bool) -> None:
-        if session.needs_commit(self.save_every_request):
-            update = await session.commit(save=ok, every_request=self.save_every_request)
-        else:
-            update = None  # only read, or never touched: nothing to save
+    def _add_headers(
+        self, session: Session, update: CookieUpdate | None, message: Message, scope: Scope
+    ) -> None:
+        """``Vary: Cookie`` for a session that was read, ``Set-Cookie`` for a new cookie."""
         if session.accessed or update is not None:
             headers = message.get("headers")
             if type(headers) is not list:  # in place when we can, as Starlette's own does
@@ -225,20 +235,26 @@ def _read_cookies(headers: Sequence[tuple[bytes, bytes]], needle: bytes) -> list
             continue
         start = value.find(needle)
         while start != -1:
-            # A real name starts the header or follows ";" and blanks; not "xdoorman_session=".
-            before = start - 1
-            while before >= 0 and value[before] in (32, 9):
-                before -= 1
-            if before < 0 or value[before] == 59:  # ";"
-                end = value.find(b";", start)
-                cookie = value[start + len(needle) : None if end == -1 else end].strip()
-                if 0 < len(cookie) <= _MAX_VALUE_BYTES:
-                    if found is None:
-                        found = []
+            if start:  # a real name follows ";" and blanks: not "xdoorman_session="
+                before = start - 1
+                while before >= 0 and value[before] in (32, 9):
+                    before -= 1
+                if before >= 0 and value[before] != 59:  # ";"
+                    start = value.find(needle, start + 1)
+                    continue
+            end = value.find(b";", start)
+            begin = start + len(needle)
+            cookie = (value[begin:] if end == -1 else value[begin:end]).strip()
+            if 0 < len(cookie) <= _MAX_VALUE_BYTES:
+                if found is None:
+                    found = [cookie.decode("latin-1")]
+                else:
                     found.append(cookie.decode("latin-1"))
                     if len(found) == _MAX_CANDIDATES:
                         return found
-            start = value.find(needle, start + 1)
+            if end == -1:
+                break
+            start = value.find(needle, end)
     return found
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..signing import Signer
 from ..stores.base import SessionStore, SyncLoadable
 from .legacy import StarletteCookieReader
+from .signer import SessionSigner
 
 __all__ = ["DEFAULT_SERVER_LIFETIME", "DELETE_COOKIE", "CookieUpdate", "SessionPolicy"]
 
@@ -36,6 +36,7 @@ class SessionPolicy:
         "legacy",
         "load_nowait",
         "max_age",
+        "records_times",
         "save_nowait",
         "signer",
         "stateless",
@@ -46,7 +47,7 @@ class SessionPolicy:
     def __init__(
         self,
         store: SessionStore,
-        signer: Signer,
+        signer: SessionSigner,
         max_age: int | None,
         idle_timeout: int | None = None,
         absolute_timeout: int | None = None,
@@ -65,6 +66,9 @@ class SessionPolicy:
         self.save_nowait = getattr(store, "save_nowait", None)
         #: How stale an idle deadline may get before an unmodified session is re-saved.
         self.touch_interval = min(60, (idle_timeout or 0) // 10)
+        #: Whether records keep when the session began and was saved. A cookie carries
+        #: them only when a timeout needs them; server stores keep them always.
+        self.records_times = bool(not self.stateless or idle_timeout or absolute_timeout)
         #: Server-side lifetime when only max_age applies: the common case, computed once.
         #: Starlette's max_age may be 0 or less: then sessions end at once.
         self.fixed_lifetime = (

@@ -8,10 +8,12 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .._scope import scope_of
 from ..exceptions import BadSignature, SessionDataError, SessionInterrupted, SessionNotLoaded
+from . import _json
 from ._tracked import TrackedDict
 from .policy import DEFAULT_SERVER_LIFETIME, DELETE_COOKIE, CookieUpdate, SessionPolicy
 
@@ -28,9 +30,6 @@ __all__ = [
 log = logging.getLogger("doorman.sessions")
 security_log = logging.getLogger("doorman.security")
 
-# Built once: json.dumps() with options builds a new encoder on every call.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-
 
 class Session(TrackedDict):
     """Session data, a ``dict``, plus the bookkeeping to save it only when needed.
@@ -40,12 +39,22 @@ class Session(TrackedDict):
     lazy, in which case ``await load_session(request)`` must come first.
     """
 
-    # What every request sets lives in slots (fast to write, no instance dict);
-    # the rest keeps its default on the class until a session changes it.
-    __slots__ = ("_candidates", "_client", "_loaded", "_policy", "accessed", "modified")
+    # What every request with a session sets lives in slots (fast to read and write,
+    # no instance dict to make); the rest keeps its default on the class until a
+    # session changes it.
+    __slots__ = (
+        "_candidates",
+        "_client",
+        "_created",
+        "_key",
+        "_loaded",
+        "_policy",
+        "_saved_at",
+        "_signed",
+        "accessed",
+        "modified",
+    )
 
-    _key: str | None = None
-    _created = _saved_at = 0
     _expiry: int | None = None
     _until: int | None = None
     _sid: str | None = None
@@ -61,10 +70,13 @@ class Session(TrackedDict):
         self._policy = policy
         self._candidates = cookies or ()
         self._client = client  # the scope's (host, port), for log lines
-        self._loaded = not cookies
         self.accessed = self.modified = False
+        self._loaded = not cookies
+        self._key: str | None = None
+        self._created = self._saved_at = 0
+        self._signed: tuple[str, str] | None = None  # a key and its cookie, as signing gives it
         if cookies and policy.load_nowait is not None:
-            self._ensure()  # no I/O; and C code reading the dict must not find it empty
+            self._load_with(policy.load_nowait)  # no I/O; and C code must not find it empty
 
     # -- loading -----------------------------------------------------------
 
@@ -86,9 +98,20 @@ class Session(TrackedDict):
                 "this session is loaded lazily: call `await doorman.load_session(request)` "
                 "before using it, or build SessionMiddleware with lazy=False"
             )
+        self._load_with(load_nowait)
+
+    def _load_with(self, load_nowait: Callable[[str], str | None]) -> None:
+        """Load from the first cookie that doorman signed and the store knows."""
+        signer = self._policy.signer
         for raw in self._candidates:
-            key = self._verify(raw)
-            if key is not None and self._adopt(key, load_nowait(key)):
+            try:
+                key, current = signer.unsign_newest(raw)
+            except BadSignature:
+                self._refuse(raw)
+                continue
+            if self._adopt(key, load_nowait(key)):
+                if current:
+                    self._signed = (key, raw)
                 break
         else:
             if self._carried is not None:
@@ -99,22 +122,25 @@ class Session(TrackedDict):
         """Load from the store if not done yet; ``StoreError`` when it is down."""
         if self._loaded:
             return
+        signer, store = self._policy.signer, self._policy.store
         for raw in self._candidates:
-            key = self._verify(raw)
-            if key is not None and self._adopt(key, await self._policy.store.load(key)):
+            try:
+                key, current = signer.unsign_newest(raw)
+            except BadSignature:
+                self._refuse(raw)
+                continue
+            if self._adopt(key, await store.load(key)):
+                if current:
+                    self._signed = (key, raw)
                 break
         else:
             if self._carried is not None:
                 self._carry_over(self._carried)
         self._loaded = True
 
-    def _verify(self, raw: str) -> str | None:
-        """The key a cookie value carries, or None (and a log line) if doorman did not sign it."""
+    def _refuse(self, raw: str) -> None:
+        """Log a cookie doorman did not sign; keep a Starlette session it carries, if any."""
         policy = self._policy
-        try:
-            return policy.signer.unsign(raw)
-        except BadSignature:
-            pass
         client = self._client[0] if self._client else "-"
         if policy.legacy is None:
             security_log.warning(
@@ -128,7 +154,6 @@ class Session(TrackedDict):
             # Switching from Starlette leaves many cookies that no longer count (expired,
             # other secrets); a warning for each, on every request, would bury real ones.
             log.debug("session cookie from %s not signed with this secret, or expired", client)
-        return None
 
     def _carry_over(self, data: dict[str, Any]) -> None:
         """Make a Starlette session a doorman one: saved anew, with a cookie in doorman's format."""
@@ -141,15 +166,20 @@ class Session(TrackedDict):
         if payload is None:
             return False
         try:
-            record = json.loads(payload)
-            data, created, saved_at = record["d"], record["c"], record["a"]
-        except (ValueError, TypeError, KeyError, RecursionError):  # deep nesting: RecursionError
-            record = data = None
+            record = _json.decode(payload)
+            data, created, saved_at = record["d"], record.get("c", 0), record.get("a", 0)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            record = data = None  # not JSON, not a record, or nested past the parser's depth
         if type(data) is not dict or type(created) is not int or type(saved_at) is not int:
             log.warning("unreadable session payload in the store; starting a new session")
             return False
         policy = self._policy
         if policy.absolute_timeout or policy.idle_timeout:
+            if not (created and saved_at):
+                # A cookie saved while no timeout was set carries no times: whether it
+                # is within the timeout cannot be known, so it does not count.
+                log.info("session saved without its times, before a timeout was set; a new one")
+                return False
             now = time.time()
             if (policy.absolute_timeout and created + policy.absolute_timeout <= now) or (
                 policy.idle_timeout and saved_at + policy.idle_timeout <= now
@@ -159,7 +189,7 @@ class Session(TrackedDict):
         self._key = key
         dict.update(self, data)
         self._created, self._saved_at = created, saved_at
-        if len(record) > 3:  # optional fields: only sessions that use them pay for them
+        if len(record) > 1 + 2 * policy.records_times:  # optional fields: paid for when used
             expiry, until, sid = record.get("x"), record.get("u"), record.get("i")
             self._expiry = expiry if type(expiry) is int else None
             self._until = until if type(until) is int else None
@@ -272,11 +302,12 @@ class Session(TrackedDict):
         With ``save=False`` (the response is a 5xx) only deletions happen: a
         logout still ends the session, but half-done changes are not kept.
         """
-        if not self.needs_commit(every_request):
-            return None  # a read-only request: the common case, and the fast one
+        policy = self._policy
+        if not (self.modified or self._doomed or every_request or policy.idle_timeout):
+            return None  # a read-only request (needs_commit): the common case, and the fast one
         if every_request and not self._loaded:
             await self.load()  # refreshing a session the app never opened
-        store = self._policy.store
+        store = policy.store
         while self._doomed:
             doomed, self._doomed = self._doomed[0], self._doomed[1:]
             await store.delete(doomed)
@@ -288,47 +319,58 @@ class Session(TrackedDict):
                 return DELETE_COOKIE if self._candidates else None
             return None
         now = time.time()
-        if not (self.modified or every_request or self._cycle or self.needs_touch(now)):
+        cycle = self._cycle
+        if not (self.modified or every_request or cycle or self.needs_touch(now)):
             return None
         old = self._key
-        policy = self._policy
         if self._expiry is None and self._until is None and policy.fixed_lifetime is not None:
             expires_at, max_age = now + policy.fixed_lifetime, policy.max_age
         else:
             expires_at = self.expires_at(now)
             max_age = None if self.expire_at_browser_close else max(0, int(expires_at - now))
         try:
-            if self._cycle and store.stateless:
+            if cycle and policy.stateless:
                 # A stateless session has no key of its own; a new id makes a cycled one distinct.
                 self._sid = secrets.token_urlsafe(12)
-            key_to_save = None if self._cycle else old
             if policy.save_nowait is not None:  # in-process: no coroutine to await
-                key = policy.save_nowait(key_to_save, self.dump(now), expires_at)
+                key = policy.save_nowait(None if cycle else old, self.dump(now), expires_at)
             else:
-                key = await store.save(key_to_save, self.dump(now), expires_at)
+                key = await store.save(None if cycle else old, self.dump(now), expires_at)
         except SessionInterrupted:
             log.info("session ended by another request while this one used it; not saved")
             self._key = None
             return DELETE_COOKIE
-        if self._cycle and old is not None and not store.stateless:
+        if cycle and old is not None and not policy.stateless:
             await store.delete(old)
-        self._key, self._cycle, self.modified, self._saved_at = key, False, False, int(now)
-        return CookieUpdate(policy.signer.sign(key), max_age)
+        self._key, self.modified, self._saved_at = key, False, int(now)
+        if cycle:
+            self._cycle = False
+        signed = self._signed
+        if signed is None or signed[0] != key:
+            signed = self._signed = (key, policy.signer.sign(key))
+        return CookieUpdate(signed[1], max_age)
 
     def dump(self, now: float) -> str:
-        """The payload to store: JSON, never pickle."""
+        """The payload to store: JSON, never pickle.
+
+        ``{"d": data}``, then ``"c"`` and ``"a"`` (when the session began and was
+        saved) where the policy keeps times, and ``"x"``, ``"u"``, ``"i"`` once set.
+        Only the data goes through the JSON encoder: the rest are ints and a token.
+        """
         data = dict(dict.items(self))  # a plain copy: encoding self would set `accessed`
-        record: dict[str, Any] = {"d": data, "c": self._created or int(now), "a": int(now)}
-        if self._expiry is not None:
-            record["x"] = self._expiry
-        if self._until is not None:
-            record["u"] = self._until
-        if self._sid is not None:
-            record["i"] = self._sid
         try:
-            return _encode(record)
-        except (TypeError, ValueError) as exc:
+            record = '{"d":' + _json.encode(data)
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: a cycle
             raise _explain_unserialisable(data) from exc
+        if self._policy.records_times:
+            record += f',"c":{self._created or int(now)},"a":{int(now)}'
+        if self._expiry is not None:
+            record += f',"x":{self._expiry}'
+        if self._until is not None:
+            record += f',"u":{self._until}'
+        if self._sid is not None:
+            record += ',"i":' + _json.encode(self._sid)
+        return record + "}"
 
 
 def _explain_unserialisable(data: dict[str, Any]) -> SessionDataError:

@@ -2,8 +2,8 @@
 
 A store keeps an opaque text payload (JSON written by ``Session``) under a key,
 until an absolute expiry time. Server-side stores mint the key themselves from
-``secrets`` and keep only a SHA-256 of it, so a leaked database or Redis dump
-holds no usable session ids. The cookie store keeps nothing: its key *is* the
+``secrets``; the SQL and Redis stores keep only a SHA-256 of it, so a leaked
+database or Redis dump holds no usable session ids. The cookie store keeps nothing: its key *is* the
 payload, and the middleware's signature is what protects it.
 
 Every store passes the conformance suite in ``doorman.testing``.

@@ -3,9 +3,14 @@
 Nothing is kept server-side, so it scales to any number of workers with no
 shared state, but a copied cookie stays valid until it expires: ending it
 early needs server state (the per-user session version of ``doorman.auth``).
-The key is ``<expiry>.<base64 JSON>``; the middleware signs it with
-HMAC-SHA256, which is what makes it trustworthy. Browsers drop cookies over
-about 4 KB, so the middleware refuses to send one (``SessionTooLarge``).
+The key is the payload behind its expiry, as URL-safe base64 without padding:
+4 bytes of expiry (Unix time, big-endian), then the payload in UTF-8. The
+middleware signs it (HMAC-SHA256, 128 bits), which is what makes it
+trustworthy. Browsers drop cookies over about 4 KB, so the middleware refuses
+to send one (``SessionTooLarge``).
+
+Keys written before issue 14, ``<expiry>.<standard base64 payload>``, are
+still read; the middleware verifies them with the signature of then.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ from __future__ import annotations
 import binascii
 import time
 
+from ..exceptions import BadSignature
+from ..signing import b64decode, b64encode
+
 __all__ = ["CookieStore"]
+
+_EXPIRY_BYTES = 4
+_LAST_EXPIRY = 2**32 - 1  # 2106: "no end" for a cookie
 
 
 class CookieStore:
@@ -22,22 +33,25 @@ class CookieStore:
     stateless = True
 
     def load_nowait(self, key: str) -> str | None:
-        stamp, sep, encoded = key.partition(".")
-        if not (sep and stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
+        if "." in key:  # not in base64's URL-safe alphabet: a key of the format before
+            return _load_before(key)
+        try:
+            packed = b64decode(key)
+        except BadSignature:
             return None
-        if int(stamp) <= time.time():
+        if int.from_bytes(packed[:_EXPIRY_BYTES], "big") <= time.time():
             return None
         try:
-            return binascii.a2b_base64(encoded, strict_mode=True).decode()
-        except (binascii.Error, ValueError):
+            return packed[_EXPIRY_BYTES:].decode()
+        except UnicodeDecodeError:
             return None
 
     async def load(self, key: str) -> str | None:
         return self.load_nowait(key)
 
     def save_nowait(self, key: str | None, payload: str, expires_at: float) -> str:
-        # Standard base64: "+", "/" and "=" are all allowed in cookie values (RFC 6265).
-        return f"{int(expires_at)}.{binascii.b2a_base64(payload.encode(), newline=False).decode()}"
+        expiry = min(max(int(expires_at), 0), _LAST_EXPIRY)
+        return b64encode(expiry.to_bytes(_EXPIRY_BYTES, "big") + payload.encode())
 
     async def save(self, key: str | None, payload: str, expires_at: float) -> str:
         return self.save_nowait(key, payload, expires_at)
@@ -52,4 +66,17 @@ class CookieStore:
         return None
 
     async def close(self) -> None:
+        return None
+
+
+def _load_before(key: str) -> str | None:
+    """A payload from a key of the format before issue 14, or None once it has expired."""
+    stamp, sep, encoded = key.partition(".")
+    if not (sep and stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
+        return None
+    if int(stamp) <= time.time():
+        return None
+    try:
+        return binascii.a2b_base64(encoded, strict_mode=True).decode()
+    except (binascii.Error, ValueError):
         return None

@@ -1,7 +1,11 @@
 """An in-process store: for tests and single-process development only.
 
 Sessions vanish on restart and are not shared between workers; nor are the
-throttle's counts kept beside them (``MemoryCounter``).
+throttle's counts kept beside them (``MemoryCounter``). Sessions are kept
+under their keys: the SQL and Redis stores keep only a SHA-256 of each key, so
+that a copy of the database or a Redis dump holds no usable ids, but nothing
+copies this dict out of the process, whose memory holds the keys anyway (in
+requests, and in the session signer's remembered cookies).
 """
 
 from __future__ import annotations
@@ -9,13 +13,13 @@ from __future__ import annotations
 import time
 
 from ..exceptions import SessionInterrupted
-from .base import Outcome, Verdict, decide, new_session_key, storage_id
+from .base import Outcome, Verdict, decide, new_session_key
 
 __all__ = ["MemoryCounter", "MemoryStore"]
 
 
 class MemoryStore:
-    """Keeps sessions in a dict, keyed by the SHA-256 of the session key."""
+    """Keeps sessions in a dict, keyed by the session key."""
 
     stateless = False
 
@@ -26,13 +30,12 @@ class MemoryStore:
         return len(self._sessions)
 
     def load_nowait(self, key: str) -> str | None:
-        sid = storage_id(key)
-        found = self._sessions.get(sid)
+        found = self._sessions.get(key)
         if found is None:
             return None
         payload, expires_at = found
         if expires_at <= time.time():
-            del self._sessions[sid]
+            del self._sessions[key]
             return None
         return payload
 
@@ -45,21 +48,21 @@ class MemoryStore:
     def save_nowait(self, key: str | None, payload: str, expires_at: float) -> str:
         if key is None:
             key = new_session_key()
-            while (sid := storage_id(key)) in self._sessions:  # pragma: no cover - 2**-256
+            while key in self._sessions:  # pragma: no cover - 2**-256
                 key = new_session_key()
-        elif (sid := storage_id(key)) not in self._sessions:
+        elif key not in self._sessions:
             raise SessionInterrupted("the session was deleted while the request was using it")
-        self._sessions[sid] = (payload, expires_at)
+        self._sessions[key] = (payload, expires_at)
         return key
 
     async def delete(self, key: str) -> None:
-        self._sessions.pop(storage_id(key), None)
+        self._sessions.pop(key, None)
 
     async def clear_expired(self) -> int:
         now = time.time()
-        expired = [sid for sid, (_, expires_at) in self._sessions.items() if expires_at <= now]
-        for sid in expired:
-            del self._sessions[sid]
+        expired = [key for key, (_, expires_at) in self._sessions.items() if expires_at <= now]
+        for key in expired:
+            del self._sessions[key]
         return len(expired)
 
     async def count(self) -> int:

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..._scope import client_address
-from ...accounts.event_log import EventFilter, LoggedEvent
+from ...accounts.event_log import EventFilter
 from ...accounts.names import check_email
 from ...accounts.signins import SignIn
 from ...accounts.tokens import Token
@@ -151,7 +151,8 @@ async def _render(
     events = await server.doorman.events.list(EventFilter(user_id=user.id), limit=RECENT_EVENTS)
     current = current_signin(request.scope["session"])
     if wants_json(request):
-        body = await _account_json(user, signins, tokens, current, new_token, events)
+        body = await _account_json(user, signins, tokens, current, new_token)
+        body["events"] = [e.owner_fields() for e in events]
         if errors:
             body.update(errors.json())
         return JSONResponse(body, status, headers={"cache-control": "no-store"})
@@ -180,7 +181,6 @@ async def _account_json(
     tokens: list[Token],
     current: str | None,
     new_token: tuple[Token, str] | None,
-    events: list[LoggedEvent],
 ) -> dict[str, Any]:
     """The account page as JSON: the user, their sessions and tokens, a new token once."""
     body: dict[str, Any] = {
@@ -208,7 +208,6 @@ async def _account_json(
             }
             for t in tokens
         ],
-        "events": [e.owner_fields() for e in events],
     }
     if new_token:
         made, body["token"] = new_token
