@@ -150,6 +150,12 @@ def boolean(value: object) -> bool:
     raise Bad("give true or false (from the environment also 1/0, yes/no)")
 
 
+def registration(value: object) -> str:
+    if value not in ("closed", "invite", "open"):
+        raise Bad('give "closed", "invite" (by invitation only) or "open"')
+    return str(value)
+
+
 def choice_of_store(value: object) -> str:
     spec = text(value)
     if spec in ("db", "cookie", "memory"):

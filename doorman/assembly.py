@@ -135,6 +135,7 @@ def assemble(
         rules=settings.permissions,
         plugins_dir=settings.plugins_dir,
         password_min_length=settings.password_min_length,
+        link_max_ages={"password-reset": settings.password_reset_max_age},
     )
     return doorman, store
 

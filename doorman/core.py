@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .accounts.devices import DeviceCookies
 from .accounts.event_log import EventLog
+from .accounts.invitations import Invitations
+from .accounts.links import AccountLinks, Purpose
 from .accounts.passwords import PasswordHasher, validate_password
 from .accounts.permissions import Rules, check_permission
 from .accounts.session_auth import SessionAuth
@@ -25,6 +27,7 @@ from .accounts.signins import SignIns
 from .accounts.throttle import (
     Attempt,
     LoginThrottle,
+    MailThrottle,
     RegistrationThrottle,
     ThrottleLimits,
     counter_for,
@@ -58,7 +61,8 @@ class Doorman:
     ``registrations`` replace the sign-in and sign-up throttles outright.
     ``rules`` are permission rules (see docs/permissions.md); ``plugins`` and
     ``plugins_dir`` add plugins to those installed under the ``doorman`` entry
-    point. ``doorman serve`` builds its ``Doorman`` here too, from the settings
+    point. ``link_max_ages`` says how long each kind of one-time link by email
+    works (``AccountLinks``). ``doorman serve`` builds its ``Doorman`` here too, from the settings
     (``doorman.assembly``).
     """
 
@@ -78,6 +82,7 @@ class Doorman:
         plugins_dir: str | os.PathLike[str] | None = None,
         entry_points: bool = True,
         password_min_length: int = 10,
+        link_max_ages: Mapping[Purpose, int] | None = None,
     ) -> None:
         self.engine = engine if engine is not None else create_engine(db)
         self._owns_engine = engine is None
@@ -93,6 +98,10 @@ class Doorman:
         login, registration = (throttle_limits or ThrottleLimits()).throttles(counter, secret)
         self.throttle = throttle if throttle is not None else login
         self.registrations = registrations if registrations is not None else registration
+        window = (throttle_limits or ThrottleLimits()).window
+        self.mail_throttle = MailThrottle(counter, window=window, secret=secret)
+        self.links = AccountLinks(secret, max_ages=link_max_ages)
+        self.invitations = Invitations(self.engine)
         self.devices = DeviceCookies(secret)
         self.rules = Rules(rules or {})
         self.plugins: pluggy.PluginManager = make_plugin_manager(

@@ -97,6 +97,16 @@ SETTINGS: tuple[Setting, ...] = (
             parse.optional(parse.seconds(60, "12h"))),
     Setting("allow_registration", False,
             "Let visitors create their own accounts at /-/register.", parse.boolean),
+    Setting("registration", None,
+            'Who may make an account: "closed" (admins only), "invite" (by invitation) or '
+            '"open" (anyone, at /-/register); unset: allow_registration says.',
+            parse.optional(parse.registration)),
+    Setting("email_sign_in", False,
+            "Offer sign-in by a one-time link sent to the account's address (needs smtp_url).",
+            parse.boolean),
+    Setting("require_verified_email", False,
+            "Refuse sign-in to accounts (admins aside) whose email address is not verified.",
+            parse.boolean),
     Setting("login_redirect", None,
             "Where a sign-in without next lands: a path, or a URL on an allowed origin "
             "(public_url's, allowed_origins); unset: the account page (serve), / (protect).",
@@ -125,6 +135,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("events_retention", 7776000,
             "How long the security event log keeps events (seconds, or a duration such as "
             "90d); doorman events prune removes older ones.", parse.seconds(3600, "90d")),
+    Setting("password_reset_max_age", 3600,
+            "How long a password-reset link works: seconds, or a duration such as 1h.",
+            parse.seconds(60, "1h")),
     Setting("password_min_length", 10,
             "Fewest characters a new password may have (at least 8).", parse.integer(8, 4096, 10)),
     Setting("template_dir", None,
@@ -181,6 +194,9 @@ class Settings:
     idle_timeout: int | None
     absolute_timeout: int | None
     allow_registration: bool
+    registration: str | None
+    email_sign_in: bool
+    require_verified_email: bool
     login_redirect: str | None
     max_body_size: int
     basic_auth: bool
@@ -190,6 +206,7 @@ class Settings:
     throttle_registrations: int
     throttle_window: int
     events_retention: int
+    password_reset_max_age: int
     password_min_length: int
     template_dir: str | None
     plugins_dir: str | None
@@ -206,6 +223,11 @@ class Settings:
     def from_mapping(cls, values: Mapping[str, Any], *, source: str = "settings") -> Settings:
         """Check ``values`` (name -> value; the rest default) and build ``Settings``."""
         return _build({name: (value, source) for name, value in values.items()})
+
+    @property
+    def registration_mode(self) -> str:
+        """``registration``, or what the older ``allow_registration`` says: open or closed."""
+        return self.registration or ("open" if self.allow_registration else "closed")
 
     def to_json(self) -> str:
         """Every setting as JSON, secrets included: hand it only to trusted processes."""

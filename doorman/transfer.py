@@ -20,7 +20,9 @@ one JSON object::
       ]
     }
 
-Users and tokens carry every column of their table but the internal ids, so a
+Users and tokens carry every column of their table but the internal ids (a
+dump made before revision 0005 has no ``email_verified`` or ``pending_email``:
+they load as false and null), so a
 dump loads into a database that has users already: users name their groups,
 tokens their user. Values are as the tables hold them: times in Unix seconds,
 a token's ``scopes`` as the JSON text of a list (or null). Users are sorted by
@@ -70,6 +72,12 @@ _USER_COLUMNS = _columns(users_table, "id", "username_key", "username_skeleton")
 _TOKEN_COLUMNS = _columns(tokens_table, "user_id")
 #: Of the users and of the tokens: the columns in a dump, and the field it adds.
 _RECORDS = (("users", _USER_COLUMNS, "groups"), ("tokens", _TOKEN_COLUMNS, "username"))
+
+#: Columns added since dumps were first made (revision 0005), with the value an older
+#: dump's records get.
+_ADDED_LATER: dict[str, dict[str, Any]] = {
+    "users": {"email_verified": False, "pending_email": None},
+}
 
 #: ``progress(total, label)``: a context manager whose value is called with each batch's size.
 Progress = Callable[[int, str], AbstractContextManager[Callable[[int], object]]]
@@ -153,6 +161,9 @@ def check(data: Any, source: str = "dump") -> dict[str, Any]:
         raise DumpError(f"{source}: groups must be a list of names")
     for kind, columns, added in _RECORDS:
         for position, record in enumerate(data[kind]):
+            later = _ADDED_LATER.get(kind, {})
+            if isinstance(record, dict) and record and not set(record) & set(later):
+                record = data[kind][position] = {**later, **record}  # an older dump
             _check_record(record, f"{source}: {kind}[{position}]", columns, added)
     for position, user in enumerate(data["users"]):
         if not all(isinstance(name, str) for name in user["groups"]):

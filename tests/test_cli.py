@@ -186,6 +186,7 @@ def test_users_list(doorman_cli: Invoke) -> None:
         "admin": True,
         "active": True,
         "groups": ["ops"],
+        "email_verified": False,
         "created_at": found[0]["created_at"],
         "last_login": None,
     }

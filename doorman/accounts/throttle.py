@@ -42,6 +42,7 @@ __all__ = [
     "Attempt",
     "Counter",
     "LoginThrottle",
+    "MailThrottle",
     "RegistrationThrottle",
     "ThrottleLimits",
     "counter_for",
@@ -56,7 +57,7 @@ _BUSY_RETRY_AFTER = 5
 class _Bucket(NamedTuple):
     key: str
     limit: int
-    kind: Literal["account", "address", "device", "registration"]
+    kind: Literal["account", "address", "device", "registration", "email"]
     #: What a success does to the bucket: nothing counted ("refund"), its failures
     #: forgotten ("clear"), or counted like a failure ("count": every registration).
     on_success: Outcome
@@ -272,6 +273,44 @@ class RegistrationThrottle(_Limiter):
         if self.per_address and address is not None:
             key = "r:" + self._address(address)
             buckets.append(_Bucket(key, self.per_address, "registration", "count"))
+        return await self.enter(buckets, address)
+
+
+class MailThrottle(_Limiter):
+    """At most ``per_email`` links asked for one address and ``per_address`` asks from one
+    client address per ``window`` (0: no limit); each ask counts, whatever its outcome.
+
+    The same for addresses that have an account and those that do not, so
+    neither the answer nor the refusal tells them apart.
+    """
+
+    refusal = "Too many requests for links by email; try again in {wait}."
+
+    def __init__(
+        self,
+        counter: Counter,
+        *,
+        per_email: int = 3,
+        per_address: int = 10,
+        window: float = 900.0,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
+        wait: float = 30.0,
+        lease: float = 60.0,
+    ) -> None:
+        _check_limit("per_email", per_email)
+        _check_limit("per_address", per_address)
+        super().__init__(counter, window=window, secret=secret, wait=wait, lease=lease)
+        self.per_email, self.per_address = per_email, per_address
+
+    async def attempt(self, email: str, address: str | None) -> Attempt:
+        """A slot to send a link to ``email`` for ``address``; ``Throttled`` over a limit."""
+        buckets = []
+        if self.per_address and address is not None:
+            key = "ma:" + self._address(address)
+            buckets.append(_Bucket(key, self.per_address, "address", "count"))
+        if self.per_email:
+            key = "m:" + self._hash(email.strip().lower())
+            buckets.append(_Bucket(key, self.per_email, "email", "count"))
         return await self.enter(buckets, address)
 
 

@@ -33,6 +33,10 @@ class User:
     last_login: float | None
     groups: tuple[str, ...] = ()
     password_hash: str | None = field(default=None, repr=False)
+    #: The person followed a link sent to ``email`` (or an admin vouched for it).
+    email_verified: bool = False
+    #: A new address waiting for its verification link before it replaces ``email``.
+    pending_email: str | None = None
 
     @property
     def has_usable_password(self) -> bool:
@@ -46,6 +50,7 @@ class User:
             "admin": self.is_admin,
             "active": self.is_active,
             "groups": list(self.groups),
+            "email_verified": self.email_verified,
             "created_at": self.created_at,
             "last_login": self.last_login,
         }
@@ -98,4 +103,6 @@ def _user(row: Any) -> User:
         created_at=row["created_at"],
         last_login=row["last_login"],
         password_hash=row["password_hash"],
+        email_verified=bool(row["email_verified"]),
+        pending_email=row["pending_email"],
     )

@@ -75,6 +75,13 @@ class Users:
         found = await self._select(_u.username_key == username_key(username))
         return found[0] if found else None
 
+    async def by_email(self, email: str) -> builtins.list[User]:
+        """The active accounts whose address is ``email``, compared without case."""
+        if not isinstance(email, str) or not email or len(email) > 254:
+            return []
+        found = await self._select(sa.func.lower(_u.email) == email.lower())
+        return [user for user in found if user.is_active]
+
     async def require(self, username: str) -> User:
         user = await self.by_username(username)
         if user is None:
@@ -140,6 +147,7 @@ class Users:
         password: str | None = None,
         password_hash: str | None = None,
         email: str | None = None,
+        email_verified: bool = False,
         is_admin: bool = False,
         is_active: bool = True,
         groups: Iterable[str] = (),
@@ -158,6 +166,7 @@ class Users:
             "username_key": username_key(name),
             "username_skeleton": lookalike_key(name),
             "email": check_email(email),
+            "email_verified": email_verified and bool(email),
             "password_hash": password_hash,
             "is_admin": is_admin,
             "is_active": is_active,
@@ -215,7 +224,22 @@ class Users:
         return await self._update(user, is_admin=admin)
 
     async def set_email(self, user: User, email: str | None) -> User:
-        return await self._update(user, email=check_email(email))
+        """A new address, unverified until its link is followed; a pending one is dropped."""
+        return await self._update(
+            user, email=check_email(email), email_verified=False, pending_email=None
+        )
+
+    async def set_pending_email(self, user: User, email: str | None) -> User:
+        """``email`` waits for its verification link before it replaces the address."""
+        return await self._update(user, pending_email=check_email(email))
+
+    async def verify_email(self, user: User) -> User:
+        """The link was followed: the pending address, if any, becomes the verified one."""
+        if user.pending_email:
+            return await self._update(
+                user, email=user.pending_email, email_verified=True, pending_email=None
+            )
+        return await self._update(user, email_verified=True)
 
     async def edit(
         self,
@@ -230,8 +254,8 @@ class Users:
         Everything is checked before anything is written (``AccountError``).
         """
         values: dict[str, Any] = {}
-        if email is not None:
-            values["email"] = check_email(email)
+        if email is not None and check_email(email) != user.email:
+            values.update(email=check_email(email), email_verified=False, pending_email=None)
         if admin is not None:
             values["is_admin"] = admin
         names = None if groups is None else [check_group(name) for name in groups]

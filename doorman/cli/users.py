@@ -8,6 +8,8 @@ import click
 
 from ..accounts.event_log import edit_detail
 from ..events import EventKind
+from ..mail import Outbox
+from ..mail.links import LinkBuilder
 from ..settings import Settings
 from ._options import (
     from_cli,
@@ -223,3 +225,64 @@ def delete_user(settings: Settings, username: str, yes: bool) -> None:
 
     run(with_doorman(settings, delete))
     click.echo(f"deleted {username}")
+
+
+@users.command("reset-link")
+@click.argument("username")
+@settings_options("db", "public_url")
+def reset_link(settings: Settings, username: str) -> None:
+    """Print a one-time link for USERNAME to choose a new password, to hand over yourself.
+
+    It starts with public_url and works once, for password_reset_max_age; a
+    new password or a sign-in ends it sooner. Nothing is mailed.
+    """
+    links = LinkBuilder.from_settings(settings)
+
+    async def make(doorman: Doorman) -> str:
+        user = await doorman.users.require(username)
+        if not user.is_active:
+            raise click.ClickException(f"{user.username} is disabled: enable them first")
+        link = links.url("password-reset", doorman.links.make("password-reset", user))
+        await doorman.events.record(
+            EventKind.PASSWORD_RESET_REQUESTED, user=user, detail=from_cli()
+        )
+        return link
+
+    click.echo(run(with_doorman(settings, make)))
+
+
+@users.command("invite")
+@click.argument("email")
+@click.option("--admin", is_flag=True, help="The new account is an admin.")
+@click.option("--groups", default="", metavar="a,b", help="Groups of the new account.")
+@settings_options("db", "public_url")
+def invite(settings: Settings, email: str, admin: bool, groups: str) -> None:
+    """Invite EMAIL to make an account: mailed when smtp_url is set, else printed.
+
+    The link lets the invitee choose a username and password, once, within a
+    week; registration must be "invite" or "open".
+    """
+    if settings.registration_mode == "closed":
+        raise click.ClickException(
+            'this site takes no invitations: set registration = "invite" (or "open") first'
+        )
+    outbox = Outbox.from_settings(settings)
+    names = tuple(name.strip() for name in groups.split(",") if name.strip())
+
+    async def send(doorman: Doorman) -> str:
+        outbox.links.base()  # NoTrustedOrigin before anything is written
+        invitation, token = await doorman.invitations.create(email, admin=admin, groups=names)
+        link = outbox.links.url("invite", token)
+        if outbox.can_send:
+            await outbox.send(
+                "invitation",
+                to=invitation.email,
+                link=link,
+                invited_by="",
+                valid_for=f"{doorman.invitations.max_age // 86400} days",
+            )
+        detail = from_cli(email=invitation.email, admin=admin, sent=outbox.can_send)
+        await doorman.events.record(EventKind.INVITATION_SENT, detail=detail)
+        return f"sent an invitation to {invitation.email}" if outbox.can_send else link
+
+    click.echo(run(with_doorman(settings, send)))

@@ -23,6 +23,7 @@ __all__ = [
     "changes",
     "events_table",
     "groups_table",
+    "invitations_table",
     "metadata",
     "sessions_table",
     "settings_table",
@@ -56,6 +57,10 @@ users_table = sa.Table(
     # NULL for a look-alike that was there before (kept, see doorman._lookalikes).
     sa.Column("username_skeleton", sa.String(64), nullable=True),
     sa.Column("email", sa.String(254), nullable=True),
+    # True once the person followed a link sent to ``email`` (or an admin set it).
+    sa.Column("email_verified", sa.Boolean, nullable=False, server_default=sa.false()),
+    # A new address waiting for its verification link before it replaces ``email``.
+    sa.Column("pending_email", sa.String(254), nullable=True),
     # None: no usable password (the user signs in some other way, or not at all).
     sa.Column("password_hash", sa.String(255), nullable=True),
     sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
@@ -183,6 +188,28 @@ events_table = sa.Table(
     sa.Index("ix_doorman_events_kind", "kind", "id"),
     sa.Index("ix_doorman_events_username", "username", "id"),
     sa.Index("ix_doorman_events_actor", "actor", "id"),
+)
+
+invitations_table = sa.Table(
+    "doorman_invitations",
+    metadata,
+    # Invitations to make an account (doorman.accounts.invitations): the token's
+    # SHA-256, never the token; what the account gets; used once (accepted_at).
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("email", sa.String(254), nullable=False),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("groups", sa.Text, nullable=False, server_default=""),
+    sa.Column("invited_by", sa.String(150), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("accepted_at", sa.Float, nullable=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("doorman_users.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
 )
 
 #: The execution option that marks a ``bookkeeping`` update.

@@ -3,16 +3,18 @@
 Two reasons to have our own. uvicorn's line carries the query string, and
 doorman's URLs carry secrets there (the one-time ``/-/setup?token=``) and
 return addresses (``next``, ``rd``) that are nobody's business in a log:
-this one logs the path alone. And a forward-auth check is cheap, so its line
-must be too. uvicorn formats each line through a copy of the record and a
-colouring formatter; ``logging`` itself, through a ``LogRecord`` (which asks
-for the time, the thread, the process and the caller), a lock, two
-%-formats and a write and flush per line: as much as the check itself.
-``doorman serve`` configures ``doorman.access`` with ``AccessLogHandler`` and
-``LineFormatter``; while that is all there is to it (no filters, no other
-handlers), the middleware hands the handler the line itself, and the handler
-writes the lines of one turn of the event loop at once. Any other set-up of
-the logger gets ordinary records.
+this one logs the path alone, with the token of a one-time link
+(``/-/password-reset/<token>``, ``/-/verify-email/...``, ``/-/invite/...``,
+``/-/sign-in-link/...``) written as ``<token>``. And a forward-auth check is
+cheap, so its line must be too. uvicorn formats each line through a copy of
+the record and a colouring formatter; ``logging`` itself, through a
+``LogRecord`` (which asks for the time, the thread, the process and the
+caller), a lock, two %-formats and a write and flush per line: as much as the
+check itself. ``doorman serve`` configures ``doorman.access`` with
+``AccessLogHandler`` and ``LineFormatter``; while that is all there is to it
+(no filters, no other handlers), the middleware hands the handler the line
+itself, and the handler writes the lines of one turn of the event loop at
+once. Any other set-up of the logger gets ordinary records.
 
 The line: client address, method, path, HTTP version, status, milliseconds::
 
@@ -40,6 +42,10 @@ __all__ = [
 
 access_log = logging.getLogger("doorman.access")
 _LINE = '%s "%s %s HTTP/%s" %d %.1fms'
+#: The last segment after a link route, whatever the prefix; "new" holds no token.
+_LINK_TOKEN = re.compile(
+    r"(/(?:password-reset|verify-email|invite|sign-in-link)/)(?!new/?$)[^/]+(?=/?$)"
+)
 
 
 class AccessLogMiddleware:
@@ -168,15 +174,24 @@ class AccessLogHandler(logging.StreamHandler[TextIO]):
 
 
 def _printable(raw_path: bytes) -> str:
-    """The path without its query string, control characters escaped (no forged lines)."""
-    if _PLAIN.fullmatch(raw_path):  # most paths: nothing to cut or escape
-        return raw_path.decode("ascii")
-    path = raw_path.split(b"?", 1)[0][:500]
-    return path.decode("latin-1").encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    """The path without its query string or a link's token, control characters escaped.
+
+    Escaped, so that no path can forge a line of its own.
+    """
+    if _PLAIN.fullmatch(raw_path) and not _LINK_ROUTE.search(raw_path):
+        return raw_path.decode("ascii")  # most paths: nothing to cut, hide or escape
+    return _escaped(raw_path)
 
 
-#: Printable ASCII but for the quote, the backslash and "?": a path that prints as it is.
+def _escaped(raw_path: bytes) -> str:
+    path = _LINK_TOKEN.sub(r"\1<token>", raw_path.split(b"?", 1)[0].decode("latin-1"))[:500]
+    return path.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+#: Printable ASCII but for the quote, the backslash and "?": a path that prints as it is,
+#: unless it holds a link route (whose token ``_LINK_TOKEN`` hides).
 _PLAIN = re.compile(rb"[\x21\x23-\x3e\x40-\x5b\x5d-\x7e]{1,500}")
+_LINK_ROUTE = re.compile(rb"/(?:password-reset|verify-email|invite|sign-in-link)/")
 
 
 def uvicorn_log_config(access_log_on: bool) -> dict[str, Any]:

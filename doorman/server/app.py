@@ -30,11 +30,13 @@ from ..core import Doorman
 from ..exceptions import ConfigError
 from ..integrations.sentry import with_sentry
 from ..integrations.starlette import exception_handlers
+from ..mail import Outbox
 from ..origins import AllowedOrigins
 from ..sessions.middleware import SessionMiddleware
 from ..settings import Settings
 from ..stores.base import SessionStore
 from .access_log import AccessLogMiddleware
+from .background import Background
 from .body_limit import BodyLimitMiddleware
 from .cors import CORSMiddleware
 from .fast_auth import fast_paths
@@ -44,7 +46,17 @@ from .protect import ProtectedApp
 from .redirects import NextSigner, login_landing
 from .state import ServerState
 from .templates import Templates
-from .views import account, admin, api, errors, signin
+from .views import (
+    account,
+    admin,
+    api,
+    email_sign_in,
+    errors,
+    invitations,
+    recovery,
+    signin,
+    verification,
+)
 
 __all__ = ["create_app"]
 
@@ -80,7 +92,7 @@ def create_app(
             Middleware(CSRFCookieMiddleware, csrf=server.csrf),
         ],
         exception_handlers={**exception_handlers, **errors.error_handlers},
-        lifespan=_lifespan(doorman, store, secrets),
+        lifespan=_lifespan(server, secrets),
     )
     # Starlette would answer /-/login/ with a redirect built from the Host header: 404 instead.
     app.router.redirect_slashes = False
@@ -122,6 +134,8 @@ def _server_state(
         prefix=prefix,
         login_redirect=login_redirect,
         csrf=csrf,
+        outbox=Outbox.from_settings(settings),
+        background=Background(),
     )
 
 
@@ -189,6 +203,10 @@ def _routes(server: ServerState) -> list[BaseRoute]:
         Route(f"{p}/logout", signin.logout_view, methods=["POST"]),
         Route(f"{p}/register", signin.register_page, methods=["GET", "POST"]),
         Route(f"{p}/setup", signin.setup_page, methods=["GET", "POST"]),
+        *recovery.routes(p),
+        *verification.routes(p),
+        *invitations.routes(p),
+        *email_sign_in.routes(p),
         *account.routes(p),
         *admin.routes(p),
         Mount(f"{p}/static", StaticFiles(directory=_STATIC), name="static"),
@@ -241,12 +259,15 @@ async def _favicon(request: Any) -> Response:
     return FileResponse(_STATIC / "favicon.ico", headers={"cache-control": "public, max-age=86400"})
 
 
-def _lifespan(doorman: Doorman, store: SessionStore, secrets: list[str]) -> Any:
+def _lifespan(server: ServerState, secrets: list[str]) -> Any:
+    doorman, store = server.doorman, server.store
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # AuthMiddleware has run doorman.startup() (migrations, startup hooks) on the way in.
         await warn_about_secret(store, doorman.engine, secrets)
         yield
+        await server.background.drain()  # messages under way
         await store.close()
         await doorman.close()
         await doorman.engine.dispose()

@@ -10,9 +10,11 @@ from starlette.requests import Request
 if TYPE_CHECKING:
     from ..auth.csrf import CSRF
     from ..core import Doorman
+    from ..mail import Outbox
     from ..origins import AllowedOrigins
     from ..settings import Settings
     from ..stores.base import SessionStore
+    from .background import Background
     from .redirects import NextSigner
     from .templates import Templates
 
@@ -34,6 +36,10 @@ class ServerState:
     login_redirect: str
     #: CSRF tokens: the session's, or the ``doorman_csrf`` cookie's for visitors without one.
     csrf: CSRF
+    #: Mail: ``outbox.can_send`` says whether any is sent; links start with public_url.
+    outbox: Outbox
+    #: Where views send mail without making the answer wait for it.
+    background: Background
 
     def url(self, path: str) -> str:
         """A doorman route: ``url("login")`` is "/-/login"."""

@@ -29,13 +29,21 @@ from ...accounts.users import User
 from ...auth.guards import requires
 from ...auth.login import current_signin, update_session_auth
 from ...events import EventKind
-from ...exceptions import AccountError, AuthenticationFailed, PermissionDenied, Throttled
+from ...exceptions import (
+    AccountError,
+    AuthenticationFailed,
+    MailNotSent,
+    NoTrustedOrigin,
+    PermissionDenied,
+    Throttled,
+)
 from ..device_cookie import device_cookie, remember_device
 from ..devices import describe
 from ..state import ServerState, state_of
 from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .forms import FormErrors, check_new_password, password_hint, sentence
+from .verification import ask_to_change_email, to_verify_first
 
 __all__ = ["routes"]
 
@@ -68,6 +76,10 @@ _NOTICES = {
     "email": "Email address saved.",
     "password": "Password changed. Every other session of yours was signed out.",
     "created": "Your account was created, and you are signed in.",
+    "password-reset": "Your new password is set, and every other session was signed out.",
+    "email-verified": "Your email address is verified.",
+    "email-pending": "Check your new address: it takes effect once you follow the link sent "
+    "there. Your old address was told.",
 }
 _TOKEN_NOTICE = "Copy this token now: it will not be shown again."  # noqa: S105 - words
 #: Where doorman once kept a new token until the next page showed it: cleared on sight.
@@ -159,6 +171,7 @@ async def _render(
         notice=notice,
         new_token=new_token[1] if new_token else "",
         now=time.time(),
+        can_send_mail=server.outbox.can_send,
     )
 
 
@@ -226,15 +239,23 @@ async def change_email(request: Request) -> Response:
     throttled = await _confirm(request, server, user, fields, errors, "email_password")
     if errors:
         return await _refused(request, server, user, errors, throttled)
+    done = "email-pending" if to_verify_first(server, user, email) else "email"
     try:
-        user = await server.doorman.users.set_email(user, email)
+        if done == "email-pending":
+            user = await ask_to_change_email(server, user, email, request.scope)
+        else:
+            user = await server.doorman.users.set_email(user, email)
     except AccountError as error:
         return await _refused(request, server, user, FormErrors.of(sentence(error)))
+    except (MailNotSent, NoTrustedOrigin) as error:  # nothing changed
+        security_log.warning("no verification link for a new address: %s", error)
+        message = "The link to confirm the new address could not be sent; try again later."
+        return await _refused(request, server, user, FormErrors.of(message))
     security_log.info("user %r changed their email address", user.username)
-    await record(request, EventKind.EMAIL_CHANGED, user)
+    await record(request, EventKind.EMAIL_CHANGED, user, {"pending": done == "email-pending"})
     if wants_json(request):
-        return await _render(request, server, user, notice=_NOTICES["email"])
-    return redirect(server.url("account") + "?done=email")
+        return await _render(request, server, user, notice=_NOTICES[done])
+    return redirect(server.url("account") + f"?done={done}")
 
 
 @requires("account")

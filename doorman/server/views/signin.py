@@ -22,11 +22,15 @@ from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .errors import way_on
 from .forms import FormErrors, new_account_problems, password_hint, sentence
+from .verification import send_verification, verification_gate
 
-__all__ = ["login_page", "logout_view", "register_page", "setup_page"]
+__all__ = ["login_page", "logout_view", "register_page", "setup_page", "signed_in"]
 
 #: Notices on the login page after a redirect, by ``?done=``: fixed words, never text from the URL.
-_NOTICES = {"signed-out": "You have signed out."}
+_NOTICES = {
+    "signed-out": "You have signed out.",
+    "email-verified": "Your email address is verified. You can sign in.",
+}
 _TRUE = frozenset({"on", "1", "true", "yes"})
 
 
@@ -92,7 +96,7 @@ async def login_page(request: Request) -> Response:
         response.status_code = 401
         return response
     # 302, as DESIGN.md's route contract says (scripts check for it); browsers GET either way.
-    return await _signed_in(request, user, destination.url, status=302, remember=remember)
+    return await signed_in(request, user, destination.url, status=302, remember=remember)
 
 
 async def _login_form(
@@ -114,7 +118,9 @@ async def _login_form(
         errors=errors or [],
         notice=notice,
         remember=remember,
-        allow_registration=server.settings.allow_registration,
+        allow_registration=server.settings.registration_mode == "open",
+        can_send_mail=server.outbox.can_send,
+        email_sign_in=server.settings.email_sign_in and server.outbox.can_send,
     )
     # Browsers check the redirect that answers this form against the page's form-action:
     # name the one place it may go, besides this site (and the landing, for a second tab).
@@ -124,10 +130,23 @@ async def _login_form(
     return response
 
 
-async def _signed_in(
-    request: Request, user: User, target: str, status: int = 303, *, remember: bool = True
+async def signed_in(
+    request: Request,
+    user: User,
+    target: str,
+    status: int = 303,
+    *,
+    remember: bool = True,
+    via: str = "password",
 ) -> Response:
-    actor = await login(request, user)
+    """Sign ``user`` in on this request (a new session key and CSRF token); go to ``target``.
+
+    With ``require_verified_email``, an unverified account gets the page that says so.
+    """
+    refused = await verification_gate(request, user)
+    if refused is not None:
+        return refused
+    actor = await login(request, user, via=via)
     session = request.scope["session"]
     session.set_expiry(None if remember else 0)  # 0: the cookie ends with the browser session
     csrf.rotate(session)  # a token seen before sign-in is worthless after
@@ -154,7 +173,7 @@ async def logout_view(request: Request) -> Response:
 
 async def register_page(request: Request) -> Response:
     server = state_of(request)
-    if not server.settings.allow_registration:
+    if server.settings.registration_mode != "open":
         return await _not_found(request, server, "Registration is closed on this site.")
     return await _account_form(request, server, action=server.url("register"), admin=False)
 
@@ -212,8 +231,10 @@ async def _account_form(
         detail = {"via": "setup" if admin else "registration", "admin": admin}
         # By the person themselves, though nobody is signed in yet.
         await record(request, EventKind.USER_CREATED, created, detail, actor=created.username)
+        if not admin and created.email and server.outbox.can_send:
+            server.background.spawn(send_verification(server, created, request.scope))
         landing = "admin/users" if admin else "account?done=created"
-        return await _signed_in(request, created, server.url(landing))
+        return await signed_in(request, created, server.url(landing))
     return await _form_errors(request, server, template, context, created)
 
 

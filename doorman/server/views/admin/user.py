@@ -45,10 +45,10 @@ async def user_page(request: Request) -> Response:
     user = await target_user(request, server)
     if user is None:
         return await not_found(request, server)
-    return await _user_page(request, server, user, notice=done_notice(request))
+    return await render_user_page(request, server, user, notice=done_notice(request))
 
 
-async def _user_page(
+async def render_user_page(
     request: Request,
     server: ServerState,
     user: User,
@@ -56,7 +56,9 @@ async def _user_page(
     *,
     errors: FormErrors | None = None,
     notice: str = "",
+    reset_link: str = "",
 ) -> Response:
+    """The user's page; ``reset_link``, a link an admin just made, is shown this once."""
     if wants_json(request) and errors:
         return json_response(errors.json(), status)
     signins = await server.doorman.signins.list(user)
@@ -89,6 +91,8 @@ async def _user_page(
         password_hint=password_hint(server.doorman),
         **(errors or FormErrors()).context(),
         notice=notice,
+        reset_link=reset_link,
+        can_send_mail=server.outbox.can_send,
     )
 
 
@@ -134,7 +138,7 @@ async def _run(request: Request, done: str, action: Action) -> Response:
     try:
         result = await action(act) or done
     except _Refused as refusal:
-        return await _user_page(request, server, user, 400, errors=refusal.errors)
+        return await render_user_page(request, server, user, 400, errors=refusal.errors)
     except UserNotFound:  # deleted meanwhile
         return await not_found(request, server)
     if result != "gone":
