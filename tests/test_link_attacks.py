@@ -14,7 +14,7 @@ import pytest
 
 from .mail_server import MailServer
 from .mail_server import relay as relay
-from .test_password_reset import site
+from .test_password_reset import PASSWORD, csrf_of, server_state, sign_in, site
 
 pytestmark = pytest.mark.anyio
 
@@ -37,3 +37,26 @@ async def test_a_token_naming_an_impossible_account_is_refused(
             method, f"/-/{route}/{HUGE_ID}", data={"csrftoken": csrf, "password": "x"}
         )
         assert answer.status_code == 400 and "does not work" in answer.text
+
+
+async def test_the_account_page_cannot_flood_another_inbox(
+    tmp_path: Path, relay: MailServer
+) -> None:
+    """A signed-in person asks for "a new address" over and over: the links are throttled
+    per address asked for, as reset and sign-in links are."""
+    async with site(tmp_path, relay) as found:
+        browser = found.browser()
+        assert (await sign_in(browser)).status_code == 302
+        answers = []
+        for _ in range(5):
+            form = {
+                "email": "victim@example.org",
+                "current_password": PASSWORD,
+                "csrftoken": await csrf_of(browser),
+            }
+            answers.append((await browser.post("/-/account/email", data=form)).status_code)
+        assert answers == [303, 303, 303, 429, 429]
+        await found.message(6)  # three links, three notices to alice's own address
+        await server_state(found.app).background.drain()
+        to_victim = [m for m in relay.messages if m.recipients == ["victim@example.org"]]
+        assert len(to_victim) == 3
