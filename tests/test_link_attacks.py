@@ -8,13 +8,24 @@ account page.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from doorman.accounts.users import User
+
 from .mail_server import MailServer
 from .mail_server import relay as relay
-from .test_password_reset import PASSWORD, csrf_of, server_state, sign_in, site
+from .test_password_reset import (
+    NEW_PASSWORD,
+    PASSWORD,
+    Site,
+    csrf_of,
+    server_state,
+    sign_in,
+    site,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -60,3 +71,67 @@ async def test_the_account_page_cannot_flood_another_inbox(
         await server_state(found.app).background.drain()
         to_victim = [m for m in relay.messages if m.recipients == ["victim@example.org"]]
         assert len(to_victim) == 3
+
+
+async def _at_once(found: Site, path: str, count: int, **form: str) -> list[int]:
+    """``count`` browsers POST ``path`` together; their statuses."""
+    browsers = [found.browser() for _ in range(count)]
+    tokens = [await csrf_of(browser) for browser in browsers]
+    answers = await asyncio.gather(
+        *(
+            browser.post(path, data={"csrftoken": token, **form})
+            for browser, token in zip(browsers, tokens, strict=True)
+        )
+    )
+    return sorted(answer.status_code for answer in answers)
+
+
+def slow_reads(found: Site) -> None:
+    """Each read of an account takes 50 ms more, as on a busy database: every request
+    checks the link before any has spent it, as they did against ``doorman serve``."""
+    users = found.doorman.users
+    read = users.get
+
+    async def slow_get(user_id: int) -> User | None:
+        user = await read(user_id)
+        await asyncio.sleep(0.05)
+        return user
+
+    users.get = slow_get  # type: ignore[method-assign]
+
+
+async def test_one_reset_link_at_once_resets_once(tmp_path: Path, relay: MailServer) -> None:
+    async with site(tmp_path, relay) as found:
+        alice = await found.doorman.users.require("alice")
+        token = found.doorman.links.make("password-reset", alice)
+        slow_reads(found)
+        form = {"password": NEW_PASSWORD, "password2": NEW_PASSWORD}
+        assert await _at_once(found, f"/-/password-reset/{token}", 4, **form) == [
+            303,
+            400,
+            400,
+            400,
+        ]
+        resets = [e for e in await found.doorman.events.list() if e.kind == "password-reset"]
+        assert len(resets) == 1
+
+
+async def test_one_sign_in_link_at_once_signs_in_once(tmp_path: Path, relay: MailServer) -> None:
+    async with site(tmp_path, relay, email_sign_in=True) as found:
+        alice = await found.doorman.users.require("alice")
+        token = found.doorman.links.make("sign-in", alice)
+        slow_reads(found)
+        assert await _at_once(found, f"/-/sign-in-link/{token}", 4) == [303, 400, 400, 400]
+        assert len(await found.doorman.signins.list(alice)) == 1
+
+
+async def test_a_reset_link_refused_for_a_weak_password_still_works(
+    tmp_path: Path, relay: MailServer
+) -> None:
+    async with site(tmp_path, relay) as found:
+        alice = await found.doorman.users.require("alice")
+        path = f"/-/password-reset/{found.doorman.links.make('password-reset', alice)}"
+        weak = {"password": "short", "password2": "short"}
+        assert await _at_once(found, path, 1, **weak) == [400]
+        strong = {"password": NEW_PASSWORD, "password2": NEW_PASSWORD}
+        assert await _at_once(found, path, 1, **strong) == [303]
