@@ -17,6 +17,7 @@ from doorman.accounts.users import User
 
 from .mail_server import MailServer
 from .mail_server import relay as relay
+from .test_email_verification import register
 from .test_password_reset import (
     NEW_PASSWORD,
     PASSWORD,
@@ -135,3 +136,15 @@ async def test_a_reset_link_refused_for_a_weak_password_still_works(
         assert await _at_once(found, path, 1, **weak) == [400]
         strong = {"password": NEW_PASSWORD, "password2": NEW_PASSWORD}
         assert await _at_once(found, path, 1, **strong) == [303]
+
+
+async def test_registration_cannot_flood_another_inbox(tmp_path: Path, relay: MailServer) -> None:
+    """Open registration, one address typed on account after account: its verification
+    links are throttled per address as every other link is; the accounts are made."""
+    async with site(tmp_path, relay, registration="open", create=False) as found:
+        for number in range(5):
+            made = await register(found.browser(), f"signup{number}", "victim@example.org")
+            assert made.status_code == 303, made.text
+        await server_state(found.app).background.drain()
+        assert [m.recipients for m in relay.messages] == [["victim@example.org"]] * 3
+        assert len(await found.doorman.users.list()) == 5
