@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .accounts.devices import DeviceCookies
 from .accounts.event_log import EventLog
 from .accounts.invitations import Invitations
+from .accounts.link_claims import LinkClaims
 from .accounts.links import AccountLinks, Purpose
 from .accounts.passwords import PasswordHasher, validate_password
 from .accounts.permissions import Rules, check_permission
@@ -101,6 +102,7 @@ class Doorman:
         window = (throttle_limits or ThrottleLimits()).window
         self.mail_throttle = MailThrottle(counter, window=window, secret=secret)
         self.links = AccountLinks(secret, max_ages=link_max_ages)
+        self.link_claims = LinkClaims(counter, secret)
         self.invitations = Invitations(self.engine)
         self.devices = DeviceCookies(secret)
         self.rules = Rules(rules or {})

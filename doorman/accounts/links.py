@@ -34,6 +34,8 @@ DEFAULT_MAX_AGES: Mapping[Purpose, int] = {
     "sign-in": 900,
 }
 _TOKEN = re.compile(r"([0-9a-z]{1,13})-([0-9a-z]{1,8})-([A-Za-z0-9_-]{43})")
+#: The largest id a database's integer holds; 13 base-36 digits go past it.
+_MAX_ID = 2**63 - 1
 
 
 class AccountLinks:
@@ -59,7 +61,8 @@ class AccountLinks:
     def user_id(token: str) -> int | None:
         """The id of the user a well-formed token names (not yet checked), else None."""
         found = _TOKEN.fullmatch(token) if isinstance(token, str) else None
-        return int(found.group(1), 36) if found else None
+        user_id = int(found.group(1), 36) if found else None
+        return user_id if user_id is not None and user_id <= _MAX_ID else None
 
     def check(self, purpose: Purpose, token: str, user: User, *, now: float | None = None) -> bool:
         """Whether ``token`` is a ``purpose`` link for ``user`` as they are now, unexpired."""

@@ -242,11 +242,17 @@ async def change_email(request: Request) -> Response:
     done = "email-pending" if to_verify_first(server, user, email) else "email"
     try:
         if done == "email-pending":
+            # The link goes to an address the asker need not own: counted as reset links are.
+            client = client_address(request.scope)
+            async with await server.doorman.mail_throttle.attempt(email, client):
+                pass
             user = await ask_to_change_email(server, user, email, request.scope)
         else:
             user = await server.doorman.users.set_email(user, email)
     except AccountError as error:
         return await _refused(request, server, user, FormErrors.of(sentence(error)))
+    except Throttled as error:
+        return await _refused(request, server, user, FormErrors.of(str(error)), error)
     except (MailNotSent, NoTrustedOrigin) as error:  # nothing changed
         security_log.warning("no verification link for a new address: %s", error)
         message = "The link to confirm the new address could not be sent; try again later."

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..._scope import client_address
 from ..._types import Scope
+from ...accounts.users import User
 from ...events import EventKind
 from ...exceptions import NoTrustedOrigin, Throttled
 from ...mail import check_address
@@ -142,9 +143,19 @@ async def sign_in_page(request: Request) -> Response:
 async def _sign_in(request: Request, server: ServerState, token: str) -> Response:
     if await checked_form(request) is None:
         return await refuse_csrf(request)
-    user = await user_for(server, "sign-in", token)
-    if user is None:
+    if await user_for(server, "sign-in", token) is None:  # no claim (no write) for a bad link
         return await _refused(request, server)
+    max_age = server.doorman.links.max_ages["sign-in"]
+    async with server.doorman.link_claims.claim(token, max_age) as claim:
+        # Checked again once held: a request with the same link may have spent it since.
+        user = await user_for(server, "sign-in", token) if claim.granted else None
+        if user is None:
+            return await _refused(request, server)
+        claim.spend()  # whatever follows: a sign-in, or the page that refuses an unverified one
+        return await _signed_in(request, server, user)
+
+
+async def _signed_in(request: Request, server: ServerState, user: User) -> Response:
     if not user.email_verified and not user.pending_email:  # the link went to the address
         user = await server.doorman.users.verify_email(user)
         await record(request, EventKind.EMAIL_VERIFIED, user, {"via": "sign-in link"})

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..._scope import client_address
 from ..._types import Scope
+from ...accounts.link_claims import Claim
 from ...accounts.links import AccountLinks
 from ...accounts.users import User
 from ...events import EventKind
@@ -191,9 +192,20 @@ async def _reset(request: Request, server: ServerState, token: str) -> Response:
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
-    user = await _user_for(server, token)
-    if user is None:
+    if await _user_for(server, token) is None:  # no claim (no write) for a bad link
         return await _refused(request, server)
+    max_age = server.doorman.links.max_ages["password-reset"]
+    async with server.doorman.link_claims.claim(token, max_age) as claim:
+        # Checked again once held: a request with the same link may have spent it since.
+        user = await _user_for(server, token) if claim.granted else None
+        if user is None:
+            return await _refused(request, server)
+        return await _choose(request, server, user, fields, claim)
+
+
+async def _choose(
+    request: Request, server: ServerState, user: User, fields: dict[str, str], claim: Claim
+) -> Response:
     password, errors = field(fields, "password"), FormErrors()
     again = fields.get("password2", password) if wants_json(request) else field(fields, "password2")
     await check_new_password(
@@ -203,6 +215,7 @@ async def _reset(request: Request, server: ServerState, token: str) -> Response:
     if errors:
         return await _new_password_form(request, server, user, errors, revoke, status=400)
     user = await server.doorman.set_password(user, password, validate=False, revoke_tokens=revoke)
+    claim.spend()
     await server.doorman.throttle.reset(user.username)
     detail = {"via": "email link", "api_tokens_revoked": revoke}
     await record(request, EventKind.PASSWORD_RESET, user, detail, actor=user.username)

@@ -22,7 +22,7 @@ from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .errors import way_on
 from .forms import FormErrors, new_account_problems, password_hint, sentence
-from .verification import send_verification, verification_gate
+from .verification import verification_gate, verify_new_account
 
 __all__ = ["login_page", "logout_view", "register_page", "setup_page", "signed_in"]
 
@@ -232,7 +232,7 @@ async def _account_form(
         # By the person themselves, though nobody is signed in yet.
         await record(request, EventKind.USER_CREATED, created, detail, actor=created.username)
         if not admin and created.email and server.outbox.can_send:
-            server.background.spawn(send_verification(server, created, request.scope))
+            server.background.spawn(verify_new_account(server, created, request.scope))
         landing = "admin/users" if admin else "account?done=created"
         return await signed_in(request, created, server.url(landing))
     return await _form_errors(request, server, template, context, created)

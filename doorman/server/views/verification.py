@@ -32,6 +32,7 @@ __all__ = [
     "send_verification",
     "to_verify_first",
     "verification_gate",
+    "verify_new_account",
 ]
 
 log = logging.getLogger("doorman.mail")
@@ -63,6 +64,20 @@ async def send_verification(server: ServerState, user: User, scope: Scope | None
         changing=bool(user.pending_email),
     )
     return to
+
+
+async def verify_new_account(server: ServerState, user: User, scope: Scope) -> None:
+    """The first link of a new account, in the background: throttled per address, as every
+    link is, for the address typed at registration need not be the registrant's. Over the
+    limit nothing is sent; the account page sends it again."""
+    assert user.email is not None
+    try:
+        async with await server.doorman.mail_throttle.attempt(user.email, client_address(scope)):
+            pass
+    except Throttled as error:
+        log.warning("no verification link for a new account: %s", error)
+        return
+    await send_verification(server, user, scope)
 
 
 def to_verify_first(server: ServerState, user: User, email: str) -> bool:
