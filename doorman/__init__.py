@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__ as __version__
 from .exceptions import (
     AccountError,
+    AddressTaken,
     AuthenticationFailed,
     BadSignature,
     ConfigError,
@@ -69,6 +70,7 @@ _LAZY = {
 
 __all__ = [
     "AccountError",
+    "AddressTaken",
     "AuthMiddleware",
     "AuthenticationFailed",
     "BadSignature",

@@ -134,6 +134,15 @@ class UsernameTooSimilar(UsernameTaken):
     """Another user's username looks like this one (``doorman._lookalikes``)."""
 
 
+class AddressTaken(AccountError):
+    """Another account holds this address verified; which one is never said."""
+
+    status_code = 409
+
+    def __init__(self, message: str = "this email address cannot be used") -> None:
+        super().__init__(message)
+
+
 class DumpError(DoormanError, ValueError):
     """A dump cannot be loaded: it is not as ``doorman.transfer.dump`` writes it, or clashes."""
 

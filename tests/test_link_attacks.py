@@ -37,7 +37,7 @@ HUGE_ID = "zzzzzzzzzzzzz-1-" + "A" * 43
 @pytest.mark.parametrize(
     ("method", "route"),
     [(m, r) for m in ("GET", "POST") for r in ("password-reset", "sign-in-link")]
-    + [("GET", "verify-email")],
+    + [("GET", "verify-email"), ("POST", "verify-email")],
 )
 async def test_a_token_naming_an_impossible_account_is_refused(
     tmp_path: Path, relay: MailServer, route: str, method: str

@@ -23,7 +23,7 @@ from ..db.schema import (
     users_table,
 )
 from ..db.transaction import connect
-from ..exceptions import UsernameTaken, UsernameTooSimilar, UserNotFound
+from ..exceptions import AddressTaken, UsernameTaken, UsernameTooSimilar, UserNotFound
 from .names import (
     check_email,
     check_group,
@@ -233,13 +233,37 @@ class Users:
         """``email`` waits for its verification link before it replaces the address."""
         return await self._update(user, pending_email=check_email(email))
 
+    async def verified_elsewhere(self, email: str | None, user: User | None = None) -> bool:
+        """Whether an account other than ``user`` holds ``email`` verified (without case)."""
+        if not email:
+            return False
+        query = sa.select(sa.exists().where(_verified_by_other(email, user.id if user else None)))
+        async with connect(self.engine) as connection:
+            return bool((await connection.execute(query)).scalar())
+
     async def verify_email(self, user: User) -> User:
-        """The link was followed: the pending address, if any, becomes the verified one."""
+        """The link was followed: the pending address, if any, becomes the verified one.
+
+        ``AddressTaken`` (nothing changed) when another account holds that address
+        verified, checked in the statement that writes: one verified meanwhile wins.
+        """
+        address = user.pending_email or user.email
+        values: dict[str, Any] = {"email_verified": True}
         if user.pending_email:
-            return await self._update(
-                user, email=user.pending_email, email_verified=True, pending_email=None
+            values.update(email=user.pending_email, pending_email=None)
+        query = (
+            users_table.update()
+            .where(
+                _u.id == user.id, sa.not_(sa.exists().where(_verified_by_other(address, user.id)))
             )
-        return await self._update(user, email_verified=True)
+            .values(**values)
+        )
+        async with connect(self.engine, write=True) as connection:
+            result = await connection.execute(query)
+        if result.rowcount == 0:
+            await self._must_get(user.id)  # UserNotFound if it went
+            raise AddressTaken()
+        return await self._must_get(user.id)
 
     async def edit(
         self,
@@ -336,6 +360,15 @@ _SIGNED_IN = user_rows(
     .scalar_subquery()
     .label("signin_seen"),
 )
+
+
+def _verified_by_other(email: str | None, user_id: int | None) -> sa.ColumnElement[bool]:
+    other = users_table.alias("other")
+    found = sa.and_(
+        sa.func.lower(other.c.email) == (email or "").lower(),
+        other.c.email_verified == sa.true(),
+    )
+    return found if user_id is None else sa.and_(found, other.c.id != user_id)
 
 
 def _matches(search: str) -> sa.ColumnElement[bool]:

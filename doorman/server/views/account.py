@@ -43,7 +43,7 @@ from ..state import ServerState, state_of
 from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .forms import FormErrors, check_new_password, password_hint, sentence
-from .verification import ask_to_change_email, to_verify_first
+from .verification import TAKEN, ask_to_change_email, to_verify_first
 
 __all__ = ["routes"]
 
@@ -236,6 +236,9 @@ async def change_email(request: Request) -> Response:
         check_email(email)
     except AccountError as error:
         errors.add(sentence(error), "email")
+    else:
+        if await server.doorman.users.verified_elsewhere(email, user):
+            errors.add(TAKEN, "email")
     throttled = await _confirm(request, server, user, fields, errors, "email_password")
     if errors:
         return await _refused(request, server, user, errors, throttled)

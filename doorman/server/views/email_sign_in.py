@@ -18,17 +18,15 @@ from starlette.routing import BaseRoute, Route
 from ..._scope import client_address
 from ..._types import Scope
 from ...accounts.users import User
-from ...events import EventKind
 from ...exceptions import NoTrustedOrigin, Throttled
 from ...mail import check_address
 from ..state import ServerState, state_of
-from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .errors import way_on
 from .forms import FormErrors
 from .recovery import duration, private
 from .signin import signed_in
-from .verification import user_for
+from .verification import user_for, verify_by_link
 
 __all__ = ["routes"]
 
@@ -156,9 +154,7 @@ async def _sign_in(request: Request, server: ServerState, token: str) -> Respons
 
 
 async def _signed_in(request: Request, server: ServerState, user: User) -> Response:
-    if not user.email_verified and not user.pending_email:  # the link went to the address
-        user = await server.doorman.users.verify_email(user)
-        await record(request, EventKind.EMAIL_VERIFIED, user, {"via": "sign-in link"})
+    user = await verify_by_link(request, server, user, "sign-in link")
     response = await signed_in(request, user, server.login_redirect, via="email-link")
     response.delete_cookie(_COOKIE, path=server.url("sign-in-link"))
     return private(response)

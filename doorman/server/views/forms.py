@@ -83,10 +83,23 @@ def password_hint(doorman: Doorman) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
+ADDRESS_TAKEN = "This email address cannot be used: choose another one."
+
+
 async def new_account_problems(
-    doorman: Doorman, username: str, email: str, password: str, again: str
+    doorman: Doorman,
+    username: str,
+    email: str,
+    password: str,
+    again: str,
+    *,
+    chosen_address: bool = True,
 ) -> FormErrors:
-    """Every problem of a new account's fields: username, email, and both passwords."""
+    """Every problem of a new account's fields: username, email, and both passwords.
+
+    A ``chosen_address`` (typed, not an invitation's) that another account holds
+    verified is refused: one verified address, one account.
+    """
     errors = FormErrors()
     try:
         check_new_username(username)
@@ -103,6 +116,9 @@ async def new_account_problems(
         check_email(email)
     except AccountError as error:
         errors.add(sentence(error), "email")
+    else:
+        if chosen_address and await doorman.users.verified_elsewhere(email):  # not who has it
+            errors.add(ADDRESS_TAKEN, "email")
     await check_new_password(
         errors, doorman, password, again, username=username, email=email or None
     )

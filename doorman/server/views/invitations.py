@@ -104,7 +104,9 @@ async def _accept(request: Request, server: ServerState, token: str) -> Response
         return await _refused(request, server)
     username, password = field(fields, "username", 600), field(fields, "password")
     again = fields.get("password2", password) if wants_json(request) else field(fields, "password2")
-    errors = await new_account_problems(server.doorman, username, invitation.email, password, again)
+    errors = await new_account_problems(
+        server.doorman, username, invitation.email, password, again, chosen_address=False
+    )
     if errors:
         return await _form(request, server, invitation, errors, username, status=400)
     if not await server.doorman.invitations.claim(invitation):
@@ -128,13 +130,15 @@ async def _accept(request: Request, server: ServerState, token: str) -> Response
 async def _create(
     server: ServerState, invitation: Invitation, username: str, password: str
 ) -> User | FormErrors:
-    """The account, its address verified: the link went there (or an admin vouched)."""
+    """The account, its address verified: the link went there (or an admin vouched); not
+    when another account holds that address verified meanwhile (one address, one account)."""
+    taken = await server.doorman.users.verified_elsewhere(invitation.email)
     try:
         return await server.doorman.users.create(
             username,
             password=password,
             email=invitation.email,
-            email_verified=True,
+            email_verified=not taken,
             is_admin=invitation.is_admin,
             groups=invitation.groups,
         )

@@ -32,6 +32,7 @@ from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .forms import FormErrors, check_new_password, password_hint
 from .signin import signed_in
+from .verification import verify_by_link
 
 __all__ = ["duration", "private", "reset_link", "routes", "send_reset_link"]
 
@@ -216,6 +217,7 @@ async def _choose(
         return await _new_password_form(request, server, user, errors, revoke, status=400)
     user = await server.doorman.set_password(user, password, validate=False, revoke_tokens=revoke)
     claim.spend()
+    user = await verify_by_link(request, server, user, "password-reset link")
     await server.doorman.throttle.reset(user.username)
     detail = {"via": "email link", "api_tokens_revoked": revoke}
     await record(request, EventKind.PASSWORD_RESET, user, detail, actor=user.username)

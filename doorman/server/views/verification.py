@@ -1,11 +1,14 @@
 """Verified addresses: the link that proves one, sending it again, and the sign-in gate.
 
-``/-/verify-email/<token>`` marks the account's address verified (or makes a
-new address waiting for its link the account's own) and redirects at once,
-token-less. With ``require_verified_email``, ``verification_gate`` keeps an
-account (admins aside) whose address is not verified from signing in: the page
-offers to send the link again, with a short-lived token that allows that and
-nothing else. See docs/email.md.
+``/-/verify-email/<token>`` moves its token into a cookie of these pages and
+shows a "Verify" button at ``/-/verify-email/new``: only its POST marks the
+account's address verified (or makes a new address waiting for its link the
+account's own), so a mail scanner that opens links verifies nothing. A script
+may POST to the link itself. An address another account holds verified is
+never verified again, for a second account. With ``require_verified_email``,
+``verification_gate`` keeps an account (admins aside) whose address is not
+verified from signing in: the page offers to send the link again, with a
+short-lived token that allows that and nothing else. See docs/email.md.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from ..._types import Scope
 from ...accounts.links import AccountLinks, Purpose
 from ...accounts.users import User
 from ...events import EventKind
-from ...exceptions import MailNotSent, NoTrustedOrigin, Throttled
+from ...exceptions import AddressTaken, MailNotSent, NoTrustedOrigin, Throttled
 from ..state import ServerState, state_of
 from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
+from .forms import ADDRESS_TAKEN
 
 __all__ = [
     "ask_to_change_email",
@@ -32,6 +36,7 @@ __all__ = [
     "send_verification",
     "to_verify_first",
     "verification_gate",
+    "verify_by_link",
     "verify_new_account",
 ]
 
@@ -41,13 +46,16 @@ REFUSED = (
     "This verification link does not work: it was used already, it expired, or the "
     "address changed since it was sent. Sign in to send a new one."
 )
+#: Another account holds the address verified; which one is not said.
+TAKEN = ADDRESS_TAKEN
 UNVERIFIED = "Your email address is not verified yet: follow the link we sent to it, then sign in."
 
 
 def routes(prefix: str) -> list[BaseRoute]:
     return [
         Route(f"{prefix}/verify-email", send_again, methods=["POST"]),
-        Route(f"{prefix}/verify-email/{{token}}", follow_link, methods=["GET"]),
+        Route(f"{prefix}/verify-email/new", verify_page, methods=["GET", "POST"]),
+        Route(f"{prefix}/verify-email/{{token}}", follow_link, methods=["GET", "POST"]),
     ]
 
 
@@ -89,7 +97,7 @@ async def ask_to_change_email(
     server: ServerState, user: User, email: str, scope: Scope | None = None
 ) -> User:
     """``email`` waits for its link, sent now (``MailNotSent``: nothing changed); the old
-    address, if any, is told in the background."""
+    address, if any, is told in the background.    holds ``email`` verified."""
     pending = await server.doorman.users.set_pending_email(user, email)
     try:
         await send_verification(server, pending, scope)
@@ -114,18 +122,95 @@ async def user_for(server: ServerState, purpose: Purpose, token: str) -> User | 
 
 
 async def follow_link(request: Request) -> Response:
+    """The link from the message: its token into the cookie, then the token-less page."""
     server = state_of(request)
-    user = await user_for(server, "verify-email", request.path_params["token"])
+    token = request.path_params["token"]
+    if request.method == "POST":
+        return await _verify(request, server, token)
+    if await user_for(server, "verify-email", token) is None:
+        return await _refused(request, server)
+    response = _private(redirect(server.url("verify-email/new")))
+    response.set_cookie(
+        _COOKIE,
+        token,
+        max_age=_HELD_FOR,
+        path=server.url("verify-email"),
+        secure=server.settings.cookie_secure or request.url.scheme == "https",
+        httponly=True,
+        samesite="lax",
+    )
+    return response
+
+
+async def verify_page(request: Request) -> Response:
+    """The "Verify" button: a GET (a scanner's too) changes nothing."""
+    server = state_of(request)
+    token = request.cookies.get(_COOKIE, "")
+    if request.method == "POST":
+        return await _verify(request, server, token)
+    user = await user_for(server, "verify-email", token)
     if user is None:
-        return _private(await _message(request, server, "This link does not work", REFUSED, 400))
-    old = user.email
-    user = await server.doorman.users.verify_email(user)
+        return await _refused(request, server)
+    address = user.pending_email or user.email
+    page = await server.templates.render(request, "verify_email_link.html", address=address)
+    return _private(page)
+
+
+_COOKIE = "doorman_verify_email"
+_HELD_FOR = 900
+
+
+async def _verify(request: Request, server: ServerState, token: str) -> Response:
+    if await checked_form(request) is None:
+        return await refuse_csrf(request)
+    if await user_for(server, "verify-email", token) is None:  # no claim (no write)
+        return await _refused(request, server)
+    max_age = server.doorman.links.max_ages["verify-email"]
+    async with server.doorman.link_claims.claim(token, max_age) as claim:
+        # Checked again once held: a request with the same link may have spent it since.
+        user = await user_for(server, "verify-email", token) if claim.granted else None
+        if user is None:
+            return await _refused(request, server)
+        old = user.email
+        try:
+            user = await server.doorman.users.verify_email(user)
+        except AddressTaken:  # another account verified it since the link was sent
+            claim.spend()
+            return await _refused(request, server, TAKEN, 409)
+        claim.spend()
     detail = {"changed": old != user.email}
     await record(request, EventKind.EMAIL_VERIFIED, user, detail, actor=user.username)
+    if wants_json(request):
+        answer = JSONResponse({"verified": True, "email": user.email, **detail})
+        answer.delete_cookie(_COOKIE, path=server.url("verify-email"))
+        return _private(answer)
     actor = request.scope.get("actor")
     signed_in = actor is not None and actor.get("id") == user.username
     target = "account?done=email-verified" if signed_in else "login?done=email-verified"
-    return _private(redirect(server.url(target)))
+    response = _private(redirect(server.url(target)))
+    response.delete_cookie(_COOKIE, path=server.url("verify-email"))
+    return response
+
+
+async def _refused(
+    request: Request, server: ServerState, text: str = REFUSED, status: int = 400
+) -> Response:
+    response = await _message(request, server, "This link does not work", text, status)
+    response.delete_cookie(_COOKIE, path=server.url("verify-email"))
+    return _private(response)
+
+
+async def verify_by_link(request: Request, server: ServerState, user: User, via: str) -> User:
+    """A link sent to ``user``'s address was used: the address is proven, so verified; not
+    while another address waits for its own link, nor when another account holds it."""
+    if user.email_verified or user.pending_email or not user.email:
+        return user
+    try:
+        user = await server.doorman.users.verify_email(user)
+    except AddressTaken:
+        return user
+    await record(request, EventKind.EMAIL_VERIFIED, user, {"via": via})
+    return user
 
 
 async def verification_gate(request: Request, user: User) -> Response | None:
