@@ -21,17 +21,17 @@ from ...accounts.users import User
 from ...exceptions import NoTrustedOrigin, Throttled
 from ...mail import check_address
 from ..state import ServerState, state_of
-from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
+from .common import checked_form, field, json_error, refuse_csrf, wants_json
 from .errors import way_on
 from .forms import FormErrors
-from .recovery import duration, private
+from .held_links import HeldLink, private
+from .recovery import duration
 from .signin import signed_in
 from .verification import user_for, verify_by_link
 
 __all__ = ["routes"]
 
-_COOKIE = "doorman_sign_in_link"
-_HELD_FOR = 900
+_SIGN_IN_LINK = HeldLink("doorman_sign_in_link", "sign-in-link", held_for=900)
 SENT = (
     "If an account has that address, a sign-in link is on its way. It works once, for {valid_for}."
 )
@@ -109,24 +109,14 @@ async def follow_link(request: Request) -> Response:
         return await _sign_in(request, server, token)
     if await user_for(server, "sign-in", token) is None:
         return await _refused(request, server)
-    response = private(redirect(server.url("sign-in-link/new")))
-    response.set_cookie(
-        _COOKIE,
-        token,
-        max_age=_HELD_FOR,
-        path=server.url("sign-in-link"),
-        secure=server.settings.cookie_secure or request.url.scheme == "https",
-        httponly=True,
-        samesite="lax",
-    )
-    return response
+    return _SIGN_IN_LINK.hand_over(request, server, token)
 
 
 async def sign_in_page(request: Request) -> Response:
     server = state_of(request)
     if not _offered(server):
         return await _not_offered(request, server)
-    token = request.cookies.get(_COOKIE, "")
+    token = _SIGN_IN_LINK.token(request)
     if request.method == "POST":
         return await _sign_in(request, server, token)
     user = await user_for(server, "sign-in", token)
@@ -156,7 +146,7 @@ async def _sign_in(request: Request, server: ServerState, token: str) -> Respons
 async def _signed_in(request: Request, server: ServerState, user: User) -> Response:
     user = await verify_by_link(request, server, user, "sign-in link")
     response = await signed_in(request, user, server.login_redirect, via="email-link")
-    response.delete_cookie(_COOKIE, path=server.url("sign-in-link"))
+    _SIGN_IN_LINK.forget(response, server)
     return private(response)
 
 
@@ -196,7 +186,7 @@ async def _refused(request: Request, server: ServerState) -> Response:
             message=REFUSED,
             link={"href": server.url("sign-in-link"), "label": "Ask for a new link"},
         )
-    response.delete_cookie(_COOKIE, path=server.url("sign-in-link"))
+    _SIGN_IN_LINK.forget(response, server)
     return private(response)
 
 

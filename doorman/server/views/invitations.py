@@ -22,14 +22,14 @@ from ...events import EventKind
 from ...exceptions import AccountError
 from ..state import ServerState, state_of
 from .audit import record
-from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
+from .common import checked_form, field, json_error, refuse_csrf, wants_json
 from .forms import FormErrors, new_account_problems, password_hint, sentence
+from .held_links import HeldLink, private
 from .signin import signed_in
 
 __all__ = ["routes", "send_invitation"]
 
-_COOKIE = "doorman_invite"
-_HELD_FOR = 3600
+_INVITE_LINK = HeldLink("doorman_invite", "invite", held_for=3600)
 REFUSED = (
     "This invitation does not work: it was used already, it expired, or this site takes "
     "no invitations. Ask whoever invited you for a new one."
@@ -71,22 +71,12 @@ async def follow_link(request: Request) -> Response:
         return await _accept(request, server, token)
     if await _invitation(server, token) is None:
         return await _refused(request, server)
-    response = _private(redirect(server.url("invite/new")))
-    response.set_cookie(
-        _COOKIE,
-        token,
-        max_age=_HELD_FOR,
-        path=server.url("invite"),
-        secure=server.settings.cookie_secure or request.url.scheme == "https",
-        httponly=True,
-        samesite="lax",
-    )
-    return response
+    return _INVITE_LINK.hand_over(request, server, token)
 
 
 async def choose_account(request: Request) -> Response:
     server = state_of(request)
-    token = request.cookies.get(_COOKIE, "")
+    token = _INVITE_LINK.token(request)
     if request.method == "POST":
         return await _accept(request, server, token)
     invitation = await _invitation(server, token)
@@ -123,8 +113,8 @@ async def _accept(request: Request, server: ServerState, token: str) -> Response
     response = await signed_in(
         request, created, server.url("account?done=created"), via="invitation"
     )
-    response.delete_cookie(_COOKIE, path=server.url("invite"))
-    return _private(response)
+    _INVITE_LINK.forget(response, server)
+    return private(response)
 
 
 async def _create(
@@ -156,7 +146,7 @@ async def _form(
     status: int = 200,
 ) -> Response:
     if errors and wants_json(request):
-        return _private(json_error(" ".join(errors.messages), status))
+        return private(json_error(" ".join(errors.messages), status))
     context: dict[str, Any] = {
         "action": server.url("invite/new"),
         "email": invitation.email,
@@ -166,7 +156,7 @@ async def _form(
         "password_hint": password_hint(server.doorman),
         **errors.context(),
     }
-    return _private(await server.templates.render(request, "invite.html", status, **context))
+    return private(await server.templates.render(request, "invite.html", status, **context))
 
 
 async def _refused(request: Request, server: ServerState) -> Response:
@@ -181,11 +171,5 @@ async def _refused(request: Request, server: ServerState) -> Response:
             message=REFUSED,
             link=None,
         )
-    response.delete_cookie(_COOKIE, path=server.url("invite"))
-    return _private(response)
-
-
-def _private(response: Response) -> Response:
-    response.headers["referrer-policy"] = "no-referrer"
-    response.headers["cache-control"] = "no-store"
-    return response
+    _INVITE_LINK.forget(response, server)
+    return private(response)

@@ -29,8 +29,9 @@ from ...exceptions import NoTrustedOrigin, Throttled
 from ...mail import check_address
 from ..state import ServerState, state_of
 from .audit import record
-from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
+from .common import checked_form, field, json_error, refuse_csrf, wants_json
 from .forms import FormErrors, check_new_password, password_hint
+from .held_links import HeldLink, private
 from .signin import signed_in
 from .verification import verify_by_link
 
@@ -39,8 +40,7 @@ __all__ = ["duration", "private", "reset_link", "routes", "send_reset_link"]
 log = logging.getLogger("doorman.mail")
 
 #: Holds the token between the link and the form; these pages only, for a quarter of an hour.
-_COOKIE = "doorman_reset"
-_HELD_FOR = 900
+_RESET_LINK = HeldLink("doorman_reset", "password-reset", held_for=900)
 _TRUE = frozenset({"on", "1", "true", "yes"})
 SENT = (
     "If an account has that address, a link to choose a new password is on its way. "
@@ -165,22 +165,12 @@ async def follow_link(request: Request) -> Response:
         return await _reset(request, server, token)
     if await _user_for(server, token) is None:
         return await _refused(request, server)
-    response = private(redirect(server.url("password-reset/new")))
-    response.set_cookie(
-        _COOKIE,
-        token,
-        max_age=_HELD_FOR,
-        path=server.url("password-reset"),
-        secure=server.settings.cookie_secure or request.url.scheme == "https",
-        httponly=True,
-        samesite="lax",
-    )
-    return response
+    return _RESET_LINK.hand_over(request, server, token)
 
 
 async def choose_password(request: Request) -> Response:
     server = state_of(request)
-    token = request.cookies.get(_COOKIE, "")
+    token = _RESET_LINK.token(request)
     if request.method == "POST":
         return await _reset(request, server, token)
     user = await _user_for(server, token)
@@ -229,7 +219,7 @@ async def _choose(
     response = await signed_in(
         request, user, server.url("account?done=password-reset"), via="password-reset"
     )
-    response.delete_cookie(_COOKIE, path=server.url("password-reset"))
+    _RESET_LINK.forget(response, server)
     return private(response)
 
 
@@ -283,15 +273,8 @@ async def _refused(request: Request, server: ServerState) -> Response:
             message=REFUSED,
             link={"href": server.url("password-reset"), "label": "Ask for a new link"},
         )
-    response.delete_cookie(_COOKIE, path=server.url("password-reset"))
+    _RESET_LINK.forget(response, server)
     return private(response)
-
-
-def private(response: Response) -> Response:
-    """No ``Referer`` from a page whose address held a token; never cached."""
-    response.headers["referrer-policy"] = "no-referrer"
-    response.headers["cache-control"] = "no-store"
-    return response
 
 
 def duration(seconds: int) -> str:

@@ -29,6 +29,7 @@ from ..state import ServerState, state_of
 from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .forms import ADDRESS_TAKEN
+from .held_links import HeldLink, private
 
 __all__ = [
     "ask_to_change_email",
@@ -129,23 +130,13 @@ async def follow_link(request: Request) -> Response:
         return await _verify(request, server, token)
     if await user_for(server, "verify-email", token) is None:
         return await _refused(request, server)
-    response = _private(redirect(server.url("verify-email/new")))
-    response.set_cookie(
-        _COOKIE,
-        token,
-        max_age=_HELD_FOR,
-        path=server.url("verify-email"),
-        secure=server.settings.cookie_secure or request.url.scheme == "https",
-        httponly=True,
-        samesite="lax",
-    )
-    return response
+    return _VERIFY_LINK.hand_over(request, server, token)
 
 
 async def verify_page(request: Request) -> Response:
     """The "Verify" button: a GET (a scanner's too) changes nothing."""
     server = state_of(request)
-    token = request.cookies.get(_COOKIE, "")
+    token = _VERIFY_LINK.token(request)
     if request.method == "POST":
         return await _verify(request, server, token)
     user = await user_for(server, "verify-email", token)
@@ -153,11 +144,10 @@ async def verify_page(request: Request) -> Response:
         return await _refused(request, server)
     address = user.pending_email or user.email
     page = await server.templates.render(request, "verify_email_link.html", address=address)
-    return _private(page)
+    return private(page)
 
 
-_COOKIE = "doorman_verify_email"
-_HELD_FOR = 900
+_VERIFY_LINK = HeldLink("doorman_verify_email", "verify-email", held_for=900)
 
 
 async def _verify(request: Request, server: ServerState, token: str) -> Response:
@@ -182,13 +172,13 @@ async def _verify(request: Request, server: ServerState, token: str) -> Response
     await record(request, EventKind.EMAIL_VERIFIED, user, detail, actor=user.username)
     if wants_json(request):
         answer = JSONResponse({"verified": True, "email": user.email, **detail})
-        answer.delete_cookie(_COOKIE, path=server.url("verify-email"))
-        return _private(answer)
+        _VERIFY_LINK.forget(answer, server)
+        return private(answer)
     actor = request.scope.get("actor")
     signed_in = actor is not None and actor.get("id") == user.username
     target = "account?done=email-verified" if signed_in else "login?done=email-verified"
-    response = _private(redirect(server.url(target)))
-    response.delete_cookie(_COOKIE, path=server.url("verify-email"))
+    response = private(redirect(server.url(target)))
+    _VERIFY_LINK.forget(response, server)
     return response
 
 
@@ -196,8 +186,8 @@ async def _refused(
     request: Request, server: ServerState, text: str = REFUSED, status: int = 400
 ) -> Response:
     response = await _message(request, server, "This link does not work", text, status)
-    response.delete_cookie(_COOKIE, path=server.url("verify-email"))
-    return _private(response)
+    _VERIFY_LINK.forget(response, server)
+    return private(response)
 
 
 async def verify_by_link(request: Request, server: ServerState, user: User, via: str) -> User:
@@ -285,9 +275,3 @@ async def _message(
     return await server.templates.render(
         request, "message.html", status, title=title, message=message, link=None
     )
-
-
-def _private(response: Response) -> Response:
-    response.headers["referrer-policy"] = "no-referrer"
-    response.headers["cache-control"] = "no-store"
-    return response
