@@ -175,19 +175,7 @@ async def _ask_form(
 
 
 async def _refused(request: Request, server: ServerState) -> Response:
-    if wants_json(request):
-        response: Response = json_error(REFUSED, 400)
-    else:
-        response = await server.templates.render(
-            request,
-            "message.html",
-            400,
-            title="This link does not work",
-            message=REFUSED,
-            link={"href": server.url("sign-in-link"), "label": "Ask for a new link"},
-        )
-    _SIGN_IN_LINK.forget(response, server)
-    return private(response)
+    return await _SIGN_IN_LINK.refuse(request, server, REFUSED, ask_again=True)
 
 
 async def _not_offered(request: Request, server: ServerState) -> Response:

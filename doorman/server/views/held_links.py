@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..state import ServerState
-from .common import redirect
+from .common import json_error, redirect, wants_json
 
 __all__ = ["HeldLink", "private"]
 
@@ -50,3 +50,32 @@ class HeldLink:
 
     def forget(self, response: Response, server: ServerState) -> None:
         response.delete_cookie(self.cookie, path=server.url(self.route))
+
+    async def refuse(
+        self,
+        request: Request,
+        server: ServerState,
+        message: str,
+        *,
+        title: str = "This link does not work",
+        ask_again: bool = False,
+    ) -> Response:
+        """A 400 page (or JSON) for a link that does not work; the held token dropped.
+
+        ``ask_again`` links to the route's own form, to ask for a new link.
+        """
+        response: Response
+        if wants_json(request):
+            response = json_error(message, 400)
+        else:
+            again = {"href": server.url(self.route), "label": "Ask for a new link"}
+            response = await server.templates.render(
+                request,
+                "message.html",
+                400,
+                title=title,
+                message=message,
+                link=again if ask_again else None,
+            )
+        self.forget(response, server)
+        return private(response)

@@ -160,16 +160,6 @@ async def _form(
 
 
 async def _refused(request: Request, server: ServerState) -> Response:
-    if wants_json(request):
-        response: Response = json_error(REFUSED, 400)
-    else:
-        response = await server.templates.render(
-            request,
-            "message.html",
-            400,
-            title="This invitation does not work",
-            message=REFUSED,
-            link=None,
-        )
-    _INVITE_LINK.forget(response, server)
-    return private(response)
+    return await _INVITE_LINK.refuse(
+        request, server, REFUSED, title="This invitation does not work"
+    )

@@ -262,19 +262,7 @@ async def _user_for(server: ServerState, token: str) -> User | None:
 
 
 async def _refused(request: Request, server: ServerState) -> Response:
-    if wants_json(request):
-        response: Response = json_error(REFUSED, 400)
-    else:
-        response = await server.templates.render(
-            request,
-            "message.html",
-            400,
-            title="This link does not work",
-            message=REFUSED,
-            link={"href": server.url("password-reset"), "label": "Ask for a new link"},
-        )
-    _RESET_LINK.forget(response, server)
-    return private(response)
+    return await _RESET_LINK.refuse(request, server, REFUSED, ask_again=True)
 
 
 def duration(seconds: int) -> str:
