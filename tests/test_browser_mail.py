@@ -1,4 +1,4 @@
-"""The forgotten password in Chromium: login page -> email -> new password -> signed in.
+"""Email flows in Chromium: a forgotten password, and an invitation, each ending signed in.
 
 A real ``doorman serve`` on SQLite sends through a real SMTP relay (aiosmtpd in
 this process); the test reads the message and opens its link in the browser,
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.e2e
 
 NEW_PASSWORD = "a brand new passphrase 42"
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/-/password-reset/[A-Za-z0-9_-]+")
+INVITE_LINK = re.compile(r"http://127\.0\.0\.1:\d+/-/invite/[A-Za-z0-9_-]+")
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +53,20 @@ def server(tmp_path_factory: pytest.TempPathFactory, mail_relay: MailServer) -> 
         smtp_url=mail_relay.url,
         email_from="noreply@example.com",
         public_url=f"http://127.0.0.1:{port}",
+        registration="invite",
     )
     with running(found):
         add_user_with_email(db, "alice", "alice@example.com")
         yield found
 
 
-def wait_for_link(relay: MailServer) -> str:
+def wait_for_link(relay: MailServer, link: re.Pattern[str] = LINK) -> str:
     deadline = time.monotonic() + 10
-    while not relay.messages:
-        assert time.monotonic() < deadline, "no message arrived"
+    while not (relay.messages and link.search(relay.messages[-1].body("plain"))):
+        assert time.monotonic() < deadline, "no message with such a link arrived"
         time.sleep(0.05)
-    found = LINK.search(relay.messages[-1].body("plain"))
-    assert found, relay.messages[-1].body("plain")
+    found = link.search(relay.messages[-1].body("plain"))
+    assert found is not None
     return found[0]
 
 
@@ -89,3 +93,33 @@ def test_forgot_password_email_new_password_signed_in(
     assert violations == []
     page.goto(link)  # used: refused, with a way to a new one
     expect(page.get_by_role("link", name="Ask for a new link")).to_be_visible()
+
+
+def test_invitation_email_choose_account_signed_in(
+    server: Server, mail_relay: MailServer, open_page: PageFactory
+) -> None:
+    invited = subprocess.run(
+        [sys.executable, "-m", "doorman", "users", "invite", "carol@example.com"],
+        cwd=server.directory,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert invited.returncode == 0, invited.stderr
+    link = wait_for_link(mail_relay, INVITE_LINK)
+
+    page, violations = open_page()
+    page.goto(link)
+    expect(page).to_have_url(server.url + "/-/invite/new")  # the token left the URL
+    expect(page.locator("body")).to_contain_text("For carol@example.com")
+    page.get_by_label("Username").fill("carol")
+    page.get_by_label("Password", exact=True).fill(NEW_PASSWORD)
+    page.get_by_label("Password again").fill(NEW_PASSWORD)
+    page.get_by_role("button", name="Make my account").click()
+
+    expect(page).to_have_url(re.compile(r"/-/account\?done=created$"))
+    expect(page.locator("body")).to_contain_text("carol")
+    assert violations == []
+    page.goto(link)  # used: refused
+    expect(page.locator("h1")).to_contain_text("This invitation does not work")
