@@ -32,6 +32,7 @@ pytestmark = pytest.mark.e2e
 
 NEW_PASSWORD = "a brand new passphrase 42"
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/-/password-reset/[A-Za-z0-9_-]+")
+SIGN_IN_LINK = re.compile(r"http://127\.0\.0\.1:\d+/-/sign-in-link/[A-Za-z0-9_-]+")
 INVITE_LINK = re.compile(r"http://127\.0\.0\.1:\d+/-/invite/[A-Za-z0-9_-]+")
 
 
@@ -54,9 +55,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, mail_relay: MailServer) -> 
         email_from="noreply@example.com",
         public_url=f"http://127.0.0.1:{port}",
         registration="invite",
+        email_sign_in=True,
     )
     with running(found):
         add_user_with_email(db, "alice", "alice@example.com")
+        add_user_with_email(db, "dave", "dave@example.com")
         yield found
 
 
@@ -123,3 +126,26 @@ def test_invitation_email_choose_account_signed_in(
     assert violations == []
     page.goto(link)  # used: refused
     expect(page.locator("h1")).to_contain_text("This invitation does not work")
+
+
+def test_sign_in_by_email_link(
+    server: Server, mail_relay: MailServer, open_page: PageFactory
+) -> None:
+    page, violations = open_page()
+    page.goto(server.url + "/-/login")
+    page.get_by_role("link", name="Email me a sign-in link").click()
+    page.get_by_label("The email address of your account").fill("dave@example.com")
+    page.get_by_role("button", name="Email me a sign-in link").click()
+    expect(page.get_by_role("status")).to_contain_text("If an account has that address")
+
+    link = wait_for_link(mail_relay, SIGN_IN_LINK)
+    page.goto(link)
+    expect(page).to_have_url(server.url + "/-/sign-in-link/new")  # the token left the URL
+    expect(page.locator("body")).to_contain_text("Sign in as dave?")
+    page.get_by_role("button", name="Sign in").click()
+
+    expect(page).to_have_url(re.compile(r"/-/account"))
+    expect(page.locator("body")).to_contain_text("dave")
+    assert violations == []
+    page.goto(link)  # used: refused, with a way to a new one
+    expect(page.get_by_role("link", name="Ask for a new link")).to_be_visible()
