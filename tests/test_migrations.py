@@ -145,7 +145,7 @@ async def test_fresh_database_migrates_to_head_and_again_is_a_no_op(
     db = await new_database()
     engine = _engine(engines, db)
     assert await schema_revision(engine) is None
-    assert head_revision() == "0005"
+    assert head_revision() == "0006"
 
     await migrate(engine)
     assert await schema_revision(engine) == head_revision()

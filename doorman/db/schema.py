@@ -25,11 +25,14 @@ __all__ = [
     "groups_table",
     "invitations_table",
     "metadata",
+    "passkeys_table",
+    "recovery_codes_table",
     "sessions_table",
     "settings_table",
     "signins_table",
     "throttle_table",
     "tokens_table",
+    "totp_table",
     "user_groups_table",
     "users_table",
 ]
@@ -210,6 +213,62 @@ invitations_table = sa.Table(
         sa.ForeignKey("doorman_users.id", ondelete="SET NULL"),
         nullable=True,
     ),
+)
+
+def _owner(*, primary_key: bool = False) -> sa.Column[int]:
+    """The account a second factor belongs to: it goes when the account goes."""
+    return sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("doorman_users.id", ondelete="CASCADE"),
+        nullable=False,
+        primary_key=primary_key,
+        index=not primary_key,
+    )
+
+
+totp_table = sa.Table(
+    "doorman_totp",
+    metadata,
+    # One TOTP secret per account (RFC 6238). On only once ``confirmed_at`` is set, after
+    # a correct code. ``last_step``: the time step of the last code taken; a code is taken
+    # only for a later step, in one conditional UPDATE, so no code works twice anywhere.
+    _owner(primary_key=True),
+    sa.Column("secret", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("confirmed_at", sa.Float, nullable=True),
+    sa.Column("last_step", sa.BigInteger, nullable=True),
+)
+
+recovery_codes_table = sa.Table(
+    "doorman_recovery_codes",
+    metadata,
+    # Single-use codes in place of a second factor: a SHA-256 of each, never the code.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _owner(),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+
+passkeys_table = sa.Table(
+    "doorman_passkeys",
+    metadata,
+    # WebAuthn credentials (base64url ids and COSE public keys). ``user_handle``: the
+    # random handle the authenticator keeps for the account, never its id or name.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _owner(),
+    sa.Column("credential_id", sa.String(1400), nullable=False, unique=True),
+    sa.Column("user_handle", sa.String(100), nullable=False, index=True),
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("sign_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("transports", sa.String(200), nullable=False, server_default=""),
+    sa.Column("aaguid", sa.String(36), nullable=False, server_default=""),
+    sa.Column("backup_eligible", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("backed_up", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_used_at", sa.Float, nullable=True),
 )
 
 #: The execution option that marks a ``bookkeeping`` update.
