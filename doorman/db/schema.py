@@ -215,6 +215,7 @@ invitations_table = sa.Table(
     ),
 )
 
+
 def _owner(*, primary_key: bool = False) -> sa.Column[int]:
     """The account a second factor belongs to: it goes when the account goes."""
     return sa.Column(
