@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from .._scope import client_address, scope_of, user_agent
@@ -14,13 +15,36 @@ from ..exceptions import AuthenticationFailed
 from ..sessions.session import load_session
 from .actors import set_actor
 from .guards import current_doorman
-from .signed_in import SESSION_AUTH_HASH, SESSION_SIGNIN, SESSION_USER_ID, current_signin
+from .signed_in import (
+    SESSION_AUTH_HASH,
+    SESSION_AUTH_METHODS,
+    SESSION_AUTHENTICATED_AT,
+    SESSION_SIGNIN,
+    SESSION_USER_ID,
+    current_signin,
+)
 
-__all__ = ["current_signin", "login", "logout", "update_session_auth"]
+__all__ = ["METHODS_BY_VIA", "current_signin", "login", "logout", "update_session_auth"]
+
+#: The ``amr`` values (RFC 8176) a sign-in gets from ``via`` when ``login()`` is not told.
+#: A link mailed to the person proves they hold the mailbox: no RFC value says so.
+METHODS_BY_VIA: dict[str, tuple[str, ...]] = {
+    "password": ("pwd",),
+    "password-reset": ("pwd", "email"),
+    "invitation": ("pwd", "email"),
+    "setup": ("pwd",),
+    "email-link": ("email",),
+    "passkey": ("hwk", "user"),
+}
 
 
 async def login(
-    conn: Any, user: User, *, doorman: Doorman | None = None, via: str = "password"
+    conn: Any,
+    user: User,
+    *,
+    doorman: Doorman | None = None,
+    via: str = "password",
+    methods: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Sign ``user`` in on this request's session; return the new actor.
 
@@ -29,7 +53,8 @@ async def login(
     records the user id and the session auth hash. ``conn`` is a request, a
     websocket or an ASGI scope; ``doorman`` defaults to the one
     ``AuthMiddleware`` put in the scope. ``via`` says how the user proved it
-    (for the ``on_login`` event).
+    (for the ``on_login`` event); ``methods``, the ``amr`` values the session
+    keeps (``SESSION_AUTH_METHODS``; from ``via`` when not given, else none).
     """
     scope = scope_of(conn)
     doorman = doorman if doorman is not None else current_doorman(scope)
@@ -48,6 +73,10 @@ async def login(
         user, user_agent=user_agent(scope), address=client_address(scope)
     )
     now = time.time()
+    session[SESSION_AUTH_METHODS] = list(
+        methods if methods is not None else METHODS_BY_VIA.get(via, ())
+    )
+    session[SESSION_AUTHENTICATED_AT] = now
     await doorman.users.record_login(user, now)
     actor = user.actor("session")
     set_actor(scope, actor)

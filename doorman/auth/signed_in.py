@@ -17,7 +17,9 @@ from ..core import Doorman
 from ..sessions.session import Session
 
 __all__ = [
+    "SESSION_AUTHENTICATED_AT",
     "SESSION_AUTH_HASH",
+    "SESSION_AUTH_METHODS",
     "SESSION_SIGNIN",
     "SESSION_USER_ID",
     "actor_from_session",
@@ -32,6 +34,11 @@ SESSION_USER_ID = "_auth_user_id"
 SESSION_AUTH_HASH = "_auth_hash"
 #: The sign-in's key (the table keeps only its SHA-256, ``signin_id``).
 SESSION_SIGNIN = "_auth_signin"
+#: How the person proved who they are, as RFC 8176 ``amr`` values: ``["pwd"]``,
+#: ``["pwd", "otp"]``, ``["hwk"]`` (a passkey)... (``doorman.auth.login.METHODS_BY_VIA``).
+SESSION_AUTH_METHODS = "_auth_methods"
+#: When they last proved it (Unix seconds): the sign-in, or a later step-up.
+SESSION_AUTHENTICATED_AT = "_auth_at"
 
 
 def current_signin(session: Any) -> str | None:
