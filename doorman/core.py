@@ -23,6 +23,7 @@ from .accounts.link_claims import LinkClaims
 from .accounts.links import AccountLinks, Purpose
 from .accounts.passwords import PasswordHasher, validate_password
 from .accounts.permissions import Rules, check_permission
+from .accounts.second_factors import SecondFactors, SecondFactorsSummary
 from .accounts.session_auth import SessionAuth
 from .accounts.signins import SignIns
 from .accounts.throttle import (
@@ -104,6 +105,7 @@ class Doorman:
         self.links = AccountLinks(secret, max_ages=link_max_ages)
         self.link_claims = LinkClaims(counter, secret)
         self.invitations = Invitations(self.engine)
+        self.factors = SecondFactors(self.engine)
         self.devices = DeviceCookies(secret)
         self.rules = Rules(rules or {})
         self.plugins: pluggy.PluginManager = make_plugin_manager(
@@ -130,6 +132,12 @@ class Doorman:
         self.hasher.close()
         if self._owns_engine:
             await self.engine.dispose()
+
+    # -- second factors ----------------------------------------------------
+
+    async def second_factors(self, user: User) -> SecondFactorsSummary:
+        """The second factors ``user`` has (``.any``: a password alone does not sign them in)."""
+        return await self.factors.summary(user.id)
 
     # -- passwords ---------------------------------------------------------
 
