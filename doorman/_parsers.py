@@ -156,6 +156,23 @@ def registration(value: object) -> str:
     return str(value)
 
 
+def two_factor_policy(value: object) -> str:
+    if value not in ("none", "admins", "everyone"):
+        raise Bad('give "none", "admins" (admins must have a second factor) or "everyone"')
+    return str(value)
+
+
+def rp_id(value: object) -> str:
+    """A WebAuthn relying-party id: a host name (no scheme, port or path; not an IP address)."""
+    name = text(value).strip().lower().rstrip(".")
+    labels = name.split(".")
+    if not name or any(not label or len(label) > 63 for label in labels):
+        raise Bad("give a host name such as example.com")
+    if not all(c.isalnum() or c in "-." for c in name) or labels[-1].isdigit():
+        raise Bad("give a host name such as example.com (not an address, no scheme or port)")
+    return name
+
+
 def choice_of_store(value: object) -> str:
     spec = text(value)
     if spec in ("db", "cookie", "memory"):

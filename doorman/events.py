@@ -109,6 +109,16 @@ class EventKind(StrEnum):
     USER_ENABLED = "user-enabled"
     USER_UNLOCKED = "user-unlocked"
     USER_DELETED = "user-deleted"
+    TWO_FACTOR_ENABLED = "two-factor-enabled"
+    TWO_FACTOR_DISABLED = "two-factor-disabled"
+    TWO_FACTOR_FAILED = "two-factor-failed"
+    TWO_FACTOR_RESET = "two-factor-reset"
+    RECOVERY_CODES_CREATED = "recovery-codes-created"
+    RECOVERY_CODE_USED = "recovery-code-used"
+    PASSKEY_ADDED = "passkey-added"
+    PASSKEY_REMOVED = "passkey-removed"
+    PASSKEY_FAILED = "passkey-failed"
+    REAUTHENTICATED = "reauthenticated"
     PERMISSION_DENIED = "permission-denied"
     WEBSOCKET_REFUSED = "websocket-refused"
 
@@ -140,6 +150,16 @@ _LABELS = {
     EventKind.USER_ENABLED: "Account enabled",
     EventKind.USER_UNLOCKED: "Sign-in unlocked",
     EventKind.USER_DELETED: "Account deleted",
+    EventKind.TWO_FACTOR_ENABLED: "Authenticator app turned on",
+    EventKind.TWO_FACTOR_DISABLED: "Authenticator app turned off",
+    EventKind.TWO_FACTOR_FAILED: "Wrong second-factor code",
+    EventKind.TWO_FACTOR_RESET: "Second factors reset by an admin",
+    EventKind.RECOVERY_CODES_CREATED: "New recovery codes",
+    EventKind.RECOVERY_CODE_USED: "Recovery code used",
+    EventKind.PASSKEY_ADDED: "Passkey added",
+    EventKind.PASSKEY_REMOVED: "Passkey removed",
+    EventKind.PASSKEY_FAILED: "Passkey refused",
+    EventKind.REAUTHENTICATED: "Identity confirmed again",
     EventKind.PERMISSION_DENIED: "Permission denied",
     EventKind.WEBSOCKET_REFUSED: "WebSocket from another site refused",
 }

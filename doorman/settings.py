@@ -138,6 +138,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("password_reset_max_age", 3600,
             "How long a password-reset link works: seconds, or a duration such as 1h.",
             parse.seconds(60, "1h")),
+    Setting("require_two_factor", "none",
+            'Who must have a second factor: "none", "admins" or "everyone"; those it covers '
+            "enrol at their next sign-in before reaching anything else.",
+            parse.two_factor_policy),
+    Setting("step_up_after", 300,
+            "Changing the password, the email address or the second factors, and creating API "
+            "tokens, ask for a password or a factor again once the last proof is older than "
+            "this (seconds, or a duration such as 5m).", parse.seconds(30, "5m")),
+    Setting("webauthn_rp_id", None,
+            "The passkeys' relying-party id: a host name that is the sign-in server's host or "
+            "a parent of it; unset: public_url's host (else the request's).",
+            parse.optional(parse.rp_id)),
     Setting("password_min_length", 10,
             "Fewest characters a new password may have (at least 8).", parse.integer(8, 4096, 10)),
     Setting("template_dir", None,
@@ -207,6 +219,9 @@ class Settings:
     throttle_window: int
     events_retention: int
     password_reset_max_age: int
+    require_two_factor: str
+    step_up_after: int
+    webauthn_rp_id: str | None
     password_min_length: int
     template_dir: str | None
     plugins_dir: str | None

@@ -57,6 +57,9 @@ class PendingSignIn:
     methods: tuple[str, ...]
     next: str
     remember: bool
+    #: The policy (``require_two_factor``) covers them and they have no second factor:
+    #: they enrol one before the sign-in completes.
+    must_enrol: bool = False
 
 
 async def begin_second_step(
@@ -68,11 +71,13 @@ async def begin_second_step(
     methods: Sequence[str] | None = None,
     next: str = "",
     remember: bool = True,
+    must_enrol: bool = False,
 ) -> None:
     """Note on this request's session that ``user`` passed the first step (``via``).
 
     ``next`` and ``remember`` are kept for the end: where to go, and whether the
-    session outlives the browser. Nobody is signed in yet.
+    session outlives the browser; ``must_enrol``: the second step is enrolling a
+    first factor (the policy covers them). Nobody is signed in yet.
     """
     doorman = doorman if doorman is not None else current_doorman(scope_of(conn))
     session = await load_session(conn)
@@ -84,6 +89,7 @@ async def begin_second_step(
         "methods": list(methods if methods is not None else METHODS_BY_VIA.get(via, ())),
         "next": next,
         "remember": remember,
+        "enrol": must_enrol,
     }
 
 
@@ -142,4 +148,5 @@ async def _read(doorman: Doorman, note: object) -> PendingSignIn | None:
         methods=tuple(m for m in methods if isinstance(m, str)),
         next=next_ if isinstance(next_, str) else "",
         remember=remember is not False,
+        must_enrol=note.get("enrol") is True,
     )

@@ -33,7 +33,6 @@ def _user_id(*, primary_key: bool = False) -> sa.Column[int]:
         sa.ForeignKey("doorman_users.id", ondelete="CASCADE"),
         nullable=False,
         primary_key=primary_key,
-        index=not primary_key,
     )
 
 
@@ -59,7 +58,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         _user_id(),
         sa.Column("credential_id", sa.String(1400), nullable=False, unique=True),
-        sa.Column("user_handle", sa.String(100), nullable=False, index=True),
+        sa.Column("user_handle", sa.String(100), nullable=False),
         sa.Column("public_key", sa.Text, nullable=False),
         sa.Column("sign_count", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("name", sa.String(100), nullable=False),
@@ -70,6 +69,10 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("last_used_at", sa.Float, nullable=True),
     )
+    # Named one by one (not index=True) so that `doorman db schema` prints them in one order.
+    op.create_index("ix_doorman_recovery_codes_user_id", "doorman_recovery_codes", ["user_id"])
+    op.create_index("ix_doorman_passkeys_user_id", "doorman_passkeys", ["user_id"])
+    op.create_index("ix_doorman_passkeys_user_handle", "doorman_passkeys", ["user_handle"])
 
 
 def downgrade() -> None:
