@@ -23,6 +23,7 @@ from .accounts.link_claims import LinkClaims
 from .accounts.links import AccountLinks, Purpose
 from .accounts.passwords import PasswordHasher, validate_password
 from .accounts.permissions import Rules, check_permission
+from .accounts.recovery_codes import RecoveryCodes
 from .accounts.second_factors import SecondFactors, SecondFactorsSummary
 from .accounts.session_auth import SessionAuth
 from .accounts.signins import SignIns
@@ -31,14 +32,16 @@ from .accounts.throttle import (
     LoginThrottle,
     MailThrottle,
     RegistrationThrottle,
+    SecondFactorThrottle,
     ThrottleLimits,
     counter_for,
 )
 from .accounts.tokens import Tokens
+from .accounts.totp import TOTP
 from .accounts.users import User, Users
 from .db.engine import create_engine
 from .db.migrations import ensure_schema
-from .events import LoginFailedEvent, LoginFailure
+from .events import EventKind, LoginFailedEvent, LoginFailure
 from .exceptions import AuthenticationFailed, PasswordRejected, Throttled
 from .plugins import all_results, make_plugin_manager
 from .stores.base import MakesTables, SessionStore
@@ -50,6 +53,8 @@ security_log = logging.getLogger("doorman.security")
 
 #: The one answer to every failed sign-in: it never says whether the user exists.
 BAD_CREDENTIALS = "Wrong username or password."
+#: The answer to a wrong second-factor code, whichever kind was tried.
+BAD_CODE = "That code is not right, or was used already."
 
 
 class Doorman:
@@ -97,15 +102,21 @@ class Doorman:
         counter = (
             throttle.counter if throttle is not None else counter_for(sessions, engine=self.engine)
         )
-        login, registration = (throttle_limits or ThrottleLimits()).throttles(counter, secret)
+        limits = throttle_limits or ThrottleLimits()
+        login, registration = limits.throttles(counter, secret)
         self.throttle = throttle if throttle is not None else login
         self.registrations = registrations if registrations is not None else registration
-        window = (throttle_limits or ThrottleLimits()).window
+        window = limits.window
+        self.second_factor_throttle = SecondFactorThrottle(
+            counter, per_account=limits.per_account, window=window, secret=secret
+        )
         self.mail_throttle = MailThrottle(counter, window=window, secret=secret)
         self.links = AccountLinks(secret, max_ages=link_max_ages)
         self.link_claims = LinkClaims(counter, secret)
         self.invitations = Invitations(self.engine)
         self.factors = SecondFactors(self.engine)
+        self.totp = TOTP(self.engine)
+        self.recovery_codes = RecoveryCodes(self.engine)
         self.devices = DeviceCookies(secret)
         self.rules = Rules(rules or {})
         self.plugins: pluggy.PluginManager = make_plugin_manager(
@@ -138,6 +149,40 @@ class Doorman:
     async def second_factors(self, user: User) -> SecondFactorsSummary:
         """The second factors ``user`` has (``.any``: a password alone does not sign them in)."""
         return await self.factors.summary(user.id)
+
+    async def verify_second_factor(self, user: User, code: str, *, client: str | None) -> str:
+        """Check ``code`` (a TOTP code, or an unused recovery code, then spent) for ``user``;
+        return the ``amr`` value it proves, ``"otp"``.
+
+        ``AuthenticationFailed`` for a wrong code; ``Throttled`` (429) once the
+        account had too many wrong codes lately (``throttle_per_account`` within
+        ``throttle_window``, counted apart from wrong passwords); ``Busy`` (503).
+        """
+        try:
+            attempt = await self.second_factor_throttle.attempt(user.id, client)
+        except Throttled:
+            # A log line, no event: a refusal costs nothing, and would flood the event log.
+            security_log.warning("second factor of user id %s refused: throttled", user.id)
+            raise
+        async with attempt:
+            if await self.totp.verify(user, code):
+                attempt.succeeded()
+                return "otp"
+            if await self.recovery_codes.use(user, code):
+                attempt.succeeded()
+                await self._factor_event(EventKind.RECOVERY_CODE_USED, user, client)
+                return "otp"
+            security_log.warning("wrong second-factor code for user id %s from %s", user.id, client)
+            await self._factor_event(EventKind.TWO_FACTOR_FAILED, user, client, "wrong-code")
+            raise AuthenticationFailed(BAD_CODE)
+
+    async def _factor_event(
+        self, kind: EventKind, user: User, client: str | None, reason: str | None = None
+    ) -> None:
+        detail = None if reason is None else {"reason": reason}
+        await self.events.record(
+            kind, user=user, actor=user.username, address=client, detail=detail
+        )
 
     # -- passwords ---------------------------------------------------------
 

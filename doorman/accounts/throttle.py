@@ -44,6 +44,7 @@ __all__ = [
     "LoginThrottle",
     "MailThrottle",
     "RegistrationThrottle",
+    "SecondFactorThrottle",
     "ThrottleLimits",
     "counter_for",
 ]
@@ -57,7 +58,7 @@ _BUSY_RETRY_AFTER = 5
 class _Bucket(NamedTuple):
     key: str
     limit: int
-    kind: Literal["account", "address", "device", "registration", "email"]
+    kind: Literal["account", "address", "device", "registration", "email", "second-factor"]
     #: What a success does to the bucket: nothing counted ("refund"), its failures
     #: forgotten ("clear"), or counted like a failure ("count": every registration).
     on_success: Outcome
@@ -245,6 +246,36 @@ class LoginThrottle(_Limiter):
     async def reset(self, username: str) -> None:
         """Unlock an account for untrusted clients now (an admin action)."""
         await self.counter.reset(self._account(username))
+
+
+class SecondFactorThrottle(_Limiter):
+    """Bounds second-factor codes: ``per_account`` wrong ones per account per ``window``
+    (0: no limit), counted apart from wrong passwords (whoever is at this step knew the
+    password). A right code does not wipe the failures: it refunds its own slot."""
+
+    refusal = "Too many wrong codes; try again in {wait}."
+
+    def __init__(
+        self,
+        counter: Counter,
+        *,
+        per_account: int = 5,
+        window: float = 900.0,
+        secret: str | bytes | Sequence[str | bytes] | None = None,
+        wait: float = 30.0,
+        lease: float = 60.0,
+    ) -> None:
+        _check_limit("per_account", per_account)
+        super().__init__(counter, window=window, secret=secret, wait=wait, lease=lease)
+        self.per_account = per_account
+
+    async def attempt(self, user_id: int, address: str | None) -> Attempt:
+        """Wait for a slot to check a code for account ``user_id``; ``Throttled`` over the limit."""
+        buckets = []
+        if self.per_account:
+            key = "f:" + self._hash(str(user_id))
+            buckets.append(_Bucket(key, self.per_account, "second-factor", "refund"))
+        return await self.enter(buckets, address)
 
 
 class RegistrationThrottle(_Limiter):
