@@ -48,6 +48,7 @@ from .state import ServerState
 from .templates import Templates
 from .views import (
     account,
+    account_two_factor,
     admin,
     api,
     email_sign_in,
@@ -55,6 +56,7 @@ from .views import (
     invitations,
     recovery,
     signin,
+    two_factor,
     verification,
 )
 
@@ -200,6 +202,7 @@ def _routes(server: ServerState) -> list[BaseRoute]:
         Route(f"{p}/whoami", api.whoami),
         Route(f"{p}/health", api.health),
         Route(f"{p}/login", signin.login_page, methods=["GET", "POST"]),
+        *two_factor.routes(p),
         Route(f"{p}/logout", signin.logout_view, methods=["POST"]),
         Route(f"{p}/register", signin.register_page, methods=["GET", "POST"]),
         Route(f"{p}/setup", signin.setup_page, methods=["GET", "POST"]),
@@ -208,6 +211,7 @@ def _routes(server: ServerState) -> list[BaseRoute]:
         *invitations.routes(p),
         *email_sign_in.routes(p),
         *account.routes(p),
+        *account_two_factor.routes(p),
         *admin.routes(p),
         Mount(f"{p}/static", StaticFiles(directory=_STATIC), name="static"),
         Route("/", _home),

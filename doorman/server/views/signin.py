@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -11,6 +11,7 @@ from ..._scope import client_address
 from ...accounts.users import User
 from ...auth import csrf
 from ...auth.login import login, logout
+from ...auth.two_step import begin_second_step
 from ...events import EventKind
 from ...exceptions import AccountError, AuthenticationFailed, Throttled
 from ...redirects import origin_of, safe_path
@@ -24,7 +25,15 @@ from .errors import way_on
 from .forms import FormErrors, new_account_problems, password_hint, sentence
 from .verification import verification_gate, verify_new_account
 
-__all__ = ["login_page", "logout_view", "register_page", "setup_page", "signed_in"]
+__all__ = [
+    "after_sign_in",
+    "login_page",
+    "logout_view",
+    "register_page",
+    "second_step_for",
+    "setup_page",
+    "signed_in",
+]
 
 #: Notices on the login page after a redirect, by ``?done=``: fixed words, never text from the URL.
 _NOTICES = {
@@ -141,19 +150,59 @@ async def signed_in(
 ) -> Response:
     """Sign ``user`` in on this request (a new session key and CSRF token); go to ``target``.
 
-    With ``require_verified_email``, an unverified account gets the page that says so.
+    Every way into a session comes here. A person with a second factor, or one
+    the ``require_two_factor`` policy covers, is not signed in yet: the session
+    notes the first step (its key unchanged) and they go to ``/-/login/two-factor``
+    (a JSON client is told that URL). A passkey with user verification is two
+    factors by itself (``via="passkey"``). With ``require_verified_email``, an
+    unverified account gets the page that says so.
     """
     refused = await verification_gate(request, user)
     if refused is not None:
         return refused
+    if via != "passkey":
+        step = await second_step_for(request, user)
+        if step is not None:
+            await begin_second_step(
+                request, user, via=via, next=target, remember=remember, must_enrol=step == "enrol"
+            )
+            url = state_of(request).url("login/two-factor")
+            if wants_json(request):
+                return JSONResponse({"two_factor": url}, headers={"cache-control": "no-store"})
+            return redirect(url, status)
     actor = await login(request, user, via=via)
+    return await after_sign_in(request, user, actor, target, status, remember=remember)
+
+
+async def second_step_for(request: Request, user: User) -> Literal["code", "enrol"] | None:
+    """What stands between ``user``'s first step and their session: a code (or a passkey),
+    enrolling a factor (the policy covers them, and they have none), or nothing."""
+    if (await state_of(request).doorman.second_factors(user)).any:
+        return "code"
+    policy = state_of(request).settings.require_two_factor
+    if policy == "everyone" or (policy == "admins" and user.is_admin):
+        return "enrol"
+    return None
+
+
+async def after_sign_in(
+    request: Request,
+    user: User,
+    actor: dict[str, Any],
+    target: str,
+    status: int = 303,
+    *,
+    remember: bool = True,
+    response: Response | None = None,
+) -> Response:
+    """What follows ``login()``: the session's expiry, a new CSRF token, this browser trusted
+    for the account; then ``response``, or the actor (JSON) or a redirect to ``target``."""
     session = request.scope["session"]
     session.set_expiry(None if remember else 0)  # 0: the cookie ends with the browser session
     csrf.rotate(session)  # a token seen before sign-in is worthless after
-    response: Response
-    if wants_json(request):
+    if response is None and wants_json(request):
         response = JSONResponse({"actor": actor}, headers={"cache-control": "no-store"})
-    else:
+    elif response is None:
         response = redirect(target, status)
     remember_device(request, response, user)  # this browser is now trusted for this account
     return response
