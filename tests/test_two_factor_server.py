@@ -9,8 +9,10 @@ policy sends a covered admin to enrol before anything else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +295,109 @@ async def test_policy_admins_sends_an_admin_to_enrol_before_anything_else(
             await password_step(browser, "root")
             shown = await browser.get(STEP_URL, headers=HTML)
             assert "otpauth://" not in shown.text and 'name="code"' in shown.text
+
+
+# -- enrolment on the account page ---------------------------------------------------------
+
+ENROL_URL = "/-/account/two-factor"
+
+
+@contextlib.asynccontextmanager
+async def signed_in_browser(found: Site) -> AsyncIterator[httpx.AsyncClient]:
+    async with found.browser() as browser:
+        assert (await password_step(browser)).headers["location"] == "/-/account"
+        yield browser
+
+
+async def post_action(browser: httpx.AsyncClient, action: str, **extra: str) -> httpx.Response:
+    form = {"action": action, "csrftoken": await csrf_of(browser), **extra}
+    return await browser.post(ENROL_URL, data=form, headers=HTML)
+
+
+def uri_on(page: str) -> str:
+    return page.split('id="totp-uri">', 1)[1].split("<", 1)[0].replace("&amp;", "&")
+
+
+async def test_enrol_from_the_account_page_then_sign_in_with_a_code(found: Site) -> None:
+    async with signed_in_browser(found) as browser:
+        account = await browser.get("/-/account", headers=HTML)
+        assert f'href="{ENROL_URL}"' in account.text
+        status = await browser.get(ENROL_URL, headers=HTML)
+        assert status.status_code == 200 and "Off." in status.text
+        started = await post_action(browser, "start")
+        assert started.status_code == 200 and "<svg" in started.text
+        uri = uri_on(started.text)
+        assert uri.startswith("otpauth://totp/doorman:alice?") and "issuer=doorman" in uri
+        totp = pyotp.parse_uri(uri)
+        alice = await found.doorman.users.require("alice")
+        assert not (await found.doorman.second_factors(alice)).any  # not before a right code
+        wrong = await post_action(browser, "confirm", code="000000")
+        assert wrong.status_code == 400 and uri_on(wrong.text) == uri
+        done = await post_action(browser, "confirm", code=totp.now())
+        assert done.status_code == 200 and 'id="recovery-codes"' in done.text
+        codes = done.text.split('id="recovery-codes">', 1)[1].split("</pre>", 1)[0].split()
+        assert len(codes) == CODE_COUNT
+        assert 'data-replace-url="/-/account/two-factor"' in done.text
+        again = await browser.get(ENROL_URL, headers=HTML)
+        assert codes[0] not in again.text, "shown once"
+        assert "otpauth://" not in again.text
+    summary = await found.doorman.second_factors(alice)
+    assert summary.totp and summary.recovery_codes == CODE_COUNT
+    async with found.browser() as browser:
+        assert (await password_step(browser)).headers["location"] == STEP_URL
+        assert (await code_step(browser, codes[3])).status_code == 303
+    kinds = [e.kind for e in await found.doorman.events.list()]
+    assert {"two-factor-enabled", "recovery-codes-created", "recovery-code-used"} <= set(kinds)
+
+
+async def test_regenerate_and_turn_off(found: Site) -> None:
+    totp = await turn_on_totp(found)
+    alice = await found.doorman.users.require("alice")
+    old = await found.doorman.recovery_codes.regenerate(alice)
+    async with found.browser() as browser:
+        await password_step(browser)
+        await code_step(browser, next_code(totp))
+        assert (await post_action(browser, "start")).status_code == 409  # on already
+        fresh = await post_action(browser, "regenerate")
+        assert fresh.status_code == 200 and 'id="recovery-codes"' in fresh.text
+        assert not await found.doorman.recovery_codes.use(alice, old[0])
+        off = await post_action(browser, "disable")
+        assert off.status_code == 303 and off.headers["location"] == ENROL_URL + "?done=off"
+    summary = await found.doorman.second_factors(alice)
+    assert not summary.any and summary.recovery_codes == 0
+    kinds = [e.kind for e in await found.doorman.events.list()]
+    assert "two-factor-disabled" in kinds
+    async with found.browser() as browser:
+        assert (await password_step(browser)).headers["location"] == "/-/account"
+
+
+async def test_enrolment_needs_csrf_a_person_and_a_known_action(found: Site) -> None:
+    async with signed_in_browser(found) as browser:
+        bare = await browser.post(ENROL_URL, data={"action": "start"}, headers=HTML)
+        assert bare.status_code == 403
+        assert (await post_action(browser, "nonsense")).status_code == 400
+        assert (await post_action(browser, "confirm", code="123456")).status_code == 409
+        assert (await post_action(browser, "regenerate")).status_code == 409
+    async with found.browser() as anonymous:
+        assert (await anonymous.get(ENROL_URL, headers=HTML)).status_code in (302, 303)
+    alice = await found.doorman.users.require("alice")
+    _, token = await found.doorman.tokens.create(alice, name="ci")
+    async with found.browser() as api:
+        bearer = {"authorization": f"Bearer {token}"}
+        answer = await api.post(ENROL_URL, json={"action": "start"}, headers=bearer)
+        assert answer.status_code == 403
+    assert await found.doorman.totp.state(alice) is None
+
+
+async def test_enrolment_as_json(found: Site) -> None:
+    async with signed_in_browser(found) as browser:
+        headers = {"x-csrftoken": await csrf_of(browser)}
+        status = await browser.get(ENROL_URL, headers={"accept": "application/json"})
+        assert status.json() == {"totp": False, "passkeys": 0, "recovery_codes_left": 0}
+        started = await browser.post(ENROL_URL, json={"action": "start"}, headers=headers)
+        totp = pyotp.parse_uri(started.json()["otpauth_uri"])
+        done = await browser.post(ENROL_URL, json={"code": totp.now()}, headers=headers)
+        assert done.status_code == 200 and len(done.json()["recovery_codes"]) == CODE_COUNT
+        assert done.json()["totp"] is True
+        odd = await browser.post(ENROL_URL, json={"action": ["x"], "code": 1}, headers=headers)
+        assert odd.status_code == 400
