@@ -17,7 +17,13 @@ one JSON object::
         {"id": "...", "secret_hash": "...", "name": "deploy", "scopes": null,
          "created_at": 1700000000.0, "expires_at": null, "last_used_at": null,
          "revoked_at": null, "username": "alice"}
-      ]
+      ],
+      "totp": [{"secret": "...", "created_at": ..., "confirmed_at": ..., "last_step": ...,
+                "username": "alice"}],
+      "recovery_codes": [{"code_hash": "...", "created_at": ..., "used_at": null,
+                          "username": "alice"}],
+      "passkeys": [{"credential_id": "...", "user_handle": "...", "public_key": "...",
+                    "sign_count": 0, "name": "laptop", ..., "username": "alice"}]
     }
 
 Users and tokens carry every column of their table but the internal ids (a
@@ -29,7 +35,10 @@ a token's ``scopes`` as the JSON text of a list (or null). Users are sorted by
 username (without case), groups by name and tokens by id, so the same accounts
 make the same dump from SQLite or PostgreSQL. Password and token hashes are in
 it, never a token itself; sessions, sign-ins, throttle counts and the generated
-secret are not.
+secret are not. Second factors are (revision 0006): TOTP secrets (in clear, as
+the table holds them: a dump is as secret as the database), recovery-code hashes
+(salted with the username, so they work in the new database) and passkeys. A
+dump made before has no such lists: they load as empty.
 
 ``load`` checks the whole dump first, then inserts it in one transaction: all
 of it or nothing. Whatever stops it is a ``DumpError`` that says what and where.
@@ -51,7 +60,15 @@ from ._lookalikes import lookalike_key
 from ._version import __version__
 from .accounts.names import check_group, check_username, username_key
 from .db.migrations import ensure_schema, schema_revision
-from .db.schema import groups_table, tokens_table, user_groups_table, users_table
+from .db.schema import (
+    groups_table,
+    passkeys_table,
+    recovery_codes_table,
+    tokens_table,
+    totp_table,
+    user_groups_table,
+    users_table,
+)
 from .db.transaction import connect
 from .exceptions import DumpError
 
@@ -60,7 +77,13 @@ __all__ = ["KINDS", "DumpError", "Loaded", "Progress", "check", "dump", "load"]
 T = TypeVar("T")
 
 #: The lists of a dump.
-KINDS = ("users", "groups", "tokens")
+KINDS = ("users", "groups", "tokens", "totp", "recovery_codes", "passkeys")
+#: The second factors' lists: each row names its user; absent from dumps made before 0006.
+_FACTORS: tuple[tuple[str, sa.Table, tuple[str, ...]], ...] = (
+    ("totp", totp_table, ("user_id",)),
+    ("recovery_codes", recovery_codes_table, ("id", "user_id")),
+    ("passkeys", passkeys_table, ("id", "user_id")),
+)
 _CHUNK = 500
 
 
@@ -70,8 +93,13 @@ def _columns(table: sa.Table, *left_out: str) -> list[sa.Column[Any]]:
 
 _USER_COLUMNS = _columns(users_table, "id", "username_key", "username_skeleton")
 _TOKEN_COLUMNS = _columns(tokens_table, "user_id")
-#: Of the users and of the tokens: the columns in a dump, and the field it adds.
-_RECORDS = (("users", _USER_COLUMNS, "groups"), ("tokens", _TOKEN_COLUMNS, "username"))
+_FACTOR_COLUMNS = {kind: _columns(table, *left_out) for kind, table, left_out in _FACTORS}
+#: Of each list of records: the columns in a dump, and the field it adds.
+_RECORDS = (
+    ("users", _USER_COLUMNS, "groups"),
+    ("tokens", _TOKEN_COLUMNS, "username"),
+    *((kind, _FACTOR_COLUMNS[kind], "username") for kind, _, _ in _FACTORS),
+)
 
 #: Columns added since dumps were first made (revision 0005), with the value an older
 #: dump's records get.
@@ -114,6 +142,15 @@ async def dump(engine: AsyncEngine, *, progress: Progress = _no_progress) -> dic
         member_rows = await _fetch(connection, memberships, "dumping group memberships", progress)
         groups = (await connection.execute(sa.select(g.name))).scalars().all()
         tokens = await _fetch(connection, token_query, "dumping tokens", progress)
+        factors = {
+            kind: await _fetch(
+                connection,
+                sa.select(table, u.username).join(users_table, u.id == table.c.user_id),
+                f"dumping {kind.replace('_', ' ')}",
+                progress,
+            )
+            for kind, table, _ in _FACTORS
+        }
     groups_of: dict[int, list[str]] = {}
     for row in member_rows:
         groups_of.setdefault(row["user_id"], []).append(row["name"])
@@ -131,7 +168,15 @@ async def dump(engine: AsyncEngine, *, progress: Progress = _no_progress) -> dic
             {**{f: row[f] for f in token_fields}, "username": row["username"]}
             for row in sorted(tokens, key=lambda row: str(row["id"]))
         ],
+        **{kind: _factor_records(kind, rows) for kind, rows in factors.items()},
     }
+
+
+def _factor_records(kind: str, rows: list[Any]) -> list[dict[str, Any]]:
+    """A list of second factors, each naming its user, in an order either database gives."""
+    fields = [c.name for c in _FACTOR_COLUMNS[kind]]
+    records = [{**{f: row[f] for f in fields}, "username": row["username"]} for row in rows]
+    return sorted(records, key=lambda r: tuple(str(r[f]) for f in ("username", *fields)))
 
 
 async def _fetch(connection: Any, query: Any, label: str, progress: Progress) -> list[Any]:
@@ -153,10 +198,13 @@ def check(data: Any, source: str = "dump") -> dict[str, Any]:
 
     Messages start with ``source``, such as the name of the file the dump was read from.
     """
+    if isinstance(data, dict):
+        for kind, _, _ in _FACTORS:
+            data.setdefault(kind, [])  # a dump made before second factors
     if not isinstance(data, dict) or set(data) != {"doorman", "revision", *KINDS}:
         raise DumpError(f"{source}: not a doorman dump; make one with doorman db dump")
     if not all(isinstance(data[kind], list) for kind in KINDS):
-        raise DumpError(f"{source}: users, groups and tokens must be lists")
+        raise DumpError(f"{source}: {', '.join(KINDS)} must be lists")
     if not all(isinstance(name, str) for name in data["groups"]):
         raise DumpError(f"{source}: groups must be a list of names")
     for kind, columns, added in _RECORDS:
@@ -228,6 +276,7 @@ async def load(
         tokens = await _token_rows(connection, data["tokens"], ids, users, skip_existing)
         for chunk in _chunks(tokens):
             await connection.execute(tokens_table.insert(), chunk)
+        await _add_factors(connection, data, ids, users, skip_existing)
     return Loaded(users=len(new), new_groups=len(new_groups), tokens=len(tokens), kept=len(taken))
 
 
@@ -345,3 +394,39 @@ async def _token_rows(
         for t in wanted
         if t["id"] not in taken
     ]
+
+
+async def _add_factors(
+    connection: Any,
+    data: dict[str, Any],
+    ids: dict[str, int],
+    users: dict[str, Any],
+    skip_existing: bool,
+) -> None:
+    """The second factors of newly loaded users; a passkey known here already is an error
+    (its credential id is unique), unless ``skip_existing``."""
+    for kind, table, _ in _FACTORS:
+        for record in data[kind]:
+            if username_key(record["username"]) not in users:
+                raise DumpError(
+                    f"a {kind} record belongs to {record['username']!r}, not in the dump"
+                )
+        wanted = [r for r in data[kind] if username_key(r["username"]) in ids]
+        if kind == "passkeys":
+            ids_given = [r["credential_id"] for r in wanted]
+            taken = await _existing(connection, passkeys_table.c.credential_id, ids_given)
+            if taken and not skip_existing:
+                raise DumpError(
+                    f"{len(taken)} passkeys of the dump exist already; pass --skip-existing "
+                    "to keep them"
+                )
+            wanted = [r for r in wanted if r["credential_id"] not in taken]
+        rows = [
+            {
+                **{k: v for k, v in r.items() if k != "username"},
+                "user_id": ids[username_key(r["username"])],
+            }
+            for r in wanted
+        ]
+        for chunk in _chunks(rows):
+            await connection.execute(table.insert(), chunk)

@@ -2,7 +2,9 @@
 
 Each is 80 random bits, shown as four groups of four characters of Crockford's
 base32 (``abcd-efgh-jkmn-pqrs``: no i, l, o or u to misread), and only then: the
-table keeps a SHA-256 of the account's id and the code, never the code. Input
+table keeps a SHA-256 of the code salted with the account's username (stored
+NFKC, never renamed; unlike the row id it survives ``doorman db dump`` and
+``load``), never the code. Input
 is forgiven its case, spaces and dashes, and the look-alikes (o for 0, i and l
 for 1). ``use`` spends a code in one conditional UPDATE (``used_at IS NULL``):
 of two requests racing with one code, exactly one wins. The hash is compared
@@ -47,8 +49,8 @@ def _new_code() -> str:
     return "-".join(text[i : i + 4] for i in range(0, _LENGTH, 4))
 
 
-def _digest(user_id: int, normalized: str) -> str:
-    return hashlib.sha256(f"{user_id}:{normalized}".encode()).hexdigest()
+def _digest(user: User, normalized: str) -> str:
+    return hashlib.sha256(f"doorman-recovery:{user.username}:{normalized}".encode()).hexdigest()
 
 
 class RecoveryCodes:
@@ -64,7 +66,7 @@ class RecoveryCodes:
         rows = [
             {
                 "user_id": user.id,
-                "code_hash": _digest(user.id, c.replace("-", "")),
+                "code_hash": _digest(user, c.replace("-", "")),
                 "created_at": now,
             }
             for c in codes
@@ -83,7 +85,7 @@ class RecoveryCodes:
             recovery_codes_table.update()
             .where(
                 _r.user_id == user.id,
-                _r.code_hash == _digest(user.id, normalized),
+                _r.code_hash == _digest(user, normalized),
                 _r.used_at.is_(None),
             )
             .values(used_at=time.time())
