@@ -35,6 +35,8 @@ FORM_ROUTES = [
     "/-/account/tokens",
     "/-/account/sessions/SIGNIN/revoke",
     "/-/account/tokens/TOKEN/revoke",
+    "/-/account/two-factor",
+    "/-/login/two-factor",
     *POST_ROUTES,
     "/-/admin/users/bob/details",
 ]
@@ -112,7 +114,7 @@ ROUTES = [
 ]
 FIELDS = ["username", "password", "password2", "current_password", "next", "next_sig",
           "remember", "email", "admin", "groups", "name", "expires", "confirm", "token", "done",
-          "csrf", "rd"]  # fmt: skip
+          "csrf", "rd", "code", "action", "cancel"]  # fmt: skip
 #: Text that has broken URL and form parsers before: brackets, encodings, controls, quotes.
 nasty = st.sampled_from(
     ["http://[", "//evil.example", "/\\evil", "%", "%ff", "\x00", "\ud800", "1e999", "[]", "{}",

@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from doorman.accounts.recovery_codes import CODE_COUNT
 from doorman.accounts.totp import STEP
@@ -401,3 +403,38 @@ async def test_enrolment_as_json(found: Site) -> None:
         assert done.json()["totp"] is True
         odd = await browser.post(ENROL_URL, json={"action": ["x"], "code": 1}, headers=headers)
         assert odd.status_code == 400
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=st.one_of(
+        st.dictionaries(st.sampled_from(["code", "cancel", "action", "csrftoken"]), st.text()),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner),
+            max_leaves=5,
+        ),
+    ),
+    as_json=st.booleans(),
+)
+async def test_no_body_sent_to_a_pending_step_gives_a_500_or_a_session(
+    found: Site, body: Any, as_json: bool
+) -> None:
+    if not (await found.doorman.second_factors(await found.doorman.users.require("alice"))).any:
+        await turn_on_totp(found)
+    async with found.browser() as browser:
+        await password_step(browser)
+        headers = {"x-csrftoken": await csrf_of(browser)}
+        if as_json:
+            headers["content-type"] = "application/json"
+            answer = await browser.post(STEP_URL, content=json.dumps(body), headers=headers)
+        elif isinstance(body, dict):
+            answer = await browser.post(STEP_URL, data=body, headers=headers)
+        else:
+            answer = await browser.post(STEP_URL, content=str(body), headers=headers)
+        assert answer.status_code < 500
+        assert await whoami(browser) is None
