@@ -324,3 +324,15 @@ async def test_odd_codes_are_wrong_codes(doorman: Doorman, alice: User, code: st
     await doorman.recovery_codes.regenerate(alice)
     with pytest.raises(AuthenticationFailed):
         await doorman.verify_second_factor(alice, code, client=None)
+
+
+async def test_turned_off_on_one_worker_it_is_refused_on_the_other(
+    make_doorman: MakeDoorman,
+) -> None:
+    first, second = await make_doorman(), await make_doorman()
+    alice = await first.users.create("alice", password=PASSWORD)
+    totp = await enrol(first, alice, at=T0 - 10 * STEP)
+    assert await second.totp.verify(alice, totp.at(T0), at=T0)
+    assert await first.totp.disable(alice)
+    assert not await second.totp.verify(alice, totp.at(T0 + STEP), at=T0 + STEP)
+    assert not (await second.second_factors(alice)).any

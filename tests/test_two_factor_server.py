@@ -438,3 +438,26 @@ async def test_no_body_sent_to_a_pending_step_gives_a_500_or_a_session(
             answer = await browser.post(STEP_URL, content=str(body), headers=headers)
         assert answer.status_code < 500
         assert await whoami(browser) is None
+
+
+async def test_policy_everyone_holds_up_a_new_account_until_it_enrols_by_json(
+    tmp_path: Path,
+) -> None:
+    options = {"require_two_factor": "everyone", "registration": "open"}
+    async with site(tmp_path, None, **options) as found, found.browser() as browser:
+        headers = {"x-csrftoken": await csrf_of(browser)}
+        form = {"username": "carol", "password": PASSWORD, "password2": PASSWORD}
+        made = await browser.post("/-/register", json=form, headers=headers)
+        assert made.status_code == 200 and made.json() == {"two_factor": STEP_URL}
+        assert await whoami(browser) is None
+        shown = await browser.get(STEP_URL, headers={"accept": "application/json"})
+        step = shown.json()["two_factor"]
+        assert step["enrol"] is True and step["otpauth_uri"].startswith("otpauth://totp/")
+        totp = pyotp.parse_uri(step["otpauth_uri"])
+        headers = {"x-csrftoken": await csrf_of(browser)}
+        wrong = await browser.post(STEP_URL, json={"code": "000000"}, headers=headers)
+        assert wrong.status_code == 401 and await whoami(browser) is None
+        done = await browser.post(STEP_URL, json={"code": totp.now()}, headers=headers)
+        assert done.status_code == 200 and len(done.json()["recovery_codes"]) == CODE_COUNT
+        assert done.json()["actor"]["username"] == "carol"
+        assert await whoami(browser) == "carol"
