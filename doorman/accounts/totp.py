@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hmac
 import time
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,9 +168,3 @@ def _matching_step(secret: str, code: object, at: float) -> int | None:
         if hmac.compare_digest(totp.generate_otp(step), digits) and found is None:
             found = step
     return found
-
-
-def secret_label(uri: str) -> str:
-    """The secret of an ``otpauth://`` URI, for typing it in by hand (groups of four)."""
-    secret = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query).get("secret", [""])[0]
-    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))

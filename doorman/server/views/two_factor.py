@@ -173,6 +173,5 @@ def _back_to_login(request: Request, server: ServerState, *, cancelled: bool = F
     if wants_json(request):
         if cancelled:
             return JSONResponse({"actor": None}, headers={"cache-control": "no-store"})
-        response = json_error(NO_PENDING, 401)
-        return response
+        return json_error(NO_PENDING, 401)
     return redirect(login)
