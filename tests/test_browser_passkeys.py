@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from .helpers import free_port
-from .servers import PASSWORD, Server, add_users, running, start_server
+from .servers import PASSWORD, ROOT, Server, add_users, running, start_server
+from .test_browser import UPDATE_SCREENSHOTS, png_size
 from .test_browser_signin import PageFactory, browser, open_page  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +62,7 @@ TWO_FACTOR_PAGE = """\
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("passkeys")
     db = str(directory / "doorman.db")
-    add_users(db, "alice", "bob")
+    add_users(db, "alice", "bob", "carol")
     (directory / "plugins").mkdir()
     (directory / "plugins" / "half.py").write_text(HALF_SIGN_IN_PLUGIN)
     (directory / "templates").mkdir()
@@ -212,4 +213,36 @@ def test_the_login_page_offers_passkeys_in_the_username_field(
     expect(page.get_by_label("Username")).to_have_attribute("autocomplete", "username webauthn")
     assert page.evaluate("PublicKeyCredential.isConditionalMediationAvailable()") is True
     expect(page.get_by_role("button", name="Use a passkey")).to_be_visible()
+    assert violations == [], violations
+
+
+# -- the pictures in docs/passkeys.md ----------------------------------------------------
+
+#: DOORMAN_UPDATE_SCREENSHOTS=1 rewrites them (as tests/test_browser.py does login.png).
+PICTURES = ROOT / "docs" / "images"
+
+
+def test_the_pictures_of_the_passkeys_docs(
+    server: Server,
+    open_page: PageFactory,  # noqa: F811
+) -> None:
+    """Adding a passkey on the account page, and the login page's passkey button."""
+    page, violations = open_page(
+        base_url=localhost(server), viewport={"width": 1000, "height": 800}, color_scheme="light"
+    )
+    without_autofill(page)
+    with_authenticator(page)
+    sign_in_with_password(page, "carol")
+    add_passkey(page, "Work laptop")
+    section = page.locator("[data-passkeys-manage]")
+    section.scroll_into_view_if_needed()
+    pictures = {"passkey-add.png": section.screenshot()}
+    sign_out(page)
+    expect(page.get_by_role("button", name="Use a passkey")).to_be_visible()
+    pictures["passkey-login.png"] = page.screenshot()
+    for name, picture in pictures.items():
+        assert png_size(picture)[0] > 300
+        if UPDATE_SCREENSHOTS:
+            (PICTURES / name).write_bytes(picture)
+        assert (PICTURES / name).is_file(), f"run with DOORMAN_UPDATE_SCREENSHOTS=1 for {name}"
     assert violations == [], violations
