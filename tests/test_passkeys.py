@@ -403,6 +403,7 @@ async def test_bad_input_gets_a_clear_4xx(tmp_path: Path) -> None:
             b'{"purpose": "sign-in", "credential": "x"}',
             b'{"purpose": "sign-in", "credential": {"id": 5}}',
             b'{"purpose": "sign-in", "credential": {"id": "!!!", "rawId": "%%%", "response": {}}}',
+            b'{"credential": {"id": "AA", "rawId": "AA", "type": "public-key", "response": "x"}}',
             b"[" * 100_000,
             b'{"purpose": "sign-in", "credential": {"id": "' + b"A" * 70_000 + b'"}}',
         ]

@@ -273,7 +273,8 @@ def verify_registration(rp: RelyingParty, challenge: bytes, credential: object) 
         raise CeremonyFailed(
             "This passkey could not be checked. Please try again.", _reason(error)
         ) from error
-    transports = credential.get("response", {}).get("transports")
+    response = credential.get("response")
+    transports = response.get("transports") if isinstance(response, dict) else None
     return Registered(
         credential_id=bytes_to_base64url(verified.credential_id),
         public_key=bytes_to_base64url(verified.credential_public_key),
