@@ -21,6 +21,7 @@ from .accounts.event_log import EventLog
 from .accounts.invitations import Invitations
 from .accounts.link_claims import LinkClaims
 from .accounts.links import AccountLinks, Purpose
+from .accounts.passkeys import Passkeys
 from .accounts.passwords import PasswordHasher, validate_password
 from .accounts.permissions import Rules, check_permission
 from .accounts.recovery_codes import RecoveryCodes
@@ -117,6 +118,7 @@ class Doorman:
         self.factors = SecondFactors(self.engine)
         self.totp = TOTP(self.engine)
         self.recovery_codes = RecoveryCodes(self.engine)
+        self.passkeys = Passkeys(self.engine)
         self.devices = DeviceCookies(secret)
         self.rules = Rules(rules or {})
         self.plugins: pluggy.PluginManager = make_plugin_manager(

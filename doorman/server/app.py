@@ -54,11 +54,13 @@ from .views import (
     email_sign_in,
     errors,
     invitations,
+    passkeys,
     recovery,
     signin,
     two_factor,
     verification,
 )
+from .views.passkeys_manage import passkeys_of
 
 __all__ = ["create_app"]
 
@@ -124,6 +126,7 @@ def _server_state(
         prefix=prefix,
         csrf=csrf,
     )
+    templates.env.globals["passkeys_of"] = passkeys_of  # _passkeys_manage.html lists them
     if doorman.plugins.get_plugin("doorman.server") is None:
         doorman.plugins.register(ServerPlugin(prefix, templates), name="doorman.server")
     return ServerState(
@@ -212,6 +215,7 @@ def _routes(server: ServerState) -> list[BaseRoute]:
         *email_sign_in.routes(p),
         *account.routes(p),
         *account_two_factor.routes(p),
+        *passkeys.routes(p),
         *admin.routes(p),
         Mount(f"{p}/static", StaticFiles(directory=_STATIC), name="static"),
         Route("/", _home),

@@ -27,6 +27,7 @@ from .verification import verification_gate, verify_new_account
 
 __all__ = [
     "after_sign_in",
+    "destination_of",
     "login_page",
     "logout_view",
     "register_page",
@@ -51,7 +52,7 @@ class _Destination(NamedTuple):
     next_sig: str = ""
 
 
-def _destination(server: ServerState, values: Any) -> _Destination:
+def destination_of(server: ServerState, values: Any) -> _Destination:
     """A URL we signed on an allowed origin, or a same-site path; else ``login_redirect``."""
     given, signature = values.get("next"), values.get("next_sig")
     absolute = server.next_signer.absolute_allowed(given, signature, server.origins)
@@ -71,7 +72,7 @@ def _remember(request: Request, fields: dict[str, str]) -> bool:
 async def login_page(request: Request) -> Response:
     server = state_of(request)
     if request.method == "GET":
-        destination = _destination(server, request.query_params)
+        destination = destination_of(server, request.query_params)
         if request.scope.get("actor") is not None and "next" in request.query_params:
             return redirect(destination.url)
         notice = _NOTICES.get(request.query_params.get("done", ""), "")
@@ -81,7 +82,7 @@ async def login_page(request: Request) -> Response:
         if request.scope.get("actor") is not None and not wants_json(request):
             return redirect(server.login_redirect)  # a second login tab: already signed in
         return await refuse_csrf(request)
-    destination = _destination(server, fields)
+    destination = destination_of(server, fields)
     username, remember = field(fields, "username", 600), _remember(request, fields)
     try:
         user = await server.doorman.authenticate(
