@@ -55,6 +55,7 @@ from .views import (
     invitations,
     recovery,
     signin,
+    step_up,
     verification,
 )
 
@@ -207,6 +208,7 @@ def _routes(server: ServerState) -> list[BaseRoute]:
         *verification.routes(p),
         *invitations.routes(p),
         *email_sign_in.routes(p),
+        *step_up.routes(p),
         *account.routes(p),
         *admin.routes(p),
         Mount(f"{p}/static", StaticFiles(directory=_STATIC), name="static"),
