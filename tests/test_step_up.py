@@ -206,3 +206,20 @@ def test_the_proof_times_a_session_may_hold() -> None:
     mark_proved(session, "otp")
     mark_proved(session, "otp")
     assert session["_auth_methods"] == ["pwd", "otp"] and proof_is_fresh(session, 1)
+
+
+async def test_a_json_client_follows_the_step_up_url(server: Server, later: Later) -> None:
+    async with signed_in(server, "alice") as alice:
+        csrf = {"x-csrftoken": await token_of(alice)}
+        body = {"name": "ci", "expires": "30"}
+        refused = await alice.post("/-/account/tokens", json=body, headers=csrf)
+        step_up = refused.json()["step_up"]
+        assert refused.status_code == 403 and refused.json()["error"]
+        asked = await alice.get(step_up, headers=JSON)
+        assert asked.json() == {"step_up": step_up}
+        wrong = await alice.post(step_up, json={"password": "nope", "next": "/x"}, headers=csrf)
+        assert wrong.status_code == 400 and wrong.json()["field_errors"]["password"]
+        proved = await alice.post(CONFIRM, json={"password": PASSWORD}, headers=csrf)
+        assert proved.json() == {"ok": True, "next": "/-/account"}
+        assert (await alice.post("/-/account/tokens", json=body, headers=csrf)).status_code == 201
+        assert (await alice.post(CONFIRM, json={"password": PASSWORD})).status_code == 403  # CSRF
