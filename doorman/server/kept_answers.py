@@ -46,6 +46,7 @@ from ..auth.middleware import (
     bearer_token,
     token_actor,
 )
+from ..auth.signed_in import SESSION_AUTH_METHODS
 from ..core import Doorman
 from ..db.epochs import epoch_of
 from ..sessions import Session
@@ -65,6 +66,7 @@ class _Kept:
     rows: object  # the cache's entry itself: the user and the sign-in's last_seen
     last_seen: float
     methods: list[str]
+    stored_methods: object  # the session's value as it was: compared as is, a cheap check
     headers: list[tuple[bytes, bytes]]
 
 
@@ -116,7 +118,9 @@ class KeptAnswers:
             return  # the entry changed since the answer was made: keep nothing
         kept = self._kept
         kept.pop(key, None)
-        kept[key] = _Kept(user_id, auth_hash, signin, rows, last_seen, methods, headers)
+        stored = session.get(SESSION_AUTH_METHODS)
+        stored = list(stored) if isinstance(stored, list) else stored
+        kept[key] = _Kept(user_id, auth_hash, signin, rows, last_seen, methods, stored, headers)
         while len(kept) > MAX_KEPT:
             del kept[next(iter(kept))]  # the oldest
 
@@ -139,7 +143,7 @@ class KeptAnswers:
             return None
         if session.get(SESSION_AUTH_HASH) != kept.auth_hash:
             return None
-        if session_auth_methods(session) != kept.methods:
+        if session.get(SESSION_AUTH_METHODS) != kept.stored_methods:
             return None
         if query_string:
             required = requirements(query_string)
