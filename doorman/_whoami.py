@@ -3,7 +3,9 @@
 The gate (``doorman.gate``) and the Datasette plugin's gate mode both ask this
 way. Anything but a clear answer (not reachable, not 200, too long, not JSON,
 no ``actor``, an actor without an id) raises ``WhoamiFailed``, whose message
-says what went wrong and never holds the body: callers fail closed. Needs
+says what went wrong and never holds the body: callers fail closed. How the
+person signed in (``auth_methods``, ``["pwd", "otp"]``) joins the actor as its
+``auth_methods`` key, for the app's permission rules. Needs
 httpx, imported only when asked.
 """
 
@@ -54,7 +56,19 @@ async def ask_whoami(
     actor: dict[str, Any] | None = answer["actor"]
     if actor is not None and not valid_actor(actor):
         raise WhoamiFailed('answered an "actor" without a valid "id"')
+    methods = answer.get("auth_methods")
+    if actor is not None and _valid_methods(methods):
+        actor = {**actor, "auth_methods": methods}
     return actor
+
+
+def _valid_methods(methods: object) -> bool:
+    """How the person signed in, as ``/-/whoami`` says it: a short list of short strings."""
+    return (
+        isinstance(methods, list)
+        and len(methods) <= 16
+        and all(isinstance(m, str) and 0 < len(m) <= 16 for m in methods)
+    )
 
 
 def valid_actor(actor: object) -> bool:

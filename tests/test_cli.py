@@ -189,11 +189,13 @@ def test_users_list(doorman_cli: Invoke) -> None:
         "email_verified": False,
         "created_at": found[0]["created_at"],
         "last_login": None,
+        "two_factor": {"on": False, "totp": False, "passkeys": 0, "recovery_codes": 0},
     }
     assert "password" not in json.dumps(found)
     table = ok(doorman_cli("users", "list")).stdout.splitlines()
-    assert table[0].split() == ["USERNAME", "EMAIL", "ADMIN", "ACTIVE", "GROUPS", "LAST", "LOGIN"]
-    assert table[1].split() == ["alice", "alice@example.com", "yes", "yes", "ops", "never"]
+    header = ["USERNAME", "EMAIL", "ADMIN", "ACTIVE", "GROUPS", "2FA", "LAST", "LOGIN"]
+    assert table[0].split() == header
+    assert table[1].split() == ["alice", "alice@example.com", "yes", "yes", "ops", "none", "never"]
     assert table[0].index("EMAIL") == table[1].index("alice@")  # aligned
     searched = json.loads(ok(doorman_cli("users", "list", "--search", "EXAMPLE", "--json")).stdout)
     assert [u["username"] for u in searched] == ["alice"]

@@ -201,6 +201,7 @@ DOC_ALLOW = {
     "{id: [alice, bob]}": {"alice", "bob"},
     "{groups: editors}": {"alice", "carol"},
     "{admin: true}": {"admin"},
+    "{auth_methods: otp}": set(),  # every cookie here is a password's: ["pwd"]
     '{via: "*"}': {"alice", "bob", "carol", "admin"},
     '{id: "*"}': {"alice", "bob", "carol", "admin", "datasette root"},
 }
@@ -217,6 +218,7 @@ async def test_the_docs_allow_blocks_let_in_whom_they_say(
             name: await actor_in(ds, await cookie_for(accounts, name))
             for name in ("alice", "bob", "carol", "admin")
         }
+        assert all(actors[name]["auth_methods"] == ["pwd"] for name in actors)
         actors["datasette root"] = {"id": "root"}  # what `datasette --root` signs in as
         actors["anonymous"] = None
         for row, allowed in DOC_ALLOW.items():

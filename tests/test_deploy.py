@@ -45,12 +45,13 @@ pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PASSWORD = "correct horse battery staple"
 HTML = {"accept": "text/html,application/xhtml+xml"}
-IDENTITY = ("X-Doorman-User", "X-Doorman-Groups", "X-Doorman-Admin")
+IDENTITY = ("X-Doorman-User", "X-Doorman-Groups", "X-Doorman-Admin", "X-Doorman-Auth-Methods")
 #: What a client might send to pass for someone else, dash and underscore spellings.
 FORGED = {
     "X-Doorman-User": "root",
     "X-Doorman-Groups": "admins",
     "X-Doorman-Admin": "true",
+    "X-Doorman-Auth-Methods": "pwd,otp",
     "X_Doorman_User": "root",
 }
 #: Quick hashes: the server uses the same parameters, so sign-in does not re-hash.
@@ -269,12 +270,24 @@ def check_forward_auth(app: str, auth: str, *, secure: bool) -> None:
         assert back.json()["query"] == "x=1&y=%C3%A9"
         seen = seen_by_app(back)
         assert seen.pop("x-doorman-groups", [""]) == [""]  # no groups: empty, or not sent
-        assert seen == {"x-doorman-user": ["alice"], "x-doorman-admin": ["false"]}
+        alice = {
+            "x-doorman-user": ["alice"],
+            "x-doorman-admin": ["false"],
+            "x-doorman-auth-methods": ["pwd"],
+        }
+        assert seen == alice
 
         # A client-sent identity never reaches the app: doorman's replaces it.
         forged = seen_by_app(client.get(wanted, headers=FORGED))
         assert forged.pop("x-doorman-groups", [""]) == [""]
-        assert forged == {"x-doorman-user": ["alice"], "x-doorman-admin": ["false"]}
+        assert forged == alice
+
+        # The admin part asks for a second factor: a password alone is refused, forged
+        # methods or not, for browsers too (a 403, never a redirect loop).
+        admin = f"{app}/admin/users"
+        assert client.get(admin).status_code == 403
+        assert client.get(admin, headers=FORGED).status_code == 403
+        assert client.get(admin, headers=HTML).status_code == 403
 
         # Any method reaches the app; the check itself is always a body-less GET.
         assert client.request("PATCH", wanted, content=b"data").status_code == 200

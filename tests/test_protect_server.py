@@ -98,6 +98,7 @@ FORGED = [
     ("x_doorman_user", "admin"),
     ("X_DOORMAN_GROUPS", "staff"),
     ("X-Doorman-Anything", "1"),
+    ("X-Doorman-Auth-Methods", "pwd,otp"),
 ]
 
 
@@ -115,6 +116,7 @@ def test_client_sent_identity_headers_never_reach_the_app(protect: Server, alice
     assert seen(signed_in)["actor"] == "alice"
     assert sorted(identity_seen(signed_in)) == [
         ("x-doorman-admin", "false"),
+        ("x-doorman-auth-methods", "pwd"),
         ("x-doorman-groups", ""),
         ("x-doorman-user", "alice"),
     ]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..accounts.event_log import edit_detail
+from ..accounts.factor_status import describe_factors, factors_json, reset_detail
 from ..events import EventKind
 from ..mail import Outbox
 from ..mail.links import LinkBuilder
@@ -70,25 +71,26 @@ def create_user(
 @json_option
 @settings_options("db")
 def list_users(settings: Settings, search: str | None, as_json: bool) -> None:
-    """List users: username, email, admin, active, groups, last login."""
+    """List users: username, email, admin, active, groups, second factors, last login."""
 
     async def every_user(doorman: Doorman) -> list[Any]:
         found: list[Any] = []
         while page := await doorman.users.list(search=search, limit=500, offset=len(found)):
-            found.extend(page)
+            factors = await doorman.factors.summaries([user.id for user in page])
+            found.extend((user, factors[user.id]) for user in page)
         return found
 
-    found = [user.public_fields() for user in run(with_doorman(settings, every_user))]
+    listed = run(with_doorman(settings, every_user))
     if as_json:
-        echo_json(found)
+        echo_json([{**u.public_fields(), "two_factor": factors_json(f)} for u, f in listed])
         return
     yes = {True: "yes", False: "no"}
     rows = [
-        (u["username"], u["email"], yes[u["admin"]], yes[u["active"]], ", ".join(u["groups"]),
-         when(u["last_login"]) or "never")
-        for u in found
+        (u.username, u.email, yes[u.is_admin], yes[u.is_active], ", ".join(u.groups),
+         describe_factors(f), when(u.last_login) or "never")
+        for u, f in listed
     ]  # fmt: skip
-    headers = ("USERNAME", "EMAIL", "ADMIN", "ACTIVE", "GROUPS", "LAST LOGIN")
+    headers = ("USERNAME", "EMAIL", "ADMIN", "ACTIVE", "GROUPS", "2FA", "LAST LOGIN")
     echo_table(headers, rows, "no users")
 
 
@@ -225,6 +227,36 @@ def delete_user(settings: Settings, username: str, yes: bool) -> None:
 
     run(with_doorman(settings, delete))
     click.echo(f"deleted {username}")
+
+
+@users.command("two-factor")
+@click.argument("username")
+@click.option("--reset", is_flag=True, help="Take every second factor away.")
+@json_option
+@settings_options("db")
+def two_factor(settings: Settings, username: str, reset: bool, as_json: bool) -> None:
+    """Show a user's second factors; with --reset, take them all away (TOTP, passkeys and
+    recovery codes), for someone who lost them: they then sign in with their password."""
+
+    async def status(doorman: Doorman) -> Any:
+        user = await doorman.users.require(username)
+        if not reset:
+            return await doorman.factors.summary(user.id)
+        had = await doorman.factors.reset(user.id)
+        if had.totp or had.passkeys or had.recovery_codes:
+            detail = from_cli(**reset_detail(had))
+            await doorman.events.record(EventKind.TWO_FACTOR_RESET, user=user, detail=detail)
+        return had
+
+    summary = run(with_doorman(settings, status))
+    if as_json:
+        echo_json({"username": username, "reset": reset, **factors_json(summary)})
+    elif reset:
+        had = describe_factors(summary)
+        gone = "had no second factor" if had == "none" else f"second factors reset (had {had})"
+        click.echo(f"{username}: {gone}")
+    else:
+        click.echo(f"{username}: {describe_factors(summary)}")
 
 
 @users.command("reset-link")

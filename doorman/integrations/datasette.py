@@ -32,6 +32,7 @@ from datasette import hookimpl as _hookimpl  # type: ignore[import-untyped]
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..assembly import assemble, resolve_secrets
+from ..auth.auth_methods import auth_methods
 from ..auth.middleware import AuthMiddleware
 from ..core import Doorman
 from ..db.engine import create_engine
@@ -122,7 +123,9 @@ class SessionActors:
             log.warning("doorman stores unavailable: this Datasette request is anonymous")
             return None
         actor: dict[str, Any] | None = inner["actor"]
-        return actor
+        if actor is None:
+            return None
+        return {**actor, "auth_methods": auth_methods(inner)}  # as the gate mode's, from whoami
 
     async def close(self) -> None:
         try:

@@ -57,6 +57,7 @@ from .views import (
     passkeys,
     recovery,
     signin,
+    step_up,
     two_factor,
     verification,
 )
@@ -213,6 +214,7 @@ def _routes(server: ServerState) -> list[BaseRoute]:
         *verification.routes(p),
         *invitations.routes(p),
         *email_sign_in.routes(p),
+        *step_up.routes(p),
         *account.routes(p),
         *account_two_factor.routes(p),
         *passkeys.routes(p),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from .._identity import identity_headers
 from .._types import ASGIApp, Receive, Scope, Send
+from ..auth.auth_methods import auth_methods, meets, methods_header, requirements
 from ..auth.middleware import AuthMiddleware, bearer_token
 from ..core import Doorman
 from ..db.epoch_reads import request_arrived, request_done
@@ -37,6 +38,7 @@ from .views.api import ForwardAuth, whoami_response
 __all__ = ["FastPath", "FastPaths", "ForwardAuthAnswer", "WhoamiAnswer", "fast_paths"]
 
 _OK = b"OK\n"
+_NONE: frozenset[str] = frozenset()
 _SIGN_IN_FIRST = b"Sign in first\n"
 _VARY = (b"vary", b"Cookie, Authorization")
 _OK_HEADERS = [
@@ -153,7 +155,7 @@ class WhoamiAnswer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         actor = scope.get("actor")
-        response = whoami_response(actor)
+        response = whoami_response(actor, auth_methods(scope))
         headers, body = [*response.raw_headers, *SECURITY_HEADERS], bytes(response.body)
         if actor is not None and actor.get("via") == "token":
             text = bearer_token(scope)
@@ -211,7 +213,8 @@ class ForwardAuthAnswer:
 
     The signed-in 200 (remembered in ``kept``) and the plain 401 are written
     here; every other answer is ``slow``'s: the server's ``ForwardAuth`` inside
-    ``SecurityHeadersMiddleware``.
+    ``SecurityHeadersMiddleware`` (a bad ``?require=``, or one the session does
+    not meet, among them).
     """
 
     def __init__(self, doorman: Doorman, slow: ASGIApp, kept: KeptAnswers) -> None:
@@ -221,16 +224,25 @@ class ForwardAuthAnswer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         actor = scope.get("actor")
-        if actor is None:
+        required = requirements(scope["query_string"]) if scope.get("query_string") else _NONE
+        methods = auth_methods(scope)
+        if required is None:
+            await self.slow(scope, receive, send)  # the 400
+        elif actor is None:
             if _plain(scope):
                 await _sign_in_first(send)
             else:
                 await self.slow(scope, receive, send)  # a redirect to the login page
-        elif not await self.doorman.allowed(actor, "view"):
+        elif not await self.doorman.allowed(actor, "view") or not meets(methods, required):
             await self.slow(scope, receive, send)  # the 403
         else:
-            headers = [*_OK_HEADERS, *identity_headers(actor), *SECURITY_HEADERS]
-            await self.kept.remember(scope.get("session"), actor, headers[:])
+            headers = [
+                *_OK_HEADERS,
+                *identity_headers(actor),
+                methods_header(methods),
+                *SECURITY_HEADERS,
+            ]
+            await self.kept.remember(scope.get("session"), actor, methods, headers[:])
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": _OK})
 

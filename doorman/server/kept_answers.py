@@ -12,7 +12,10 @@ each time. The answer for a signed-in session rests on four things:
 - the sign-in's ``last_seen``, which a request notes once a minute: past that,
   the full path runs and notes it;
 - the permission rules, fixed at start-up. Permission plugins may answer
-  differently each time: with one installed, nothing is kept.
+  differently each time: with one installed, nothing is kept;
+- the session's ``amr`` values (``X-Doorman-Auth-Methods``), read afresh from
+  the session too: a kept answer is one session's, never another's, and a
+  ``?require=`` is checked against the methods the session holds now.
 
 ``KeptAnswers.remember`` keeps the headers of a 200 the full path just made,
 once it has checked them against the cache entry itself; ``SignedInShortcut``
@@ -35,6 +38,7 @@ from .._types import ASGIApp, Receive, Scope, Send
 from ..accounts.signins import LAST_SEEN_RESOLUTION, signin_id
 from ..accounts.tokens import LAST_USED_RESOLUTION, parse_token, token_cache
 from ..accounts.users import signed_in_cache
+from ..auth.auth_methods import meets, requirements, session_auth_methods
 from ..auth.middleware import (
     SESSION_AUTH_HASH,
     SESSION_SIGNIN,
@@ -42,6 +46,7 @@ from ..auth.middleware import (
     bearer_token,
     token_actor,
 )
+from ..auth.signed_in import SESSION_AUTH_METHODS
 from ..core import Doorman
 from ..db.epochs import epoch_of
 from ..sessions import Session
@@ -60,6 +65,8 @@ class _Kept:
     signin: str  # the sign-in's id, the accounts cache's key
     rows: object  # the cache's entry itself: the user and the sign-in's last_seen
     last_seen: float
+    methods: list[str]
+    stored_methods: object  # the session's value as it was: compared as is, a cheap check
     headers: list[tuple[bytes, bytes]]
 
 
@@ -78,7 +85,11 @@ class KeptAnswers:
         return not hook.get_hookimpls() and not _permissions_log.isEnabledFor(logging.DEBUG)
 
     async def remember(
-        self, session: Any, actor: dict[str, Any], headers: list[tuple[bytes, bytes]]
+        self,
+        session: Any,
+        actor: dict[str, Any],
+        methods: list[str],
+        headers: list[tuple[bytes, bytes]],
     ) -> None:
         """Keep ``headers``, the 200 just made for ``actor``, if they rest on a kept entry."""
         if not isinstance(session, Session) or actor.get("via") != "session":
@@ -102,11 +113,14 @@ class KeptAnswers:
             or not user.is_active
             or not self.doorman.session_auth_hash_matches(user, auth_hash)
             or user.actor("session") != actor
+            or session_auth_methods(session) != methods
         ):
             return  # the entry changed since the answer was made: keep nothing
         kept = self._kept
         kept.pop(key, None)
-        kept[key] = _Kept(user_id, auth_hash, signin, rows, last_seen, headers)
+        stored = session.get(SESSION_AUTH_METHODS)
+        stored = list(stored) if isinstance(stored, list) else stored
+        kept[key] = _Kept(user_id, auth_hash, signin, rows, last_seen, methods, stored, headers)
         while len(kept) > MAX_KEPT:
             del kept[next(iter(kept))]  # the oldest
 
@@ -115,8 +129,11 @@ class KeptAnswers:
         epoch = self._epoch.current()
         return epoch if epoch is not None else await self._epoch.read()
 
-    async def answer_for(self, session: Session) -> list[tuple[bytes, bytes]] | None:
-        """The kept 200 headers for ``session``, if everything they rest on stands."""
+    async def answer_for(
+        self, session: Session, query_string: bytes = b""
+    ) -> list[tuple[bytes, bytes]] | None:
+        """The kept 200 headers for ``session``, if everything they rest on stands and the
+        session meets what ``query_string``'s ``?require=`` asks (else the full path answers)."""
         key = session.get(SESSION_SIGNIN)
         kept = self._kept.get(key) if type(key) is str else None
         if kept is None:
@@ -126,6 +143,12 @@ class KeptAnswers:
             return None
         if session.get(SESSION_AUTH_HASH) != kept.auth_hash:
             return None
+        if session.get(SESSION_AUTH_METHODS) != kept.stored_methods:
+            return None
+        if query_string:
+            required = requirements(query_string)
+            if required is None or not meets(kept.methods, required):
+                return None
         epoch = await self._current_epoch()
         if epoch is None or self._rows.get(epoch, kept.signin) is not kept.rows:
             _forget(self._kept, key, kept)  # the rows changed, or were dropped: never again
@@ -159,7 +182,7 @@ class SignedInShortcut:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         session = scope.get("session")
         if isinstance(session, Session) and session.cookie_present and session.loaded:
-            headers = await self.kept.answer_for(session)
+            headers = await self.kept.answer_for(session, scope.get("query_string", b""))
             if headers is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": headers[:]})
                 await send({"type": "http.response.body", "body": b"OK\n"})

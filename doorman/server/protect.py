@@ -8,7 +8,7 @@ rules say otherwise). Refusals answer through the ``forbidden`` hook: a browser
 asking for a page is sent to the login page and back, an API client gets 401
 JSON, a websocket is closed with 1008. The app finds the actor in
 ``scope["actor"]``, and in the ``X-Doorman-*`` headers, as forward-auth sets
-them (a client's own copies are removed).
+them, ``X-Doorman-Auth-Methods`` included (a client's own copies are removed).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from .._identity import set_identity_headers
 from .._paths import unambiguous_path
 from .._types import ASGIApp, Receive, Scope, Send
+from ..auth.auth_methods import auth_methods, methods_header
 from ..auth.guards import guard
 from ..exceptions import ConfigError
 from .lifespans import Lifespans
@@ -67,6 +68,8 @@ class ProtectedApp:
             await self.routes(scope, receive, send)
         else:
             set_identity_headers(scope)  # the app may trust X-Doorman-* as behind forward-auth
+            if scope.get("actor") is not None:
+                scope["headers"] = [*scope["headers"], methods_header(auth_methods(scope))]
             if is_public(scope["path"], self.public_paths, scope.get("raw_path")):
                 await self.app(scope, receive, send)
             else:

@@ -9,7 +9,7 @@ list of sessions, and ending it works as usual.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,12 +29,15 @@ async def session_cookie_for(
     *,
     doorman: Doorman | None = None,
     middleware: SessionMiddleware | None = None,
+    methods: Sequence[str] | None = None,
 ) -> tuple[str, str]:
     """``(name, value)`` of a session cookie that signs ``user`` in to ``app``.
 
     ``user`` is a ``User`` or a username. ``doorman`` and ``middleware`` are
     found in ``app`` (its ``AuthMiddleware`` and ``SessionMiddleware``, also
     inside a Starlette or FastAPI app); pass them when ``app`` hides them.
+    ``methods`` are the ``amr`` values the session keeps (``["pwd", "otp"]``:
+    signed in with a password and a TOTP code); none by default.
     """
     middleware = middleware or _find(app, SessionMiddleware)
     if doorman is None:
@@ -51,7 +54,7 @@ async def session_cookie_for(
         "headers": [(b"user-agent", b"doorman.testing")],
         "client": ("127.0.0.1", 0),
     }
-    await login(scope, user, doorman=doorman, via="testing")
+    await login(scope, user, doorman=doorman, via="testing", methods=methods)
     update = await session.commit()
     if update is None:  # pragma: no cover - login() always modifies the session
         raise RuntimeError("login() left the session unchanged")
@@ -65,6 +68,7 @@ async def signed_in_client(
     *,
     doorman: Doorman | None = None,
     middleware: SessionMiddleware | None = None,
+    methods: Sequence[str] | None = None,
     base_url: str = "http://testserver",
     **options: Any,
 ) -> AsyncIterator[Any]:
@@ -77,11 +81,13 @@ async def signed_in_client(
     replaces the plain ``httpx.ASGITransport(app)``, such as one with
     ``raise_app_exceptions=False`` to see 500s. The app's lifespan does not run:
     start ``doorman`` (``await doorman.startup()``) before, as the ``doorman``
-    fixture does.
+    fixture does. ``methods``: as for ``session_cookie_for``.
     """
     import httpx
 
-    name, value = await session_cookie_for(app, user, doorman=doorman, middleware=middleware)
+    name, value = await session_cookie_for(
+        app, user, doorman=doorman, middleware=middleware, methods=methods
+    )
     transport = options.pop("transport", None) or httpx.ASGITransport(app)
     async with httpx.AsyncClient(transport=transport, base_url=base_url, **options) as client:
         client.cookies.set(name, value, domain=_cookie_domain(base_url))

@@ -80,6 +80,10 @@
     } catch (error) {
       answer = {};
     }
+    if (response.status === 403 && typeof answer.step_up === "string") {
+      window.location.assign(answer.step_up); // confirm who this is first, then come back
+      throw new Error("Confirm it is you first…");
+    }
     if (!response.ok) {
       throw new Error(answer.error || answer.detail || `The server said ${response.status}.`);
     }

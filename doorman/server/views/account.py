@@ -5,6 +5,10 @@ A request made with an API token may read the page and manage tokens, within
 the token's own reach (see ``create_token`` and ``revoke_token``), but never
 change the password or the email address, nor sign a session out: those stay
 with the person who signs in with the password.
+
+Step-up (``views/step_up.py``): a session makes a token only with a recent
+proof of who it is; the password and email forms ask the current password each
+time, which is such a proof (an account without a password steps up instead).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ...accounts.tokens import Token
 from ...accounts.users import User
 from ...auth.guards import requires
 from ...auth.login import current_signin, update_session_auth
+from ...auth.step_up import mark_proved
 from ...events import EventKind
 from ...exceptions import (
     AccountError,
@@ -43,6 +48,7 @@ from ..state import ServerState, state_of
 from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .forms import FormErrors, check_new_password, password_hint, sentence
+from .step_up import step_up_needed
 from .verification import TAKEN, ask_to_change_email, to_verify_first
 
 __all__ = ["routes"]
@@ -231,6 +237,8 @@ async def change_email(request: Request) -> Response:
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
+    if (stale := _stale_without_password(request, user)) is not None:
+        return stale
     errors, email = FormErrors(), field(fields, "email", 300).strip()
     try:
         check_email(email)
@@ -274,6 +282,8 @@ async def change_password(request: Request) -> Response:
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
+    if (stale := _stale_without_password(request, user)) is not None:
+        return stale
     password, errors = field(fields, "password"), FormErrors()
     throttled = await _confirm(request, server, user, fields, errors)  # every problem at once
     await check_new_password(
@@ -308,7 +318,13 @@ async def _confirm(
 ) -> Throttled | None:
     """Check the form's ``current_password``, adding what is wrong to ``errors`` beside
     ``field_name``. The sign-in throttle counts and logs a wrong one like a failed
-    sign-in; the refusal is returned when it said no (429, or 503 when busy)."""
+    sign-in; the refusal is returned when it said no (429, or 503 when busy).
+
+    A right one is a proof of who the person is like the confirm page's: it counts
+    as a step-up (``mark_proved``). An account without a password has nothing to
+    type: ``_stale_without_password`` asked it for a recent proof instead."""
+    if not user.has_usable_password:
+        return None
     try:
         await server.doorman.confirm_password(
             user,
@@ -321,7 +337,15 @@ async def _confirm(
         return error
     except AuthenticationFailed:
         errors.add("The current password is wrong.", field_name)
+    else:
+        mark_proved(request.scope["session"], "pwd")
     return None
+
+
+def _stale_without_password(request: Request, user: User) -> Response | None:
+    """For an account without a password (a passkey's), the step-up that stands in for the
+    current password the form would ask; None for an account with one (the form asks it)."""
+    return None if user.has_usable_password else step_up_needed(request)
 
 
 async def _refused(
@@ -365,6 +389,8 @@ async def create_token(request: Request) -> Response:
     fields = await checked_form(request)
     if fields is None:
         return await refuse_csrf(request)
+    if (stale := step_up_needed(request)) is not None:  # a session's; a token has its scopes
+        return stale
     days = TOKEN_LIFETIMES.get(field(fields, "expires", 10))
     if days is None:
         errors = FormErrors()

@@ -24,6 +24,7 @@ from ..state import ServerState, state_of
 from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .forms import FormErrors, sentence
+from .step_up import step_up_needed
 from .totp_setup import WRONG_SETUP_CODE, new_recovery_codes, setup_context, waiting_secret
 
 __all__ = [
@@ -62,6 +63,9 @@ async def two_factor_page(request: Request) -> Response:
     if action is None:
         errors = FormErrors.of("Choose what to do: set up, confirm, turn off, or new codes.")
         return await _render(request, server, user, 400, errors=errors)
+    stale = step_up_needed(request, back=server.url("account/two-factor"))
+    if stale is not None:
+        return stale  # changing the factors needs a recent proof of who this is
     return await action(request, server, user, fields)
 
 

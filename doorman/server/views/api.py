@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 
 from ..._identity import identity_headers
 from ..._types import Receive, Scope, Send, send_text
+from ...auth.auth_methods import auth_methods, meets, methods_header, requirements
 from ...db.transaction import connect
 from ...exceptions import StoreError
 from ...redirects import safe_path
@@ -29,12 +30,18 @@ async def whoami(request: Request) -> Response:
     csrftoken = None
     if request.query_params.get("csrf") == "1":
         csrftoken = state_of(request).csrf.token(request.scope)
-    return whoami_response(request.scope.get("actor"), csrftoken)
+    actor = request.scope.get("actor")
+    return whoami_response(actor, auth_methods(request.scope), csrftoken)
 
 
-def whoami_response(actor: dict[str, Any] | None, csrftoken: str | None = None) -> JSONResponse:
-    """What ``/-/whoami`` answers (the forward-auth fast path answers it too)."""
+def whoami_response(
+    actor: dict[str, Any] | None, methods: list[str], csrftoken: str | None = None
+) -> JSONResponse:
+    """What ``/-/whoami`` answers (the forward-auth fast path answers it too): the actor, and
+    how they signed in (``auth_methods``) when there is one."""
     body: dict[str, Any] = {"actor": actor}
+    if actor is not None:
+        body["auth_methods"] = methods
     if csrftoken is not None:
         body["csrftoken"] = csrftoken
     return JSONResponse(body, headers=_PRIVATE)
@@ -43,9 +50,11 @@ def whoami_response(actor: dict[str, Any] | None, csrftoken: str | None = None) 
 class ForwardAuth:
     """For nginx ``auth_request``, Traefik ``ForwardAuth`` and Caddy ``forward_auth``.
 
-    Signed in and allowed to ``view``: 200 with ``X-Doorman-User``. Signed in
-    but not allowed: 403. Not signed in: 401, or a 302 to the login page for a
-    browser (``Accept: text/html``) or when ``?rd=`` names where to return.
+    Signed in and allowed to ``view``: 200 with ``X-Doorman-User`` and
+    ``X-Doorman-Auth-Methods``. Signed in but not allowed, or without the
+    methods ``?require=`` asks for: 403. Not signed in: 401, or a 302 to the
+    login page for a browser (``Accept: text/html``) or when ``?rd=`` names
+    where to return. A ``?require=`` naming something unknown: 400, whoever asks.
 
     A bare ASGI app rather than a Starlette view: a proxy asks it once for every
     request it lets through, so the signed-in answer skips building a
@@ -57,13 +66,22 @@ class ForwardAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         actor = scope.get("actor")
-        if actor is None:
+        required = requirements(scope.get("query_string", b""))
+        if required is None:
+            await send_text(send, 400, _BAD_REQUIRE, _PRIVATE_RAW)
+        elif actor is None:
             response = _signed_out(self.server, Request(scope, receive))
             await response(scope, receive, send)
         elif not await self.server.doorman.allowed(actor, "view"):
             await send_text(send, 403, "Forbidden\n", _PRIVATE_RAW)
+        elif not meets(methods := auth_methods(scope), required):
+            await send_text(send, 403, "A second factor is required\n", _PRIVATE_RAW)
         else:
-            await send_text(send, 200, "OK\n", [*_PRIVATE_RAW, *identity_headers(actor)])
+            headers = [*_PRIVATE_RAW, *identity_headers(actor), methods_header(methods)]
+            await send_text(send, 200, "OK\n", headers)
+
+
+_BAD_REQUIRE = "require= takes otp, hwk or mfa\n"
 
 
 def _signed_out(server: ServerState, request: Request) -> Response:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import time
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -27,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from ...accounts.passkeys import Passkey, clean_name
 from ...accounts.users import User
-from ...auth.signed_in import SESSION_AUTHENTICATED_AT
+from ...auth.step_up import mark_proved
 from ...auth.two_step import PendingSignIn, complete_second_step, pending_second_step
 from ...events import EventKind
 from ...exceptions import AccountError, RequestTooLarge
@@ -48,6 +47,7 @@ from .audit import record
 from .common import json_error
 from .passkeys_manage import manage_routes, signed_in_user
 from .signin import after_sign_in, destination_of, signed_in
+from .step_up import step_up_needed
 
 __all__ = ["routes"]
 
@@ -135,6 +135,9 @@ async def register_options(request: Request) -> Response:
     found = await _registrant(request, server)
     if found is None:
         return json_error("Sign in to add a passkey.", 401)
+    stale = step_up_needed(request, back=server.url("account/two-factor"))
+    if stale is not None:
+        return stale
     user = found[0]
     existing = await server.doorman.passkeys.list(user.id)
     handle = await server.doorman.passkeys.user_handle(user.id)
@@ -151,6 +154,9 @@ async def register(request: Request) -> Response:
     found = await _registrant(request, server)
     if found is None:
         return json_error("Sign in to add a passkey.", 401)
+    stale = step_up_needed(request, back=server.url("account/two-factor"))
+    if stale is not None:
+        return stale
     user, pending = found
     try:
         async with take_challenge(request, server, "register") as challenge:
@@ -302,8 +308,8 @@ async def _proof_done(
     if user is None or not user.is_active:
         return json_error(_UNKNOWN, 401)
     if purpose == "confirm":
-        request.scope["session"][SESSION_AUTHENTICATED_AT] = time.time()
-        await record(request, EventKind.REAUTHENTICATED, user, {"via": "passkey"})
+        mark_proved(request.scope["session"], "hwk")
+        await record(request, EventKind.REAUTHENTICATED, user, {"method": "hwk"})
         target = safe_path(data.get("next"), default="")
         return JSONResponse({"confirmed": True, "redirect": target}, headers=_NO_STORE)
     destination = destination_of(server, {k: v for k, v in data.items() if isinstance(v, str)})

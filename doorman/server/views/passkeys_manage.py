@@ -20,6 +20,7 @@ from ...redirects import safe_path
 from ..state import ServerState, state_of
 from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
+from .step_up import step_up_needed
 
 __all__ = ["LAST_FACTOR", "manage_routes", "may_remove", "passkeys_of", "signed_in_user"]
 
@@ -117,6 +118,9 @@ async def remove_passkey(request: Request) -> Response:
     user = await signed_in_user(request, server)
     if user is None:
         return await _refuse(request, "Sign in to manage your passkeys.", 401)
+    stale = step_up_needed(request, back=server.url("account/two-factor"))
+    if stale is not None:
+        return stale
     if not await may_remove(server, user):
         return await _refuse(request, LAST_FACTOR, 409)
     removed = await server.doorman.passkeys.remove(user.id, request.path_params["passkey_id"])

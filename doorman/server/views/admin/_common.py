@@ -50,6 +50,11 @@ NOTICES = {
         "Password reset. The user was signed out everywhere; their API tokens still work."
     ),
     "unlock": "Sign-in unlocked: this account's failed attempts were forgotten.",
+    "two-factor-reset": (
+        "Second factors reset: TOTP, passkeys and recovery codes are gone. The user signs in"
+        " with a password alone until they enrol again."
+    ),
+    "two-factor-none": "Nothing to do: this user had no second factor.",
     "deleted": "User deleted.",
     "gone": "Nothing to do: that was signed out or revoked already.",
 }

@@ -18,6 +18,8 @@ _REVOKES = {
     "revoke-session": (EventKind.SESSION_REVOKED, "signin_id"),
     "revoke-token": (EventKind.TOKEN_REVOKED, "token_id"),
 }
+#: The actions that write their own event (what they took away is known only to them).
+_SELF_LOGGED = frozenset({"two-factor-reset"})
 _OTHERS: dict[str, tuple[EventKind, dict[str, Any]]] = {
     "sign-out": (EventKind.SESSIONS_ENDED, {}),
     "revoke-tokens": (EventKind.TOKEN_REVOKED, {"all_tokens": True}),
@@ -33,6 +35,8 @@ async def action_event(
 ) -> tuple[EventKind, dict[str, Any]] | None:
     """The event of ``action`` done to ``before`` (the user as it was); None: nothing
     to log (an edit that changed nothing). ``item``: the URL's sign-in or token id."""
+    if action in _SELF_LOGGED:
+        return None
     if action in _EDITS:
         after = await doorman.users.get(before.id)
         detail = edit_detail(before, after) if after is not None else None

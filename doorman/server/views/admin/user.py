@@ -13,6 +13,7 @@ from typing import Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ....accounts.factor_status import describe_factors, factors_json, reset_detail
 from ....accounts.names import check_email
 from ....accounts.users import User
 from ....auth.guards import requires
@@ -63,6 +64,7 @@ async def render_user_page(
         return json_response(errors.json(), status)
     signins = await server.doorman.signins.list(user)
     tokens = await server.doorman.tokens.list(user)
+    factors = await server.doorman.factors.summary(user.id)
     try:
         await server.doorman.throttle.check(user.username, None)
         locked = False
@@ -72,6 +74,7 @@ async def render_user_page(
         return json_response(
             {
                 "user": {**user.public_fields(), "locked": locked},
+                "two_factor": factors_json(factors),
                 "sessions": [dataclasses.asdict(s) for s in signins],
                 "tokens": [dataclasses.asdict(t) for t in tokens],
             }
@@ -87,6 +90,8 @@ async def render_user_page(
         signins=signins,
         current_signin=current_signin(request.scope["session"]),
         tokens=tokens,
+        factors=factors,
+        factors_text=describe_factors(factors),
         min_length=server.doorman.password_min_length,
         password_hint=password_hint(server.doorman),
         **(errors or FormErrors()).context(),
@@ -282,6 +287,18 @@ async def _unlock(act: _Act) -> None:
     await act.doorman.throttle.reset(act.user.username)
 
 
+async def _reset_factors(act: _Act) -> str | None:
+    """Take every second factor away (a person who lost theirs): logged with what they had,
+    and by whom. Their sessions stand: the person is who the admin says they are."""
+    had = await act.doorman.factors.reset(act.user.id)
+    if not (had.totp or had.passkeys or had.recovery_codes):
+        return "two-factor-none"
+    await record(act.request, EventKind.TWO_FACTOR_RESET, act.user, reset_detail(had))
+    actor = (act.request.scope.get("actor") or {}).get("id")
+    security_log.info("admin %r reset the second factors of %r", actor, act.user.username)
+    return None
+
+
 ACTIONS: dict[str, Action] = {
     "details": _edit_details,
     "groups": _set_groups,
@@ -293,6 +310,7 @@ ACTIONS: dict[str, Action] = {
     "remove-admin": _demote,
     "password": _password,
     "unlock": _unlock,
+    "two-factor-reset": _reset_factors,
 }
 
 

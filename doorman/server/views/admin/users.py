@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from ....accounts.factor_status import describe_factors, factors_json
 from ....auth.guards import requires
 from ....events import EventKind
 from ....exceptions import AccountError
@@ -50,8 +51,11 @@ async def _users_list(
     pages = max(1, math.ceil(total / PAGE_SIZE))
     page = min(_page_number(request.query_params.get("page")), pages)
     found = await users.list(search=q or None, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    factors = await server.doorman.factors.summaries([u.id for u in found])
     if wants_json(request):
-        users_json = [u.public_fields() for u in found]
+        users_json = [
+            {**u.public_fields(), "two_factor": factors_json(factors[u.id])} for u in found
+        ]
         return json_response({"users": users_json, "total": total, "page": page, "pages": pages})
 
     def page_url(number: int) -> str:
@@ -64,6 +68,7 @@ async def _users_list(
         status,
         section="users",
         users=found,
+        factors={u.id: describe_factors(factors[u.id]) for u in found},
         q=q,
         total=total,
         page=page,
