@@ -77,9 +77,7 @@ async def test_a_recovery_code_is_a_proof_once(server: Server, later: Later) -> 
         assert again.status_code == 400  # spent
 
 
-async def test_a_stale_session_cannot_add_or_remove_a_passkey(
-    server: Server, later: Later
-) -> None:
+async def test_a_stale_session_cannot_add_or_remove_a_passkey(server: Server, later: Later) -> None:
     async with signed_in(server, "root") as root:
         later.ahead = 400
         headers = {**JSON, "x-csrftoken": await token_of(root)}
