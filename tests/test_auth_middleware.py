@@ -41,7 +41,14 @@ from doorman.integrations.starlette import exception_handlers
 from doorman.stores import SessionStore, counter_for
 
 from .conftest import SECRET, make_store
-from .helpers import COOKIE, TestClient, client, session_signer, sqlite_threads_settled
+from .helpers import (
+    COOKIE,
+    TestClient,
+    client,
+    migrated_sqlite,
+    session_signer,
+    sqlite_threads_settled,
+)
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "another long passphrase 42"
@@ -139,7 +146,7 @@ async def doorman(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         request.applymarker(pytest.mark.postgres)
         db = request.getfixturevalue("postgres_url")
     else:
-        db = str(tmp_path / "accounts.db")
+        db = migrated_sqlite(tmp_path / "accounts.db")
     found = Doorman(db, secret=SECRET, hasher=fast_hasher(), entry_points=False)
     await found.startup()
     if request.param == "postgres":
