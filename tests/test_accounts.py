@@ -944,9 +944,11 @@ async def test_a_wrong_secret_revoked_or_expired_token_is_refused(
     assert await doorman.tokens.revoke(token.id)
     assert await doorman.tokens.verify(text) is None
 
-    _, short_lived = await doorman.tokens.create(alice, expires_in=0.2)
+    # Long enough to be live when checked even on a busy machine (tests in parallel).
+    short_token, short_lived = await doorman.tokens.create(alice, expires_in=2)
     assert await doorman.tokens.verify(short_lived) is not None
-    await asyncio.sleep(0.25)
+    assert short_token.expires_at is not None
+    await asyncio.sleep(max(0.0, short_token.expires_at - time.time()) + 0.05)
     assert await doorman.tokens.verify(short_lived) is None
 
 

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,14 @@ from doorman.integrations.starlette import exception_handlers
 from doorman.stores import SessionStore, counter_for
 
 from .conftest import SECRET, make_store
-from .helpers import COOKIE, TestClient, client, session_signer, sqlite_threads_settled
+from .helpers import (
+    COOKIE,
+    TestClient,
+    client,
+    migrated_sqlite,
+    session_signer,
+    sqlite_threads_settled,
+)
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "another long passphrase 42"
@@ -138,7 +146,7 @@ async def doorman(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         request.applymarker(pytest.mark.postgres)
         db = request.getfixturevalue("postgres_url")
     else:
-        db = str(tmp_path / "accounts.db")
+        db = migrated_sqlite(tmp_path / "accounts.db")
     found = Doorman(db, secret=SECRET, hasher=fast_hasher(), entry_points=False)
     await found.startup()
     if request.param == "postgres":
@@ -401,7 +409,8 @@ async def test_bearer_tokens_live_revoked_expired(doorman: Doorman) -> None:
 
     alice = await doorman.users.require("alice")
     token, text = await doorman.tokens.create(alice, name="ci")
-    _, short = await doorman.tokens.create(alice, expires_in=0.3)
+    # Long enough to be live at the first request even on a busy machine (tests in parallel).
+    short_token, short = await doorman.tokens.create(alice, expires_in=2)
     async with client(build_app(doorman, MemoryStore())) as api:
         actor = (await api.get("/whoami", headers=bearer(text))).json()["actor"]
         assert actor["id"] == "alice"
@@ -409,7 +418,8 @@ async def test_bearer_tokens_live_revoked_expired(doorman: Doorman) -> None:
         assert (await api.get("/whoami", headers=bearer(short))).json()["actor"]["id"] == "alice"
         await doorman.tokens.revoke(token.id)
         assert (await api.get("/whoami", headers=bearer(text))).json()["actor"] is None
-        await asyncio.sleep(0.35)
+        assert short_token.expires_at is not None
+        await asyncio.sleep(max(0.0, short_token.expires_at - time.time()) + 0.05)
         assert (await api.get("/whoami", headers=bearer(short))).json()["actor"] is None
         for junk in ["", "dmt_", text[:-1] + "A", "x" * 5000, "dmt_zz\u00e9"]:
             response = await api.get("/whoami", headers=bearer(junk))

@@ -29,7 +29,7 @@ from doorman.server.app import create_app
 from doorman.server.fast_auth import FastPaths
 
 from .conftest import SECRET
-from .helpers import client, session_signer
+from .helpers import client, migrated_sqlite, session_signer
 
 pytestmark = pytest.mark.anyio
 
@@ -64,8 +64,9 @@ def full_stack(app: Any) -> ASGIApp:
 async def world(
     tmp_path: Path, *, plugins: list[Any] = (), **overrides: Any
 ) -> AsyncIterator[World]:  # type: ignore[assignment]
+    if "db" not in overrides:
+        overrides["db"] = migrated_sqlite(tmp_path / "doorman.db")
     options = {
-        "db": str(tmp_path / "doorman.db"),
         "secret": SECRET,
         "public_url": "https://auth.example.com",
         "allowed_origins": ["https://app.example.com"],

@@ -23,7 +23,7 @@ from doorman.server.app import create_app
 from doorman.server.devices import UNKNOWN_DEVICE, device_name
 
 from .conftest import SECRET
-from .helpers import client
+from .helpers import client, migrated_sqlite
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +48,9 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, protected: Any = None, **overrides: Any) -> AsyncIterator[Any]:
-    options = {"db": str(tmp_path / "doorman.db"), "secret": SECRET, **overrides}
+    if "db" not in overrides:
+        overrides["db"] = migrated_sqlite(tmp_path / "doorman.db")
+    options = {"secret": SECRET, **overrides}
     settings = load_settings(environ={}, overrides=options)
     doorman, store = assemble(settings, [SECRET])
     doorman.hasher = doorman.users.hasher = PasswordHasher(time_cost=1, memory_cost=1024)

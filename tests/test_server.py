@@ -25,7 +25,7 @@ from doorman.server.app import create_app
 from doorman.stores.base import SessionStore
 
 from .conftest import SECRET
-from .helpers import COOKIE, client, session_signer
+from .helpers import COOKIE, client, migrated_sqlite, session_signer
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +43,9 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
-    options = {"db": str(tmp_path / "doorman.db"), "secret": SECRET, **overrides}
+    if "db" not in overrides:
+        overrides["db"] = migrated_sqlite(tmp_path / "doorman.db")
+    options = {"secret": SECRET, **overrides}
     found = load_settings(environ={}, overrides=options)
     doorman, store = assemble(found, [SECRET])
     doorman.hasher = doorman.users.hasher = PasswordHasher(time_cost=1, memory_cost=1024)

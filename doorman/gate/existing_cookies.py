@@ -27,18 +27,27 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from ._extras import needs_extra
-from ._identity import drop_identity_headers
-from ._paths import unambiguous_path
-from ._scope import COOKIE_NAME, header
-from ._types import ASGIApp, Message, Receive, Scope, Send
-from ._whoami import WhoamiFailed, ask_whoami, valid_actor
-from .auth.actors import set_actor
-from .auth.websockets import refuse_handshake, refused_origin
-from .exceptions import BadSignature, ConfigError, SignatureExpired
-from .origins import AllowedOrigins, own_origin
-from .redirects import NextSigner
-from .signing import Signer, TimestampSigner, b64decode, b64encode
+from .._extras import needs_extra
+from .._identity import drop_identity_headers
+from .._paths import unambiguous_path
+from .._scope import header
+from .._types import ASGIApp, Message, Receive, Scope, Send
+from .._whoami import WhoamiFailed, ask_whoami, valid_actor
+from ..auth.actors import set_actor
+from ..auth.websockets import refuse_handshake, refused_origin
+from ..exceptions import BadSignature, ConfigError, SignatureExpired
+from ..origins import own_origin
+from ..redirects import NextSigner
+from ..signing import Signer, TimestampSigner, b64decode, b64encode
+from .answers import adding_headers, cookies_of, refuse, send_json
+from .options import (
+    checked_cookie_name,
+    checked_list,
+    checked_network,
+    checked_origins,
+    checked_public_path,
+    checked_url,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -50,7 +59,6 @@ security_log = logging.getLogger("doorman.security")
 
 _MAX_COOKIE = 4000  # browsers drop bigger cookies silently
 _MAX_NEXT = 4000  # the sign-in server refuses a longer ``next``
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
@@ -92,12 +100,12 @@ class ExistingCookiesGate:
         with needs_extra("gate", "ExistingCookiesGate"):
             importlib.import_module("httpx")
         self.app = app
-        self.api_url = _checked_url("api_url", api_url)
-        self.auth_redirect_url = _checked_url("auth_redirect_url", auth_redirect_url)
-        self.cookie_name = _checked_cookie_name("cookie_name", cookie_name)
+        self.api_url = checked_url("api_url", api_url)
+        self.auth_redirect_url = checked_url("auth_redirect_url", auth_redirect_url)
+        self.cookie_name = checked_cookie_name("cookie_name", cookie_name)
         names = [
-            _checked_cookie_name("original_cookies", name)
-            for name in _checked_list("original_cookies", original_cookies)
+            checked_cookie_name("original_cookies", name)
+            for name in checked_list("original_cookies", original_cookies)
         ]
         if not names or cookie_name in names:
             raise ConfigError(
@@ -110,12 +118,12 @@ class ExistingCookiesGate:
         self.ttl, self.timeout = ttl, timeout
         self.require_auth = require_auth
         self.public_paths = tuple(
-            _checked_public_path(path) for path in _checked_list("public_paths", public_paths)
+            checked_public_path(path) for path in checked_list("public_paths", public_paths)
         )
         self.trusted_proxies = tuple(
-            _checked_network(proxy) for proxy in _checked_list("trusted_proxies", trusted_proxies)
+            checked_network(proxy) for proxy in checked_list("trusted_proxies", trusted_proxies)
         )
-        self.allowed_origins = _checked_origins(_checked_list("allowed_origins", allowed_origins))
+        self.allowed_origins = checked_origins(checked_list("allowed_origins", allowed_origins))
         secrets = [secret] if isinstance(secret, str) else list(secret)
         self._verdicts = TimestampSigner(secrets, salt="doorman.gate")
         self._binder = Signer(secrets, salt="doorman.gate.binding")
@@ -138,7 +146,7 @@ class ExistingCookiesGate:
             await refuse_handshake(scope, receive, send, refused)
             return
         drop_identity_headers(scope)
-        cookies = _cookies_of(scope)
+        cookies = cookies_of(scope)
         forwarded = "; ".join(f"{n}={v}" for n, v in cookies if n in self.original_cookies)
         binding = self._binding(forwarded) if forwarded else ""
         gate_cookies = [value for name, value in cookies if name == self.cookie_name]
@@ -153,7 +161,7 @@ class ExistingCookiesGate:
                 actor = await self._ask_upstream(forwarded)
             except WhoamiFailed as error:
                 log.error("the sign-in server at %s %s; answering 503", self._upstream, error)
-                await _refuse(kind, send, 503, "The sign-in server is unavailable; try again.")
+                await refuse(kind, send, 503, "The sign-in server is unavailable; try again.")
                 return
             if actor is not None or not self.require_auth:
                 new_cookie = self._verdict_cookie(scope, actor, binding)
@@ -163,7 +171,7 @@ class ExistingCookiesGate:
             await self._turn_away(scope, send, new_cookie)
             return
         set_actor(scope, actor)
-        await self.app(scope, receive, _adding_headers(send, new_cookie))
+        await self.app(scope, receive, adding_headers(send, new_cookie))
 
     async def aclose(self) -> None:
         """Close the gate's own HTTP client (lifespan shutdown does it too)."""
@@ -308,7 +316,7 @@ class ExistingCookiesGate:
             header(scope, b"accept") or ""
         )
         if not browser:
-            await _send_json(send, 401, {"error": "Sign in first."}, extra)
+            await send_json(send, 401, {"error": "Sign in first."}, extra)
             return
         location = self.auth_redirect_url
         url = self._original_url(scope)
@@ -316,106 +324,4 @@ class ExistingCookiesGate:
             query = urlencode({"next": url, "next_sig": self._next_signer.sign(url)})
             location += ("&" if "?" in location else "?") + query
         headers = [(b"location", location.encode("latin-1", "replace")), *extra]
-        await _send_json(send, 302, None, headers)
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-def _cookies_of(scope: Scope) -> list[tuple[str, str]]:
-    """Every ``name=value`` of every Cookie header, in order; duplicates kept."""
-    pairs: list[tuple[str, str]] = []
-    for key, value in scope["headers"]:
-        if key != b"cookie":
-            continue
-        for part in value.decode("latin-1").split(";"):
-            name, sep, cookie = part.strip().partition("=")
-            if sep and COOKIE_NAME.fullmatch(name) and not _CONTROL.search(cookie):
-                pairs.append((name, cookie.strip()))
-    return pairs
-
-
-def _adding_headers(send: Send, cookie: bytes | None) -> Send:
-    """``Vary: Cookie`` on every gated answer (it depends on who asks), and our cookie."""
-
-    async def send_with_headers(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = list(message.get("headers", ()))
-            varies = b",".join(v for k, v in headers if k.lower() == b"vary").lower()
-            if b"cookie" not in varies and b"*" not in varies:
-                headers.append((b"vary", b"Cookie"))
-            if cookie:
-                headers.append((b"set-cookie", cookie))
-            message = {**message, "headers": headers}
-        await send(message)
-
-    return send_with_headers
-
-
-async def _send_json(
-    send: Send, status: int, body: object, headers: list[tuple[bytes, bytes]]
-) -> None:
-    content = b"" if body is None else json.dumps(body).encode()
-    start = [
-        (b"content-length", str(len(content)).encode()),
-        (b"cache-control", b"no-store"),
-        (b"vary", b"Cookie"),
-    ]
-    if content:
-        start.append((b"content-type", b"application/json"))
-    await send({"type": "http.response.start", "status": status, "headers": start + headers})
-    await send({"type": "http.response.body", "body": content})
-
-
-async def _refuse(kind: str, send: Send, status: int, message: str) -> None:
-    if kind == "websocket":
-        await send({"type": "websocket.close", "code": 1013})  # try again later
-        return
-    await _send_json(send, status, {"error": message}, [])
-
-
-# -- checks at construction -------------------------------------------------------------
-
-
-def _checked_url(name: str, url: str) -> str:
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"{name} = {url!r}: give an absolute http(s) URL, such as "
-            "https://auth.example.com/-/whoami for api_url or .../-/login for auth_redirect_url"
-        )
-    return url
-
-
-def _checked_list(option: str, value: Sequence[str]) -> Sequence[str]:
-    if isinstance(value, str):  # a common slip: "doorman_session" for ["doorman_session"]
-        raise ConfigError(f"{option} = {value!r}: give a list, such as [{value!r}]")
-    return value
-
-
-def _checked_cookie_name(option: str, name: str) -> str:
-    if not isinstance(name, str) or not COOKIE_NAME.fullmatch(name):
-        raise ConfigError(f"{option}: {name!r} is not a cookie name, such as 'doorman_session'")
-    return name
-
-
-def _checked_public_path(path: str) -> str:
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ConfigError(f"public_paths: {path!r} must start with '/', such as '/static/'")
-    return path
-
-
-def _checked_origins(origins: Sequence[str]) -> AllowedOrigins:
-    try:
-        return AllowedOrigins(origins)
-    except ValueError as error:
-        raise ConfigError(f"allowed_origins: {error}") from None
-
-
-def _checked_network(proxy: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        return ipaddress.ip_network(proxy, strict=False)
-    except ValueError:
-        raise ConfigError(
-            f"trusted_proxies: {proxy!r} is not an address or network, such as '10.0.0.0/8'"
-        ) from None
+        await send_json(send, 302, None, headers)
