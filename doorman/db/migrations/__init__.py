@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import weakref
 from typing import Literal
@@ -43,6 +44,7 @@ def _config() -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
     """The newest revision this version of doorman ships."""
     head = ScriptDirectory.from_config(_config()).get_current_head()
@@ -104,6 +106,8 @@ def _upgrade(connection: Connection, revision: str) -> None:
     if connection.dialect.name == "postgresql":
         # Held until the transaction ends: concurrent workers migrate one at a time.
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK})")
+    if revision in ("head", head_revision()) and _current_revision(connection) == head_revision():
+        return  # there already: no need to load Alembic's environment and scripts
     config = _config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
