@@ -1,0 +1,58 @@
+"""Attacks on two-factor sign-in found by a black-box review (issue 16), each kept as a test.
+
+A stolen password must not do what the password and a second factor do
+together, whichever door it is tried at.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pyotp
+import pytest
+
+from .test_fast_auth import PASSWORD, World, again_and_again, ask, world
+
+pytestmark = pytest.mark.anyio
+
+
+def basic(username: str) -> list[tuple[bytes, bytes]]:
+    pair = base64.b64encode(f"{username}:{PASSWORD}".encode())
+    return [(b"authorization", b"Basic " + pair)]
+
+
+async def turn_on_totp(w: World, username: str) -> None:
+    user = await w.doorman.users.require(username)
+    secret = await w.doorman.totp.start(user)
+    assert await w.doorman.totp.confirm(user, pyotp.TOTP(secret).now())
+
+
+async def basic_actor(w: World, username: str) -> object:
+    """Who HTTP Basic with ``username``'s password is, on the fast path and the full stack."""
+    whoami = await again_and_again(w, basic(username), path="/-/whoami")
+    return json.loads(whoami[2])["actor"]
+
+
+async def test_http_basic_is_no_way_around_a_second_factor(tmp_path: Path) -> None:
+    """With ``basic_auth`` on, a password alone once signed in an account with an
+    authenticator app: /-/auth let it through to every app, and /-/account/two-factor
+    turned the app off and handed out new recovery codes."""
+    async with world(tmp_path, basic_auth=True) as w:
+        assert await basic_actor(w, "alice") is not None  # cached: a verified pair
+        await turn_on_totp(w, "alice")
+        assert await basic_actor(w, "alice") is None  # the cached pair too
+        assert (await again_and_again(w, basic("alice")))[0] == 401
+        regenerate = await ask(w.full, basic("alice"), method="POST", path="/-/account/two-factor")
+        assert regenerate[0] in (401, 403)
+
+
+async def test_http_basic_does_not_skip_the_enrolment_the_policy_asks(tmp_path: Path) -> None:
+    """Under ``require_two_factor = "admins"`` an admin with no factor must enrol before
+    reaching anything; HTTP Basic reached /-/admin with the password alone."""
+    async with world(tmp_path, basic_auth=True, require_two_factor="admins") as w:
+        await w.doorman.create_user("root", PASSWORD, admin=True)
+        assert await basic_actor(w, "root") is None
+        assert (await ask(w.full, basic("root"), path="/-/admin"))[0] in (302, 303, 401)
+        assert await basic_actor(w, "alice") is not None  # not covered: a password is enough
