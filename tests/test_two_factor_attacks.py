@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.parse
 from pathlib import Path
 
 import pyotp
 import pytest
 
+from .helpers import client
 from .test_fast_auth import PASSWORD, World, again_and_again, ask, world
 
 pytestmark = pytest.mark.anyio
@@ -56,3 +58,43 @@ async def test_http_basic_does_not_skip_the_enrolment_the_policy_asks(tmp_path: 
         assert await basic_actor(w, "root") is None
         assert (await ask(w.full, basic("root"), path="/-/admin"))[0] in (302, 303, 401)
         assert await basic_actor(w, "alice") is not None  # not covered: a password is enough
+
+
+async def pending_enrolment(browser: object, username: str) -> str:
+    """A sign-in of ``username`` held up to enrol: the secret its page offers."""
+    token = (await browser.get("/-/whoami?csrf=1")).json()["csrftoken"]  # type: ignore[attr-defined]
+    answer = await browser.post(  # type: ignore[attr-defined]
+        "/-/login",
+        json={"username": username, "password": PASSWORD},
+        headers={"x-csrftoken": token},
+    )
+    assert answer.json() == {"two_factor": "/-/login/two-factor"}, answer.text
+    page = await browser.get("/-/login/two-factor", headers={"accept": "application/json"})  # type: ignore[attr-defined]
+    uri = page.json()["two_factor"]["otpauth_uri"]
+    return urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
+
+
+async def test_an_enrolment_secret_is_shown_to_one_session_only(tmp_path: Path) -> None:
+    """Under the policy, every sign-in held up to enrol was shown the same waiting secret:
+    someone with the password alone read it, waited for the owner to set up their app
+    with it, and then had their second factor too, for good."""
+    async with world(tmp_path, require_two_factor="everyone") as w:
+        base = "https://auth.example.com"
+        async with client(w.app, base_url=base) as thief, client(w.app, base_url=base) as owner:
+            seen = await pending_enrolment(thief, "alice")
+            offered = await pending_enrolment(owner, "alice")
+            assert offered != seen
+            token = (await owner.get("/-/whoami?csrf=1")).json()["csrftoken"]
+            done = await owner.post(
+                "/-/login/two-factor",
+                json={"code": pyotp.TOTP(offered).now()},
+                headers={"x-csrftoken": token},
+            )
+            assert done.status_code == 200, done.text
+            token = (await thief.get("/-/whoami?csrf=1")).json()["csrftoken"]
+            stolen = await thief.post(
+                "/-/login/two-factor",
+                json={"code": pyotp.TOTP(seen).now()},
+                headers={"x-csrftoken": token},
+            )
+            assert stolen.status_code == 401, stolen.text

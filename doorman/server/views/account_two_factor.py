@@ -25,7 +25,13 @@ from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .forms import FormErrors, sentence
 from .step_up import step_up_needed
-from .totp_setup import WRONG_SETUP_CODE, new_recovery_codes, setup_context, waiting_secret
+from .totp_setup import (
+    WRONG_SETUP_CODE,
+    new_recovery_codes,
+    setup_context,
+    shown_here,
+    waiting_secret,
+)
 
 __all__ = [
     "ACTIONS",
@@ -74,7 +80,7 @@ async def start_totp(
 ) -> Response:
     """A new secret to set the app up with (on once confirmed); refused while the app is on."""
     try:
-        secret = await waiting_secret(server, user)
+        secret = await waiting_secret(request, server, user)
     except AccountError as error:
         return await _render(request, server, user, 409, errors=FormErrors.of(sentence(error)))
     return await _render(request, server, user, setup=setup_context(server, user, secret))
@@ -85,7 +91,7 @@ async def confirm_totp(
 ) -> Response:
     """The app on after a correct code, and the first recovery codes, shown this once."""
     state = await server.doorman.totp.state(user)
-    if state is None or state.on:
+    if state is None or state.on or not shown_here(request, state.secret):
         errors = FormErrors.of("Nothing to confirm: set up the authenticator app first.")
         return await _render(request, server, user, 409, errors=errors)
     if not await server.doorman.totp.confirm(user, field(fields, "code", 100)):
