@@ -98,3 +98,20 @@ async def test_an_enrolment_secret_is_shown_to_one_session_only(tmp_path: Path) 
                 headers={"x-csrftoken": token},
             )
             assert stolen.status_code == 401, stolen.text
+
+
+@pytest.mark.parametrize("action", ["rename", "remove"])
+@pytest.mark.parametrize("passkey_id", ["9223372036854775808", "99999999999999999999999"])
+async def test_a_passkey_id_past_the_databases_integers_is_a_404(
+    tmp_path: Path, action: str, passkey_id: str
+) -> None:
+    """``/-/passkeys/{id}/...`` took any number of digits to the database: a 500."""
+    async with world(tmp_path) as w, client(w.app, base_url="https://auth.example.com") as alice:
+        token = (await alice.get("/-/whoami?csrf=1")).json()["csrftoken"]
+        headers = {"x-csrftoken": token}
+        body = {"username": "alice", "password": PASSWORD}
+        assert (await alice.post("/-/login", json=body, headers=headers)).status_code == 200
+        token = (await alice.get("/-/whoami?csrf=1")).json()["csrftoken"]
+        path = f"/-/passkeys/{passkey_id}/{action}"
+        answer = await alice.post(path, json={"name": "x"}, headers={"x-csrftoken": token})
+        assert answer.status_code == 404, answer.text
