@@ -115,3 +115,24 @@ async def test_a_passkey_id_past_the_databases_integers_is_a_404(
         path = f"/-/passkeys/{passkey_id}/{action}"
         answer = await alice.post(path, json={"name": "x"}, headers={"x-csrftoken": token})
         assert answer.status_code == 404, answer.text
+
+
+async def test_the_policy_keeps_the_last_factor_of_those_it_covers(tmp_path: Path) -> None:
+    """A passkey that is a covered person's last factor cannot be removed; their only
+    authenticator app could be turned off, and the account was back to a password."""
+    async with (
+        world(tmp_path, require_two_factor="everyone") as w,
+        client(w.app, base_url="https://auth.example.com") as alice,
+    ):
+        secret = await pending_enrolment(alice, "alice")
+        token = (await alice.get("/-/whoami?csrf=1")).json()["csrftoken"]
+        code = {"code": pyotp.TOTP(secret).now()}
+        done = await alice.post("/-/login/two-factor", json=code, headers={"x-csrftoken": token})
+        assert done.status_code == 200, done.text
+        token = (await alice.get("/-/whoami?csrf=1")).json()["csrftoken"]
+        off = await alice.post(
+            "/-/account/two-factor", json={"action": "disable"}, headers={"x-csrftoken": token}
+        )
+        assert off.status_code == 409, off.text
+        user = await w.doorman.users.require("alice")
+        assert (await w.doorman.second_factors(user)).totp
