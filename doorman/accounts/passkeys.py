@@ -154,6 +154,8 @@ class Passkeys:
 
     async def rename(self, user_id: int, passkey_id: int, name: str) -> bool:
         """Give one of ``user_id``'s passkeys a new name; False if they have no such passkey."""
+        if not _storable(passkey_id):
+            return False
         query = (
             passkeys_table.update()
             .where(passkeys_table.c.id == passkey_id, passkeys_table.c.user_id == user_id)
@@ -164,6 +166,8 @@ class Passkeys:
 
     async def remove(self, user_id: int, passkey_id: int) -> Passkey | None:
         """Delete one of ``user_id``'s passkeys; return it, or None if they have no such one."""
+        if not _storable(passkey_id):
+            return None
         table = passkeys_table
         mine = (table.c.id == passkey_id, table.c.user_id == user_id)
         async with connect(self.engine, write=True) as connection:
@@ -215,3 +219,8 @@ def _passkey(row: Any) -> Passkey:
         created_at=row["created_at"],
         last_used_at=row["last_used_at"],
     )
+
+
+def _storable(passkey_id: int) -> bool:
+    """An id a database row can have: one from a URL may have any number of digits."""
+    return 0 < passkey_id < 2**63

@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..db.schema import passkeys_table, recovery_codes_table, totp_table
 from ..db.transaction import connect
+from .users import User
 
-__all__ = ["SecondFactors", "SecondFactorsSummary"]
+__all__ = ["SecondFactors", "SecondFactorsSummary", "policy_covers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,11 @@ class SecondFactorsSummary:
         """True when a sign-in with a password needs a second step. Recovery codes alone do
         not count: they stand in for a factor, they are not one."""
         return self.totp or self.passkeys > 0
+
+
+def policy_covers(policy: str, user: User) -> bool:
+    """Whether ``require_two_factor = policy`` says ``user`` must have a second factor."""
+    return policy == "everyone" or (policy == "admins" and user.is_admin)
 
 
 class SecondFactors:

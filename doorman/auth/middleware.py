@@ -23,6 +23,7 @@ from typing import Any
 from .._answers import send_error
 from .._scope import client_address, header
 from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..accounts.second_factors import policy_covers
 from ..accounts.tokens import Token
 from ..accounts.users import User
 from ..core import Doorman
@@ -64,12 +65,22 @@ class AuthMiddleware:
     guess. With ``basic_auth=True`` HTTP Basic credentials are checked (and
     throttled) like a sign-in form; a verified pair is remembered for five
     minutes in this process so that each request does not pay for argon2.
+    HTTP Basic is a password alone: it signs in nobody with a second factor,
+    nor anyone ``require_two_factor`` (the sign-in server's policy) covers.
     """
 
-    def __init__(self, app: ASGIApp, doorman: Doorman, *, basic_auth: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        doorman: Doorman,
+        *,
+        basic_auth: bool = False,
+        require_two_factor: str = "none",
+    ) -> None:
         self.app = app
         self.doorman = doorman
         self.basic_auth = basic_auth
+        self.require_two_factor = require_two_factor
         self._basic_key = secrets.token_bytes(32)
         self._basic_cache: OrderedDict[bytes, tuple[int, str | None, float]] = OrderedDict()
 
@@ -169,7 +180,7 @@ class AuthMiddleware:
         if cached is not None and cached[2] > time.monotonic():
             user = await self.doorman.users.get(cached[0])
             if user is not None and user.is_active and user.password_hash == cached[1]:
-                return user.actor("basic")
+                return await self._basic_actor(user)
         try:
             user = await self.doorman.authenticate(username, password, client=client_address(scope))
         except Throttled:
@@ -177,6 +188,19 @@ class AuthMiddleware:
         except AuthenticationFailed:
             return None
         self._remember(cache_key, user)
+        return await self._basic_actor(user)
+
+    async def _basic_actor(self, user: User) -> dict[str, Any] | None:
+        """``user``'s actor for a right password, unless a password alone must not sign them
+        in: asked on every request, so a factor turned on ends the remembered pair's use."""
+        if (
+            policy_covers(self.require_two_factor, user)
+            or (await self.doorman.second_factors(user)).any
+        ):
+            security_log.warning(
+                "HTTP Basic refused for %s: the account needs a second factor", user.username
+            )
+            return None
         return user.actor("basic")
 
     def _remember(self, cache_key: bytes, user: User) -> None:

@@ -149,7 +149,12 @@ def _around(inner: ASGIApp, server: ServerState, secrets: list[str]) -> ASGIApp:
     """``inner`` inside the middleware every request passes, outermost last."""
     settings, doorman = server.settings, server.doorman
     sessions = functools.partial(_sessions, settings=settings, secrets=secrets, store=server.store)
-    wrapped: ASGIApp = AuthMiddleware(inner, doorman, basic_auth=settings.basic_auth)
+    wrapped: ASGIApp = AuthMiddleware(
+        inner,
+        doorman,
+        basic_auth=settings.basic_auth,
+        require_two_factor=settings.require_two_factor,
+    )
     wrappers = [w for w in doorman.plugins.hook.asgi_wrapper(doorman=doorman) if w is not None]
     for wrapper in wrappers:
         wrapped = wrapper(wrapped)

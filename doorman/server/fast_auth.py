@@ -72,7 +72,12 @@ def fast_paths(
     settings, doorman = server.settings, server.doorman
 
     def auth(answer: ASGIApp) -> ASGIApp:
-        return AuthMiddleware(answer, doorman, basic_auth=settings.basic_auth)
+        return AuthMiddleware(
+            answer,
+            doorman,
+            basic_auth=settings.basic_auth,
+            require_two_factor=settings.require_two_factor,
+        )
 
     def cors(app: ASGIApp) -> ASGIApp:
         if not settings.cors_origins:

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ...accounts.second_factors import policy_covers
 from ...accounts.users import User
 from ...auth.guards import requires
 from ...events import EventKind
@@ -24,8 +25,15 @@ from ..state import ServerState, state_of
 from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .forms import FormErrors, sentence
+from .passkeys_manage import LAST_FACTOR
 from .step_up import step_up_needed
-from .totp_setup import WRONG_SETUP_CODE, new_recovery_codes, setup_context, waiting_secret
+from .totp_setup import (
+    WRONG_SETUP_CODE,
+    new_recovery_codes,
+    setup_context,
+    shown_here,
+    waiting_secret,
+)
 
 __all__ = [
     "ACTIONS",
@@ -74,7 +82,7 @@ async def start_totp(
 ) -> Response:
     """A new secret to set the app up with (on once confirmed); refused while the app is on."""
     try:
-        secret = await waiting_secret(server, user)
+        secret = await waiting_secret(request, server, user)
     except AccountError as error:
         return await _render(request, server, user, 409, errors=FormErrors.of(sentence(error)))
     return await _render(request, server, user, setup=setup_context(server, user, secret))
@@ -85,7 +93,7 @@ async def confirm_totp(
 ) -> Response:
     """The app on after a correct code, and the first recovery codes, shown this once."""
     state = await server.doorman.totp.state(user)
-    if state is None or state.on:
+    if state is None or state.on or not shown_here(request, state.secret):
         errors = FormErrors.of("Nothing to confirm: set up the authenticator app first.")
         return await _render(request, server, user, 409, errors=errors)
     if not await server.doorman.totp.confirm(user, field(fields, "code", 100)):
@@ -114,7 +122,11 @@ async def regenerate_recovery_codes(
 async def disable_totp(
     request: Request, server: ServerState, user: User, fields: dict[str, str]
 ) -> Response:
-    """The app off; the recovery codes go too when no factor is left for them to stand in for."""
+    """The app off; the recovery codes go too when no factor is left for them to stand in for.
+    Refused when it is the last factor of a person ``require_two_factor`` covers."""
+    covered = policy_covers(server.settings.require_two_factor, user)
+    if covered and not (await server.doorman.second_factors(user)).passkeys:
+        return await _render(request, server, user, 409, errors=FormErrors.of(LAST_FACTOR))
     if await server.doorman.totp.disable(user):
         await record(request, EventKind.TWO_FACTOR_DISABLED, user)
     if not (await server.doorman.second_factors(user)).any:

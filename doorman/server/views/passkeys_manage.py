@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...accounts.passkeys import Passkey
+from ...accounts.second_factors import policy_covers
 from ...accounts.users import User
 from ...events import EventKind
 from ...redirects import safe_path
@@ -45,15 +46,10 @@ async def passkeys_of(request: Request) -> list[Passkey]:
     return [] if user is None else await server.doorman.passkeys.list(user.id)
 
 
-def _covered(server: ServerState, user: User) -> bool:
-    policy = server.settings.require_two_factor
-    return policy == "everyone" or (policy == "admins" and user.is_admin)
-
-
 async def may_remove(server: ServerState, user: User) -> bool:
     """False when removing one passkey would leave ``user`` without the factor the policy
     asks of them."""
-    if not _covered(server, user):
+    if not policy_covers(server.settings.require_two_factor, user):
         return True
     summary = await server.doorman.factors.summary(user.id)
     return summary.totp or summary.passkeys > 1

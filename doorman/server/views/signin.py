@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..._scope import client_address
+from ...accounts.second_factors import policy_covers
 from ...accounts.users import User
 from ...auth import csrf
 from ...auth.login import login, logout
@@ -180,8 +181,7 @@ async def second_step_for(request: Request, user: User) -> Literal["code", "enro
     enrolling a factor (the policy covers them, and they have none), or nothing."""
     if (await state_of(request).doorman.second_factors(user)).any:
         return "code"
-    policy = state_of(request).settings.require_two_factor
-    if policy == "everyone" or (policy == "admins" and user.is_admin):
+    if policy_covers(state_of(request).settings.require_two_factor, user):
         return "enrol"
     return None
 

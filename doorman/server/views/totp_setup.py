@@ -8,6 +8,8 @@ that answers the POST that made them.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 import segno
@@ -19,7 +21,16 @@ from ...events import EventKind
 from ..state import ServerState
 from .audit import record
 
-__all__ = ["WRONG_SETUP_CODE", "new_recovery_codes", "setup_context", "waiting_secret"]
+__all__ = [
+    "WRONG_SETUP_CODE",
+    "new_recovery_codes",
+    "setup_context",
+    "shown_here",
+    "waiting_secret",
+]
+
+#: The session key of the SHA-256 of the waiting secret this session was shown.
+SHOWN_SETUP = "_totp_shown"
 
 WRONG_SETUP_CODE = (
     "That code is not right. Check that the app shows the code for this account, and that "
@@ -27,12 +38,26 @@ WRONG_SETUP_CODE = (
 )
 
 
-async def waiting_secret(server: ServerState, user: User) -> str:
-    """The secret waiting for its first code; a new one if none waits."""
+async def waiting_secret(request: Request, server: ServerState, user: User) -> str:
+    """The secret waiting for its first code, when this session was the one shown it; else a
+    new one, which ends any other's. No other session (someone with the password, under the
+    policy) learns the secret the owner then sets their app up with."""
     state = await server.doorman.totp.state(user)
-    if state is not None and not state.on:
+    if state is not None and not state.on and shown_here(request, state.secret):
         return state.secret
-    return await server.doorman.totp.start(user)
+    secret = await server.doorman.totp.start(user)
+    request.scope["session"][SHOWN_SETUP] = _digest(secret)
+    return secret
+
+
+def shown_here(request: Request, secret: str) -> bool:
+    """Whether this session was shown ``secret`` by ``waiting_secret``."""
+    shown = request.scope["session"].get(SHOWN_SETUP)
+    return isinstance(shown, str) and hmac.compare_digest(shown, _digest(secret))
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def setup_context(server: ServerState, user: User, secret: str) -> dict[str, Any]:

@@ -37,7 +37,13 @@ from .audit import record
 from .common import checked_form, field, json_error, redirect, refuse_csrf, wants_json
 from .forms import FormErrors
 from .signin import after_sign_in
-from .totp_setup import WRONG_SETUP_CODE, new_recovery_codes, setup_context, waiting_secret
+from .totp_setup import (
+    WRONG_SETUP_CODE,
+    new_recovery_codes,
+    setup_context,
+    shown_here,
+    waiting_secret,
+)
 
 __all__ = ["routes", "second_step_page"]
 
@@ -98,7 +104,9 @@ async def _enrol(
     """The covered person's first factor: on with a right code, then signed in, with their
     recovery codes shown this once."""
     user = pending.user
-    if not await server.doorman.totp.confirm(user, code):
+    state = await server.doorman.totp.state(user)
+    mine = state is not None and shown_here(request, state.secret)
+    if not mine or not await server.doorman.totp.confirm(user, code):
         errors = FormErrors()
         errors.add(WRONG_SETUP_CODE, "code")
         return await _page(request, server, pending, True, errors, status=401)
@@ -134,7 +142,7 @@ async def _page(
     headers = {} if refusal is None else {"retry-after": str(refusal.retry_after)}
     setup: dict[str, Any] = {}
     if enrol:
-        secret = await waiting_secret(server, pending.user)
+        secret = await waiting_secret(request, server, pending.user)
         setup = setup_context(server, pending.user, secret)
     if wants_json(request):
         body: dict[str, Any] = {"two_factor": {"username": pending.user.username, "enrol": enrol}}
