@@ -176,6 +176,17 @@ async def test_permission_denied_is_logged_for_someone_signed_in_only(doorman: D
     assert found.detail == {"action": "admin", "resource": "/x"}
 
 
+async def test_refused_passkeys_from_one_place_are_one_row_a_minute(doorman: Doorman) -> None:
+    """A passwordless sign-in names nobody, so anyone can send refused passkeys in a loop:
+    they must not fill the log (a row per reason, each a fixed word, per minute)."""
+    for reason in ["unknown credential"] * 20 + ["bad signature"] * 20:
+        detail = {"purpose": "sign-in", "reason": reason}
+        await doorman.events.record("passkey-failed", address=ADDRESS, detail=detail)
+    await doorman.events.record("passkey-failed", address="192.0.2.99", detail=detail)
+    found = await doorman.events.list()
+    assert sorted(e.address or "" for e in found) == sorted([ADDRESS, ADDRESS, "192.0.2.99"])
+
+
 # -- what is never written -------------------------------------------------------------
 
 

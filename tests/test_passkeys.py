@@ -176,6 +176,20 @@ async def test_registration_from_another_origin_or_rp_is_refused(tmp_path: Path)
         assert (await kinds(found)).count("passkey-failed") == 2
 
 
+async def test_a_loop_of_refused_passkeys_does_not_fill_the_event_log(tmp_path: Path) -> None:
+    """The origin a refused answer claims is the client's: it varies at will, and must not
+    make each refusal a row of its own."""
+    async with passkey_site(tmp_path) as found:
+        browser = await signed_in_as(found, "alice")
+        for n in range(8):
+            answer = await enrol(browser, SoftAuthenticator(origin=f"http://evil{n}.example.com"))
+            assert answer.status_code == 400, answer.text
+        assert (await kinds(found)).count("passkey-failed") == 1
+        await found.doorman.events.flush()
+        [event] = [e for e in await found.doorman.events.list() if e.kind == "passkey-failed"]
+        assert "evil" not in str(event.detail)
+
+
 # -- signing in with a passkey alone --------------------------------------------------------
 
 

@@ -51,8 +51,14 @@ __all__ = ["EventFilter", "EventLog", "EventPage", "LoggedEvent", "edit_detail"]
 security_log = logging.getLogger("doorman.security")
 
 #: Kinds anyone can repeat at no cost: one row a minute per worker for the same who and where.
+#: A refused passkey is one: the passwordless sign-in asks no name, so anyone may send one.
 _NOISY = frozenset(
-    {EventKind.SIGN_IN_THROTTLED, EventKind.PERMISSION_DENIED, EventKind.WEBSOCKET_REFUSED}
+    {
+        EventKind.SIGN_IN_THROTTLED,
+        EventKind.PERMISSION_DENIED,
+        EventKind.WEBSOCKET_REFUSED,
+        EventKind.PASSKEY_FAILED,
+    }
 )
 _PRUNE_CHUNK = 5_000
 #: How many of the newest events ``kinds`` looks at for plugins' kinds.
