@@ -208,9 +208,34 @@ async def test_a_passkey_alone_signs_in_once_per_challenge(tmp_path: Path) -> No
         assert await whoami(visitor) == "alice"
         methods = (await visitor.get("/-/whoami")).json()["actor"]
         assert methods["username"] == "alice"
-        # The same answer again: the challenge was popped from the session.
+        # The same answer again: the challenge was claimed once, in the shared counter.
         again = await post(visitor, "authenticate", body)
-        assert again.status_code == 400 and "expired" in again.json()["error"]
+        assert again.status_code == 400 and "used already" in again.json()["error"]
+
+
+async def test_the_login_pages_passkey_challenge_stores_no_session(tmp_path: Path) -> None:
+    """Every visit of the login page on a browser with autofill asks for a challenge: a
+    visitor's session kept for each would fill the store. The challenge keeps itself:
+    signed, with its end, used once; one we did not sign, or past its end, is refused."""
+    async with passkey_site(tmp_path) as found:
+        authenticator = SoftAuthenticator(origin=BASE)
+        assert (await enrol(await signed_in_as(found, "alice"), authenticator)).status_code == 201
+        visitor = found.browser()
+        for _ in range(5):
+            asked = await visitor.post(
+                "/-/passkeys/authenticate/options",
+                json={"purpose": "sign-in"},
+                headers={"x-csrftoken": await csrf_of(visitor)},
+            )
+            assert asked.status_code == 200
+            assert "doorman_session" not in asked.headers.get("set-cookie", "")
+        options = asked.json()
+        forged = {**options, "challenge": options["challenge"][:-4] + "AAAA"}
+        body = {"purpose": "sign-in", "credential": authenticator.assert_(forged)}
+        refused = await post(visitor, "authenticate", body)
+        assert refused.status_code == 400 and "expired" in refused.json()["error"]
+        body = {"purpose": "sign-in", "credential": authenticator.assert_(options)}
+        assert (await post(visitor, "authenticate", body)).status_code == 200
 
 
 async def test_a_replayed_cookie_session_cannot_reuse_a_challenge(tmp_path: Path) -> None:

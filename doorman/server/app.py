@@ -34,6 +34,7 @@ from ..mail import Outbox
 from ..origins import AllowedOrigins
 from ..sessions.middleware import SessionMiddleware
 from ..settings import Settings
+from ..signing import Signer
 from ..stores.base import SessionStore
 from .access_log import AccessLogMiddleware
 from .background import Background
@@ -142,6 +143,7 @@ def _server_state(
         csrf=csrf,
         outbox=Outbox.from_settings(settings),
         background=Background(),
+        challenge_signer=Signer(secrets, salt="doorman.passkey-challenge", digest_size=16),
     )
 
 

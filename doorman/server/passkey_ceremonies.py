@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -45,6 +46,7 @@ from webauthn.helpers.structs import (
 from ..accounts.passkeys import Passkey
 from ..accounts.users import User
 from ..auth import csrf
+from ..exceptions import BadSignature
 from .state import ServerState
 
 __all__ = [
@@ -137,16 +139,16 @@ class Challenge:
 
 @asynccontextmanager
 async def take_challenge(
-    request: Request, server: ServerState, purpose: Purpose
+    request: Request, server: ServerState, purpose: Purpose, credential: object = None
 ) -> AsyncIterator[Challenge]:
-    """The challenge given out for ``purpose``, popped from the session and claimed once in
-    the shared counter (spent when the block ends without an exception that is not ours)."""
-    session = request.scope["session"]
-    kept = session.get(SESSION_CHALLENGES)
-    note = kept.get(purpose) if isinstance(kept, dict) else None
-    if isinstance(kept, dict) and purpose in kept:
-        session[SESSION_CHALLENGES] = {k: v for k, v in kept.items() if k != purpose}
-    challenge = _challenge_of(note)
+    """The challenge given out for ``purpose``, popped from the session (or, for a
+    passwordless sign-in, read back from ``credential`` and its signature checked) and
+    claimed once in the shared counter (spent when the block ends without an exception
+    that is not ours)."""
+    if purpose == "sign-in":
+        challenge = _signed_challenge_of(server, credential)
+    else:
+        challenge = _challenge_of(_pop_challenge(request, purpose))
     if challenge is None:
         raise CeremonyFailed(
             "This passkey request has expired. Please try again.", "no or stale challenge"
@@ -159,6 +161,40 @@ async def take_challenge(
             )
         claim.spend()  # whatever comes next, this challenge is used up
         yield challenge
+
+
+def _pop_challenge(request: Request, purpose: Purpose) -> object:
+    session = request.scope["session"]
+    kept = session.get(SESSION_CHALLENGES)
+    note = kept.get(purpose) if isinstance(kept, dict) else None
+    if isinstance(kept, dict) and purpose in kept:
+        session[SESSION_CHALLENGES] = {k: v for k, v in kept.items() if k != purpose}
+    return note
+
+
+def _new_signed_challenge(server: ServerState) -> bytes:
+    """A passwordless sign-in's challenge: random, with its end, signed. The login page asks
+    for one at every visit (autofill), and a visitor's session would be stored to keep it:
+    this one keeps itself. Used once all the same: ``take_challenge`` claims it."""
+    value = f"{secrets.token_urlsafe(18)}.{int(time.time() + CHALLENGE_FOR)}"
+    return server.challenge_signer.sign(value).encode("ascii")
+
+
+def _signed_challenge_of(server: ServerState, credential: object) -> Challenge | None:
+    """The challenge a passwordless answer signed, if we made it and it has not ended."""
+    response = credential.get("response") if isinstance(credential, dict) else None
+    text = response.get("clientDataJSON") if isinstance(response, dict) else None
+    if not isinstance(text, str) or len(text) > 4096:
+        return None
+    try:
+        client_data = json.loads(base64url_to_bytes(text))
+        value = base64url_to_bytes(client_data["challenge"])
+        _nonce, _, until = server.challenge_signer.unsign(value.decode("ascii")).rpartition(".")
+    except (ValueError, TypeError, KeyError, RecursionError, BadSignature):
+        return None
+    if not (until.isascii() and until.isdigit()) or time.time() > int(until):
+        return None
+    return Challenge(value, None, {})
 
 
 def _challenge_of(note: object) -> Challenge | None:
@@ -227,8 +263,11 @@ def authentication_options(
 ) -> dict[str, Any]:
     """Options for ``navigator.credentials.get()``: ``allowed`` passkeys, or any (sign-in)."""
     rp = relying_party(request, server)
-    challenge = _keep_challenge(request, purpose, user_id)
     required = purpose == "sign-in"
+    if required:
+        challenge = _new_signed_challenge(server)
+    else:
+        challenge = _keep_challenge(request, purpose, user_id)
     options = generate_authentication_options(
         rp_id=rp.id,
         challenge=challenge,

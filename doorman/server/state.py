@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ..mail import Outbox
     from ..origins import AllowedOrigins
     from ..settings import Settings
+    from ..signing import Signer
     from ..stores.base import SessionStore
     from .background import Background
     from .redirects import NextSigner
@@ -40,6 +41,8 @@ class ServerState:
     outbox: Outbox
     #: Where views send mail without making the answer wait for it.
     background: Background
+    #: Signs the challenges of passwordless sign-ins, which no session keeps (a visitor's).
+    challenge_signer: Signer
 
     def url(self, path: str) -> str:
         """A doorman route: ``url("login")`` is "/-/login"."""

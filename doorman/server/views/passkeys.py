@@ -229,8 +229,6 @@ async def authenticate_options(request: Request) -> Response:
     if isinstance(user, User) and not allowed:
         return json_error("You have no passkey.", 400)
     options = authentication_options(request, server, purpose, user_id, allowed)
-    if purpose == "sign-in" and request.scope.get("actor") is None:
-        request.scope["session"].set_expiry(600)  # a visitor's session, for this challenge only
     return JSONResponse(options, headers=_NO_STORE)
 
 
@@ -258,7 +256,7 @@ async def _proven(
     request: Request, server: ServerState, purpose: Purpose, expected: User | None, credential: Any
 ) -> Passkey:
     """The passkey that answered the challenge for ``purpose``, every check passed."""
-    async with take_challenge(request, server, purpose) as challenge:
+    async with take_challenge(request, server, purpose, credential) as challenge:
         if challenge.user_id != (expected.id if expected else None):
             raise CeremonyFailed("This passkey request was for another account.", "wrong user")
         if not isinstance(credential, dict) or not isinstance(credential.get("id"), str):
