@@ -93,16 +93,14 @@ class SecondFactors:
 
 
 async def _summary(connection: AsyncConnection, user_id: int) -> SecondFactorsSummary:
-    counts = {}
-    for name, table, counted in (
-        ("totp", totp_table, totp_table.c.confirmed_at.is_not(None)),
-        ("passkeys", passkeys_table, sa.true()),
-        ("recovery_codes", recovery_codes_table, recovery_codes_table.c.used_at.is_(None)),
-    ):
-        query = sa.select(sa.func.count()).where(table.c.user_id == user_id, counted)
-        counts[name] = (await connection.execute(query)).scalar_one()
-    return SecondFactorsSummary(
-        totp=counts["totp"] > 0,
-        passkeys=counts["passkeys"],
-        recovery_codes=counts["recovery_codes"],
-    )
+    """The three counts in one query: it runs at every sign-in (and HTTP Basic request)."""
+    counts = [
+        sa.select(sa.func.count()).where(table.c.user_id == user_id, counted).scalar_subquery()
+        for table, counted in (
+            (totp_table, totp_table.c.confirmed_at.is_not(None)),
+            (passkeys_table, sa.true()),
+            (recovery_codes_table, recovery_codes_table.c.used_at.is_(None)),
+        )
+    ]
+    totp, passkeys, codes = (await connection.execute(sa.select(*counts))).one()
+    return SecondFactorsSummary(totp=totp > 0, passkeys=passkeys, recovery_codes=codes)

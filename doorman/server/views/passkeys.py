@@ -126,27 +126,10 @@ async def _registrant(
     return None
 
 
-async def register_options(request: Request) -> Response:
-    server = state_of(request)
-    try:
-        await _json_body(request)
-    except _Refused as error:
-        return _refusal(error)
-    found = await _registrant(request, server)
-    if found is None:
-        return json_error("Sign in to add a passkey.", 401)
-    stale = step_up_needed(request, back=server.url("account/two-factor"))
-    if stale is not None:
-        return stale
-    user = found[0]
-    existing = await server.doorman.passkeys.list(user.id)
-    handle = await server.doorman.passkeys.user_handle(user.id)
-    options = registration_options(request, server, user, handle, existing)
-    return JSONResponse(options, headers=_NO_STORE)
-
-
-async def register(request: Request) -> Response:
-    server = state_of(request)
+async def _may_register(
+    request: Request, server: ServerState
+) -> tuple[dict[str, Any], User, PendingSignIn | None] | Response:
+    """The request's body, who adds a passkey and their pending sign-in; else the refusal."""
     try:
         data = await _json_body(request)
     except _Refused as error:
@@ -157,7 +140,27 @@ async def register(request: Request) -> Response:
     stale = step_up_needed(request, back=server.url("account/two-factor"))
     if stale is not None:
         return stale
-    user, pending = found
+    return data, *found
+
+
+async def register_options(request: Request) -> Response:
+    server = state_of(request)
+    allowed = await _may_register(request, server)
+    if isinstance(allowed, Response):
+        return allowed
+    user = allowed[1]
+    existing = await server.doorman.passkeys.list(user.id)
+    handle = await server.doorman.passkeys.user_handle(user.id)
+    options = registration_options(request, server, user, handle, existing)
+    return JSONResponse(options, headers=_NO_STORE)
+
+
+async def register(request: Request) -> Response:
+    server = state_of(request)
+    allowed = await _may_register(request, server)
+    if isinstance(allowed, Response):
+        return allowed
+    data, user, pending = allowed
     try:
         async with take_challenge(request, server, "register") as challenge:
             handle = challenge.extra.get("handle")
@@ -311,8 +314,8 @@ async def _proof_done(
         target = safe_path(data.get("next"), default="")
         return JSONResponse({"confirmed": True, "redirect": target}, headers=_NO_STORE)
     destination = destination_of(server, {k: v for k, v in data.items() if isinstance(v, str)})
-    response = await signed_in(request, user, destination.url, via="passkey")
-    return _with_redirect(response, destination.url)
+    also = {"redirect": destination.url}  # where the page goes next
+    return await signed_in(request, user, destination.url, via="passkey", also=also)
 
 
 async def _complete(
@@ -325,17 +328,6 @@ async def _complete(
     return await after_sign_in(
         request, pending.user, actor, target, remember=pending.remember, response=response
     )
-
-
-def _with_redirect(response: Response, target: str) -> Response:
-    """``signed_in``'s JSON answer, with where the page goes next."""
-    if not isinstance(response, JSONResponse) or response.status_code != 200:
-        return response
-    answer = json.loads(bytes(response.body))
-    answer["redirect"] = target
-    again = JSONResponse(answer, headers=_NO_STORE)
-    again.raw_headers.extend(h for h in response.raw_headers if h[0] == b"set-cookie")
-    return again
 
 
 def _public(passkey: Passkey) -> dict[str, Any]:

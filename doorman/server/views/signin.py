@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 from starlette.requests import Request
@@ -149,6 +150,7 @@ async def signed_in(
     *,
     remember: bool = True,
     via: str = "password",
+    also: Mapping[str, Any] | None = None,
 ) -> Response:
     """Sign ``user`` in on this request (a new session key and CSRF token); go to ``target``.
 
@@ -173,7 +175,7 @@ async def signed_in(
                 return JSONResponse({"two_factor": url}, headers={"cache-control": "no-store"})
             return redirect(url, status)
     actor = await login(request, user, via=via)
-    return await after_sign_in(request, user, actor, target, status, remember=remember)
+    return await after_sign_in(request, user, actor, target, status, remember=remember, also=also)
 
 
 async def second_step_for(request: Request, user: User) -> Literal["code", "enrol"] | None:
@@ -195,14 +197,17 @@ async def after_sign_in(
     *,
     remember: bool = True,
     response: Response | None = None,
+    also: Mapping[str, Any] | None = None,
 ) -> Response:
     """What follows ``login()``: the session's expiry, a new CSRF token, this browser trusted
-    for the account; then ``response``, or the actor (JSON) or a redirect to ``target``."""
+    for the account; then ``response``, or the actor (JSON, with ``also``'s keys) or a
+    redirect to ``target``."""
     session = request.scope["session"]
     session.set_expiry(None if remember else 0)  # 0: the cookie ends with the browser session
     csrf.rotate(session)  # a token seen before sign-in is worthless after
     if response is None and wants_json(request):
-        response = JSONResponse({"actor": actor}, headers={"cache-control": "no-store"})
+        body = {"actor": actor, **(also or {})}
+        response = JSONResponse(body, headers={"cache-control": "no-store"})
     elif response is None:
         response = redirect(target, status)
     remember_device(request, response, user)  # this browser is now trusted for this account
