@@ -110,6 +110,26 @@ async def test_login_page_is_a_labelled_form_with_security_headers(server: Serve
     assert page.headers["referrer-policy"] == "same-origin"
 
 
+PAGE_POLICY = "default-src 'self'"
+STRICTEST_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+async def test_answers_that_are_not_pages_get_the_strictest_policy(server: Server) -> None:
+    """JSON, text and redirects: nothing may load from them or frame them; pages keep theirs."""
+    async with browse(server) as browser:
+        page = await browser.get("/-/login", headers=HTML)
+        whoami = await browser.get("/-/whoami")
+        check = await browser.get("/-/auth")
+        away = await browser.get("/-/account", headers=HTML)
+        style = await browser.get("/-/static/doorman.css")
+    assert page.headers["content-security-policy"].startswith(PAGE_POLICY)
+    assert (whoami.status_code, check.status_code, away.status_code) == (200, 401, 302)
+    for answer in (whoami, check, away, style):
+        assert answer.headers["content-security-policy"] == STRICTEST_POLICY, answer.url
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+
+
 async def test_sign_in_cycles_the_session_and_lands_on_the_account(server: Server) -> None:
     async with browse(server) as browser:
         await csrf_token(browser)

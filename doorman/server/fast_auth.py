@@ -30,7 +30,7 @@ from ..auth.middleware import AuthMiddleware, bearer_token
 from ..core import Doorman
 from ..db.epoch_reads import request_arrived, request_done
 from .cors import CORSMiddleware
-from .headers import SECURITY_HEADERS, SecurityHeadersMiddleware
+from .headers import API_SECURITY_HEADERS, SecurityHeadersMiddleware
 from .kept_answers import KeptAnswers, KeptTokenAnswers, SignedInShortcut, TokenShortcut
 from .state import ServerState
 from .views.api import ForwardAuth, whoami_response
@@ -53,7 +53,7 @@ _SIGNED_OUT_HEADERS = [
     _VARY,
     (b"content-length", b"14"),
     (b"content-type", b"text/plain; charset=utf-8"),
-    *SECURITY_HEADERS,
+    *API_SECURITY_HEADERS,
 ]
 
 
@@ -161,7 +161,7 @@ class WhoamiAnswer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         actor = scope.get("actor")
         response = whoami_response(actor, auth_methods(scope))
-        headers, body = [*response.raw_headers, *SECURITY_HEADERS], bytes(response.body)
+        headers, body = [*response.raw_headers, *API_SECURITY_HEADERS], bytes(response.body)
         if actor is not None and actor.get("via") == "token":
             text = bearer_token(scope)
             if text is not None:
@@ -245,7 +245,7 @@ class ForwardAuthAnswer:
                 *_OK_HEADERS,
                 *identity_headers(actor),
                 methods_header(methods),
-                *SECURITY_HEADERS,
+                *API_SECURITY_HEADERS,
             ]
             await self.kept.remember(scope.get("session"), actor, methods, headers[:])
             await send({"type": "http.response.start", "status": 200, "headers": headers})
