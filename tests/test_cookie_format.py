@@ -266,3 +266,38 @@ def test_a_remembered_cookie_still_says_which_secret_signed_it() -> None:
     for _ in range(2):
         assert rotated.unsign_newest(old) == ("some-key", False)  # so it is signed anew
     assert rotated.unsign_newest(BEFORE["count"])[1] is False  # the format before, too
+
+
+# -- the store remembers what it decoded ---------------------------------------------------
+
+
+@pytest.mark.parametrize("format", ["now", "before"])
+def test_a_remembered_key_still_ends_at_its_expiry(
+    format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, now = CookieStore(), time.time()
+    if format == "now":
+        key = store.save_nowait(None, '{"d":{"n":1}}', now + 60)
+    else:  # the format before issue 14: "<expiry>.<standard base64>"
+        key = f"{int(now) + 60}.eyJkIjp7Im4iOjF9fQ=="
+    assert store.load_nowait(key) == store.load_nowait(key) == '{"d":{"n":1}}'
+    monkeypatch.setattr(time, "time", lambda: now + 61)
+    assert store.load_nowait(key) is None
+    assert store.load_nowait(key) is None, "and stays gone"
+
+
+def test_keys_that_are_not_keys_load_nothing_remembered_or_not() -> None:
+    store = CookieStore()
+    for key in ["", "!!", "x.y", "123.!!", "AAAA", "_w" * 9, "99999999999999.e30="]:
+        assert store.load_nowait(key) is None and store.load_nowait(key) is None, key
+
+
+def test_the_store_remembers_a_bounded_number_of_keys() -> None:
+    store, until = CookieStore(), time.time() + 60
+    keys = [store.save_nowait(None, f'{{"d":{{"n":{n}}}}}', until) for n in range(REMEMBERED + 50)]
+    assert [store.load_nowait(key) for key in keys] == [
+        f'{{"d":{{"n":{n}}}}}' for n in range(REMEMBERED + 50)
+    ]
+    assert len(store._decoded) == REMEMBERED
+    too_long = store.save_nowait(None, '{"d":{"s":"' + "x" * REMEMBERED_LENGTH + '"}}', until)
+    assert store.load_nowait(too_long) is not None and too_long not in store._decoded

@@ -25,6 +25,8 @@ __all__ = ["CookieStore"]
 
 _EXPIRY_BYTES = 4
 _LAST_EXPIRY = 2**32 - 1  # 2106: "no end" for a cookie
+_REMEMBERED = 1024  # keys decoded, as many as the middleware remembers signatures
+_REMEMBERED_LENGTH = 1024  # characters: a 2 MB bound in all
 
 
 class CookieStore:
@@ -32,19 +34,34 @@ class CookieStore:
 
     stateless = True
 
+    def __init__(self) -> None:
+        # The last keys decoded, with their expiry and payload: a browser sends the same
+        # cookie until it changes, and decoding is most of a load. Keys come here only
+        # once the middleware has checked their signature.
+        self._decoded: dict[str, tuple[int, str | None]] = {}
+
     def load_nowait(self, key: str) -> str | None:
+        decoded = self._decoded.get(key)
+        if decoded is None:
+            decoded = self._decode(key)
+            if len(key) <= _REMEMBERED_LENGTH:
+                remembered = self._decoded
+                remembered[key] = decoded
+                if len(remembered) > _REMEMBERED:
+                    remembered.pop(next(iter(remembered)), None)  # the oldest
+        expiry, payload = decoded
+        return payload if expiry > time.time() else None
+
+    @staticmethod
+    def _decode(key: str) -> tuple[int, str | None]:
+        """The key's expiry and payload; 0 and None for a key that is not one."""
         if "." in key:  # not in base64's URL-safe alphabet: a key of the format before
-            return _load_before(key)
+            return _decode_before(key)
         try:
             packed = b64decode(key)
-        except BadSignature:
-            return None
-        if int.from_bytes(packed[:_EXPIRY_BYTES], "big") <= time.time():
-            return None
-        try:
-            return packed[_EXPIRY_BYTES:].decode()
-        except UnicodeDecodeError:
-            return None
+            return int.from_bytes(packed[:_EXPIRY_BYTES], "big"), packed[_EXPIRY_BYTES:].decode()
+        except (BadSignature, UnicodeDecodeError):
+            return 0, None
 
     async def load(self, key: str) -> str | None:
         return self.load_nowait(key)
@@ -69,14 +86,12 @@ class CookieStore:
         return None
 
 
-def _load_before(key: str) -> str | None:
-    """A payload from a key of the format before issue 14, or None once it has expired."""
+def _decode_before(key: str) -> tuple[int, str | None]:
+    """The expiry and payload of a key of the format before issue 14; 0 and None if not one."""
     stamp, sep, encoded = key.partition(".")
     if not (sep and stamp.isascii() and stamp.isdigit()) or len(stamp) > 12:
-        return None
-    if int(stamp) <= time.time():
-        return None
+        return 0, None
     try:
-        return binascii.a2b_base64(encoded, strict_mode=True).decode()
+        return int(stamp), binascii.a2b_base64(encoded, strict_mode=True).decode()
     except (binascii.Error, ValueError):
-        return None
+        return 0, None
