@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from doorman.config import Settings, assemble, load_settings
 from doorman.core import Doorman
 from doorman.hookspecs import hookimpl
 from doorman.server.app import create_app
-from doorman.server.fast_auth import FastPaths
+from doorman.server.fast_auth import FastPaths, ForwardAuthEntrance
 
 from .conftest import SECRET
 from .helpers import client, migrated_sqlite, session_signer
@@ -391,6 +393,82 @@ async def again_and_again(
         answers.append(fast)
     assert answers[0] == answers[1] == answers[2]
     return answers[-1]
+
+
+class CountingStack:
+    """Stands in front of the entrance's stack: how many requests the entrance sent down it."""
+
+    def __init__(self, entrance: ForwardAuthEntrance) -> None:
+        self.stack, self.calls = entrance.stack, 0
+        entrance.stack = self
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.calls += 1
+        await self.stack(scope, receive, send)
+
+
+def entrance_of(app: Any) -> ForwardAuthEntrance:
+    while not isinstance(app, FastPaths):
+        app = app.app
+    entrance = app.paths["/-/auth"].app
+    while not isinstance(entrance, ForwardAuthEntrance):
+        entrance = entrance.app
+    return entrance
+
+
+@pytest.mark.parametrize("sessions", ["cookie", "db"])
+async def test_a_repeated_check_is_answered_at_the_entrance(tmp_path: Path, sessions: str) -> None:
+    """The kept answer, as the full stack gives it, without going down the stack; a request
+    with credentials still goes down it."""
+    async with world(tmp_path, sessions=sessions) as w:
+        cookie = [(b"cookie", await sign_in(w))]
+        stack = CountingStack(entrance_of(w.app))
+        answer = await again_and_again(w, cookie)
+        assert answer[0] == 200 and stack.calls == 1, "the first makes the answer; two kept"
+        await ask(w.app, [*cookie, (b"authorization", b"Bearer not-a-token")])
+        assert stack.calls == 2
+
+
+@pytest.mark.parametrize("sessions", ["cookie", "db"])
+async def test_an_idle_timeout_renews_the_cookie_at_the_entrance_too(
+    tmp_path: Path, sessions: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    async with world(tmp_path, sessions=sessions, idle_timeout=300) as w:  # a touch every 30 s
+        cookie = [(b"cookie", await sign_in(w))]
+        stack = CountingStack(entrance_of(w.app))
+        await again_and_again(w, cookie)
+        now = time.time()
+        monkeypatch.setattr(time, "time", lambda: now + 40)  # a touch is due, last_seen not
+        answer = await ask(w.app, cookie)
+        assert answer[0] == 200 and stack.calls == 1
+        renewed = headers_of(answer)[b"set-cookie"].split(b";")[0]
+        assert (await ask(w.app, [(b"cookie", renewed)]))[0] == 200
+        monkeypatch.setattr(time, "time", lambda: now + 40 + 301)  # idle past the timeout
+        assert (await ask(w.app, [(b"cookie", renewed)]))[0] == 401
+
+
+async def test_answers_made_at_the_entrance_are_logged_as_the_stacks_are(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with world(tmp_path) as w:
+        cookie = [(b"cookie", await sign_in(w))]
+        stack = CountingStack(entrance_of(w.app))
+        with caplog.at_level(logging.INFO, logger="doorman.access"):
+            for headers in (cookie, cookie, [], [(b"cookie", b"doorman_session=forged")]):
+                await ask(w.app, headers)
+    assert stack.calls == 2, "the first signed-in check and the forged cookie"
+    access = [r for r in caplog.records if r.name == "doorman.access"]
+    lines = [re.sub(r" [0-9.]+ms$", "", r.getMessage()) for r in access]
+    forged = [r for r in caplog.records if "bad signature" in r.getMessage()]
+    assert len(forged) == 1, "the entrance and the stack read the cookie once between them"
+    assert lines == [
+        '203.0.113.7 "GET /-/auth HTTP/1.1" 200',
+        '203.0.113.7 "GET /-/auth HTTP/1.1" 200',
+        '203.0.113.7 "GET /-/auth HTTP/1.1" 401',
+        '203.0.113.7 "GET /-/auth HTTP/1.1" 401',
+    ]
 
 
 async def alice(world: World) -> Any:

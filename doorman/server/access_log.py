@@ -71,23 +71,34 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            client = scope.get("client")
-            args = (
-                client[0] if client else "-",
-                scope["method"],
-                _printable(scope.get("raw_path") or scope["path"].encode()),
-                scope.get("http_version", "1.1"),
-                status,
-                (time.perf_counter() - started) * 1000,
+            self.write(scope, status, started)
+
+    def enabled(self) -> bool:
+        return self.log.isEnabledFor(logging.INFO)
+
+    def write(self, scope: Scope, status: int, started: float) -> None:
+        """The line for an http request answered ``status``, which arrived at ``started``.
+
+        For answers made beside ``app`` too (the forward-auth fast path's), so
+        that no ``send`` is wrapped for them; check ``enabled()`` first.
+        """
+        client = scope.get("client")
+        args = (
+            client[0] if client else "-",
+            scope["method"],
+            _printable(scope.get("raw_path") or scope["path"].encode()),
+            scope.get("http_version", "1.1"),
+            status,
+            (time.perf_counter() - started) * 1000,
+        )
+        handler = _only_handler(self.log)
+        if handler is not None:
+            handler.write_line(_LINE % args)
+        else:
+            # As log.info() does, minus its search of the stack for the caller's line.
+            self.log.handle(
+                self.log.makeRecord(self.log.name, logging.INFO, "", 0, _LINE, args, None)
             )
-            handler = _only_handler(self.log)
-            if handler is not None:
-                handler.write_line(_LINE % args)
-            else:
-                # As log.info() does, minus its search of the stack for the caller's line.
-                self.log.handle(
-                    self.log.makeRecord(self.log.name, logging.INFO, "", 0, _LINE, args, None)
-                )
 
 
 def _only_handler(logger: logging.Logger) -> AccessLogHandler | None:
@@ -178,9 +189,21 @@ def _printable(raw_path: bytes) -> str:
 
     Escaped, so that no path can forge a line of its own.
     """
+    printed = _PRINTED.get(raw_path)
+    if printed is not None:
+        return printed
     if _PLAIN.fullmatch(raw_path) and not _LINK_ROUTE.search(raw_path):
-        return raw_path.decode("ascii")  # most paths: nothing to cut, hide or escape
+        printed = raw_path.decode("ascii")  # most paths: nothing to cut, hide or escape
+        if len(_PRINTED) >= _MAX_PRINTED:
+            _PRINTED.clear()
+        _PRINTED[raw_path] = printed
+        return printed
     return _escaped(raw_path)
+
+
+#: Plain paths seen lately, as printed: a proxy asks the same few all day.
+_PRINTED: dict[bytes, str] = {}
+_MAX_PRINTED = 256
 
 
 def _escaped(raw_path: bytes) -> str:

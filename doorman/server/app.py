@@ -168,7 +168,8 @@ def _around(inner: ASGIApp, server: ServerState, secrets: list[str]) -> ASGIApp:
     if settings.cors_origins:
         wrapped = CORSMiddleware(wrapped, origins=settings.cors_origins, prefix=server.prefix)
     if not wrappers and not settings.sentry:  # a plugin's wrapper, or Sentry, sees every request
-        wrapped = fast_paths(wrapped, server, sessions=sessions, forward_auth_methods=_FORWARD_AUTH)
+        # The access log too: inside, so that the fast answers need not wrap `send`.
+        return fast_paths(wrapped, server, sessions=sessions, forward_auth_methods=_FORWARD_AUTH)
     wrapped = with_sentry(wrapped, settings.sentry)
     return AccessLogMiddleware(wrapped) if settings.access_log else wrapped
 

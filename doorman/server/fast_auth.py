@@ -20,6 +20,7 @@ login page, a 403) come from the server's own ``ForwardAuth`` view.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
@@ -29,13 +30,23 @@ from ..auth.auth_methods import auth_methods, meets, methods_header, requirement
 from ..auth.middleware import AuthMiddleware, bearer_token
 from ..core import Doorman
 from ..db.epoch_reads import request_arrived, request_done
+from ..exceptions import StoreError
+from ..sessions.middleware import SessionMiddleware
+from .access_log import AccessLogMiddleware
 from .cors import CORSMiddleware
 from .headers import API_SECURITY_HEADERS, SecurityHeadersMiddleware
-from .kept_answers import KeptAnswers, KeptTokenAnswers, SignedInShortcut, TokenShortcut
+from .kept_answers import KeptAnswers, KeptTokenAnswers, TokenShortcut
 from .state import ServerState
 from .views.api import ForwardAuth, whoami_response
 
-__all__ = ["FastPath", "FastPaths", "ForwardAuthAnswer", "WhoamiAnswer", "fast_paths"]
+__all__ = [
+    "FastPath",
+    "FastPaths",
+    "ForwardAuthAnswer",
+    "ForwardAuthEntrance",
+    "WhoamiAnswer",
+    "fast_paths",
+]
 
 _OK = b"OK\n"
 _NONE: frozenset[str] = frozenset()
@@ -67,9 +78,15 @@ def fast_paths(
     """``app``, with ``/-/auth`` and ``/-/whoami`` sent down short stacks.
 
     ``sessions`` wraps an app in the session middleware, as the full stack's is
-    built; each short stack has its own, and its own ``AuthMiddleware``.
+    built; each short stack has its own, and its own ``AuthMiddleware``. With
+    the ``access_log`` setting, every request gets its line here: ``app`` and
+    the short stacks inside ``AccessLogMiddleware``, and the answers that
+    ``ForwardAuthEntrance`` makes itself written by it.
     """
     settings, doorman = server.settings, server.doorman
+
+    def logged(app: ASGIApp) -> ASGIApp:
+        return AccessLogMiddleware(app) if settings.access_log else app
 
     def auth(answer: ASGIApp) -> ASGIApp:
         return AuthMiddleware(
@@ -84,24 +101,26 @@ def fast_paths(
             return app
         return CORSMiddleware(app, origins=settings.cors_origins, prefix=server.prefix)
 
-    # /-/auth: a kept signed-in answer inside the session middleware; the plain 401 before.
+    # /-/auth: the plain 401 and kept signed-in answers at the entrance; the rest down the stack.
     kept = KeptAnswers(doorman)
     forward_auth = ForwardAuthAnswer(doorman, SecurityHeadersMiddleware(ForwardAuth(server)), kept)
-    signed_in = sessions(SignedInShortcut(auth(forward_auth), kept))
-    anonymous = AnonymousShortcut(signed_in, doorman, cookie=_cookie_name(signed_in))
+    stack = sessions(auth(forward_auth))
+    assert isinstance(stack, SessionMiddleware), "sessions() must wrap in a SessionMiddleware"
+    log = AccessLogMiddleware(stack) if settings.access_log else None
+    entrance = ForwardAuthEntrance(log or stack, stack, kept, doorman, log)
     # /-/whoami: a kept answer for an API token before the session middleware.
     tokens = KeptTokenAnswers(doorman)
     whoami = sessions(auth(WhoamiAnswer(tokens)))
     with_token = TokenShortcut(whoami, tokens, cookie=_cookie_name(whoami))
     return FastPaths(
-        app,
+        logged(app),
         {
             server.url("auth"): FastPath(
-                cors(anonymous), frozenset(forward_auth_methods), any_query=True
+                cors(entrance), frozenset(forward_auth_methods), any_query=True
             ),
             # With ?csrf=1 it makes a CSRF cookie, which Starlette's stack sends.
             server.url("whoami"): FastPath(
-                cors(with_token), frozenset({"GET", "HEAD"}), any_query=False
+                logged(cors(with_token)), frozenset({"GET", "HEAD"}), any_query=False
             ),
         },
     )
@@ -176,31 +195,89 @@ def _cookie_name(sessions: ASGIApp) -> bytes:
     return name.encode("latin-1")
 
 
-class AnonymousShortcut:
-    """A request with no session cookie and no credentials gets the plain 401 at once.
+class ForwardAuthEntrance:
+    """``/-/auth``'s two commonest answers at once; every other request down ``stack``.
 
-    Down the stack, such a request would load no session (none is named),
-    resolve no actor (no ``Authorization``; no plugin's ``actor_from_request``
-    to ask) and be answered 401 by ``ForwardAuthAnswer``, with nothing added on
-    the way out. A request whose ``Cookie`` header names the session cookie
-    anywhere, valid or not, or that sends ``Authorization``, goes down the
-    stack, as does one that the answer would send to the login page.
+    - No session cookie named, no ``Authorization``, no plugin's
+      ``actor_from_request`` to ask, no ``?rd=`` and no browser: the plain 401.
+      Down the stack, such a request would load no session, resolve no actor
+      and be answered that 401 by ``ForwardAuthAnswer``, with nothing added.
+    - A session cookie and no ``Authorization``: the session, loaded as
+      ``sessions`` (the stack's own middleware) loads it, and its kept answer
+      (``KeptAnswers``) while everything that answer rests on stands, with what
+      ``sessions`` adds for a session that was read (``Vary: Cookie``; a renewed
+      cookie under an idle timeout, saved first).
+
+    Both are the stack's answers byte for byte, with the same access line
+    (written through ``log``), but no middleware wraps ``send`` for them. A
+    store that fails sends the request down the stack, which answers 503.
     """
 
-    def __init__(self, app: ASGIApp, doorman: Doorman, *, cookie: bytes) -> None:
-        self.app = app
+    def __init__(
+        self,
+        stack: ASGIApp,
+        sessions: SessionMiddleware,
+        kept: KeptAnswers,
+        doorman: Doorman,
+        log: AccessLogMiddleware | None,
+    ) -> None:
+        self.stack = stack
+        self.sessions = sessions
+        self.kept = kept
         self.doorman = doorman
-        self._named = cookie + b"="
+        self.log = log
+        self._named = _cookie_name(sessions) + b"="
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        named = False
         for name, value in scope["headers"]:
-            if name == b"authorization" or (name == b"cookie" and self._named in value):
-                await self.app(scope, receive, send)
+            if name == b"authorization":
+                await self.stack(scope, receive, send)
                 return
-        if self.doorman.plugins.hook.actor_from_request.get_hookimpls() or not _plain(scope):
-            await self.app(scope, receive, send)
-            return
-        await _sign_in_first(send)
+            if name == b"cookie" and self._named in value:
+                named = True
+        status: int | None = 500  # logged if an answer made here fails half-way
+        try:
+            if named:
+                status = await self._kept_answer(scope, send)
+            elif self.doorman.plugins.hook.actor_from_request.get_hookimpls() or not _plain(scope):
+                status = None
+            else:
+                await _sign_in_first(send)
+                status = 401
+        finally:
+            if status is not None and self.log is not None and self.log.enabled():
+                self.log.write(scope, status, started)
+        if status is None:
+            await self.stack(scope, receive, send)
+
+    async def _kept_answer(self, scope: Scope, send: Send) -> int | None:
+        """The status of the kept answer just sent, or None when the stack must answer."""
+        sessions = self.sessions
+        try:
+            session = await sessions.session_for(scope)
+        except StoreError:
+            return None  # the stack tries again: a 503 if the store is still down
+        scope["session"] = session  # the stack's SessionMiddleware takes it as it is
+        try:
+            if session.cookie_present and session.loaded:
+                headers = await self.kept.answer_for(session, scope.get("query_string", b""))
+            else:
+                headers = None
+        except StoreError:
+            headers = None  # the stack reads the epoch again: a 503 if it fails again
+        if headers is None:
+            session.accessed = False  # as the stack's middleware made it: nothing read yet
+            return None
+        try:
+            added = await sessions.headers_after_read(session, scope)
+        except StoreError as error:
+            await sessions.refuse(scope, send, error)
+            return 503
+        await send({"type": "http.response.start", "status": 200, "headers": [*headers, *added]})
+        await send({"type": "http.response.body", "body": _OK})
+        return 200
 
 
 async def _sign_in_first(send: Send) -> None:

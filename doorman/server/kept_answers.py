@@ -18,9 +18,10 @@ each time. The answer for a signed-in session rests on four things:
   ``?require=`` is checked against the methods the session holds now.
 
 ``KeptAnswers.remember`` keeps the headers of a 200 the full path just made,
-once it has checked them against the cache entry itself; ``SignedInShortcut``
-answers with them while all four stand, and sends every other request down the
-full path. So a kept answer is the answer the full path would give.
+once it has checked them against the cache entry itself; ``answer_for`` hands
+them to ``ForwardAuthEntrance`` (``doorman.server.fast_auth``) while all four
+stand, and None otherwise, when the full path answers. So a kept answer is the
+answer the full path would give.
 ``KeptTokenAnswers`` and ``TokenShortcut`` do the same for ``/-/whoami`` with an
 API token, whose answer rests on the token cache's entry, the token's expiry
 and its ``last_used_at``.
@@ -51,7 +52,7 @@ from ..core import Doorman
 from ..db.epochs import epoch_of
 from ..sessions import Session
 
-__all__ = ["KeptAnswers", "KeptTokenAnswers", "SignedInShortcut", "TokenShortcut"]
+__all__ = ["KeptAnswers", "KeptTokenAnswers", "TokenShortcut"]
 
 #: Most answers kept: one per signed-in session a proxy asked about lately.
 MAX_KEPT = 10_000
@@ -166,28 +167,6 @@ def _forget(answers: dict[Any, Any], key: object, kept: object) -> None:
     """Drop ``kept``, unless a request running meanwhile dropped or replaced it already."""
     if answers.get(key) is kept:
         del answers[key]
-
-
-class SignedInShortcut:
-    """Inside ``SessionMiddleware``: a kept signed-in answer at once; else the full path.
-
-    ``app`` is the rest of the short stack (``AuthMiddleware`` and the answer,
-    which remembers its 200s in ``kept``).
-    """
-
-    def __init__(self, app: ASGIApp, kept: KeptAnswers) -> None:
-        self.app = app
-        self.kept = kept
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session = scope.get("session")
-        if isinstance(session, Session) and session.cookie_present and session.loaded:
-            headers = await self.kept.answer_for(session, scope.get("query_string", b""))
-            if headers is not None:
-                await send({"type": "http.response.start", "status": 200, "headers": headers[:]})
-                await send({"type": "http.response.body", "body": b"OK\n"})
-                return
-        await self.app(scope, receive, send)
 
 
 # -- API tokens: /-/whoami's answer for a token ---------------------------------------

@@ -34,6 +34,8 @@ _MAX_CANDIDATES = 3
 _ATTRIBUTE = re.compile(r"[\x21-\x3a\x3c-\x7e]*")  # printable ASCII, no ";"
 
 _UNAVAILABLE_TEXT = "Service unavailable: the session store did not answer."
+_VARY_COOKIE = (b"vary", b"Cookie")
+Header = tuple[bytes, bytes]
 
 
 class SessionMiddleware:
@@ -122,16 +124,11 @@ class SessionMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        session = Session(
-            self.policy, _read_cookies(scope["headers"], self._cookie_bytes), scope.get("client")
-        )
-        scope["session"] = session
-        if self._loads_before_app and not session.loaded:
-            try:
-                await session.load()
-            except StoreError as exc:
-                await _refuse(scope, send, exc)
-                return
+        try:
+            session = scope["session"] = await self.session_for(scope)
+        except StoreError as exc:
+            await _refuse(scope, send, exc)
+            return
         started = refused = False
         every_request = self.save_every_request
 
@@ -161,7 +158,12 @@ class SessionMiddleware:
                     started = refused = True
                     await _refuse(scope, send, exc)
                     return
-                self._add_headers(session, update, message, scope)
+                added = self._headers_for(session, update, scope)
+                if added:
+                    headers = message.get("headers")
+                    if type(headers) is not list:  # in place when we can, as Starlette's own does
+                        headers = message["headers"] = list(headers or ())
+                    headers.extend(added)
             started = True
             await send(message)
 
@@ -179,19 +181,48 @@ class SessionMiddleware:
         if kind == "websocket" and started and session.modified and session.key is not None:
             await session.commit()  # changes after the handshake: the id stays, the data is saved
 
-    def _add_headers(
-        self, session: Session, update: CookieUpdate | None, message: Message, scope: Scope
-    ) -> None:
+    async def session_for(self, scope: Scope) -> Session:
+        """The request's ``Session``, loaded unless lazy; ``StoreError`` if the store is down.
+
+        One that this middleware made for the request already (``scope["session"]``:
+        the forward-auth fast path's, which looked at it first) is the one: a cookie
+        is read, and a forged one logged, once per request.
+        """
+        session = scope.get("session")
+        if type(session) is Session and session._policy is self.policy:
+            return session
+        session = Session(
+            self.policy, _read_cookies(scope["headers"], self._cookie_bytes), scope.get("client")
+        )
+        if self._loads_before_app and not session.loaded:
+            await session.load()
+        return session
+
+    async def headers_after_read(self, session: Session, scope: Scope) -> list[Header]:
+        """What this middleware adds to an answer (below 500) for a session the app only read.
+
+        The session is saved first where it must be (an idle timeout renews the
+        cookie); ``StoreError`` if that fails. For answers made beside the app,
+        as the forward-auth fast path's are.
+        """
+        update = None
+        if session.needs_commit(self.save_every_request):
+            update = await session.commit(save=True, every_request=self.save_every_request)
+        return self._headers_for(session, update, scope)
+
+    def _headers_for(
+        self, session: Session, update: CookieUpdate | None, scope: Scope
+    ) -> list[Header]:
         """``Vary: Cookie`` for a session that was read, ``Set-Cookie`` for a new cookie."""
-        if session.accessed or update is not None:
-            headers = message.get("headers")
-            if type(headers) is not list:  # in place when we can, as Starlette's own does
-                headers = message["headers"] = list(headers or ())
-            if session.accessed:
-                headers.append((b"vary", b"Cookie"))
-            if update is not None:
-                secure = self._always_secure or scope.get("scheme") in ("https", "wss")
-                headers.append((b"set-cookie", self._cookie_header(session, update, secure)))
+        added = [_VARY_COOKIE] if session.accessed else []
+        if update is not None:
+            secure = self._always_secure or scope.get("scheme") in ("https", "wss")
+            added.append((b"set-cookie", self._cookie_header(session, update, secure)))
+        return added
+
+    async def refuse(self, scope: Scope, send: Send, error: StoreError) -> None:
+        """The 503 this middleware answers when its store fails: closed, never signed in."""
+        await _refuse(scope, send, error)
 
     def _cookie_header(self, session: Session, update: CookieUpdate, secure: bool) -> bytes:
         try:
