@@ -123,6 +123,7 @@ def fast_paths(
                 logged(cors(with_token)), frozenset({"GET", "HEAD"}), any_query=False
             ),
         },
+        marks_arrivals=doorman.engine.dialect.name == "postgresql",
     )
 
 
@@ -139,33 +140,41 @@ class FastPaths:
     """Requests for a fast path go down its short stack; everything else to ``app``.
 
     Paths under a ``root_path`` take the full stack: only it knows how to route
-    them. Every http request is marked as arrived here, so that one read of
-    PostgreSQL's change epochs that starts after this answers it
-    (``doorman.db.epoch_reads``).
+    them. With ``marks_arrivals`` (the database is PostgreSQL), every http
+    request is marked as arrived here, so that one read of PostgreSQL's change
+    epochs that starts after this answers it (``doorman.db.epoch_reads``).
     """
 
-    def __init__(self, app: ASGIApp, paths: Mapping[str, FastPath]) -> None:
+    def __init__(
+        self, app: ASGIApp, paths: Mapping[str, FastPath], *, marks_arrivals: bool = True
+    ) -> None:
         self.app = app
         self.paths = dict(paths)
+        self.marks_arrivals = marks_arrivals
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not self.marks_arrivals:
+            await self._route(scope)(scope, receive, send)
+            return
         mark = request_arrived()  # PostgreSQL's change epochs: one read answers this request
         try:
-            fast = self.paths.get(scope["path"])
-            if (
-                fast is not None
-                and scope["method"] in fast.methods
-                and not scope.get("root_path")
-                and (fast.any_query or not scope.get("query_string"))
-            ):
-                await fast.app(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
+            await self._route(scope)(scope, receive, send)
         finally:
             request_done(mark)
+
+    def _route(self, scope: Scope) -> ASGIApp:
+        fast = self.paths.get(scope["path"])
+        if (
+            fast is not None
+            and scope["method"] in fast.methods
+            and not scope.get("root_path")
+            and (fast.any_query or not scope.get("query_string"))
+        ):
+            return fast.app
+        return self.app
 
 
 class WhoamiAnswer:
