@@ -29,6 +29,7 @@ import logging
 import re
 import time
 from typing import Any, TextIO
+from urllib.parse import unquote
 
 from .._types import ASGIApp, Message, Receive, Scope, Send
 
@@ -207,13 +208,17 @@ _MAX_PRINTED = 256
 
 
 def _escaped(raw_path: bytes) -> str:
-    path = _LINK_TOKEN.sub(r"\1<token>", raw_path.split(b"?", 1)[0].decode("latin-1"))[:500]
+    path = raw_path.split(b"?", 1)[0].decode("latin-1")
+    if "%" in path and _LINK_TOKEN.search(decoded := unquote(path, encoding="latin-1")):
+        path = decoded  # the route as the router reads it (/-/password%2Dreset/...)
+    path = _LINK_TOKEN.sub(r"\1<token>", path)[:500]
     return path.encode("unicode_escape").decode("ascii").replace('"', '\\"')
 
 
-#: Printable ASCII but for the quote, the backslash and "?": a path that prints as it is,
-#: unless it holds a link route (whose token ``_LINK_TOKEN`` hides).
-_PLAIN = re.compile(rb"[\x21\x23-\x3e\x40-\x5b\x5d-\x7e]{1,500}")
+#: Printable ASCII but for the quote, the backslash, "?" and "%": a path that prints as it
+#: is, unless it holds a link route (whose token ``_LINK_TOKEN`` hides). With "%" it may
+#: spell one (``/-/password%2Dreset/``), which the router decodes: ``_escaped`` does too.
+_PLAIN = re.compile(rb"[\x21\x23\x24\x26-\x3e\x40-\x5b\x5d-\x7e]{1,500}")
 _LINK_ROUTE = re.compile(rb"/(?:password-reset|verify-email|invite|sign-in-link)/")
 
 
