@@ -24,7 +24,9 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import re
 import secrets
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -312,3 +314,34 @@ def test_a_link_token_stays_out_of_the_log_however_its_route_is_spelled(
         assert httpx.get(server.url + "/-/health", timeout=REQUEST_S).status_code == 200
         log = server.log()
     assert token not in log, [line for line in log.splitlines() if token in line]
+
+
+#: An access line as doorman writes it: client, "METHOD PATH HTTP/V", status, milliseconds.
+_ACCESS_LINE = re.compile(r'INFO +(\S+) "([A-Z]+) (\S+) HTTP/[\d.]+" (\d{3}) [\d.]+ms')
+
+
+def test_a_forwarded_address_cannot_forge_the_fields_of_a_line(tmp_path: Path) -> None:
+    """Behind a proxy (``forwarded_allow_ips``), the client's address comes from a header.
+
+    uvicorn takes ``X-Forwarded-For`` from a trusted peer as it is, and when every
+    hop is trusted (here: loopback, the default; anywhere with ``*``, a proxy in
+    another container) the left-most entry, which the client wrote. No newline
+    gets through, but quotes and blanks would make a line that reads as another
+    request's.
+    """
+    server = start_server(tmp_path, db=str(tmp_path / "doorman.db"), access_log="true")
+    forged = b'203.0.113.9" "GET /-/admin HTTP/1.1" 200 0.1ms'
+    with running(server):
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_S) as connection:
+            connection.sendall(
+                b"GET /-/auth HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                b"X-Forwarded-For: " + forged + b"\r\n\r\n"
+            )
+            assert connection.recv(100).startswith(b"HTTP/1.1 401 ")
+        assert httpx.get(server.url + "/-/health", timeout=REQUEST_S).status_code == 200
+        log = server.log()
+    access = [line for line in log.splitlines() if '" 401 ' in line]
+    assert len(access) == 1, log
+    parsed = _ACCESS_LINE.fullmatch(access[0])
+    assert parsed is not None and parsed[2:4] == ("GET", "/-/auth"), access[0]
