@@ -344,4 +344,4 @@ def test_a_forwarded_address_cannot_forge_the_fields_of_a_line(tmp_path: Path) -
     access = [line for line in log.splitlines() if '" 401 ' in line]
     assert len(access) == 1, log
     parsed = _ACCESS_LINE.fullmatch(access[0])
-    assert parsed is not None and parsed[2:4] == ("GET", "/-/auth"), access[0]
+    assert parsed is not None and parsed.group(2, 3) == ("GET", "/-/auth"), access[0]

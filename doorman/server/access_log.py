@@ -85,7 +85,7 @@ class AccessLogMiddleware:
         """
         client = scope.get("client")
         args = (
-            client[0] if client else "-",
+            _address(client[0]) if client else "-",
             scope["method"],
             _printable(scope.get("raw_path") or scope["path"].encode()),
             scope.get("http_version", "1.1"),
@@ -214,6 +214,23 @@ def _escaped(raw_path: bytes) -> str:
     path = _LINK_TOKEN.sub(r"\1<token>", path)[:500]
     return path.encode("unicode_escape").decode("ascii").replace('"', '\\"')
 
+
+def _address(host: object) -> str:
+    """The client's address as it is, or escaped: behind a proxy, a header wrote it."""
+    text = str(host)
+    if _ADDRESS.fullmatch(text):
+        return text
+    return (
+        text[:100]
+        .encode("unicode_escape")
+        .decode("ascii")
+        .replace('"', '\\"')
+        .replace(" ", "\\x20")
+    )
+
+
+#: An IPv4 or IPv6 address, or a host name: nothing that could end the field.
+_ADDRESS = re.compile(r"[0-9A-Za-z.:_\-\[\]%]{1,100}")
 
 #: Printable ASCII but for the quote, the backslash, "?" and "%": a path that prints as it
 #: is, unless it holds a link route (whose token ``_LINK_TOKEN`` hides). With "%" it may
