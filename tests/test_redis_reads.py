@@ -1,11 +1,13 @@
 """The Redis store batches session reads made in the same turn of the event loop.
 
-Against the real Redis server; the client's ``mget`` is wrapped only to count calls.
+Against the real Redis server; the store's batch reader's ``mget`` is wrapped only to
+count calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,13 +30,13 @@ async def store(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisStore]:
 def count_mgets(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of keys in each MGET the store sends from now on."""
     sizes: list[int] = []
-    mget = store.client.mget
+    mget = store._reader.mget
 
     async def counted(names: list[str], *args: Any) -> Any:
         sizes.append(len(names))
         return await mget(names, *args)
 
-    monkeypatch.setattr(store.client, "mget", counted)
+    monkeypatch.setattr(store._reader, "mget", counted)
     return sizes
 
 
@@ -107,3 +109,27 @@ async def test_a_burst_beyond_the_pool_waits_for_connections(
         await store.close()
 
     assert loaded == [f'{{"n": {n}}}' for n in range(200)]
+
+
+async def test_a_read_cut_short_never_leaves_its_reply_to_the_next(store: RedisStore) -> None:
+    """An MGET cancelled at any point drops its connection: the next gets its own values."""
+    later = time.time() + 60
+    first = await store.save(None, '"first"', later)
+    second = await store.save(None, '"second"', later)
+    reader = store._reader
+    names = [store._name(first)], [store._name(second)]
+    for turns in range(8):
+        cut = asyncio.ensure_future(reader.mget(names[0]))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        cut.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cut
+        assert await reader.mget(names[1]) == ['"second"'], f"cut after {turns} turns"
+
+
+async def test_a_dropped_connection_is_made_again(store: RedisStore) -> None:
+    key = await store.save(None, '"kept"', time.time() + 60)
+    assert await store.load(key) == '"kept"'
+    await store._reader._connection.disconnect()  # as a Redis restart leaves it
+    assert await store.load(key) == '"kept"'
