@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import platform
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,6 +61,33 @@ def _missing(service: str, error: BaseException) -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+class Clock:
+    """``time.time`` for a test that moves it on instead of waiting: real time plus a lead.
+
+    doorman reads the wall clock through ``time.time()`` for every expiry it decides
+    itself (sessions, tokens, counters, links); so does the cookie jar of httpx. Time
+    kept by a server (Redis TTLs) does not move with it.
+    """
+
+    def __init__(self) -> None:
+        self.lead = 0.0
+        self._real = time.time
+
+    def __call__(self) -> float:
+        return self._real() + self.lead
+
+    def advance(self, seconds: float) -> None:
+        self.lead += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """A wall clock this test moves on with ``clock.advance(seconds)``."""
+    found = Clock()
+    monkeypatch.setattr(time, "time", found)
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -46,8 +46,9 @@ from .test_server import PASSWORD, Server, csrf_token, running, sign_in
 # Datasette's own leak, not doorman's: datasette.utils.detect_json1() and sqlite_version()
 # open an in-memory sqlite3 connection and never close it (one on import, one per table
 # page), and Python 3.13 warns when the garbage collector finds one. Ignored by message,
-# only while Datasette is imported and this module's tests run, and collected before
-# each test ends, so none is left for the collector to find in another module's test.
+# only while Datasette is imported and this module's tests run, and collected when the
+# last of them ends (still under that filter), so none is left for the collector to find
+# in another module's test. Once per module: a full collection costs half a second.
 DATASETTES_LEAK = r"unclosed database in <sqlite3\.Connection object"
 
 with warnings.catch_warnings():
@@ -72,7 +73,7 @@ def collect_datasettes_leaks() -> None:
         gc.collect()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def datasettes_leaks_collected() -> Iterator[None]:
     yield
     collect_datasettes_leaks()
@@ -595,6 +596,7 @@ async def served_logout(server: ServeProcess, cookie: str) -> None:
         assert response.status_code in (302, 303)
 
 
+@pytest.mark.e2e  # a real `doorman serve` (the module's `serve` fixture)
 async def test_gate_mode_asks_the_sign_in_server(serve: ServeProcess, tmp_path: Path) -> None:
     settings = with_access({"api_url": f"{serve.url}/-/whoami"})
     async with datasette(make_data(tmp_path), settings) as ds:

@@ -264,6 +264,7 @@ async def _writes_beside_another_process(db: Path) -> str:
         await engine.dispose()
 
 
+@pytest.mark.e2e  # other processes beside the engine: real ones, as the CLI would be
 def test_keeping_the_files_private_keeps_sqlites_locks(tmp_path: Path) -> None:
     """Making the files private must not close a descriptor of the open database.
 

@@ -20,6 +20,9 @@ from .soft_authenticator import SoftAuthenticator
 from .test_scale import Pair
 from .test_scale import redis_db_url as redis_db_url  # the fixture
 
+#: Two real ``doorman serve`` processes.
+pytestmark = pytest.mark.e2e
+
 ORIGIN = "http://auth.example.com"  # both servers' public_url: one relying party
 
 

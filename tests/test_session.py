@@ -32,7 +32,7 @@ from doorman.sessions import MAX_COOKIE_BYTES
 from doorman.stores import SessionStore, new_session_key
 from doorman.stores.sql import SQLStore
 
-from .conftest import SECRET, STORE_KINDS, make_store
+from .conftest import SECRET, STORE_KINDS, Clock, make_store
 from .helpers import COOKIE, client, json_app, only_set_cookie, session_signer
 
 
@@ -393,12 +393,12 @@ async def test_set_expiry_naive_datetime_is_refused() -> None:
             await http.get("/expiry?v=naive")
 
 
-# -- timeouts (small values; the sleeps are the cost) --------------------------------
+# -- timeouts: the clock moves on instead of the test sleeping ------------------------
 
 
 @contextlib.asynccontextmanager
 async def clients_for_each_store(**options: Any) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """One client per in-process store, so one sleep serves both."""
+    """One client per in-process store, so one move of the clock serves both."""
     async with contextlib.AsyncExitStack() as stack:
         yield [
             await stack.enter_async_context(client(app_with(store, **options)))
@@ -407,24 +407,24 @@ async def clients_for_each_store(**options: Any) -> AsyncIterator[list[httpx.Asy
 
 
 @pytest.mark.anyio
-async def test_idle_session_ends() -> None:
+async def test_idle_session_ends(clock: Clock) -> None:
     async with clients_for_each_store(idle_timeout=1) as clients:
         for http in clients:
             await http.get("/set?user=alice")
             assert (await http.get("/get")).json() == {"user": "alice"}
-        await asyncio.sleep(1.1)
+        clock.advance(1.1)
         for http in clients:
             assert (await http.get("/get")).json() == {}
 
 
 @pytest.mark.anyio
-async def test_active_session_is_touched_to_stay_alive() -> None:
+async def test_active_session_is_touched_to_stay_alive(clock: Clock) -> None:
     # Times are kept in whole seconds, so an idle_timeout of 2 allows at least 1 s idle.
     async with clients_for_each_store(idle_timeout=2) as clients:
         for http in clients:
             await http.get("/set?user=alice")
         for _ in range(5):  # 2.75 s in all: longer than idle_timeout, never idle that long
-            await asyncio.sleep(0.55)
+            clock.advance(0.55)
             for http in clients:
                 response = await http.get("/get")
                 assert response.json() == {"user": "alice"}
@@ -432,13 +432,13 @@ async def test_active_session_is_touched_to_stay_alive() -> None:
 
 
 @pytest.mark.anyio
-async def test_absolute_timeout_ends_even_an_active_session() -> None:
+async def test_absolute_timeout_ends_even_an_active_session(clock: Clock) -> None:
     seen: list[list[bool]] = [[], []]
     async with clients_for_each_store(absolute_timeout=2) as clients:
         for http in clients:
             await http.get("/set?user=alice")
         for step in range(5):  # a write every 0.5 s, for 2.5 s
-            await asyncio.sleep(0.5)
+            clock.advance(0.5)
             for http, log in zip(clients, seen, strict=True):
                 log.append("user" in (await http.get(f"/set?step={step}")).json())
     for log in seen:
