@@ -32,7 +32,7 @@ from doorman.core import Doorman
 from doorman.server.app import create_app
 
 from .conftest import SECRET
-from .helpers import client
+from .helpers import client, migrated_sqlite
 from .test_server import PASSWORD, browse, csrf_token, running
 
 pytestmark = pytest.mark.anyio
@@ -123,7 +123,9 @@ class Echo(HTTPEndpoint):
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, *, protected: Any = None) -> AsyncIterator[tuple[Any, Doorman]]:
     """The sign-in server with the ``EchoLength`` plugin (and ``protected`` behind it)."""
-    settings = load_settings(environ={}, overrides={"db": str(tmp_path / "d.db"), "secret": SECRET})
+    settings = load_settings(
+        environ={}, overrides={"db": migrated_sqlite(tmp_path / "d.db"), "secret": SECRET}
+    )
     doorman, store = assemble(settings, [SECRET])
     doorman.hasher = doorman.users.hasher = PasswordHasher(time_cost=1, memory_cost=1024)
     doorman.plugins.register(EchoLength())

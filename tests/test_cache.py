@@ -34,6 +34,7 @@ from doorman.db.migrations import ensure_schema
 from doorman.stores import SQLStore
 
 from .conftest import SECRET
+from .helpers import migrated_sqlite
 
 pytestmark = pytest.mark.anyio
 PASSWORD = "correct horse battery staple"
@@ -50,7 +51,7 @@ def new_doorman(db: str) -> Doorman:
 @pytest.fixture
 async def workers(tmp_path: Path) -> AsyncIterator[tuple[Doorman, Doorman]]:
     """Two workers on one SQLite file."""
-    db = str(tmp_path / "doorman.db")
+    db = migrated_sqlite(tmp_path / "doorman.db")
     first, second = new_doorman(db), new_doorman(db)
     try:
         # Both have started (a first start migrates, a write that moves the epoch): a change
@@ -548,7 +549,7 @@ async def test_concurrent_misses_read_the_database_once(workers: tuple[Doorman, 
 @pytest.fixture
 async def two_stores(tmp_path: Path) -> AsyncIterator[tuple[SQLStore, SQLStore]]:
     """Two workers' session stores on one SQLite file."""
-    db = str(tmp_path / "doorman.db")
+    db = migrated_sqlite(tmp_path / "doorman.db")
     first, second = SQLStore(db), SQLStore(db)
     try:
         yield first, second
@@ -654,7 +655,7 @@ class Elsewhere:
 
 async def test_a_read_made_while_a_change_commits_is_not_kept_past_it(tmp_path: Path) -> None:
     """The epoch moves *after* the commit: what another worker reads just before is stale."""
-    db = str(tmp_path / "doorman.db")
+    db = migrated_sqlite(tmp_path / "doorman.db")
     writer = new_doorman(db)
     reader = Elsewhere(db)
     try:
@@ -682,7 +683,7 @@ async def test_a_change_committed_during_a_read_is_seen_on_the_next_request(
     tmp_path: Path,
 ) -> None:
     """An entry is tagged with the epoch from *before* its read, never one read after it."""
-    db = str(tmp_path / "doorman.db")
+    db = migrated_sqlite(tmp_path / "doorman.db")
     reader = new_doorman(db)
     writer = Elsewhere(db)
     try:
@@ -710,7 +711,7 @@ async def test_a_change_committed_during_a_read_is_seen_on_the_next_request(
 
 async def test_a_token_read_that_waited_sees_a_change_made_meanwhile(tmp_path: Path) -> None:
     """A request that waited for another's read takes the epoch again before using its answer."""
-    db = str(tmp_path / "doorman.db")
+    db = migrated_sqlite(tmp_path / "doorman.db")
     reader = new_doorman(db)
     writer = Elsewhere(db)
     try:

@@ -21,6 +21,7 @@ from doorman.signing import b64decode
 from doorman.stores import MemoryCounter
 
 from .conftest import SECRET
+from .helpers import migrated_sqlite
 
 pytestmark = pytest.mark.anyio
 
@@ -135,7 +136,7 @@ def test_an_expired_cookie_is_no_device() -> None:
 async def doorman(tmp_path: Path) -> AsyncIterator[Doorman]:
     throttle = LoginThrottle(MemoryCounter(), per_account=2, per_address=100)
     found = Doorman(
-        str(tmp_path / "doorman.db"),
+        migrated_sqlite(tmp_path / "doorman.db"),
         secret=SECRET,
         throttle=throttle,
         hasher=PasswordHasher(time_cost=1, memory_cost=1024),

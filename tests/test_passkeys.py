@@ -26,7 +26,7 @@ from doorman.auth.two_step import begin_second_step
 from doorman.server.app import create_app
 from doorman.settings import load_settings
 
-from .helpers import client
+from .helpers import client, migrated_sqlite
 from .soft_authenticator import SoftAuthenticator, b64url
 from .test_password_reset import BASE, PASSWORD, SECRET, Site, csrf_of, server_state, whoami
 
@@ -52,7 +52,7 @@ class HalfSignIn:
 @contextlib.asynccontextmanager
 async def passkey_site(tmp_path: Path, **overrides: Any) -> AsyncIterator[Site]:
     options: dict[str, Any] = {
-        "db": str(tmp_path / "doorman.db"),
+        "db": migrated_sqlite(tmp_path / "doorman.db"),
         "secret": SECRET,
         "public_url": BASE,
         **overrides,

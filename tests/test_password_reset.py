@@ -30,7 +30,7 @@ from doorman.server.app import create_app
 from doorman.server.state import ServerState
 
 from .conftest import SECRET
-from .helpers import client, free_port
+from .helpers import client, free_port, migrated_sqlite
 from .mail_server import Delivered, MailServer
 from .mail_server import relay as relay
 
@@ -77,7 +77,7 @@ async def site(
 ) -> AsyncIterator[Site]:
     """The sign-in server on SQLite in ``tmp_path``, with alice and bob unless not ``create``."""
     options: dict[str, Any] = {
-        "db": str(tmp_path / "doorman.db"),
+        "db": migrated_sqlite(tmp_path / "doorman.db"),
         "secret": SECRET,
         "public_url": BASE,
         **overrides,

@@ -31,7 +31,7 @@ from doorman.server.protect import AppTarget, ProtectedApp, is_public
 from doorman.server.workers import protect_app
 
 from .conftest import SECRET
-from .helpers import COOKIE, client, free_port
+from .helpers import COOKIE, client, free_port, migrated_sqlite
 from .test_cli import say_running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ async def protecting(
     tmp_path: Path, app: ASGIApp, **overrides: Any
 ) -> AsyncIterator[tuple[ASGIApp, Doorman]]:
     """``app`` behind doorman, with the users alice and root (an admin)."""
-    options = {"db": str(tmp_path / "doorman.db"), "secret": SECRET, **overrides}
+    options = {"db": migrated_sqlite(tmp_path / "doorman.db"), "secret": SECRET, **overrides}
     settings = load_settings(environ={}, overrides=options)
     doorman, store = assemble(settings, [SECRET])
     doorman.hasher = doorman.users.hasher = PasswordHasher(time_cost=1, memory_cost=1024)

@@ -20,7 +20,7 @@ from doorman.exceptions import Throttled
 from doorman.server.app import create_app
 
 from .conftest import SECRET
-from .helpers import client
+from .helpers import client, migrated_sqlite
 
 pytestmark = pytest.mark.anyio
 
@@ -81,7 +81,7 @@ class Server:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    options = {"db": str(tmp_path / "doorman.db"), "secret": SECRET}
+    options = {"db": migrated_sqlite(tmp_path / "doorman.db"), "secret": SECRET}
     settings = load_settings(environ={}, overrides=options)
     doorman, store = assemble(settings, [SECRET])
     doorman.hasher = doorman.users.hasher = PasswordHasher(time_cost=1, memory_cost=1024)

@@ -19,7 +19,7 @@ class TestStores(StoreContract):
     async def store(
         self, request: pytest.FixtureRequest, tmp_path: Path
     ) -> AsyncIterator[SessionStore]:
-        store = await make_store(request.param, request, tmp_path)
+        store = await make_store(request.param, request, tmp_path, empty_file=True)
         yield store
         await store.close()
 

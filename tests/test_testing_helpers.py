@@ -21,7 +21,7 @@ from doorman.stores import SessionStore
 from doorman.testing import StoreContract, session_cookie_for, signed_in_client
 
 from .conftest import SECRET
-from .helpers import client
+from .helpers import client, migrated_sqlite
 from .test_server import running
 
 pytestmark = pytest.mark.anyio
@@ -45,7 +45,7 @@ async def actor_app(scope: Any, receive: Any, send: Any) -> None:
 @pytest.fixture
 async def doorman(tmp_path: Path) -> Any:
     found = Doorman(
-        str(tmp_path / "d.db"),
+        migrated_sqlite(tmp_path / "d.db"),
         secret=SECRET,
         hasher=PasswordHasher(time_cost=1, memory_cost=1024),
         entry_points=False,
