@@ -10,6 +10,7 @@ import asyncio
 import importlib.metadata
 import os
 import platform
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -49,6 +50,23 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
     for line in EXERCISED:
         terminalreporter.write_line(f"doorman matrix: also exercised {line}")
+
+
+#: A module whose every test is end to end says so once, at the top.
+_E2E_MODULE = re.compile(r"^pytestmark = (\[[^\]]*)?pytest\.mark\.e2e\b", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under ``-m "not e2e"`` (``make fast``), such a module is not even imported.
+
+    Importing and rewriting its asserts only to deselect every test costs each
+    process a second or two. Other mark expressions collect everything as usual.
+    """
+    if config.option.markexpr.strip() != "not e2e":
+        return None
+    if not (collection_path.name.startswith("test_") and collection_path.suffix == ".py"):
+        return None
+    return True if _E2E_MODULE.search(collection_path.read_text()) else None
 
 
 def _missing(service: str, error: BaseException) -> None:
