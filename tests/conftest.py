@@ -104,6 +104,21 @@ def engines_let_go() -> Iterator[None]:
             del epochs._epochs[engine]
 
 
+@pytest.fixture
+def cheap_default_hasher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Doorman()``'s default hasher at argon2id's lowest cost, where its cost is not the point.
+
+    The CLI builds its own ``Doorman``, with the OWASP parameters: some 40 ms of CPU
+    for each hash and each check. tests/test_passwords.py tests those parameters.
+    """
+    import functools
+
+    from doorman import core
+
+    cheap = functools.partial(core.PasswordHasher, time_cost=1, memory_cost=1024)
+    monkeypatch.setattr(core, "PasswordHasher", cheap)
+
+
 class Clock:
     """``time.time`` for a test that moves it on instead of waiting: real time plus a lead.
 

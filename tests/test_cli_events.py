@@ -30,6 +30,9 @@ from .test_cli import clean_environment as clean_environment
 from .test_cli import db as db
 from .test_cli import doorman_cli as doorman_cli
 
+#: The CLI's Doorman hashes with the OWASP parameters: their cost is not the point here.
+pytestmark = pytest.mark.usefixtures("cheap_default_hasher")
+
 NEW_PASSWORD = "violet kestrel over moorland"
 
 

@@ -16,7 +16,7 @@ from doorman.exceptions import ConfigError, StoreError
 from doorman.stores import Counter, MemoryCounter, RedisCounter, SQLCounter, counter_for
 
 from .conftest import Clock, make_store
-from .helpers import sqlite_threads_settled
+from .helpers import migrated_sqlite, sqlite_threads_settled
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +42,7 @@ async def counter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     if request.param == "memory":
         yield MemoryCounter()
     elif request.param in ("sqlite", "postgres"):
-        db = str(tmp_path / "t.db")
+        db = migrated_sqlite(tmp_path / "t.db")  # create_table() below: then a no-op
         if request.param == "postgres":
             db = request.getfixturevalue("postgres_url")
         engine = create_engine(db)

@@ -25,6 +25,9 @@ from .test_cli import db as db
 from .test_cli import doorman_cli as doorman_cli
 from .test_cli import fresh_postgres_url as fresh_postgres_url
 
+#: The CLI's Doorman hashes with the OWASP parameters: their cost is not the point here.
+pytestmark = pytest.mark.usefixtures("cheap_default_hasher")
+
 T0 = 1_700_000_015.0
 PASSKEY = {
     "credential_id": "Y3JlZGVudGlhbC1pZA",

@@ -40,6 +40,9 @@ from .test_server_admin import (  # noqa: F401  (fixtures)
     user,
 )
 
+#: The CLI's Doorman hashes with the OWASP parameters: their cost is not the point here.
+pytestmark = pytest.mark.usefixtures("cheap_default_hasher")
+
 
 async def give_factors(doorman: Doorman, user_id: int, *, passkeys: int = 1) -> None:
     """TOTP on, ``passkeys`` passkeys and three recovery codes (one used), in the tables."""
