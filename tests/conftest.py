@@ -81,6 +81,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def templates_compiled_once() -> Iterator[None]:
+    """The pages' and mails' templates compile once per process, not once per app."""
+    from doorman.mail.messages import MailTemplates
+    from doorman.server.templates import Templates
+
+    from .compiled_templates import CompiledTemplates, shared_by
+
+    yield from shared_by([Templates, MailTemplates], CompiledTemplates())
+
+
 @pytest.fixture(autouse=True)
 def engines_let_go() -> Iterator[None]:
     """After each test, let go of what doorman keeps per engine and holds the engine by.
