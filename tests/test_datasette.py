@@ -612,6 +612,7 @@ async def test_gate_mode_asks_the_sign_in_server(serve: ServeProcess, tmp_path: 
         assert (await actor_in(ds, bob))["id"] == "bob"
 
 
+@pytest.mark.e2e  # a real `doorman serve` (the module's `serve` fixture)
 async def test_the_docs_gate_example_remembers_answers_for_ttl(
     serve: ServeProcess, tmp_path: Path
 ) -> None:
@@ -627,6 +628,7 @@ async def test_the_docs_gate_example_remembers_answers_for_ttl(
         assert await actor_in(ds, alice + "x") is None  # another cookie is asked about afresh
 
 
+@pytest.mark.e2e  # a real `doorman serve` (the module's `serve` fixture)
 @pytest.mark.parametrize("where", ["down", "not whoami"])
 async def test_gate_mode_fails_closed_with_a_log_line(
     serve: ServeProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str
