@@ -186,6 +186,35 @@ def postgres_url() -> Iterator[str]:
     run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def emptied_postgres_url(postgres_url: str) -> str:
+    """The run's PostgreSQL database with doorman's tables and not a row in them.
+
+    As good as a database of the test's own, without the half second of server CPU
+    that CREATE DATABASE costs: migrated on first use, every table emptied before
+    each test that asks for it (the tests of one process run one after another).
+    """
+    import asyncpg
+
+    from doorman.db.schema import metadata
+
+    from .helpers import migrated_postgres
+
+    migrated_postgres(postgres_url)
+    tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+
+    async def empty() -> None:
+        connection = await asyncpg.connect(postgres_url, timeout=5)
+        try:
+            await connection.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        finally:
+            await connection.close()
+
+    with ThreadPoolExecutor(1) as pool:  # this fixture may be set up inside a test's loop
+        pool.submit(asyncio.run, empty()).result()
+    return postgres_url
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     import redis

@@ -155,6 +155,16 @@ def migrated_sqlite(path: Path) -> str:
     return str(path)
 
 
+_migrated_urls: set[str] = set()  # the PostgreSQL databases this process migrated
+
+
+def migrated_postgres(url: str) -> None:
+    """Migrate the PostgreSQL database at ``url``, once per process."""
+    if url not in _migrated_urls:
+        _migrate_in_own_loop(url)
+        _migrated_urls.add(url)
+
+
 def _migrate_in_own_loop(path: str) -> None:
     async def run() -> None:
         engine = create_engine(path)

@@ -15,7 +15,7 @@ import base64
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -485,12 +485,9 @@ CHANGES = {
 
 
 @pytest.fixture
-def postgres_db() -> Iterator[str]:
-    """A PostgreSQL database of this test's own."""
-    from .servers import fresh_postgres_database
-
-    with fresh_postgres_database() as url:
-        yield url
+def postgres_db(emptied_postgres_url: str) -> str:
+    """A PostgreSQL database as good as this test's own: doorman's tables, no rows."""
+    return emptied_postgres_url
 
 
 @pytest.mark.parametrize("change", CHANGES)
