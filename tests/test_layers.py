@@ -8,6 +8,7 @@ layer above it is in the wrong place (or the name is).
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "doorman"
@@ -103,6 +104,7 @@ def layer_of(name: str) -> int:
     return best
 
 
+@functools.cache  # the two tests below read the same files: parsed once per process
 def graph() -> dict[str, set[str]]:
     found = modules()
     known = set(found)
