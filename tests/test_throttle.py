@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
+from doorman.accounts import throttle as throttle_module
 from doorman.accounts.throttle import LoginThrottle, RegistrationThrottle
 from doorman.db import create_engine
 from doorman.exceptions import Busy, ConfigError, Throttled
 from doorman.stores import Counter, MemoryCounter, RedisCounter, SQLCounter
 
 from . import test_counters
+from .conftest import Clock
 from .test_counters import redis_client, stored_keys
 
 counter = test_counters.counter  # the fixture: each kind of counter in turn
@@ -40,6 +42,17 @@ async def succeed(
 ) -> None:
     async with await throttle.attempt(username, address, **options) as attempt:
         attempt.succeeded()
+
+
+@pytest.fixture
+def quick_looks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sign-in waiting for a slot looks again every few milliseconds, not up to 100 ms.
+
+    The tests of many sign-ins at once are about who gets in and who is refused,
+    which the pace of looking does not change; at the real pace they mostly wait.
+    """
+    monkeypatch.setattr(throttle_module, "_FIRST_POLL", 0.002)
+    monkeypatch.setattr(throttle_module, "_LAST_POLL", 0.01)
 
 
 async def check_password(
@@ -75,6 +88,7 @@ async def test_an_error_during_the_check_counts_as_a_failure() -> None:
         await throttle.attempt("alice", None)
 
 
+@pytest.mark.usefixtures("quick_looks")
 async def test_a_parallel_burst_of_guesses_gets_exactly_the_limit(counter: Counter) -> None:
     throttle = LoginThrottle(counter, per_account=5, per_address=20)
     checks: list[str] = []
@@ -89,6 +103,7 @@ async def test_a_parallel_burst_of_guesses_gets_exactly_the_limit(counter: Count
         await throttle.attempt("someone-new", "192.0.2.1")
 
 
+@pytest.mark.usefixtures("quick_looks")
 async def test_right_passwords_wait_for_checks_in_flight_instead_of_a_refusal(
     counter: Counter,
 ) -> None:
@@ -105,6 +120,7 @@ async def test_right_passwords_wait_for_checks_in_flight_instead_of_a_refusal(
     await throttle.check("alice", "192.0.2.1")  # no failure was counted
 
 
+@pytest.mark.usefixtures("quick_looks")
 async def test_guesses_beside_right_passwords_still_get_only_the_limit(counter: Counter) -> None:
     throttle = LoginThrottle(counter, per_account=3, per_address=100)
     checks: list[str] = []
@@ -127,10 +143,14 @@ async def test_checks_in_flight_for_too_long_give_busy() -> None:
     await succeed(throttle, "alice", None)  # the slot came back
 
 
-async def test_a_slot_held_by_a_dead_worker_lapses() -> None:
+async def test_a_slot_held_by_a_dead_worker_lapses(clock: Clock) -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=1, wait=5, lease=0.2)
     await throttle.attempt("alice", None)  # never settled: the worker died mid-check
-    await succeed(throttle, "alice", None)  # waited for the lease to lapse
+    waiting = asyncio.create_task(succeed(throttle, "alice", None))
+    await asyncio.sleep(0.05)  # some looks at the bucket
+    assert not waiting.done(), "neither refused nor let in while the lease holds"
+    clock.advance(0.2)  # the lease lapses
+    await asyncio.wait_for(waiting, timeout=5)  # let in: it waited for the lease to lapse
 
 
 async def test_check_peeks_without_counting() -> None:
@@ -143,25 +163,25 @@ async def test_check_peeks_without_counting() -> None:
     assert 1 <= caught.value.retry_after <= 900
 
 
-async def test_the_refusal_ends_with_the_window() -> None:
+async def test_the_refusal_ends_with_the_window(clock: Clock) -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=1, window=0.2)
     await fail(throttle, "alice", None)
     with pytest.raises(Throttled) as caught:
         await throttle.attempt("alice", None)
     assert caught.value.retry_after == 1  # rounded up, at least 1
     assert str(caught.value) == "Too many failed sign-in attempts; try again in 1 second."
-    await asyncio.sleep(0.3)
+    clock.advance(0.3)
     await succeed(throttle, "alice", None)
 
 
-async def test_refused_attempts_do_not_make_the_wait_longer() -> None:
+async def test_refused_attempts_do_not_make_the_wait_longer(clock: Clock) -> None:
     throttle = LoginThrottle(MemoryCounter(), per_account=1, window=0.4)
     await fail(throttle, "alice", None)
     for _ in range(5):
-        await asyncio.sleep(0.05)
+        clock.advance(0.05)
         with pytest.raises(Throttled):
             await throttle.attempt("alice", None)
-    await asyncio.sleep(0.3)  # 0.55s after the first attempt: its window has ended
+    clock.advance(0.3)  # 0.55s after the first attempt: its window has ended
     await succeed(throttle, "alice", None)
 
 
