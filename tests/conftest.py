@@ -186,6 +186,32 @@ def postgres_url() -> Iterator[str]:
     run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def emptying(*names: str) -> tuple[list[str], list[str]]:
+    """SQL that empties ``names`` (every doorman table if none), as TRUNCATE CASCADE would.
+
+    ``TRUNCATE ... RESTART IDENTITY CASCADE``: the tables named, those that refer to
+    them, their sequences restarted. With DELETE (children first), a few milliseconds
+    on a test's few rows; TRUNCATE makes new files, synced at commit: 30 to 200 ms.
+    Returns the statements and the names of the tables they empty, the one parameter
+    of the last statement.
+    """
+    from doorman.db.schema import metadata
+
+    tables = metadata.sorted_tables  # parents before children
+    chosen = set(names) if names else {table.name for table in tables}
+    for table in tables:  # a child comes after its parents: one pass finds them all
+        if any(key.column.table.name in chosen for key in table.foreign_keys):
+            chosen.add(table.name)
+    deletes = [f'DELETE FROM "{table.name}"' for table in reversed(tables) if table.name in chosen]
+    restart = (
+        "SELECT setval(s.oid::regclass, 1, false) FROM pg_class s"
+        " JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')"
+        " JOIN pg_class t ON t.oid = d.refobjid"
+        " WHERE s.relkind = 'S' AND t.relname = ANY($1::text[])"
+    )
+    return [*deletes, restart], sorted(chosen)
+
+
 @pytest.fixture
 def emptied_postgres_url(postgres_url: str) -> str:
     """The run's PostgreSQL database with doorman's tables and not a row in them.
@@ -196,17 +222,18 @@ def emptied_postgres_url(postgres_url: str) -> str:
     """
     import asyncpg
 
-    from doorman.db.schema import metadata
-
     from .helpers import migrated_postgres
 
     migrated_postgres(postgres_url)
-    tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+    statements, tables = emptying()
 
     async def empty() -> None:
         connection = await asyncpg.connect(postgres_url, timeout=5)
         try:
-            await connection.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+            async with connection.transaction():
+                for statement in statements[:-1]:
+                    await connection.execute(statement)
+                await connection.execute(statements[-1], tables)
         finally:
             await connection.close()
 

@@ -40,7 +40,7 @@ from doorman.accounts.throttle import LoginThrottle
 from doorman.integrations.starlette import exception_handlers
 from doorman.stores import SessionStore, counter_for
 
-from .conftest import SECRET, Clock, make_store
+from .conftest import SECRET, Clock, emptying, make_store
 from .helpers import (
     COOKIE,
     TestClient,
@@ -150,11 +150,13 @@ async def doorman(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     found = Doorman(db, secret=SECRET, hasher=fast_hasher(), entry_points=False)
     await found.startup()
     if request.param == "postgres":
+        statements, tables = emptying(
+            "doorman_users", "doorman_groups", "doorman_tokens", "doorman_throttle"
+        )
         async with found.engine.begin() as connection:
-            await connection.exec_driver_sql(
-                "TRUNCATE doorman_users, doorman_groups, doorman_tokens, doorman_throttle "
-                "RESTART IDENTITY CASCADE"
-            )
+            for statement in statements[:-1]:
+                await connection.exec_driver_sql(statement)
+            await connection.exec_driver_sql(statements[-1], (tables,))
     await found.create_user("alice", PASSWORD)
     await found.create_user("root", PASSWORD, admin=True)
     yield found
