@@ -33,7 +33,7 @@ from doorman.server.app import create_app
 
 from .conftest import SECRET
 from .helpers import client, migrated_sqlite
-from .test_server import PASSWORD, browse, csrf_token, running
+from .test_server import PASSWORD, Server, browse, csrf_token, running
 
 pytestmark = pytest.mark.anyio
 
@@ -252,6 +252,14 @@ deep = st.builds(
 bodies = st.binary(max_size=300) | deep | st.text(max_size=300).map(str.encode)
 
 
+@pytest.fixture
+async def open_server(tmp_path: Path) -> AsyncIterator[Server]:
+    """A sign-in server with registration open, for every example of a test (as in
+    tests/test_attack_inputs.py): each request is a new visitor, refused before any change."""
+    async with running(tmp_path, allow_registration=True) as server:
+        yield server
+
+
 @settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -261,10 +269,10 @@ bodies = st.binary(max_size=300) | deep | st.text(max_size=300).map(str.encode)
     path=st.sampled_from(["/-/login", "/-/logout", "/-/register"]),
 )
 async def test_no_body_gives_a_500(
-    tmp_path: Path, body: bytes, content_type: str, path: str
+    open_server: Server, body: bytes, content_type: str, path: str
 ) -> None:
     """JSON nested deeper than ``json`` parses (RecursionError) once gave a 500."""
-    async with running(tmp_path, allow_registration=True) as server, browse(server) as browser:
+    async with browse(open_server) as browser:
         answer = await browser.post(path, content=body, headers={"content-type": content_type})
     assert answer.status_code < 500, (path, content_type, body[:40])
 
