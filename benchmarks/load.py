@@ -735,7 +735,7 @@ def section(
 `benchmarks/load.py`, run {dt.date.today().isoformat()} on {platform.machine()} Linux with \
 {os.cpu_count()} cores ({cpu_model()}); the run took {context["took"]}.
 
-- Placement: {where.describe()}; Redis and PostgreSQL themselves are not pinned.
+- Placement: {where.describe()}; Redis and PostgreSQL: {context.get("stores_pinned", "not pinned")}.
 - Each figure is the median of {args.repeat} wrk runs of {per_run} s ({args.connections} \
 connections, one wrk thread), the servers and requests interleaved in a rotated order \
 within each repetition, after a {args.warmup} s warm-up of each; "lowest-highest" is \
@@ -835,6 +835,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"{store}: serving on {server.url('/')}", file=sys.stderr)
         if not servers:
             raise SystemExit("no store could run: " + "; ".join(skipped))
+        context["stores_pinned"] = stack.enter_context(stores_beside_client(where))
         measure(servers, args, where)
         context["load_after"] = machine_load()
         profiled = "".join(profile(servers, store, args, where) for store in args.profile)
@@ -852,6 +853,41 @@ def main(args: argparse.Namespace) -> int:
     if args.write_docs:
         write_docs(text)
     return 0
+
+
+#: The stores' own servers, by process name: moved to wrk's CPU during the runs.
+STORE_PROCESSES = ("redis-server", "postgres")
+
+
+@contextlib.contextmanager
+def stores_beside_client(where: Placement) -> Iterator[str]:
+    """Redis and PostgreSQL on wrk's CPU during the runs, as they were afterwards.
+
+    On two CPUs, the kernel otherwise puts them (and PostgreSQL's background
+    writers) on the server's core now and then, which costs the server CPU time
+    per request for the same code. Yields how they were placed, for the docs.
+    """
+    if where.client is None:
+        yield "not pinned"
+        return
+    before: dict[int, set[int]] = {}
+    for name in STORE_PROCESSES:
+        found = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, check=False)
+        for pid in found.stdout.split():
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                with contextlib.suppress(OSError):
+                    before[int(task.name)] = os.sched_getaffinity(int(task.name))
+                    os.sched_setaffinity(int(task.name), {where.client})
+    try:
+        yield (
+            f"pinned to CPU {where.client} beside wrk during the runs ({len(before)} threads)"
+            if before
+            else "not pinned (not found, or not allowed)"
+        )
+    finally:
+        for task, cpus in before.items():
+            with contextlib.suppress(OSError):  # a backend that ended meanwhile
+                os.sched_setaffinity(task, cpus)
 
 
 def profile(servers: list[Server], store: str, args: argparse.Namespace, where: Placement) -> str:
