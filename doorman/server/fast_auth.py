@@ -219,7 +219,7 @@ class ForwardAuthEntrance:
 
     Both are the stack's answers byte for byte, with the same access line
     (written through ``log``), but no middleware wraps ``send`` for them. A
-    store that fails sends the request down the stack, which answers 503.
+    session store that fails gets the session middleware's 503, as down the stack.
     """
 
     def __init__(
@@ -266,8 +266,9 @@ class ForwardAuthEntrance:
         sessions = self.sessions
         try:
             session = await sessions.session_for(scope)
-        except StoreError:
-            return None  # the stack tries again: a 503 if the store is still down
+        except StoreError as error:  # the stack's own answer, without asking the store twice
+            await sessions.refuse(scope, send, error)
+            return 503
         scope["session"] = session  # the stack's SessionMiddleware takes it as it is
         try:
             if session.cookie_present and session.loaded:
