@@ -104,29 +104,6 @@ def templates_compiled_once() -> Iterator[None]:
     yield from shared_by([Templates, MailTemplates], CompiledTemplates())
 
 
-@pytest.fixture(autouse=True)
-def engines_let_go() -> Iterator[None]:
-    """After each test, let go of what doorman keeps per engine and holds the engine by.
-
-    Three of doorman's per-engine tables (weak keys) keep values that hold their key:
-    the SQL write lock and PostgreSQL's shared epoch reads hold their event loop,
-    which holds (through the test's task and context) the engine; a PostgreSQL epoch
-    holds its engine itself. Such an entry is never dropped, so every test's loop,
-    app and engines stayed in memory, and each garbage collection walked them all.
-    All are made again when next needed, and none keeps anything between tests (a
-    lock nobody holds, reads nobody waits for, an epoch that is a query). A server
-    has one loop and its engines for good.
-    """
-    yield
-    from doorman.db import epochs, transaction
-
-    transaction._write_locks.clear()
-    epochs._reads.clear()  # PostgreSQL's shared epoch reads: each holds its loop
-    for engine, kept in list(epochs._epochs.items()):
-        if any(isinstance(epoch, epochs.PostgresEpoch) for epoch in kept.values()):
-            del epochs._epochs[engine]
-
-
 @pytest.fixture
 def cheap_default_hasher(monkeypatch: pytest.MonkeyPatch) -> None:
     """``Doorman()``'s default hasher at argon2id's lowest cost, where its cost is not the point.

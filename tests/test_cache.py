@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gc
 import os
 import sqlite3
 import sys
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -870,3 +873,45 @@ async def test_a_cancelled_waiter_leaves_the_others_in_single_file(
 
     assert waiter.cancelled() and user is not None and again == user
     assert len(selects) == 1
+
+
+def _left_behind(url: str) -> tuple[weakref.ref[Any], weakref.ref[Any]]:
+    """Weak references to the engine and the event loop of a ``Doorman`` that wrote,
+    read and was closed on a loop of its own, as each test (a user's too) does."""
+    seen: list[weakref.ref[Any]] = []
+
+    async def use() -> None:
+        doorman = new_doorman(url)
+        # A loop can hold anything: anyio's test runner holds, through the handler it
+        # sets, the context of the test and so its app. Here the handler holds the app.
+        handler = functools.partial(_exception_in, doorman)
+        asyncio.get_running_loop().set_exception_handler(handler)
+        try:
+            user_id, signin = await signed_in_alice(doorman)  # a write
+            user, _ = await doorman.users.get_signed_in(user_id, signin)  # an epoch read
+            assert user is not None
+        finally:
+            await doorman.close()
+        seen.extend([weakref.ref(doorman.engine), weakref.ref(asyncio.get_running_loop())])
+
+    asyncio.run(use())
+    return seen[0], seen[1]
+
+
+def _exception_in(app: Doorman, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    loop.default_exception_handler(context)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_closed_doorman_s_engine_and_loop_are_let_go(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """What doorman keeps per engine (write lock, epochs, shared epoch reads) holds
+    neither the engine nor a loop: an app made and ended per test must not stay."""
+    if database == "sqlite":
+        url = migrated_sqlite(tmp_path / "doorman.db")
+    else:
+        url = request.getfixturevalue("emptied_postgres_url")
+    engine, loop = _left_behind(url)
+    gc.collect()
+    assert (engine(), loop()) == (None, None), "kept alive after the Doorman and its loop ended"

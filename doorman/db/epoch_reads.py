@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -70,7 +71,8 @@ class EpochReads:
 
     def __init__(self, reading: Callable[[], AbstractAsyncContextManager[Fetch]]) -> None:
         self._reading = reading
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Weak: a loop may hold, through its tasks, the engine these reads are kept for.
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._done: tuple[int, Values] | None = None  # the last read that succeeded
         self._running: tuple[int, list[asyncio.Future[Values]]] | None = None
         self._next: list[asyncio.Future[Values]] = []  # waiting for the read after that
@@ -78,8 +80,8 @@ class EpochReads:
 
     async def get(self, name: str) -> bytes:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop, self._done, self._running, self._next = loop, None, None, []
+        if self._loop is None or self._loop() is not loop:
+            self._loop, self._done, self._running, self._next = weakref.ref(loop), None, None, []
             self._reader = None
         arrived = _arrived.get()
         since = _started if arrived is None else arrived  # reads numbered above this will do

@@ -165,7 +165,7 @@ class PostgresEpoch:
     """
 
     def __init__(self, engine: AsyncEngine, name: str) -> None:
-        self.engine = engine
+        # Held by the engine's entry in ``_epochs``: a reference back would keep it forever.
         self.name = f"epoch:{name}"
         self._reads = _epoch_reads(engine)
 

@@ -91,7 +91,7 @@ async def _one_writer(engine: AsyncEngine) -> AsyncIterator[None]:
         return
     lock = _write_locks.get(engine)
     loop = asyncio.get_running_loop()
-    if lock is None or lock.loop is not loop:
+    if lock is None or lock.loop() is not loop:
         lock = _write_locks[engine] = _TaskLock(loop)
     async with lock:
         yield
@@ -101,7 +101,7 @@ class _TaskLock:
     """An asyncio lock its holder task may take again."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self.loop = weakref.ref(loop)  # a loop may hold, through its tasks, the engine: the key
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[Any] | None = None
         self._depth = 0
