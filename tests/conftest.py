@@ -88,8 +88,10 @@ def _missing(service: str, error: BaseException) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def anyio_backend() -> str:
+    """asyncio, for the whole run: so a module may share a ``Doorman`` (and its event loop)
+    between its tests through a fixture of module scope (see ``helpers.empty_accounts``)."""
     return "asyncio"
 
 

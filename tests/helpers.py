@@ -176,3 +176,46 @@ def _migrate_in_own_loop(path: str) -> None:
     # Its own thread and loop: the caller may be inside a running test loop.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, run()).result(timeout=60)
+
+
+async def empty_accounts(doorman: Any, *, keep: tuple[str, ...] = ("doorman_settings",)) -> None:
+    """Empty every doorman table of ``doorman``'s database but ``keep``, as a new one would be.
+
+    For a ``Doorman`` shared by the tests of a module (its engine warm, its statements
+    compiled once): events still queued are written first; the DELETEs go through
+    doorman's own writes, so every epoch moves and nothing kept in the process (signed-in
+    users, tokens, SQL sessions) outlives the rows; ids start again at 1.
+    """
+    import sqlalchemy as sa
+
+    from doorman.db.schema import metadata
+    from doorman.db.transaction import connect
+
+    await doorman.events.flush()
+    tables = [table for table in reversed(metadata.sorted_tables) if table.name not in keep]
+    engine = doorman.engine
+    async with connect(engine, write=True) as connection:
+        for table in tables:
+            await connection.execute(table.delete())
+        names = [table.name for table in tables]
+        if engine.dialect.name == "postgresql":
+            await connection.execute(
+                sa.text(
+                    "SELECT setval(s.oid::regclass, 1, false) FROM pg_class s"
+                    " JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')"
+                    " JOIN pg_class t ON t.oid = d.refobjid"
+                    " WHERE s.relkind = 'S' AND t.relname = ANY(:names)"
+                ),
+                {"names": names},
+            )
+        elif (
+            await connection.execute(
+                sa.text("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'")
+            )
+        ).first():
+            await connection.execute(
+                sa.text("DELETE FROM sqlite_sequence WHERE name IN :names").bindparams(
+                    sa.bindparam("names", expanding=True)
+                ),
+                {"names": names},
+            )

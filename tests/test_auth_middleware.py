@@ -40,11 +40,12 @@ from doorman.accounts.throttle import LoginThrottle
 from doorman.integrations.starlette import exception_handlers
 from doorman.stores import SessionStore, counter_for
 
-from .conftest import SECRET, Clock, emptying, make_store
+from .conftest import SECRET, Clock, make_store
 from .helpers import (
     COOKIE,
     TestClient,
     client,
+    empty_accounts,
     migrated_sqlite,
     session_signer,
     sqlite_threads_settled,
@@ -139,28 +140,31 @@ def build_app(doorman: Doorman, store: SessionStore, **auth_options: Any) -> Any
     return SessionMiddleware(inner, secret=SECRET, store=store)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def doorman(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Doorman]:
-    """A Doorman on a real SQLite file or the real PostgreSQL, with alice and root in it."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+async def shared_doorman(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Doorman]:
     if request.param == "postgres":
-        request.applymarker(pytest.mark.postgres)
         db = request.getfixturevalue("postgres_url")
     else:
-        db = migrated_sqlite(tmp_path / "accounts.db")
+        db = migrated_sqlite(tmp_path_factory.mktemp("shared") / "accounts.db")
     found = Doorman(db, secret=SECRET, hasher=fast_hasher(), entry_points=False)
     await found.startup()
-    if request.param == "postgres":
-        statements, tables = emptying(
-            "doorman_users", "doorman_groups", "doorman_tokens", "doorman_throttle"
-        )
-        async with found.engine.begin() as connection:
-            for statement in statements[:-1]:
-                await connection.exec_driver_sql(statement)
-            await connection.exec_driver_sql(statements[-1], (tables,))
-    await found.create_user("alice", PASSWORD)
-    await found.create_user("root", PASSWORD, admin=True)
     yield found
     await found.close()
+
+
+@pytest.fixture
+async def doorman(
+    shared_doorman: Doorman, request: pytest.FixtureRequest
+) -> AsyncIterator[Doorman]:
+    """A Doorman on a real SQLite file or the real PostgreSQL, with alice and root in it."""
+    if shared_doorman.engine.dialect.name == "postgresql":
+        request.applymarker(pytest.mark.postgres)
+    await empty_accounts(shared_doorman)
+    await shared_doorman.create_user("alice", PASSWORD)
+    await shared_doorman.create_user("root", PASSWORD, admin=True)
+    yield shared_doorman
 
 
 @pytest.fixture(params=["memory", "cookie", "sqlite", "redis"])
