@@ -55,6 +55,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """
     gc.collect()
     gc.freeze()
+    # A young-generation collection every 10,000 new objects instead of 700: the tests
+    # make many short-lived ones (requests, rows): 4.4 s of collecting per process, now 2.7 s.
+    gc.set_threshold(10_000, 10, 10)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Sentry's tests run last. The SDK patches Starlette and httpx for the rest of the
+    process, and cannot undo it: every later test in that process ran 8% slower."""
+    items.sort(key=lambda item: item.path.name == "test_sentry.py")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
