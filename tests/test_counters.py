@@ -36,22 +36,37 @@ def redis_client(url: str, **options: Any) -> Any:
     return aioredis.Redis.from_url(url, decode_responses=True, **options)
 
 
-@pytest.fixture(params=COUNTER_KINDS)
-async def counter(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Counter]:
-    """A fresh, empty counter of each kind."""
-    if request.param == "memory":
-        yield MemoryCounter()
-    elif request.param in ("sqlite", "postgres"):
-        db = migrated_sqlite(tmp_path / "t.db")  # create_table() below: then a no-op
+@pytest.fixture(scope="module", params=COUNTER_KINDS)
+async def shared_counter(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Counter | None]:
+    """One counter on a real database per module (its engine warm, its statements compiled
+    once); ``counter`` empties it for each test. ``None`` for the kinds made per test."""
+    if request.param in ("sqlite", "postgres"):
+        db = migrated_sqlite(tmp_path_factory.mktemp("counter") / "t.db")
         if request.param == "postgres":
             db = request.getfixturevalue("postgres_url")
         engine = create_engine(db)
         sql_counter = SQLCounter(engine)
-        await sql_counter.create_table()
-        async with connect(engine, write=True) as connection:
-            await connection.execute(throttle_table.delete())
+        await sql_counter.create_table()  # on the SQLite copy, a no-op
         yield sql_counter
         await engine.dispose()
+    else:
+        yield None
+
+
+@pytest.fixture
+async def counter(
+    shared_counter: Counter | None, request: pytest.FixtureRequest
+) -> AsyncIterator[Counter]:
+    """A fresh, empty counter of each kind."""
+    kind = request.node.callspec.params["shared_counter"]
+    if kind == "memory":
+        yield MemoryCounter()
+    elif isinstance(shared_counter, SQLCounter):
+        async with connect(shared_counter.engine, write=True) as connection:
+            await connection.execute(throttle_table.delete())
+        yield shared_counter
     else:
         client = redis_client(request.getfixturevalue("redis_url"))
         yield RedisCounter(client, prefix=request.getfixturevalue("redis_prefix"))

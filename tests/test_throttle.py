@@ -23,7 +23,8 @@ from . import test_counters
 from .conftest import Clock
 from .test_counters import redis_client, stored_keys
 
-counter = test_counters.counter  # the fixture: each kind of counter in turn
+counter = test_counters.counter  # the fixtures: each kind of counter in turn
+shared_counter = test_counters.shared_counter
 
 pytestmark = pytest.mark.anyio
 
