@@ -52,7 +52,7 @@ from doorman.hookspecs import hookimpl
 from doorman.stores import MemoryCounter, SQLCounter
 
 from .conftest import SECRET, Clock
-from .helpers import sqlite_threads_settled
+from .helpers import empty_accounts, sqlite_threads_settled
 
 pytestmark = pytest.mark.anyio
 
@@ -65,16 +65,6 @@ DJANGO_PBKDF2_LITERAL = (
 )
 OLD_SECRET = "old-secret-" + "o" * 32
 NEW_SECRET = "new-secret-" + "n" * 32
-# Children first. DELETE, not TRUNCATE: on these few rows it is 2 ms, not 50, per test.
-TABLES = [
-    "doorman_events",
-    "doorman_user_groups",
-    "doorman_tokens",
-    "doorman_users",
-    "doorman_groups",
-    "doorman_throttle",
-    "doorman_sessions",
-]
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 DOWN = {
     "sqlite": "/nonexistent-doorman-dir/doorman.db",
@@ -137,24 +127,18 @@ def migrated_postgres_url(postgres_url: str) -> str:
     return postgres_url
 
 
-@pytest.fixture(params=BACKENDS)
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated SQLite file of this test's own, then the shared PostgreSQL database emptied.
+@pytest.fixture(scope="module", params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The module's database of each kind: a migrated SQLite file, the shared PostgreSQL one.
 
-    Every test that uses it runs on both, unless marked ``sqlite_only``.
+    Every test that uses it runs on both, unless marked ``sqlite_only``. ``doorman`` (which
+    ``make_doorman`` and ``engine`` wait for) empties it before each test.
     """
     if request.param == "sqlite":
-        path = tmp_path / "accounts.db"
+        path = tmp_path_factory.mktemp("accounts") / "accounts.db"
         shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
         return str(path)
     url: str = request.getfixturevalue("migrated_postgres_url")
-    engine = create_engine(url)
-    try:
-        async with connect(engine, write=True) as connection:
-            for table in TABLES:
-                await connection.execute(sa.text(f"DELETE FROM {table}"))
-    finally:
-        await engine.dispose()
     return url
 
 
@@ -164,33 +148,44 @@ sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 MakeDoorman = Callable[..., Awaitable[Doorman]]
 
 
+@pytest.fixture(scope="module")
+async def shared_doorman(db_url: str) -> AsyncIterator[Doorman]:
+    """One Doorman per module and database (its engine warm, its statements compiled once)."""
+    found = Doorman(db_url, secret=SECRET, hasher=fast_hasher(), entry_points=False)
+    await found.startup()
+    yield found
+    await found.close()
+
+
 @pytest.fixture
-async def make_doorman(db_url: str) -> AsyncIterator[MakeDoorman]:
-    """Build (and start) a Doorman on this test's database; each is closed afterwards."""
+async def doorman(shared_doorman: Doorman) -> Doorman:
+    """The module's Doorman, its database emptied as a new one's would be."""
+    await empty_accounts(shared_doorman)
+    return shared_doorman
+
+
+@pytest.fixture
+async def make_doorman(db_url: str, doorman: Doorman) -> AsyncIterator[MakeDoorman]:
+    """Build (and start) a Doorman on this test's (emptied) database; each is closed afterwards."""
     made: list[Doorman] = []
 
     async def make(**options: Any) -> Doorman:
         options.setdefault("secret", SECRET)
         options.setdefault("hasher", fast_hasher())
         options.setdefault("entry_points", False)
-        doorman = Doorman(db_url, **options)
-        made.append(doorman)
-        await doorman.startup()
-        return doorman
+        found = Doorman(db_url, **options)
+        made.append(found)
+        await found.startup()
+        return found
 
     yield make
-    for doorman in reversed(made):
-        await doorman.close()
+    for found in reversed(made):
+        await found.close()
 
 
 @pytest.fixture
-async def doorman(make_doorman: MakeDoorman) -> Doorman:
-    return await make_doorman()
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    """An engine of the test's own, for a Doorman given ``engine=``."""
+async def engine(db_url: str, doorman: Doorman) -> AsyncIterator[AsyncEngine]:
+    """An engine of the test's own on its (emptied) database, for a Doorman given ``engine=``."""
     made = create_engine(db_url)
     yield made
     await made.dispose()

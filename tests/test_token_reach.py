@@ -26,6 +26,7 @@ from .test_accounts import doorman as doorman
 from .test_accounts import make_doorman as make_doorman
 from .test_accounts import migrated_postgres_url as migrated_postgres_url
 from .test_accounts import migrated_sqlite as migrated_sqlite
+from .test_accounts import shared_doorman as shared_doorman
 
 pytestmark = pytest.mark.anyio
 
