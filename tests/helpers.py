@@ -184,14 +184,18 @@ async def empty_accounts(doorman: Any, *, keep: tuple[str, ...] = ("doorman_sett
     For a ``Doorman`` shared by the tests of a module (its engine warm, its statements
     compiled once): events still queued are written first; the DELETEs go through
     doorman's own writes, so every epoch moves and nothing kept in the process (signed-in
-    users, tokens, SQL sessions) outlives the rows; ids start again at 1.
+    users, tokens, SQL sessions) outlives the rows; ids start again at 1. The event log
+    also forgets the noisy rows it wrote lately (it writes a repeat once a window), or a
+    test's first such row could be taken for a repeat of an earlier test's.
     """
     import sqlalchemy as sa
 
+    from doorman.accounts._event_writes import Repeats
     from doorman.db.schema import metadata
     from doorman.db.transaction import connect
 
     await doorman.events.flush()
+    doorman.events._repeats = Repeats()
     tables = [table for table in reversed(metadata.sorted_tables) if table.name not in keep]
     engine = doorman.engine
     async with connect(engine, write=True) as connection:

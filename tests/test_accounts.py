@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import doorman.accounts.tokens as tokens_module
-from doorman.accounts._event_writes import Repeats
 from doorman.accounts.passwords import PasswordHasher
 from doorman.accounts.signins import signin_id
 from doorman.accounts.throttle import LoginThrottle
@@ -158,21 +157,10 @@ async def shared_doorman(db_url: str) -> AsyncIterator[Doorman]:
     await found.close()
 
 
-async def start_afresh(doorman: Doorman) -> None:
-    """Have a Doorman shared by a module's tests start each as a new one would.
-
-    ``empty_accounts`` empties its tables; the event log also remembers, in the process, the
-    noisy rows it wrote lately (to write a repeat once a window): forgotten too, or a test
-    could find its first such row taken for a repeat of another test's.
-    """
-    await empty_accounts(doorman)
-    doorman.events._repeats = Repeats()
-
-
 @pytest.fixture
 async def doorman(shared_doorman: Doorman) -> Doorman:
     """The module's Doorman, its database emptied as a new one's would be."""
-    await start_afresh(shared_doorman)
+    await empty_accounts(shared_doorman)
     return shared_doorman
 
 
