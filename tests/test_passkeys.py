@@ -71,6 +71,7 @@ async def passkey_site(tmp_path: Path, **overrides: Any) -> AsyncIterator[Site]:
         await server_state(app).background.drain()
         await store.close()
         await doorman.close()
+        await doorman.engine.dispose()  # assemble's engine: the Doorman does not own it
 
 
 async def post(browser: httpx.AsyncClient, path: str, body: Any, **headers: str) -> httpx.Response:
