@@ -30,7 +30,7 @@ from doorman.server.app import create_app
 from doorman.server.state import ServerState
 
 from .conftest import SECRET
-from .helpers import client, free_port, migrated_sqlite
+from .helpers import client, empty_accounts, free_port, migrated_sqlite
 from .mail_server import Delivered, MailServer
 from .mail_server import relay as relay
 
@@ -100,6 +100,22 @@ async def site(
         await store.close()
         await doorman.close()
         await doorman.engine.dispose()
+
+
+async def emptied(found: Site, *, create: bool = True) -> Site:
+    """``found``, shared by a module's tests, as ``site`` makes it: mail sent, tables emptied.
+
+    Its sessions (the SQL store, in the same database), throttle counts, events and
+    accounts go with the tables; what the app keeps in the process rests on their epochs.
+    """
+    await server_state(found.app).background.drain()
+    if found.relay is not None:
+        found.relay.messages.clear()
+    await empty_accounts(found.doorman)
+    if create:
+        await found.doorman.create_user("alice", PASSWORD, email="alice@example.com")
+        await found.doorman.create_user("bob", PASSWORD, email="bob@example.com")
+    return found
 
 
 @pytest.fixture

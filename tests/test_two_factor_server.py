@@ -29,7 +29,7 @@ from doorman.auth import two_step
 from .helpers import COOKIE
 from .mail_server import MailServer
 from .mail_server import relay as relay
-from .test_password_reset import NEW_PASSWORD, Site, csrf_of, site, whoami
+from .test_password_reset import NEW_PASSWORD, Site, csrf_of, emptied, site, whoami
 
 pytestmark = pytest.mark.anyio
 
@@ -60,10 +60,16 @@ async def code_step(browser: httpx.AsyncClient, code: str) -> httpx.Response:
     return await browser.post(STEP_URL, data={"code": code, "csrftoken": await csrf_of(browser)})
 
 
-@pytest.fixture
-async def found(tmp_path: Path) -> Any:
-    async with site(tmp_path, None) as made:
+@pytest.fixture(scope="module")
+async def shared_site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+    async with site(tmp_path_factory.mktemp("shared"), None, create=False) as made:
         yield made
+
+
+@pytest.fixture
+async def found(shared_site: Site) -> Site:
+    """The module's sign-in server, emptied, with alice and bob."""
+    return await emptied(shared_site)
 
 
 async def test_a_password_alone_signs_nobody_in_and_the_code_does(found: Site) -> None:
