@@ -20,7 +20,7 @@ from doorman.exceptions import Throttled
 from doorman.server.app import create_app
 
 from .conftest import SECRET
-from .helpers import client, migrated_sqlite
+from .helpers import client, empty_accounts, migrated_sqlite
 
 pytestmark = pytest.mark.anyio
 
@@ -79,22 +79,54 @@ class Server:
     doorman: Doorman
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    options = {"db": migrated_sqlite(tmp_path / "doorman.db"), "secret": SECRET}
+@contextlib.asynccontextmanager
+async def admin_server(path: Path) -> AsyncIterator[Server]:
+    """The sign-in server on a new SQLite file in ``path``, with nobody in it yet."""
+    options = {"db": migrated_sqlite(path / "doorman.db"), "secret": SECRET}
     settings = load_settings(environ={}, overrides=options)
     doorman, store = assemble(settings, [SECRET])
     doorman.hasher = doorman.users.hasher = PasswordHasher(time_cost=1, memory_cost=1024)
     await doorman.startup()
     try:
-        for name in ("alice", "bob"):
-            await doorman.create_user(name, PASSWORD, email=f"{name}@example.com")
-        await doorman.create_user("root", PASSWORD, admin=True)
         yield Server(create_app(settings, doorman=doorman, store=store), doorman)
     finally:
         await store.close()
         await doorman.close()
         await doorman.engine.dispose()
+
+
+async def with_people(server: Server) -> Server:
+    """``server`` with alice, bob (members) and root (an admin) in it."""
+    for name in ("alice", "bob"):
+        await server.doorman.create_user(name, PASSWORD, email=f"{name}@example.com")
+    await server.doorman.create_user("root", PASSWORD, admin=True)
+    return server
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def shared_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    """One server for the tests of each module that has this fixture (imported by name)."""
+    async with admin_server(tmp_path_factory.mktemp("shared")) as found:
+        yield found
+
+
+@pytest.fixture
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
+    """The admin pages' server, with alice, bob and root.
+
+    In a module that has ``shared_server`` (autouse there), that one, emptied: its
+    SQL sessions, throttle counts and events go too (all in its database), and what
+    the app keeps in the process rests on the epochs the DELETEs move. In a module
+    that imports ``server`` alone, the test's own.
+    """
+    if "shared_server" in request.fixturenames:
+        # Made already (autouse, module scope): this only looks it up.
+        shared: Server = request.getfixturevalue("shared_server")
+        await empty_accounts(shared.doorman)
+        yield await with_people(shared)
+        return
+    async with admin_server(tmp_path) as found:
+        yield await with_people(found)
 
 
 @contextlib.asynccontextmanager
