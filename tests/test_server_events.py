@@ -37,7 +37,8 @@ from .test_server_admin import (
     token_of,
     user,
 )
-from .test_server_admin import server as server  # a fixture, used by name
+from .test_server_admin import server as server  # fixtures, used by name
+from .test_server_admin import shared_server as shared_server  # one server for the module
 
 pytestmark = pytest.mark.anyio
 
