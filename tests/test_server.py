@@ -68,18 +68,46 @@ async def empty_doorman(doorman: Doorman) -> None:
     doorman.events._repeats = Repeats()
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    options = {
-        "cookie_domain": "example.com",
-        "public_url": "http://auth.example.com",
-        # the apps a sign-in may return to: scheme, host and port, each
-        "allowed_origins": ["https://app.example.com", "https://app.example.com:8443"],
-    }
-    async with running(tmp_path, **options) as found:
-        await found.doorman.create_user("alice", PASSWORD)
-        await found.doorman.create_user("root", PASSWORD, admin=True)
+SERVER_OPTIONS = {
+    "cookie_domain": "example.com",
+    "public_url": "http://auth.example.com",
+    # the apps a sign-in may return to: scheme, host and port, each
+    "allowed_origins": ["https://app.example.com", "https://app.example.com:8443"],
+}
+
+
+async def with_people(found: Server) -> Server:
+    await found.doorman.create_user("alice", PASSWORD)
+    await found.doorman.create_user("root", PASSWORD, admin=True)
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def shared_signin_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Server]:
+    """One ``server`` for the tests of each module that has this fixture (imported by name)."""
+    async with running(tmp_path_factory.mktemp("shared"), **SERVER_OPTIONS) as found:
         yield found
+
+
+@pytest.fixture
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
+    """The sign-in server, with alice and root.
+
+    In a module that has ``shared_signin_server`` (autouse there), that one, emptied by
+    ``empty_doorman``: its SQL sessions and throttle counts are in its database too, and
+    what the app keeps in the process rests on the epochs the DELETEs move. In a module
+    that imports ``server`` alone, the test's own.
+    """
+    if "shared_signin_server" in request.fixturenames:
+        # Made already (autouse, module scope): this only looks it up.
+        shared: Server = request.getfixturevalue("shared_signin_server")
+        await empty_doorman(shared.doorman)
+        yield await with_people(shared)
+        return
+    async with running(tmp_path, **SERVER_OPTIONS) as found:
+        yield await with_people(found)
 
 
 def browse(server: Server) -> httpx.AsyncClient:
