@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import runpy
 import shutil
@@ -27,6 +28,7 @@ from doorman.integrations.starlette import exception_handlers as starlette_handl
 from .conftest import SECRET
 from .helpers import COOKIE, client
 from .test_protect import websocket
+from .test_server import empty_doorman
 
 pytestmark = pytest.mark.anyio
 
@@ -36,23 +38,52 @@ PASSWORD = "correct horse battery staple"
 FAST = {"time_cost": 1, "memory_cost": 1024}
 
 
-@pytest.fixture
-async def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    """The example's module namespace, its database in a directory of its own."""
-    (tmp_path / "data").mkdir()
-    monkeypatch.setenv("DOORMAN_DB", str(tmp_path / "data" / "accounts.db"))
-    monkeypatch.setenv("DOORMAN_SECRET", SECRET)
-    namespace = runpy.run_path(str(EXAMPLE))
+@contextlib.asynccontextmanager
+async def example_in(directory: Path) -> AsyncIterator[Any]:
+    """The example's module namespace, its database in ``directory``/data, alice and root in it."""
+    (directory / "data").mkdir()
+    with pytest.MonkeyPatch.context() as patch:  # read once, as the module is run
+        patch.setenv("DOORMAN_DB", str(directory / "data" / "accounts.db"))
+        patch.setenv("DOORMAN_SECRET", SECRET)
+        namespace = runpy.run_path(str(EXAMPLE))
     doorman: Doorman = namespace["doorman"]
     doorman.hasher = doorman.users.hasher = PasswordHasher(**FAST)
     await doorman.startup()
-    await doorman.create_user("alice", PASSWORD)
-    await doorman.create_user("root", PASSWORD, admin=True)
+    await with_people(doorman)
     yield namespace
     store = namespace["app"].user_middleware[0].kwargs["store"]  # SessionMiddleware's
     await store.close()
     await doorman.close()
     await doorman.engine.dispose()
+
+
+async def with_people(doorman: Doorman) -> None:
+    await doorman.create_user("alice", PASSWORD)
+    await doorman.create_user("root", PASSWORD, admin=True)
+
+
+@pytest.fixture(scope="module")
+async def shared_example(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    async with example_in(tmp_path_factory.mktemp("shared")) as namespace:
+        yield namespace
+
+
+@pytest.fixture
+async def example(shared_example: Any) -> Any:
+    """The module's example, emptied, with alice and root again. Its session store (an
+    SQLStore of its own engine, on the same file) keeps what it read under the file's
+    sessions epoch, which the DELETEs move."""
+    doorman: Doorman = shared_example["doorman"]
+    await empty_doorman(doorman)
+    await with_people(doorman)
+    return shared_example
+
+
+@pytest.fixture
+async def own_example(tmp_path: Path) -> AsyncIterator[Any]:
+    """The example, for this test alone: it may take its database away."""
+    async with example_in(tmp_path) as namespace:
+        yield namespace
 
 
 async def sign_in(api: httpx.AsyncClient, username: str = "alice") -> httpx.Response:
@@ -157,7 +188,8 @@ async def test_api_clients_get_json_for_every_refusal(example: Any, accept: str 
     assert admin.status_code == 401 and admin.headers["content-type"] == "application/json"
 
 
-async def test_a_store_that_is_down_is_503_never_500(example: Any, tmp_path: Path) -> None:
+async def test_a_store_that_is_down_is_503_never_500(own_example: Any, tmp_path: Path) -> None:
+    example = own_example
     app = example["app"]
     async with client(app) as signed_in, client(app) as stranger:
         await sign_in(signed_in)
