@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from .helpers import client
 from .test_server_admin import GET_ROUTES, POST_ROUTES, Server, signed_in, token_of
 from .test_server_admin import server as server  # the admin pages' fixture, re-exported
-from .test_server_admin import shared_server as shared_server  # one server for the module
+from .test_server_admin import shared_admin_server as shared_admin_server  # one for the module
 
 pytestmark = pytest.mark.anyio
 

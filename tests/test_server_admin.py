@@ -105,7 +105,7 @@ async def with_people(server: Server) -> Server:
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def shared_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+async def shared_admin_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
     """One server for the tests of each module that has this fixture (imported by name)."""
     async with admin_server(tmp_path_factory.mktemp("shared")) as found:
         yield found
@@ -115,14 +115,14 @@ async def shared_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
     """The admin pages' server, with alice, bob and root.
 
-    In a module that has ``shared_server`` (autouse there), that one, emptied: its
+    In a module that has ``shared_admin_server`` (autouse there), that one, emptied: its
     SQL sessions, throttle counts and events go too (all in its database), and what
     the app keeps in the process rests on the epochs the DELETEs move. In a module
     that imports ``server`` alone, the test's own.
     """
-    if "shared_server" in request.fixturenames:
+    if "shared_admin_server" in request.fixturenames:
         # Made already (autouse, module scope): this only looks it up.
-        shared: Server = request.getfixturevalue("shared_server")
+        shared: Server = request.getfixturevalue("shared_admin_server")
         await empty_doorman(shared.doorman)
         yield await with_people(shared)
         return

@@ -38,7 +38,7 @@ from .test_server_admin import (
     user,
 )
 from .test_server_admin import server as server  # fixtures, used by name
-from .test_server_admin import shared_server as shared_server  # one server for the module
+from .test_server_admin import shared_admin_server as shared_admin_server  # one for the module
 
 pytestmark = pytest.mark.anyio
 
