@@ -26,9 +26,8 @@ from doorman.integrations.fastapi import (
 from doorman.integrations.starlette import exception_handlers as starlette_handlers
 
 from .conftest import SECRET
-from .helpers import COOKIE, client
+from .helpers import COOKIE, client, empty_accounts
 from .test_protect import websocket
-from .test_server import empty_doorman
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +73,7 @@ async def example(shared_example: Any) -> Any:
     SQLStore of its own engine, on the same file) keeps what it read under the file's
     sessions epoch, which the DELETEs move."""
     doorman: Doorman = shared_example["doorman"]
-    await empty_doorman(doorman)
+    await empty_accounts(doorman)
     await with_people(doorman)
     return shared_example
 

@@ -30,10 +30,9 @@ from doorman.server.app import create_app
 from doorman.server.state import ServerState
 
 from .conftest import SECRET
-from .helpers import client, free_port, migrated_sqlite
+from .helpers import client, empty_accounts, free_port, migrated_sqlite
 from .mail_server import Delivered, MailServer
 from .mail_server import relay as relay
-from .test_server import empty_doorman
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +111,7 @@ async def emptied(found: Site, *, create: bool = True) -> Site:
     await server_state(found.app).background.drain()
     if found.relay is not None:
         found.relay.messages.clear()
-    await empty_doorman(found.doorman)
+    await empty_accounts(found.doorman)
     if create:
         await found.doorman.create_user("alice", PASSWORD, email="alice@example.com")
         await found.doorman.create_user("bob", PASSWORD, email="bob@example.com")

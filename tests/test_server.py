@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from doorman import PasswordHasher
-from doorman.accounts._event_writes import Repeats
 from doorman.config import Settings, assemble, load_settings
 from doorman.core import Doorman
 from doorman.server import setup
@@ -59,15 +58,6 @@ async def running(tmp_path: Path, **overrides: Any) -> AsyncIterator[Server]:
         await doorman.engine.dispose()
 
 
-async def empty_doorman(doorman: Doorman) -> None:
-    """A ``Doorman`` shared by a module's tests, as a new one: ``helpers.empty_accounts``,
-    and the event log's memory of the noisy rows it wrote (a permission denied, a sign-in
-    throttled: one a minute for the same who and where), which no table holds: without
-    this, a test's refusal goes unlogged when an earlier test's was the same (ids restart)."""
-    await empty_accounts(doorman)
-    doorman.events._repeats = Repeats()
-
-
 SERVER_OPTIONS = {
     "cookie_domain": "example.com",
     "public_url": "http://auth.example.com",
@@ -96,14 +86,14 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     """The sign-in server, with alice and root.
 
     In a module that has ``shared_signin_server`` (autouse there), that one, emptied by
-    ``empty_doorman``: its SQL sessions and throttle counts are in its database too, and
+    ``helpers.empty_accounts``: its SQL sessions and throttle counts are in its database too, and
     what the app keeps in the process rests on the epochs the DELETEs move. In a module
     that imports ``server`` alone, the test's own.
     """
     if "shared_signin_server" in request.fixturenames:
         # Made already (autouse, module scope): this only looks it up.
         shared: Server = request.getfixturevalue("shared_signin_server")
-        await empty_doorman(shared.doorman)
+        await empty_accounts(shared.doorman)
         yield await with_people(shared)
         return
     async with running(tmp_path, **SERVER_OPTIONS) as found:

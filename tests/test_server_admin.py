@@ -20,8 +20,7 @@ from doorman.exceptions import Throttled
 from doorman.server.app import create_app
 
 from .conftest import SECRET
-from .helpers import client, migrated_sqlite
-from .test_server import empty_doorman
+from .helpers import client, empty_accounts, migrated_sqlite
 
 pytestmark = pytest.mark.anyio
 
@@ -123,7 +122,7 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     if "shared_admin_server" in request.fixturenames:
         # Made already (autouse, module scope): this only looks it up.
         shared: Server = request.getfixturevalue("shared_admin_server")
-        await empty_doorman(shared.doorman)
+        await empty_accounts(shared.doorman)
         yield await with_people(shared)
         return
     async with admin_server(tmp_path) as found:
