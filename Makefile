@@ -9,7 +9,7 @@ VENV ?= .venv
 CONSTRAINTS ?=
 # What pytest runs: the whole suite, unless given (TESTS="tests/test_fastapi.py -k drop_in").
 TESTS ?=
-# How many processes `make fast` spreads the tests over: two measured best on 2 CPUs.
+# How many processes the fast tests are spread over: two measured best on 2 CPUs.
 JOBS ?= 2
 BIN := $(VENV)/bin
 # pytest keeps the test modules it rewrites (for its assertions) only where Python writes
@@ -42,12 +42,20 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 serve: $(SERVE_STAMP)
 	$(BIN)/doorman serve --host $(HOST) --port $(PORT)
 
+# Everything: the fast tests spread over JOBS processes, then the end-to-end ones (browser,
+# deploy, faults, load, real subprocesses) in one, as they were written to run. pytest exits
+# 5 when a selection holds no test (TESTS naming only fast or only end-to-end ones): fine.
+define run_tests
+	$(PYTEST) -m "not e2e" -n $(JOBS) $(TESTS) || [ $$? -eq 5 ]
+	$(PYTEST) -m e2e $(TESTS) || [ $$? -eq 5 ]
+endef
+
 test: $(STAMP) lint typecheck
-	$(PYTEST) $(TESTS)
+	$(run_tests)
 
 # The tests alone, for the environments where lint and types were already checked.
 pytest: $(STAMP)
-	$(PYTEST) $(TESTS)
+	$(run_tests)
 
 # The fast tests alone, while working: no browser, deploy, faults, load or real subprocesses.
 # In JOBS processes (pytest-xdist; JOBS=0 runs them in this one, for pdb or print).
