@@ -223,3 +223,14 @@ async def empty_accounts(doorman: Any, *, keep: tuple[str, ...] = ("doorman_sett
                 ),
                 {"names": names},
             )
+
+
+async def shared_and_emptied(request: Any, name: str) -> Any:
+    """The module's shared server ``name`` (a fixture of module scope, autouse there, with
+    a ``doorman``), emptied by ``empty_accounts``; None in a module that has none."""
+    if name not in request.fixturenames:
+        return None
+    # Made already (autouse, module scope): this only looks it up.
+    shared = request.getfixturevalue(name)
+    await empty_accounts(shared.doorman)
+    return shared

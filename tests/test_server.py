@@ -25,7 +25,7 @@ from doorman.server.app import create_app
 from doorman.stores.base import SessionStore
 
 from .conftest import SECRET
-from .helpers import COOKIE, client, empty_accounts, migrated_sqlite, session_signer
+from .helpers import COOKIE, client, migrated_sqlite, session_signer, shared_and_emptied
 
 pytestmark = pytest.mark.anyio
 
@@ -90,10 +90,8 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     what the app keeps in the process rests on the epochs the DELETEs move. In a module
     that imports ``server`` alone, the test's own.
     """
-    if "shared_signin_server" in request.fixturenames:
-        # Made already (autouse, module scope): this only looks it up.
-        shared: Server = request.getfixturevalue("shared_signin_server")
-        await empty_accounts(shared.doorman)
+    shared = await shared_and_emptied(request, "shared_signin_server")
+    if shared is not None:
         yield await with_people(shared)
         return
     async with running(tmp_path, **SERVER_OPTIONS) as found:

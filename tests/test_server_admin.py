@@ -20,7 +20,7 @@ from doorman.exceptions import Throttled
 from doorman.server.app import create_app
 
 from .conftest import SECRET
-from .helpers import client, empty_accounts, migrated_sqlite
+from .helpers import client, migrated_sqlite, shared_and_emptied
 
 pytestmark = pytest.mark.anyio
 
@@ -119,10 +119,8 @@ async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     the app keeps in the process rests on the epochs the DELETEs move. In a module
     that imports ``server`` alone, the test's own.
     """
-    if "shared_admin_server" in request.fixturenames:
-        # Made already (autouse, module scope): this only looks it up.
-        shared: Server = request.getfixturevalue("shared_admin_server")
-        await empty_accounts(shared.doorman)
+    shared = await shared_and_emptied(request, "shared_admin_server")
+    if shared is not None:
         yield await with_people(shared)
         return
     async with admin_server(tmp_path) as found:
