@@ -8,7 +8,6 @@ wrong and how to fix it (never echoing the value: it may be a secret).
 from __future__ import annotations
 
 import copy
-import datetime
 import ipaddress
 import json
 import re
@@ -18,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ._extras import needs_extra
+from ._times import parse_duration
 from .db.engine import async_url, in_memory
 from .exceptions import ConfigError
 from .origins import AllowedOrigins, normalize_origin
 from .signing import MAKE_A_SECRET, MIN_SECRET_LENGTH
 
-_DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE = re.compile(r"(\d+)\s*(|b|k|kb|kib|m|mb|mib)")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024}
 _SIZE_UNITS.update(m=1024**2, mb=1024**2, mib=1024**2)
@@ -37,47 +35,6 @@ _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 class Bad(Exception):
     """A value is wrong; the message says how and how to fix it (no value in it)."""
-
-
-def parse_duration(text: str | int) -> int:
-    """Seconds in ``3600``, ``"3600s"``, ``"30m"``, ``"12h"``, ``"90d"`` or ``"2w"``.
-
-    Raises ``ValueError`` for anything else, or a duration of 0.
-    """
-    if isinstance(text, int) and not isinstance(text, bool):
-        seconds = text
-    elif isinstance(text, str) and (found := _DURATION.fullmatch(text.strip().lower())):
-        seconds = int(found[1]) * _UNITS[found[2]]
-    else:
-        raise ValueError(f"{text!r} is not a duration such as 3600, 30m, 12h or 90d")
-    if seconds <= 0:
-        raise ValueError(f"{text!r}: a duration must be above 0 seconds")
-    return seconds
-
-
-#: The longest text ``parse_moment`` reads: a date and time with seconds and an offset.
-_MOMENT_LENGTH = 40
-
-
-def parse_moment(text: str, *, now: float) -> float:
-    """A Unix time: ``7d`` (that long before ``now``; also ``12h``, ``30m``...), a date
-    ``2026-12-01`` or a date and time ``2026-12-01T12:00``, in UTC unless it says
-    otherwise (as the pages show times). Raises ``ValueError`` for anything else."""
-    given = text.strip()
-    if len(given) <= _MOMENT_LENGTH and _DURATION.fullmatch(given.lower()):
-        return max(0.0, now - parse_duration(given))
-    try:
-        if len(given) > _MOMENT_LENGTH:
-            raise ValueError
-        moment = datetime.datetime.fromisoformat(given)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.UTC)
-        return moment.timestamp()
-    except (ValueError, OverflowError):
-        raise ValueError(
-            f"{given[:_MOMENT_LENGTH]!r} is not a time: give a duration such as 7d, 12h or "
-            "30m, or a date such as 2026-12-01"
-        ) from None
 
 
 # -- parsers: a value from TOML, JSON or the environment (text) in, a checked value out --

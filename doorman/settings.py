@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _parsers as parse
-from ._parsers import parse_duration
+from ._times import parse_duration
 from .exceptions import ConfigError
 
 __all__ = [

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "doorman._batches",
             "doorman._extras",
             "doorman._lookalikes",
+            "doorman._times",
             "doorman.exceptions",
             "doorman.events",
             "doorman.signing",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._parsers import parse_moment
+from .._times import parse_moment
 from ..accounts.event_log import EventFilter
 from ..events import EventKind
 from ..settings import Settings

@@ -17,7 +17,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...._parsers import parse_moment
+from ...._times import parse_moment
 from ....accounts.event_details import check_kind
 from ....accounts.event_log import EventFilter, EventPage
 from ....auth.guards import requires
