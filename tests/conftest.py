@@ -204,13 +204,16 @@ def emptying(*names: str) -> tuple[list[str], list[str]]:
         if any(key.column.table.name in chosen for key in table.foreign_keys):
             chosen.add(table.name)
     deletes = [f'DELETE FROM "{table.name}"' for table in reversed(tables) if table.name in chosen]
-    restart = (
-        "SELECT setval(s.oid::regclass, 1, false) FROM pg_class s"
-        " JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')"
-        " JOIN pg_class t ON t.oid = d.refobjid"
-        " WHERE s.relkind = 'S' AND t.relname = ANY($1::text[])"
-    )
-    return [*deletes, restart], sorted(chosen)
+    return [*deletes, RESTART_SEQUENCES], sorted(chosen)
+
+
+#: PostgreSQL: restart at 1 the sequences of the tables named in its one parameter.
+RESTART_SEQUENCES = (
+    "SELECT setval(s.oid::regclass, 1, false) FROM pg_class s"
+    " JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')"
+    " JOIN pg_class t ON t.oid = d.refobjid"
+    " WHERE s.relkind = 'S' AND t.relname = ANY($1::text[])"
+)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from doorman.db.engine import create_engine
 from doorman.db.migrations import migrate
 from doorman.sessions import SessionSigner
 
-from .conftest import SECRET
+from .conftest import RESTART_SEQUENCES, SECRET
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for the `httpx2` fork for its TestClient; plain httpx still works.
@@ -203,15 +203,7 @@ async def empty_accounts(doorman: Any, *, keep: tuple[str, ...] = ("doorman_sett
             await connection.execute(table.delete())
         names = [table.name for table in tables]
         if engine.dialect.name == "postgresql":
-            await connection.execute(
-                sa.text(
-                    "SELECT setval(s.oid::regclass, 1, false) FROM pg_class s"
-                    " JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')"
-                    " JOIN pg_class t ON t.oid = d.refobjid"
-                    " WHERE s.relkind = 'S' AND t.relname = ANY(:names)"
-                ),
-                {"names": names},
-            )
+            await connection.exec_driver_sql(RESTART_SEQUENCES, (names,))
         elif (
             await connection.execute(
                 sa.text("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'")
