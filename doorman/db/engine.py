@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from .._extras import needs_extra
 from .._files import private
 from ..exceptions import ConfigError, StoreError
+from . import sqlite_connection
 
 __all__ = [
     "VERSION_TABLE",
@@ -77,11 +78,8 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
         if not in_memory(url):
             options.setdefault("pool_size", 10)
             options.setdefault("max_overflow", 40)
-        engine = create_async_engine(url, connect_args={"timeout": 5}, **options)
+        engine = create_async_engine(url, async_creator=_sqlite_opener(url), **options)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
-        path = sqlite_path(url)
-        if path is not None:
-            event.listen(engine.sync_engine, "do_connect", lambda *_: keep_private(path))
         return engine
     with needs_extra("postgres", "a postgresql:// database"):
         import asyncpg  # type: ignore[import-untyped]  # noqa: F401 - SQLAlchemy's driver
@@ -92,6 +90,22 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
     options.setdefault("max_overflow", 20)
     connect_args = {"timeout": 5, "command_timeout": 10}
     return create_async_engine(url, connect_args=connect_args, **options)
+
+
+def _sqlite_opener(url: sa.URL) -> Callable[[], Awaitable[sqlite_connection.Connection]]:
+    """What opens each connection: a private file first, then SQLite with SQLAlchemy's
+    own reading of the URL (``file:`` URIs, ``?timeout=``), waiting 5 s on a lock."""
+    (database,), options = url.get_dialect()().create_connect_args(url)
+    options = {"timeout": 5, **options}
+    path = sqlite_path(url)
+
+    async def open_connection() -> sqlite_connection.Connection:
+        if path is not None:
+            keep_private(path)
+        connection = await sqlite_connection.connect(database, **options)
+        return cast(sqlite_connection.Connection, connection)
+
+    return open_connection
 
 
 def insert(table: sa.Table, dialect: str) -> postgresql.Insert | sqlite.Insert:
