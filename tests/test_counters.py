@@ -13,7 +13,14 @@ import sqlalchemy as sa
 from doorman.db import connect, create_engine
 from doorman.db.schema import throttle_table
 from doorman.exceptions import ConfigError, StoreError
-from doorman.stores import Counter, MemoryCounter, RedisCounter, SQLCounter, counter_for
+from doorman.stores import (
+    BatchCounter,
+    Counter,
+    MemoryCounter,
+    RedisCounter,
+    SQLCounter,
+    counter_for,
+)
 
 from .conftest import Clock, make_store
 from .helpers import migrated_sqlite, sqlite_threads_settled
@@ -253,6 +260,93 @@ async def test_a_counter_that_is_down_fails_closed(down_counter: Counter) -> Non
         await down_counter.peek("k")
     with pytest.raises(StoreError):
         await down_counter.reset("k")
+    assert isinstance(down_counter, BatchCounter)
+    with pytest.raises(StoreError):
+        await down_counter.acquire_all([("k", 5), ("j", 5)], LEASE)
+    with pytest.raises(StoreError):
+        await down_counter.settle_all([("k", "count"), ("j", "refund")], WINDOW)
+
+
+# Several keys at once: a sign-in's buckets in one round trip
+
+
+async def test_every_counter_takes_several_keys_at_once(counter: Counter) -> None:
+    assert isinstance(counter, BatchCounter)
+
+
+async def test_acquire_all_takes_a_slot_in_every_key(counter: Counter) -> None:
+    assert isinstance(counter, BatchCounter)
+    assert await counter.acquire_all([("a", 2), ("b", 1)], LEASE) == ("granted", 0.0)
+    assert (await counter.acquire("a", 2, LEASE))[0] == "granted"  # a: one slot left
+    assert (await counter.acquire("a", 2, LEASE))[0] == "busy"
+    assert (await counter.acquire("b", 1, LEASE))[0] == "busy"  # b: its one slot, taken
+    assert await counter.peek("a") == (0, 0.0)  # flights, not failures
+
+
+async def test_acquire_all_takes_nothing_when_one_key_says_no(counter: Counter) -> None:
+    assert isinstance(counter, BatchCounter)
+    await count(counter, "full", 2)
+    _, end = await counter.peek("full")
+    verdict, refused_end = await counter.acquire_all([("free", 1), ("full", 2)], LEASE)
+    assert verdict == "refused"
+    assert refused_end == pytest.approx(end, abs=0.05)
+    assert (await counter.acquire("free", 1, LEASE))[0] == "granted"  # nothing was held
+    verdict, _ = await counter.acquire_all([("other", 5), ("free", 1)], LEASE)
+    assert verdict == "busy"  # "free" is held: only a flight stands in the way
+    assert (await counter.acquire("other", 1, LEASE))[0] == "granted"
+
+
+async def test_acquire_all_answers_for_the_first_key_that_says_no(counter: Counter) -> None:
+    assert isinstance(counter, BatchCounter)
+    await count(counter, "full", 1)
+    assert (await counter.acquire("held", 1, LEASE))[0] == "granted"
+    assert (await counter.acquire_all([("held", 1), ("full", 1)], LEASE))[0] == "busy"
+    assert (await counter.acquire_all([("full", 1), ("held", 1)], LEASE))[0] == "refused"
+
+
+async def test_settle_all_settles_each_key_as_told(counter: Counter) -> None:
+    assert isinstance(counter, BatchCounter)
+    await count(counter, "counted", 1)
+    await count(counter, "refunded", 2)
+    await count(counter, "cleared", 3)
+    slots = [("counted", 10), ("refunded", 10), ("cleared", 10)]
+    assert (await counter.acquire_all(slots, LEASE))[0] == "granted"
+    outcomes: list[tuple[str, Any]] = [
+        ("counted", "count"),
+        ("refunded", "refund"),
+        ("cleared", "clear"),
+    ]
+    assert await counter.settle_all(outcomes, WINDOW) == [2, 2, 0]
+    assert [(await counter.peek(key))[0] for key, _ in slots] == [2, 2, 0]
+    for key, _ in slots:  # every flight came back
+        assert (await counter.acquire(key, 3, LEASE))[0] == "granted"
+
+
+async def test_settle_all_counts_a_new_window_from_one(counter: Counter) -> None:
+    assert isinstance(counter, BatchCounter)
+    assert await counter.settle_all([("new", "count"), ("absent", "refund")], WINDOW) == [1, 0]
+    assert await stored_keys(counter) == ["new"]  # no flight, and nothing for "absent"
+
+
+async def test_concurrent_acquire_all_in_either_order_grant_exactly_the_limit(
+    counter: Counter,
+) -> None:
+    """Sign-ins whose buckets overlap, listed in either order, neither deadlock nor
+    overshoot: 5 slots in "x", however the 40 ask for them."""
+    assert isinstance(counter, BatchCounter)
+    orders = [[("x", 5), (f"y{n % 4}", 50)] for n in range(20)]
+    orders += [[(f"y{n % 4}", 50), ("x", 5)] for n in range(20)]
+    verdicts = await asyncio.gather(*(counter.acquire_all(slots, LEASE) for slots in orders))
+    assert sorted(verdict for verdict, _ in verdicts) == ["busy"] * 35 + ["granted"] * 5
+    granted = [
+        slots for slots, (verdict, _) in zip(orders, verdicts, strict=True) if verdict == "granted"
+    ]
+    settled = (
+        counter.settle_all([(key, "count") for key, _ in slots], WINDOW) for slots in granted
+    )
+    await asyncio.gather(*settled)
+    assert (await counter.peek("x"))[0] == 5
+    assert (await counter.acquire("x", 6, LEASE))[0] == "granted"  # every flight came back
 
 
 # Picking the counter for the session store
@@ -335,3 +429,24 @@ async def test_two_engines_on_one_sqlite_file_grant_exactly_the_limit(tmp_path: 
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_sign_ins_taking_and_settling_overlapping_keys_at_once_never_deadlock(
+    counter: Counter,
+) -> None:
+    """Takes and settles interleaved, over keys listed in either order: on PostgreSQL each
+    locks rows, and two that lock the same two rows in opposite orders wait for each other."""
+    assert isinstance(counter, BatchCounter)
+
+    async def sign_in(slots: list[tuple[str, int]], pause: float) -> None:
+        assert (await counter.acquire_all(slots, LEASE))[0] == "granted"
+        await asyncio.sleep(pause)  # the checks take varied times: settles meet takes
+        await counter.settle_all([(key, "refund") for key, _ in reversed(slots)], WINDOW)
+
+    keys = [("shared", 100), *((f"own{n}", 100) for n in range(4))]
+    sign_ins = [[keys[0], keys[1 + n % 4]] for n in range(20)]
+    sign_ins += [[keys[1 + n % 4], keys[0]] for n in range(20)]
+    for _round in range(3):
+        pauses = (n % 4 * 0.002 for n in range(len(sign_ins)))
+        await asyncio.wait_for(asyncio.gather(*map(sign_in, sign_ins, pauses)), 20)
+    assert (await counter.acquire("shared", 1, LEASE))[0] == "granted"  # every flight came back

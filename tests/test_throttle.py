@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from doorman.accounts import throttle as throttle_module
 from doorman.accounts.throttle import LoginThrottle, RegistrationThrottle
 from doorman.db import create_engine
 from doorman.exceptions import Busy, ConfigError, Throttled
-from doorman.stores import Counter, MemoryCounter, RedisCounter, SQLCounter
+from doorman.stores import BatchCounter, Counter, MemoryCounter, RedisCounter, SQLCounter
 
 from . import test_counters
 from .conftest import Clock
@@ -521,3 +522,33 @@ async def test_the_secret_itself_is_not_the_hash_key() -> None:
 def test_a_short_secret_is_refused() -> None:
     with pytest.raises(ConfigError, match="at least 32"):
         LoginThrottle(MemoryCounter(), secret="short")
+
+
+class KeyByKey:
+    """A ``Counter`` of one's own, with no ``acquire_all``/``settle_all``: the per-key
+    protocol that docs/throttling.md documents."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryCounter()
+        self.acquire = self._inner.acquire
+        self.settle = self._inner.settle
+        self.peek = self._inner.peek
+        self.reset = self._inner.reset
+        self.clear_expired = self._inner.clear_expired
+
+
+@pytest.mark.usefixtures("quick_looks")
+async def test_a_counter_without_batches_is_taken_key_by_key() -> None:
+    counter = KeyByKey()
+    assert not isinstance(counter, BatchCounter)
+    throttle = LoginThrottle(counter, per_account=5, per_address=20)
+    checks: list[str] = []
+    guesses = (check_password(throttle, "alice", "192.0.2.1", False, checks) for _ in range(20))
+    results = await asyncio.gather(*guesses, return_exceptions=True)
+    assert len(checks) == 5
+    assert sum(isinstance(result, Throttled) for result in results) == 15
+    await succeed(throttle, "bob", "192.0.2.1")  # the address had room: 5 of 20
+    assert await counter.peek(throttle._account("alice")) == (
+        5,
+        pytest.approx(time.time() + 900, abs=5),
+    )

@@ -35,7 +35,7 @@ from typing import Literal, NamedTuple
 from ..exceptions import Busy, ConfigError, Throttled
 from ..signing import normalize_secrets
 from ..stores import counter_for
-from ..stores.base import Counter, Outcome, Verdict
+from ..stores.base import BatchCounter, Counter, Outcome, Verdict
 from .users import username_key
 
 __all__ = [
@@ -145,6 +145,11 @@ class _Limiter:
 
     async def _take(self, buckets: Sequence[_Bucket]) -> tuple[Verdict, float]:
         """All the slots, or none: what stood in the way, with that bucket's window end."""
+        if not buckets:
+            return "granted", 0.0
+        if isinstance(self.counter, BatchCounter):  # one round trip for every bucket
+            slots = [(bucket.key, bucket.limit) for bucket in buckets]
+            return await self.counter.acquire_all(slots, self.lease)
         taken: list[_Bucket] = []
         for bucket in buckets:
             verdict, end = await self.counter.acquire(bucket.key, bucket.limit, self.lease)
@@ -158,10 +163,15 @@ class _Limiter:
     async def settle(
         self, buckets: Sequence[_Bucket], succeeded: bool, address: str | None
     ) -> None:
-        for bucket in buckets:
-            outcome = bucket.on_success if succeeded else "count"
-            failures = await self.counter.settle(bucket.key, outcome, self.window)
-            if outcome == "count" and failures == bucket.limit:  # once per window
+        outcomes = [(bucket.key, bucket.on_success if succeeded else "count") for bucket in buckets]
+        if not outcomes:
+            return
+        if isinstance(self.counter, BatchCounter):
+            failures = await self.counter.settle_all(outcomes, self.window)
+        else:
+            failures = [await self.counter.settle(*each, self.window) for each in outcomes]
+        for bucket, (_key, outcome), count in zip(buckets, outcomes, failures, strict=True):
+            if outcome == "count" and count == bucket.limit:  # once per window
                 # Never with the username: people type their password there by mistake.
                 security_log.warning(
                     "throttle: the %s limit of %s within %ss was reached, the last from %s",

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigError
 from .base import (
+    BatchCounter,
     Counter,
     CountingStore,
     ServerSideStore,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .sql import SQLCounter, SQLStore
 
 __all__ = [
+    "BatchCounter",
     "CookieStore",
     "Counter",
     "CountingStore",

@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 __all__ = [
     "KEY_BYTES",
+    "BatchCounter",
     "Counter",
     "CountingStore",
     "MakesTables",
     "Outcome",
     "ServerSideStore",
     "SessionStore",
+    "Slot",
     "SyncLoadable",
     "Verdict",
     "new_session_key",
@@ -108,6 +111,8 @@ Outcome = Literal["count", "refund", "clear"]
 VERDICTS: dict[str, Verdict] = {"granted": "granted", "busy": "busy", "refused": "refused"}
 #: Where a key's attempts in flight are kept: beside its failures, under this mark.
 FLIGHT = "~"
+#: A key and its limit: what ``acquire_all`` takes a slot in.
+Slot = tuple[str, int]
 
 
 class Counter(Protocol):
@@ -136,11 +141,39 @@ class Counter(Protocol):
         """Remove ended windows and lapsed leases; return how many (if known)."""
 
 
+@runtime_checkable
+class BatchCounter(Counter, Protocol):
+    """A counter that takes and settles the slots of several keys in one step (one
+    transaction or script): a sign-in's buckets cost one round trip, not one per key.
+    Optional: the throttle goes key by key with a ``Counter`` that lacks these."""
+
+    async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
+        """A slot in every ``(key, limit)``, or in none: the first verdict in order that
+        is not "granted", with its window's end; else ("granted", 0.0)."""
+
+    async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
+        """``settle`` for each ``(key, outcome)``, atomically each; the failures now in
+        each window, in order."""
+
+
 def decide(failures: int, flying: int, limit: int) -> Verdict:
     """What ``acquire`` answers, given the failures and the attempts in flight."""
     if failures >= limit:
         return "refused"
     return "busy" if failures + flying >= limit else "granted"
+
+
+def decide_all(
+    slots: Sequence[Slot], counts: Mapping[str, tuple[int, float]]
+) -> tuple[Verdict, float]:
+    """What ``acquire_all`` answers, given each key's (count, end) and its flight's
+    (``FLIGHT + key``), absent ones at (0, 0.0)."""
+    for key, limit in slots:
+        failures, end = counts.get(key, (0, 0.0))
+        verdict = decide(failures, counts.get(FLIGHT + key, (0, 0.0))[0], limit)
+        if verdict != "granted":
+            return verdict, end
+    return "granted", 0.0
 
 
 @runtime_checkable

@@ -11,9 +11,10 @@ requests, and in the session signer's remembered cookies).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from ..exceptions import SessionInterrupted
-from .base import Outcome, Verdict, decide, new_session_key
+from .base import FLIGHT, Outcome, Slot, Verdict, decide, decide_all, new_session_key
 
 __all__ = ["MemoryCounter", "MemoryStore"]
 
@@ -102,6 +103,20 @@ class MemoryCounter:
         if verdict == "granted":
             self._flying[key] = (flying + 1, time.time() + lease)
         return verdict, end
+
+    async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
+        counts = {}
+        for key, _limit in slots:
+            counts[key] = self._live(self._counts, key)
+            counts[FLIGHT + key] = self._live(self._flying, key)
+        verdict, end = decide_all(slots, counts)
+        if verdict == "granted":
+            for key, _limit in slots:
+                self._flying[key] = (counts[FLIGHT + key][0] + 1, time.time() + lease)
+        return verdict, end
+
+    async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
+        return [await self.settle(key, outcome, window) for key, outcome in outcomes]
 
     async def settle(self, key: str, outcome: Outcome, window: float) -> int:
         flying, lease_end = self._live(self._flying, key)

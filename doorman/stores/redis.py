@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from .._batches import Batches
 from .._extras import needs_extra
 from ..exceptions import SessionInterrupted, StoreError
-from .base import FLIGHT, VERDICTS, Outcome, Verdict, new_session_key, storage_id
+from .base import FLIGHT, VERDICTS, Outcome, Slot, Verdict, new_session_key, storage_id
 
 with needs_extra("redis", "the Redis session store"):
     import redis.asyncio as aioredis
@@ -254,6 +254,56 @@ end
 return tonumber(redis.call('GET', KEYS[1])) or 0
 """
 
+# KEYS: failures and in flight of each key in turn; ARGV: lease (ms), then each key's
+# limit. All the slots or none: _ACQUIRE_SCRIPT for several keys at once.
+_ACQUIRE_ALL_SCRIPT = """
+for i = 1, #KEYS / 2 do
+  local failures = tonumber(redis.call('GET', KEYS[2 * i - 1])) or 0
+  local flying = tonumber(redis.call('GET', KEYS[2 * i])) or 0
+  local limit = tonumber(ARGV[i + 1])
+  if failures >= limit then return {'refused', redis.call('PTTL', KEYS[2 * i - 1])} end
+  if failures + flying >= limit then return {'busy', redis.call('PTTL', KEYS[2 * i - 1])} end
+end
+for i = 1, #KEYS / 2 do
+  redis.call('INCR', KEYS[2 * i])
+  redis.call('PEXPIRE', KEYS[2 * i], ARGV[1])
+end
+return {'granted', -2}
+"""
+
+# KEYS: failures and in flight of each key in turn; ARGV: window (ms), then each key's
+# outcome. _SETTLE_SCRIPT for several keys at once; returns each key's failures.
+_SETTLE_ALL_SCRIPT = """
+local answers = {}
+for i = 1, #KEYS / 2 do
+  local failures, flight = KEYS[2 * i - 1], KEYS[2 * i]
+  local outcome = ARGV[i + 1]
+  local flying = tonumber(redis.call('GET', flight))
+  if flying and flying > 0 then
+    redis.call('DECR', flight)
+  end
+  if outcome == 'clear' then
+    redis.call('DEL', failures)
+    answers[i] = 0
+  elseif outcome == 'count' then
+    answers[i] = redis.call('INCR', failures)
+    if redis.call('PTTL', failures) < 0 then
+      redis.call('PEXPIRE', failures, ARGV[1])
+    end
+  else
+    answers[i] = tonumber(redis.call('GET', failures)) or 0
+  end
+end
+return answers
+"""
+
+
+def _verdict(answer: list[Any]) -> tuple[Verdict, float]:
+    """A script's {verdict, failures' TTL in ms} as (verdict, window end)."""
+    verdict, ttl_ms = answer
+    text = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+    return VERDICTS[text], time.time() + int(ttl_ms) / 1000 if int(ttl_ms) > 0 else 0.0
+
 
 def _milliseconds(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
@@ -267,6 +317,8 @@ class RedisCounter:
         self.prefix = prefix
         self._acquire = client.register_script(_ACQUIRE_SCRIPT)
         self._settle = client.register_script(_SETTLE_SCRIPT)
+        self._acquire_all = client.register_script(_ACQUIRE_ALL_SCRIPT)
+        self._settle_all = client.register_script(_SETTLE_ALL_SCRIPT)
         self._where = _where(client)
 
     def _answering(self) -> contextlib.AbstractAsyncContextManager[None]:
@@ -277,12 +329,22 @@ class RedisCounter:
 
     async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
         async with self._answering():
-            verdict, ttl_ms = await self._acquire(
-                keys=self._keys(key), args=[limit, _milliseconds(lease)]
-            )
-        text = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
-        end = time.time() + int(ttl_ms) / 1000 if int(ttl_ms) > 0 else 0.0
-        return VERDICTS[text], end
+            answer = await self._acquire(keys=self._keys(key), args=[limit, _milliseconds(lease)])
+        return _verdict(answer)
+
+    async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
+        keys = [name for key, _limit in slots for name in self._keys(key)]
+        limits = [limit for _key, limit in slots]
+        async with self._answering():
+            answer = await self._acquire_all(keys=keys, args=[_milliseconds(lease), *limits])
+        return _verdict(answer)
+
+    async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
+        keys = [name for key, _outcome in outcomes for name in self._keys(key)]
+        kinds = [outcome for _key, outcome in outcomes]
+        async with self._answering():
+            answers = await self._settle_all(keys=keys, args=[_milliseconds(window), *kinds])
+        return [int(failures) for failures in answers]
 
     async def settle(self, key: str, outcome: Outcome, window: float) -> int:
         async with self._answering():

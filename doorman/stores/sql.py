@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -17,7 +17,16 @@ from ..db.migrations import ensure_schema
 from ..db.schema import sessions_table, throttle_table
 from ..db.transaction import connect
 from ..exceptions import SessionInterrupted
-from .base import FLIGHT, Outcome, Verdict, decide, new_session_key, storage_id
+from .base import (
+    FLIGHT,
+    Outcome,
+    Slot,
+    Verdict,
+    decide,
+    decide_all,
+    new_session_key,
+    storage_id,
+)
 
 __all__ = ["SQLCounter", "SQLStore"]
 
@@ -159,6 +168,15 @@ _GIVE_BACK = (
     )
     .values(hits=_throttle.c.hits - 1)
 )
+_KEYS: sa.BindParameter[str] = sa.bindparam("keys", expanding=True)
+_PEEK_ALL = sa.select(_throttle.c.key, _throttle.c.hits, _throttle.c.expires_at).where(
+    _throttle.c.key.in_(_KEYS), _throttle.c.expires_at > _NOW
+)
+_TAKE_ALL = (
+    _throttle.update()
+    .where(_throttle.c.key.in_(_KEYS))
+    .values(hits=_throttle.c.hits + 1, expires_at=sa.bindparam("new_end", type_=sa.Float))
+)
 _RESET = _throttle.delete().where(_throttle.c.key == sa.bindparam("key"))
 _DELETE_ENDED = _throttle.delete().where(_throttle.c.expires_at <= _NOW)
 
@@ -178,6 +196,14 @@ def _upsert(dialect: str, *, start: int) -> sa.Executable:
             "expires_at": sa.case((ended, new_end), else_=_throttle.c.expires_at),
         },
     ).returning(_throttle.c.hits, _throttle.c.expires_at)
+
+
+async def _counts(
+    connection: AsyncConnection, keys: list[str], now: float
+) -> dict[str, tuple[int, float]]:
+    """The live rows among ``keys``: key -> (hits, end)."""
+    rows = (await connection.execute(_PEEK_ALL, {"keys": keys, "now": now})).all()
+    return {str(row[0]): (int(row[1]), float(row[2])) for row in rows}
 
 
 class SQLCounter:
@@ -238,6 +264,50 @@ class SQLCounter:
                 return 0
             row = (await connection.execute(_PEEK, {"key": key, "now": now})).first()
         return 0 if row is None else int(row[0])
+
+    async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
+        """One read without a lock, then, unless it says no, one transaction for all."""
+        keys = [key for key, _limit in slots]
+        flights = [FLIGHT + key for key in keys]
+        async with connect(self.engine) as connection:
+            counts = await _counts(connection, [*keys, *flights], time.time())
+        verdict, end = decide_all(slots, counts)
+        if verdict != "granted":  # a stale "no" only means asking again: no write, no lock
+            return verdict, end
+        now = time.time()
+        async with connect(self.engine, write=True) as connection:
+            # The flight rows first, in one order for every caller (no deadlock): they
+            # serialize the acquires of each key before the failures are read again.
+            for flight in sorted(flights):
+                params = {"key": flight, "now": now, "new_end": now + lease}
+                await connection.execute(self._lock_flight, params)
+            counts = await _counts(connection, [*keys, *flights], now)
+            verdict, end = decide_all(slots, counts)
+            if verdict == "granted":
+                await connection.execute(_TAKE_ALL, {"keys": flights, "new_end": now + lease})
+        return verdict, end
+
+    async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
+        now = time.time()
+        failures: dict[str, int] = {}
+        flights = [FLIGHT + key for key, _outcome in outcomes]
+        async with connect(self.engine, write=True) as connection:
+            # Row by row, in acquire_all's order: one UPDATE of several rows locks them in
+            # the order PostgreSQL scans them, and two transactions could each wait for the other.
+            for flight in sorted(flights):
+                await connection.execute(_GIVE_BACK, {"counter_key": flight, "now": now})
+            for key, outcome in outcomes:
+                if outcome == "count":
+                    params = {"key": key, "now": now, "new_end": now + window}
+                    failures[key] = int((await connection.execute(self._count, params)).one()[0])
+                elif outcome == "clear":
+                    await connection.execute(_RESET, {"key": key})
+                    failures[key] = 0
+            refunded = [key for key, outcome in outcomes if outcome == "refund"]
+            if refunded:
+                counts = await _counts(connection, refunded, now)
+                failures.update((key, counts.get(key, (0, 0.0))[0]) for key in refunded)
+        return [failures[key] for key, _outcome in outcomes]
 
     async def peek(self, key: str) -> tuple[int, float]:
         async with connect(self.engine) as connection:
