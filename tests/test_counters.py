@@ -446,7 +446,8 @@ async def test_sign_ins_taking_and_settling_overlapping_keys_at_once_never_deadl
     keys = [("shared", 100), *((f"own{n}", 100) for n in range(4))]
     sign_ins = [[keys[0], keys[1 + n % 4]] for n in range(20)]
     sign_ins += [[keys[1 + n % 4], keys[0]] for n in range(20)]
-    for _round in range(3):
+    locks_rows = isinstance(counter, SQLCounter) and counter.engine.dialect.name == "postgresql"
+    for _round in range(3 if locks_rows else 1):  # a deadlock needs the timing to meet
         pauses = (n % 4 * 0.002 for n in range(len(sign_ins)))
         await asyncio.wait_for(asyncio.gather(*map(sign_in, sign_ins, pauses)), 20)
     assert (await counter.acquire("shared", 1, LEASE))[0] == "granted"  # every flight came back
