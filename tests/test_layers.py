@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "doorman._extras",
             "doorman._lookalikes",
             "doorman._times",
+            "doorman._tasks",
             "doorman.exceptions",
             "doorman.events",
             "doorman.signing",

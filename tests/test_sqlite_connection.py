@@ -128,3 +128,35 @@ async def test_after_an_interrupted_statement_the_rollback_is_not_skipped(
         assert trips == []
     finally:
         await connection.close()
+
+
+async def test_a_write_cancelled_while_it_commits_still_moves_its_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted session is not served from what the process kept: its client went away
+    while the DELETE committed (the commit runs on in SQLite's thread)."""
+    from doorman.stores.sql import SQLStore
+
+    store = SQLStore(str(tmp_path / "sessions.db"))
+    await store.create_table()
+    key = await store.save(None, '{"user": 1}', time.time() + 3600)
+    assert await store.load(key) is not None  # kept by this process, under the epoch
+    commit = driver.Connection.commit
+    committing = asyncio.Event()
+
+    async def slow_answer(connection: driver.Connection) -> None:
+        done = asyncio.ensure_future(commit(connection))  # queued: it will happen
+        committing.set()
+        await asyncio.sleep(0.1)  # the answer is slow to come back
+        await done
+
+    monkeypatch.setattr(driver.Connection, "commit", slow_answer)
+    deleting = asyncio.create_task(store.delete(key))
+    await asyncio.wait_for(committing.wait(), 5)
+    deleting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await deleting
+    monkeypatch.setattr(driver.Connection, "commit", commit)
+    await asyncio.sleep(0.2)
+    assert await store.load(key) is None
+    await store.close()

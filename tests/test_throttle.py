@@ -552,3 +552,57 @@ async def test_a_counter_without_batches_is_taken_key_by_key() -> None:
         5,
         pytest.approx(time.time() + 900, abs=5),
     )
+
+
+# A request cancelled mid-way (its client gone, a timeout): its slots do not stay held
+
+
+class SlowCounter(MemoryCounter):
+    """A counter on a slow database: each take and settle answers after ``pause``."""
+
+    def __init__(self, pause: float, settles: int = 0) -> None:
+        super().__init__()
+        self.pause = pause
+        self.settling, self.settles = 0, settles
+        self.all_settling = asyncio.Event()  # once ``settles`` settles are under way
+
+    async def acquire_all(self, slots: Any, lease: float) -> Any:
+        answer = await super().acquire_all(slots, lease)
+        await asyncio.sleep(self.pause)  # taken; the answer on its way back
+        return answer
+
+    async def settle_all(self, outcomes: Any, window: float) -> list[int]:
+        self.settling += 1
+        if self.settling == self.settles:
+            self.all_settling.set()
+        await asyncio.sleep(self.pause)
+        return await super().settle_all(outcomes, window)
+
+
+async def test_sign_ins_cancelled_while_they_settle_still_give_their_slots_back() -> None:
+    counter = SlowCounter(pause=0.05, settles=5)
+    throttle = LoginThrottle(counter, per_account=5, wait=0.5)
+    checks: list[str] = []
+    wrong = [check_password(throttle, "alice", "192.0.2.1", False, checks) for _ in range(2)]
+    right = [check_password(throttle, "alice", "192.0.2.1", True, checks) for _ in range(3)]
+    tasks = [asyncio.create_task(sign_in) for sign_in in [*wrong, *right]]
+    await asyncio.wait_for(counter.all_settling.wait(), 5)
+    for task in tasks:  # every one of them is settling: its client goes away
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0.2)  # the settles run on to their end
+    assert (await counter.peek(throttle._account("alice")))[0] == 2  # the wrong ones counted
+    await succeed(throttle, "alice", "192.0.2.1")  # 3 slots free, not held for the lease
+
+
+async def test_a_sign_in_cancelled_while_it_takes_its_slots_gives_them_back() -> None:
+    counter = SlowCounter(pause=0.05)
+    throttle = LoginThrottle(counter, per_account=1, wait=0.5)
+    taking = asyncio.create_task(throttle.attempt("alice", "192.0.2.1"))
+    await asyncio.sleep(0.02)  # the slot is taken; its answer has not come back
+    taking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await taking
+    await asyncio.sleep(0.2)  # the take ends, and its slot is given back: nobody holds it
+    await succeed(throttle, "alice", "192.0.2.1")
+    assert await counter.peek(throttle._account("alice")) == (0, 0.0)

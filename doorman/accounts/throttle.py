@@ -32,10 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from .._tasks import to_the_end
 from ..exceptions import Busy, ConfigError, Throttled
 from ..signing import normalize_secrets
 from ..stores import counter_for
-from ..stores.base import BatchCounter, Counter, Outcome, Verdict
+from ..stores.base import Counter, Outcome, Slot, Verdict, settle_slots, take_slots
 from .users import username_key
 
 __all__ = [
@@ -144,32 +145,32 @@ class _Limiter:
             delay = min(delay * 2, _LAST_POLL)
 
     async def _take(self, buckets: Sequence[_Bucket]) -> tuple[Verdict, float]:
-        """All the slots, or none: what stood in the way, with that bucket's window end."""
+        """All the slots, or none: what stood in the way, with that bucket's window end.
+
+        Once asked, the counter's answer is awaited to its end even if this request is
+        cancelled meanwhile, and slots taken for nobody are given back."""
         if not buckets:
             return "granted", 0.0
-        if isinstance(self.counter, BatchCounter):  # one round trip for every bucket
-            slots = [(bucket.key, bucket.limit) for bucket in buckets]
-            return await self.counter.acquire_all(slots, self.lease)
-        taken: list[_Bucket] = []
-        for bucket in buckets:
-            verdict, end = await self.counter.acquire(bucket.key, bucket.limit, self.lease)
-            if verdict != "granted":
-                for held in taken:  # a full bucket must not use up the others
-                    await self.counter.settle(held.key, "refund", self.window)
-                return verdict, end
-            taken.append(bucket)
-        return "granted", 0.0
+        slots = [(bucket.key, bucket.limit) for bucket in buckets]
+        taking = take_slots(self.counter, slots, self.lease, self.window)
+        return await to_the_end(taking, abandoned=lambda answer: self._abandon(answer, slots))
+
+    async def _abandon(self, answer: tuple[Verdict, float], slots: Sequence[Slot]) -> None:
+        if answer[0] == "granted":
+            await settle_slots(self.counter, [(key, "refund") for key, _ in slots], self.window)
 
     async def settle(
         self, buckets: Sequence[_Bucket], succeeded: bool, address: str | None
     ) -> None:
+        """Give the slots back and count the outcome, to the end even if cancelled meanwhile."""
+        if buckets:
+            await to_the_end(self._settle(buckets, succeeded, address))
+
+    async def _settle(
+        self, buckets: Sequence[_Bucket], succeeded: bool, address: str | None
+    ) -> None:
         outcomes = [(bucket.key, bucket.on_success if succeeded else "count") for bucket in buckets]
-        if not outcomes:
-            return
-        if isinstance(self.counter, BatchCounter):
-            failures = await self.counter.settle_all(outcomes, self.window)
-        else:
-            failures = [await self.counter.settle(*each, self.window) for each in outcomes]
+        failures = await settle_slots(self.counter, outcomes, self.window)
         for bucket, (_key, outcome), count in zip(buckets, outcomes, failures, strict=True):
             if outcome == "count" and count == bucket.limit:  # once per window
                 # Never with the username: people type their password there by mistake.

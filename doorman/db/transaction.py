@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .engine import failures
-from .epochs import epoch_of
+from .epochs import Epoch, epoch_of
 from .schema import changes
 
 __all__ = ["connect"]
@@ -41,19 +41,25 @@ async def connect(engine: AsyncEngine, *, write: bool = False) -> AsyncIterator[
                 yield connection
             return
         _watch(engine)
-        async with _one_writer(engine), engine.begin() as connection:
-            info = connection.sync_connection.info if connection.sync_connection else {}
-            changed: set[str] = info.setdefault(_CHANGED, set())
-            changed.clear()
-            try:
-                yield connection
-                epochs = [epoch_of(engine, what) for what in sorted(changed)]
+        epochs: list[Epoch] = []
+        try:
+            async with _one_writer(engine), engine.begin() as connection:
+                info = connection.sync_connection.info if connection.sync_connection else {}
+                changed: set[str] = info.setdefault(_CHANGED, set())
+                changed.clear()
+                try:
+                    yield connection
+                finally:
+                    epochs = [epoch_of(engine, what) for what in sorted(changed)]
+                    info.pop(_CHANGED, None)
                 for epoch in epochs:
                     await epoch.mark(connection)  # PostgreSQL: in this very transaction
-            finally:
-                info.pop(_CHANGED, None)
-        for epoch in epochs:
-            epoch.advance()  # SQLite: once committed
+        finally:
+            # SQLite: once committed; and also when the commit failed or was interrupted
+            # (a cancelled request): SQLite may have committed all the same, and a
+            # needless move only makes the workers read afresh.
+            for epoch in epochs:
+                epoch.advance()
 
 
 #: Where a writing connection collects the epochs its statements move.

@@ -33,7 +33,9 @@ __all__ = [
     "SyncLoadable",
     "Verdict",
     "new_session_key",
+    "settle_slots",
     "storage_id",
+    "take_slots",
 ]
 
 KEY_BYTES = 32  # 256 bits from the OS CSPRNG
@@ -161,6 +163,34 @@ def decide(failures: int, flying: int, limit: int) -> Verdict:
     if failures >= limit:
         return "refused"
     return "busy" if failures + flying >= limit else "granted"
+
+
+async def take_slots(
+    counter: Counter, slots: Sequence[Slot], lease: float, window: float
+) -> tuple[Verdict, float]:
+    """A slot in every ``(key, limit)`` or in none, as ``BatchCounter.acquire_all``: in
+    one step where the counter can, else key by key, giving back what it took when a
+    later key says no."""
+    if isinstance(counter, BatchCounter):
+        return await counter.acquire_all(slots, lease)
+    taken: list[str] = []
+    for key, limit in slots:
+        verdict, end = await counter.acquire(key, limit, lease)
+        if verdict != "granted":
+            for held in taken:  # a full bucket must not use up the others
+                await counter.settle(held, "refund", window)
+            return verdict, end
+        taken.append(key)
+    return "granted", 0.0
+
+
+async def settle_slots(
+    counter: Counter, outcomes: Sequence[tuple[str, Outcome]], window: float
+) -> list[int]:
+    """``BatchCounter.settle_all``, in one step where the counter can, else key by key."""
+    if isinstance(counter, BatchCounter):
+        return await counter.settle_all(outcomes, window)
+    return [await counter.settle(key, outcome, window) for key, outcome in outcomes]
 
 
 def decide_all(
