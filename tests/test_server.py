@@ -323,6 +323,48 @@ async def test_json_sign_in_and_out_with_the_csrf_header(server: Server) -> None
         assert out.json() == {"actor": None}
 
 
+#: Names no database can hold: a lone surrogate (JSON carries one), a NUL (PostgreSQL refuses it).
+UNSTORABLE_NAMES = ["\ud800", "a\udfffb", "\x00", "al\x00ice"]
+
+
+async def refusals_of_unstorable_names(server: Server) -> list[tuple[str, int, Any]]:
+    found = []
+    async with browse(server) as api:
+        for name in UNSTORABLE_NAMES:
+            headers = {"x-csrftoken": await csrf_token(api), "content-type": "application/json"}
+            body = {"username": name, "password": PASSWORD}
+            raw = json.dumps(body).encode()  # "\\ud800" escaped, as a client may send it
+            answer = await api.post("/-/login", content=raw, headers=headers)
+            found.append(("json", answer.status_code, answer.json()))
+            if name.isascii():  # a form's text is UTF-8: only the NUL gets there as typed
+                form = {**body, "csrftoken": await csrf_token(api)}
+                answer = await api.post(
+                    "/-/login", data=form, headers={"accept": "application/json"}
+                )
+                found.append(("form", answer.status_code, answer.json()))
+    return found
+
+
+def assert_all_wrong_username(found: list[tuple[str, int, Any]]) -> None:
+    assert len(found) == 6
+    for _how, status, body in found:
+        assert (status, body) == (401, {"error": "Wrong username or password."})
+
+
+async def test_a_name_no_database_can_hold_is_a_wrong_username(server: Server) -> None:
+    """Not a 500 (SQLite cannot encode the name), nor a 503 that cries "store down"."""
+    assert_all_wrong_username(await refusals_of_unstorable_names(server))
+
+
+@pytest.mark.postgres
+async def test_a_name_no_database_can_hold_is_a_wrong_username_on_postgres(
+    tmp_path: Path, emptied_postgres_url: str
+) -> None:
+    async with running(tmp_path, db=emptied_postgres_url, **SERVER_OPTIONS) as found:
+        await with_people(found)
+        assert_all_wrong_username(await refusals_of_unstorable_names(found))
+
+
 # -- registration and set-up ---------------------------------------------------
 
 

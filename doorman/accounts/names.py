@@ -11,10 +11,30 @@ import unicodedata
 from .._lookalikes import invisible, mixed_scripts
 from ..exceptions import AccountError
 
-__all__ = ["check_email", "check_group", "check_new_username", "check_username", "username_key"]
+__all__ = [
+    "check_email",
+    "check_group",
+    "check_new_username",
+    "check_username",
+    "storable",
+    "username_key",
+]
 
 _USERNAME = re.compile(r"[\w.@+-]{1,150}")
 _GROUP = re.compile(r"[\w.@+-][\w.@+ -]{0,148}[\w.@+-]|[\w.@+-]")
+
+
+def storable(text: str) -> bool:
+    """Whether every database can hold ``text``: no NUL (PostgreSQL refuses it) and no
+    lone surrogate (a JSON string may carry one; it is not UTF-8). No name or address
+    that fails this can be stored, so a lookup for one finds nobody, without asking."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def username_key(username: str) -> str:

@@ -115,9 +115,10 @@ class _Limiter:
             self._key = hmac.digest(normalize_secrets(secret)[0], b"doorman.throttle", "sha256")
 
     def _hash(self, value: str) -> str:
+        data = value.encode("utf-8", "surrogatepass")  # a JSON name may hold a lone surrogate
         if self._key is None:
-            return hashlib.sha256(value.encode()).hexdigest()[:40]
-        return hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()[:40]
+            return hashlib.sha256(data).hexdigest()[:40]
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()[:40]
 
     def _address(self, address: str) -> str:
         return self._hash(_network(address))

@@ -29,6 +29,7 @@ from .names import (
     check_group,
     check_new_username,
     check_username,
+    storable,
     username_key,
 )
 from .passwords import PasswordHasher
@@ -70,14 +71,14 @@ class Users:
     # -- reading -----------------------------------------------------------
 
     async def by_username(self, username: str) -> User | None:
-        if not isinstance(username, str) or len(username) > 600:
+        if not isinstance(username, str) or len(username) > 600 or not storable(username):
             return None
         found = await self._select(_u.username_key == username_key(username))
         return found[0] if found else None
 
     async def by_email(self, email: str) -> builtins.list[User]:
         """The active accounts whose address is ``email``, compared without case."""
-        if not isinstance(email, str) or not email or len(email) > 254:
+        if not isinstance(email, str) or not email or len(email) > 254 or not storable(email):
             return []
         found = await self._select(sa.func.lower(_u.email) == email.lower())
         return [user for user in found if user.is_active]
