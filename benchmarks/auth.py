@@ -733,18 +733,20 @@ def actor_notes(rows: list[Row], samples: dict[tuple[str, str], list[float]]) ->
     cookie, token = over[f"{SESSION}: {DOORMAN_COOKIE}"], over[f"{TOKEN}: doorman"]
     pair = over[f"{BASIC}: {BASIC_AUTH}"]
     return [
-        f"- doorman's own code per request, measured with the database answered from "
-        f"memory: session {own[SESSION]:.1f} µs (auth hash check, actor, scope), Bearer token "
-        f"{own[TOKEN]:.1f} µs, HTTP Basic cached {own[BASIC]:.1f} µs (base64, an HMAC of the "
-        f"pair, the cache); no credentials {over[f'{NOBODY}: doorman']:.1f} µs.",
-        f"- the rest is round trips: the raw primary-key SELECT through doorman's engine takes "
+        f"- doorman's own code per request, measured with `users.get` and `tokens.verify` "
+        f"answered from memory: session {own[SESSION]:.1f} µs (auth hash check, actor, scope), "
+        f"Bearer token {own[TOKEN]:.1f} µs, HTTP Basic cached {own[BASIC]:.1f} µs (base64, an "
+        f"HMAC of the pair, the cache, and a read of the account's second factors: that read "
+        f"goes to the database on every request, and is most of it); no credentials "
+        f"{over[f'{NOBODY}: doorman']:.1f} µs.",
+        f"- the database: the raw primary-key SELECT through doorman's engine takes "
         f"{select:.1f} µs (from {low:.1f} to {high:.1f} over the repetitions: the machine's "
-        f"noise), `users.get` (the user and its groups in one query) {get:.1f} µs, "
-        f"`tokens.verify` {verify:.1f} µs.",
-        f"- own code plus lookups: session {own[SESSION]:.1f} + {get:.1f} = "
-        f"{own[SESSION] + get:.1f} µs (measured: {cookie:.1f}); Bearer {own[TOKEN]:.1f} + "
-        f"{verify:.1f} + {get:.1f} = {own[TOKEN] + verify + get:.1f} µs (measured: {token:.1f}); "
-        f"Basic {own[BASIC]:.1f} + {get:.1f} = {own[BASIC] + get:.1f} µs (measured: {pair:.1f}).",
+        f"noise); `users.get` (the user and its groups, a query each time) {get:.1f} µs; "
+        f"`tokens.verify` {verify:.1f} µs, from the process's token cache once warm.",
+        f"- a signed-in session's user and a token's come from the process's caches, which "
+        f"the change epochs keep fresh (docs/architecture.md): the session and Bearer stacks "
+        f"cost about their own code ({cookie:.1f} and {token:.1f} µs measured); HTTP Basic "
+        f"{pair:.1f} µs, its second-factor read included.",
     ]
 
 
@@ -768,14 +770,14 @@ def cpu_model() -> str:
 
 #: What the tables cannot compare evenly; printed with them and written to the docs.
 CAVEATS = [
-    "- Bearer token against Starlette's dict backend: that backend does no I/O, so the "
-    "ratio of the real row is the price of doorman's two SQLite lookups; the row with "
-    "the database answered from memory is the like-for-like one.",
+    "- Bearer token against Starlette's dict backend: that backend does no I/O; doorman "
+    "looks its token and user up, answered from the process's caches once warm (a "
+    "write anywhere moves the change epoch and the next request reads afresh).",
     "- Django's `aget_user` and datasette-auth-passwords' check are called directly, "
     "not through their frameworks' request handling (Django's ASGI handler alone costs "
     "about half a millisecond a request: the sessions table), while doorman's figure "
-    "includes its middleware call. Django's user lookup is one `sync_to_async` hop for "
-    "the whole query; doorman's is several aiosqlite hops: most of the gap is there.",
+    "includes its middleware call. Django reads the user from the database on every "
+    "request; doorman, once warm, from its signed-in cache: most of the gap is there.",
     "- datasette-auth-passwords runs its check twice per request when `http_basic_auth` "
     "is on (its ASGI wrapper, then its `actor_from_request` hook): read from its source, "
     "not timed through Datasette; the table times one check.",
@@ -856,11 +858,14 @@ The users are in a SQLite file; the SQLStore shares the users' engine.
   Django view. No middleware call is in its figure; doorman's includes one.
 - Starlette's `AuthenticationMiddleware` with a Bearer backend that looks the
   token up in a dict is the cheapest resolution there is: no database, no
-  hash. Its floor is the bare app. doorman's token check reads two rows (and
-  writes the token's last use at most once a minute: once or twice a run).
+  hash. Its floor is the bare app. doorman's token check reads two rows when
+  its caches are cold (and writes the token's last use at most once a minute:
+  once or twice a run).
 - The "(database)" rows are single calls through doorman's engine: each query
-  is several aiosqlite thread hops (cursor, execute, fetch, cursor close, and
-  the pool's rollback on release), the floor any database-backed lookup pays.
+  is one trip to the SQLite connection's thread (doorman's connections run a
+  statement, fetch its rows and close its cursor at once, and skip the pool's
+  rollback of a read: `db/sqlite_connection.py`), the floor any lookup that
+  reaches the database pays.
 
 {r.actors}
 {notes}
