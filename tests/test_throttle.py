@@ -68,6 +68,16 @@ async def check_password(
             attempt.succeeded()
 
 
+async def twenty_guesses_get_five_checks(throttle: LoginThrottle) -> None:
+    """20 wrong passwords for alice from one address at once: 5 checked (``per_account``),
+    15 refused."""
+    checks: list[str] = []
+    guesses = (check_password(throttle, "alice", "192.0.2.1", False, checks) for _ in range(20))
+    results = await asyncio.gather(*guesses, return_exceptions=True)
+    assert len(checks) == 5
+    assert sum(isinstance(result, Throttled) for result in results) == 15
+
+
 # Failures
 
 
@@ -93,11 +103,7 @@ async def test_an_error_during_the_check_counts_as_a_failure() -> None:
 @pytest.mark.usefixtures("quick_looks")
 async def test_a_parallel_burst_of_guesses_gets_exactly_the_limit(counter: Counter) -> None:
     throttle = LoginThrottle(counter, per_account=5, per_address=20)
-    checks: list[str] = []
-    guesses = (check_password(throttle, "alice", "192.0.2.1", False, checks) for _ in range(20))
-    results = await asyncio.gather(*guesses, return_exceptions=True)
-    assert len(checks) == 5
-    assert sum(isinstance(result, Throttled) for result in results) == 15
+    await twenty_guesses_get_five_checks(throttle)
     # Only the 5 checks counted against the address: 15 more fit.
     for number in range(15):
         await fail(throttle, f"user{number}", "192.0.2.1")
@@ -542,11 +548,7 @@ async def test_a_counter_without_batches_is_taken_key_by_key() -> None:
     counter = KeyByKey()
     assert not isinstance(counter, BatchCounter)
     throttle = LoginThrottle(counter, per_account=5, per_address=20)
-    checks: list[str] = []
-    guesses = (check_password(throttle, "alice", "192.0.2.1", False, checks) for _ in range(20))
-    results = await asyncio.gather(*guesses, return_exceptions=True)
-    assert len(checks) == 5
-    assert sum(isinstance(result, Throttled) for result in results) == 15
+    await twenty_guesses_get_five_checks(throttle)
     await succeed(throttle, "bob", "192.0.2.1")  # the address had room: 5 of 20
     assert await counter.peek(throttle._account("alice")) == (
         5,
