@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from doorman.accounts import throttle as throttle_module
+from doorman.accounts import slots as slots_module
 from doorman.accounts.throttle import LoginThrottle, RegistrationThrottle
 from doorman.db import create_engine
 from doorman.exceptions import Busy, ConfigError, Throttled
@@ -53,8 +53,8 @@ def quick_looks(monkeypatch: pytest.MonkeyPatch) -> None:
     The tests of many sign-ins at once are about who gets in and who is refused,
     which the pace of looking does not change; at the real pace they mostly wait.
     """
-    monkeypatch.setattr(throttle_module, "_FIRST_POLL", 0.002)
-    monkeypatch.setattr(throttle_module, "_LAST_POLL", 0.01)
+    monkeypatch.setattr(slots_module, "_FIRST_POLL", 0.002)
+    monkeypatch.setattr(slots_module, "_LAST_POLL", 0.01)
 
 
 async def check_password(

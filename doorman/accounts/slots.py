@@ -1,0 +1,183 @@
+"""Slots in buckets: what every throttle shares (sign-ins, second-factor codes,
+registrations, links by mail; the policies are in ``doorman.accounts.throttle``).
+
+Every check holds a slot in each *bucket* that applies to it, taken before the
+check in one atomic step (see ``doorman.stores.base.Counter``): a slot is granted
+only while the bucket's failures plus the checks in flight are under its limit,
+so no more checks can fail in a window than the limit, however many run in
+parallel. A check that finds no free slot only because others are in flight
+waits for their outcome (up to ``wait`` seconds) instead of being refused.
+Keys are hashes; a counter that cannot be reached raises ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+from .._tasks import to_the_end
+from ..exceptions import Busy, ConfigError, Throttled
+from ..signing import normalize_secrets
+from ..stores.base import Counter, Outcome, Slot, Verdict, settle_slots, take_slots
+
+__all__ = ["Attempt", "Bucket", "Limiter", "counted_network", "throttled"]
+
+security_log = logging.getLogger("doorman.security")
+
+_FIRST_POLL, _LAST_POLL = 0.01, 0.1  # seconds between looks at a busy bucket
+_BUSY_RETRY_AFTER = 5
+
+
+class Bucket(NamedTuple):
+    key: str
+    limit: int
+    kind: Literal["account", "address", "device", "registration", "email", "second-factor"]
+    #: What a success does to the bucket: nothing counted ("refund"), its failures
+    #: forgotten ("clear"), or counted like a failure ("count": every registration).
+    on_success: Outcome
+
+
+class Attempt:
+    """One check holding its slots: ``async with await throttle.attempt(...) as attempt``.
+
+    Call ``succeeded()`` once the password proved right. Leaving the block
+    otherwise (a wrong password, or any error) counts a failure in each bucket.
+    """
+
+    def __init__(self, limiter: Limiter, buckets: Sequence[Bucket], address: str | None) -> None:
+        self._limiter, self._buckets, self._address = limiter, buckets, address
+        self._succeeded = self._settled = False
+
+    def succeeded(self) -> None:
+        self._succeeded = True
+
+    async def __aenter__(self) -> Attempt:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self._settled:
+            self._settled = True
+            await self._limiter.settle(self._buckets, self._succeeded, self._address)
+
+
+class Limiter:
+    """Slots in buckets: what the sign-in and registration throttles share."""
+
+    #: The refusal, in the same words for every bucket: it must not tell which one.
+    refusal = "Too many failed sign-in attempts; try again in {wait}."
+
+    def __init__(
+        self,
+        counter: Counter,
+        *,
+        window: float,
+        secret: str | bytes | Sequence[str | bytes] | None,
+        wait: float,
+        lease: float,
+    ) -> None:
+        for name, seconds in (("window", window), ("wait", wait), ("lease", lease)):
+            if type(seconds) not in (int, float) or not 0 < seconds < math.inf:  # no bool, nan
+                raise ConfigError(
+                    f"throttle_{name}={seconds!r}: give a positive number of seconds, such as 900"
+                )
+        self.counter = counter
+        self.window, self.wait, self.lease = float(window), float(wait), float(lease)
+        self._key: bytes | None = None
+        if secret is not None:  # a key for this purpose only, never the secret itself
+            self._key = hmac.digest(normalize_secrets(secret)[0], b"doorman.throttle", "sha256")
+
+    def _hash(self, value: str) -> str:
+        data = value.encode("utf-8", "surrogatepass")  # a JSON name may hold a lone surrogate
+        if self._key is None:
+            return hashlib.sha256(data).hexdigest()[:40]
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()[:40]
+
+    def _address(self, address: str) -> str:
+        return self._hash(counted_network(address))
+
+    async def enter(self, buckets: Sequence[Bucket], address: str | None) -> Attempt:
+        """Take a slot in every bucket, waiting while only checks in flight stand in the way.
+
+        ``Throttled`` when a bucket is full of failures; ``Busy`` (503) when
+        ``wait`` seconds pass and checks in flight still hold every slot.
+        """
+        deadline, delay = time.monotonic() + self.wait, _FIRST_POLL
+        while True:
+            verdict, end = await self._take(buckets)
+            if verdict == "granted":
+                return Attempt(self, buckets, address)
+            if verdict == "refused":
+                raise throttled(self.refusal, max(1, math.ceil(end - time.time())))
+            if time.monotonic() + delay > deadline:
+                security_log.warning("checks in flight held every slot for %ss", self.wait)
+                raise Busy(
+                    "Too many attempts at once; try again in a few seconds.",
+                    retry_after=_BUSY_RETRY_AFTER,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LAST_POLL)
+
+    async def _take(self, buckets: Sequence[Bucket]) -> tuple[Verdict, float]:
+        """All the slots, or none: what stood in the way, with that bucket's window end.
+
+        Once asked, the counter's answer is awaited to its end even if this request is
+        cancelled meanwhile, and slots taken for nobody are given back."""
+        if not buckets:
+            return "granted", 0.0
+        slots = [(bucket.key, bucket.limit) for bucket in buckets]
+        taking = take_slots(self.counter, slots, self.lease, self.window)
+        return await to_the_end(taking, abandoned=lambda answer: self._abandon(answer, slots))
+
+    async def _abandon(self, answer: tuple[Verdict, float], slots: Sequence[Slot]) -> None:
+        if answer[0] == "granted":
+            await settle_slots(self.counter, [(key, "refund") for key, _ in slots], self.window)
+
+    async def settle(self, buckets: Sequence[Bucket], succeeded: bool, address: str | None) -> None:
+        """Give the slots back and count the outcome, to the end even if cancelled meanwhile."""
+        if buckets:
+            await to_the_end(self._settle(buckets, succeeded, address))
+
+    async def _settle(
+        self, buckets: Sequence[Bucket], succeeded: bool, address: str | None
+    ) -> None:
+        outcomes = [(bucket.key, bucket.on_success if succeeded else "count") for bucket in buckets]
+        failures = await settle_slots(self.counter, outcomes, self.window)
+        for bucket, (_key, outcome), count in zip(buckets, outcomes, failures, strict=True):
+            if outcome == "count" and count == bucket.limit:  # once per window
+                # Never with the username: people type their password there by mistake.
+                security_log.warning(
+                    "throttle: the %s limit of %s within %ss was reached, the last from %s",
+                    bucket.kind,
+                    bucket.limit,
+                    self.window,
+                    address or "-",
+                )
+
+
+def counted_network(address: str) -> str:
+    """What an address is counted as: itself for IPv4, its /64 for IPv6."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return f"{ipaddress.IPv6Address(int(ip) >> 64 << 64)}/64"
+    return str(ip)
+
+
+def throttled(template: str, retry_after: int) -> Throttled:
+    """The refusal, with the wait in words ("40 seconds", "15 minutes")."""
+    amount, unit = (
+        (retry_after, "second") if retry_after < 60 else (math.ceil(retry_after / 60), "minute")
+    )
+    wait = f"{amount} {unit}{'s' * (amount != 1)}"
+    return Throttled(template.format(wait=wait), retry_after=retry_after)
