@@ -48,9 +48,15 @@ def test_the_readme_states_the_tested_pythons() -> None:
 
 def test_the_oldest_pins_are_the_lower_bounds_and_the_readme_says_so() -> None:
     pins = oldest_pins()
-    assert set(pins) == {"starlette", "fastapi"}
+    assert set(pins) == {"starlette", "fastapi", "sqlalchemy", "aiosqlite"}
     for name, version in pins.items():
-        bounds = [r.split("#")[0].strip() for r in all_requirements() if re.match(name + r"\b", r)]
+        bounds = [
+            re.sub(r"\[.*?\]", "", r.split("#")[0]).strip()  # "sqlalchemy[asyncio]>=..."
+            for r in all_requirements()
+            if re.match(name + r"\b", r)
+        ]
         assert bounds == [f"{name}>={version}"], (name, bounds)
     assert f"| Starlette | {pins['starlette']} and the newest |" in README
     assert f"| FastAPI | {pins['fastapi']} and the newest |" in README
+    assert f"| SQLAlchemy | {pins['sqlalchemy']} and the newest |" in README
+    assert f"| aiosqlite | {pins['aiosqlite']} and the newest |" in README

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from .._extras import needs_extra
 from .._files import private
@@ -76,6 +77,8 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
         # reopens them (each one an aiosqlite thread) instead of reusing them. A database
         # in memory is one connection, shared (SQLAlchemy's StaticPool), with no pool to size.
         if not in_memory(url):
+            # Named, not left to SQLAlchemy: before 2.0.38 its default here was no pool at all.
+            options.setdefault("poolclass", AsyncAdaptedQueuePool)
             options.setdefault("pool_size", 10)
             options.setdefault("max_overflow", 40)
         engine = create_async_engine(url, async_creator=_sqlite_opener(url), **options)
