@@ -68,7 +68,7 @@ class Attempt:
 
 
 class Limiter:
-    """Slots in buckets: what the sign-in and registration throttles share."""
+    """Slots in buckets, taken and settled: what every throttle shares."""
 
     #: The refusal, in the same words for every bucket: it must not tell which one.
     refusal = "Too many failed sign-in attempts; try again in {wait}."

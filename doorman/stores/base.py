@@ -151,7 +151,8 @@ class BatchCounter(Counter, Protocol):
 
     async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
         """A slot in every ``(key, limit)``, or in none: the first verdict in order that
-        is not "granted", with its window's end; else ("granted", 0.0)."""
+        is not "granted", with its window's end; else "granted", with the latest window
+        end among the keys (0.0 when none has failures): ``acquire`` for one key."""
 
     async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
         """``settle`` for each ``(key, outcome)``, atomically each; the failures now in
@@ -174,6 +175,7 @@ async def take_slots(
     if isinstance(counter, BatchCounter):
         return await counter.acquire_all(slots, lease)
     taken: list[str] = []
+    latest = 0.0
     for key, limit in slots:
         verdict, end = await counter.acquire(key, limit, lease)
         if verdict != "granted":
@@ -181,7 +183,8 @@ async def take_slots(
                 await counter.settle(held, "refund", window)
             return verdict, end
         taken.append(key)
-    return "granted", 0.0
+        latest = max(latest, end)
+    return "granted", latest
 
 
 async def settle_slots(
@@ -198,12 +201,14 @@ def decide_all(
 ) -> tuple[Verdict, float]:
     """What ``acquire_all`` answers, given each key's (count, end) and its flight's
     (``FLIGHT + key``), absent ones at (0, 0.0)."""
+    latest = 0.0
     for key, limit in slots:
         failures, end = counts.get(key, (0, 0.0))
         verdict = decide(failures, counts.get(FLIGHT + key, (0, 0.0))[0], limit)
         if verdict != "granted":
             return verdict, end
-    return "granted", 0.0
+        latest = max(latest, end)
+    return "granted", latest
 
 
 @runtime_checkable

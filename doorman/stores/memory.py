@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from ..exceptions import SessionInterrupted
-from .base import FLIGHT, Outcome, Slot, Verdict, decide, decide_all, new_session_key
+from .base import FLIGHT, Outcome, Slot, Verdict, decide_all, new_session_key
 
 __all__ = ["MemoryCounter", "MemoryStore"]
 
@@ -97,12 +97,7 @@ class MemoryCounter:
         return (count, end) if end > time.time() else (0, 0.0)
 
     async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
-        failures, end = self._live(self._counts, key)
-        flying, _ = self._live(self._flying, key)
-        verdict = decide(failures, flying, limit)
-        if verdict == "granted":
-            self._flying[key] = (flying + 1, time.time() + lease)
-        return verdict, end
+        return await self.acquire_all([(key, limit)], lease)
 
     async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
         counts = {}

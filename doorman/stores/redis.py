@@ -220,60 +220,31 @@ class RedisStore:
         return RedisCounter(self.client, prefix=base + "throttle:")
 
 
-# KEYS: failures, in flight; ARGV: limit, lease (ms). Returns {verdict, failures' TTL in ms}.
-_ACQUIRE_SCRIPT = """
-local failures = tonumber(redis.call('GET', KEYS[1])) or 0
-local ttl = redis.call('PTTL', KEYS[1])
-local flying = tonumber(redis.call('GET', KEYS[2])) or 0
-local limit = tonumber(ARGV[1])
-if failures >= limit then return {'refused', ttl} end
-if failures + flying >= limit then return {'busy', ttl} end
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return {'granted', ttl}
-"""
-
-# KEYS: failures, in flight; ARGV: outcome, window (ms). DECR only a live count above 0
-# (an absent key must not come back as -1); INCR starts the window's TTL if there is none.
-_SETTLE_SCRIPT = """
-local flying = tonumber(redis.call('GET', KEYS[2]))
-if flying and flying > 0 then
-  redis.call('DECR', KEYS[2])
-end
-if ARGV[1] == 'clear' then
-  redis.call('DEL', KEYS[1])
-  return 0
-end
-if ARGV[1] == 'count' then
-  local hits = redis.call('INCR', KEYS[1])
-  if redis.call('PTTL', KEYS[1]) < 0 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  end
-  return hits
-end
-return tonumber(redis.call('GET', KEYS[1])) or 0
-"""
-
 # KEYS: failures and in flight of each key in turn; ARGV: lease (ms), then each key's
-# limit. All the slots or none: _ACQUIRE_SCRIPT for several keys at once.
-_ACQUIRE_ALL_SCRIPT = """
+# limit. All the slots or none. Returns {verdict, failures' TTL in ms}: of the key that
+# said no, else the longest.
+_ACQUIRE_SCRIPT = """
+local latest = -2
 for i = 1, #KEYS / 2 do
   local failures = tonumber(redis.call('GET', KEYS[2 * i - 1])) or 0
+  local ttl = redis.call('PTTL', KEYS[2 * i - 1])
   local flying = tonumber(redis.call('GET', KEYS[2 * i])) or 0
   local limit = tonumber(ARGV[i + 1])
-  if failures >= limit then return {'refused', redis.call('PTTL', KEYS[2 * i - 1])} end
-  if failures + flying >= limit then return {'busy', redis.call('PTTL', KEYS[2 * i - 1])} end
+  if failures >= limit then return {'refused', ttl} end
+  if failures + flying >= limit then return {'busy', ttl} end
+  if ttl > latest then latest = ttl end
 end
 for i = 1, #KEYS / 2 do
   redis.call('INCR', KEYS[2 * i])
   redis.call('PEXPIRE', KEYS[2 * i], ARGV[1])
 end
-return {'granted', -2}
+return {'granted', latest}
 """
 
 # KEYS: failures and in flight of each key in turn; ARGV: window (ms), then each key's
-# outcome. _SETTLE_SCRIPT for several keys at once; returns each key's failures.
-_SETTLE_ALL_SCRIPT = """
+# outcome; returns each key's failures. DECR only a live count above 0 (an absent key
+# must not come back as -1); INCR starts the window's TTL if there is none.
+_SETTLE_SCRIPT = """
 local answers = {}
 for i = 1, #KEYS / 2 do
   local failures, flight = KEYS[2 * i - 1], KEYS[2 * i]
@@ -317,8 +288,6 @@ class RedisCounter:
         self.prefix = prefix
         self._acquire = client.register_script(_ACQUIRE_SCRIPT)
         self._settle = client.register_script(_SETTLE_SCRIPT)
-        self._acquire_all = client.register_script(_ACQUIRE_ALL_SCRIPT)
-        self._settle_all = client.register_script(_SETTLE_ALL_SCRIPT)
         self._where = _where(client)
 
     def _answering(self) -> contextlib.AbstractAsyncContextManager[None]:
@@ -328,30 +297,25 @@ class RedisCounter:
         return [self.prefix + key, self.prefix + FLIGHT + key]
 
     async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
-        async with self._answering():
-            answer = await self._acquire(keys=self._keys(key), args=[limit, _milliseconds(lease)])
-        return _verdict(answer)
+        return await self.acquire_all([(key, limit)], lease)
 
     async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
         keys = [name for key, _limit in slots for name in self._keys(key)]
         limits = [limit for _key, limit in slots]
         async with self._answering():
-            answer = await self._acquire_all(keys=keys, args=[_milliseconds(lease), *limits])
+            answer = await self._acquire(keys=keys, args=[_milliseconds(lease), *limits])
         return _verdict(answer)
 
     async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
         keys = [name for key, _outcome in outcomes for name in self._keys(key)]
         kinds = [outcome for _key, outcome in outcomes]
         async with self._answering():
-            answers = await self._settle_all(keys=keys, args=[_milliseconds(window), *kinds])
+            answers = await self._settle(keys=keys, args=[_milliseconds(window), *kinds])
         return [int(failures) for failures in answers]
 
     async def settle(self, key: str, outcome: Outcome, window: float) -> int:
-        async with self._answering():
-            failures = await self._settle(
-                keys=self._keys(key), args=[outcome, _milliseconds(window)]
-            )
-        return int(failures)
+        (failures,) = await self.settle_all([(key, outcome)], window)
+        return failures
 
     async def peek(self, key: str) -> tuple[int, float]:
         async with self._answering(), self.client.pipeline(transaction=True) as pipe:

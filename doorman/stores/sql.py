@@ -22,7 +22,6 @@ from .base import (
     Outcome,
     Slot,
     Verdict,
-    decide,
     decide_all,
     new_session_key,
     storage_id,
@@ -147,18 +146,6 @@ class SQLStore:
 
 _throttle = throttle_table
 _NOW = sa.bindparam("now", type_=sa.Float)
-_PEEK = sa.select(_throttle.c.hits, _throttle.c.expires_at).where(
-    _throttle.c.key == sa.bindparam("key"), _throttle.c.expires_at > _NOW
-)
-_PEEK_BOTH = sa.select(_throttle.c.key, _throttle.c.hits, _throttle.c.expires_at).where(
-    _throttle.c.key.in_([sa.bindparam("key"), sa.bindparam("flight_key")]),
-    _throttle.c.expires_at > _NOW,
-)
-_TAKE = (
-    _throttle.update()
-    .where(_throttle.c.key == sa.bindparam("counter_key"))  # "key" is reserved in an UPDATE
-    .values(hits=_throttle.c.hits + 1, expires_at=sa.bindparam("new_end", type_=sa.Float))
-)
 _GIVE_BACK = (
     _throttle.update()
     .where(
@@ -169,10 +156,10 @@ _GIVE_BACK = (
     .values(hits=_throttle.c.hits - 1)
 )
 _KEYS: sa.BindParameter[str] = sa.bindparam("keys", expanding=True)
-_PEEK_ALL = sa.select(_throttle.c.key, _throttle.c.hits, _throttle.c.expires_at).where(
+_PEEK = sa.select(_throttle.c.key, _throttle.c.hits, _throttle.c.expires_at).where(
     _throttle.c.key.in_(_KEYS), _throttle.c.expires_at > _NOW
 )
-_TAKE_ALL = (
+_TAKE = (
     _throttle.update()
     .where(_throttle.c.key.in_(_KEYS))
     .values(hits=_throttle.c.hits + 1, expires_at=sa.bindparam("new_end", type_=sa.Float))
@@ -202,7 +189,7 @@ async def _counts(
     connection: AsyncConnection, keys: list[str], now: float
 ) -> dict[str, tuple[int, float]]:
     """The live rows among ``keys``: key -> (hits, end)."""
-    rows = (await connection.execute(_PEEK_ALL, {"keys": keys, "now": now})).all()
+    rows = (await connection.execute(_PEEK, {"keys": keys, "now": now})).all()
     return {str(row[0]): (int(row[1]), float(row[2])) for row in rows}
 
 
@@ -223,47 +210,12 @@ class SQLCounter:
         in another database than the users'."""
         await ensure_schema(self.engine)
 
-    async def _read(self, key: str) -> tuple[int, float, int]:
-        """(failures, window end, in flight), read without a lock."""
-        params = {"key": key, "flight_key": FLIGHT + key, "now": time.time()}
-        async with connect(self.engine) as connection:
-            rows = (await connection.execute(_PEEK_BOTH, params)).all()
-        found = {row[0]: (int(row[1]), float(row[2])) for row in rows}
-        failures, end = found.get(key, (0, 0.0))
-        return failures, end, found.get(FLIGHT + key, (0, 0.0))[0]
-
     async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
-        failures, end, flying = await self._read(key)
-        verdict = decide(failures, flying, limit)
-        if verdict != "granted":  # a stale "no" only means asking again: no write, no lock
-            return verdict, end
-        now = time.time()
-        flight = {"key": FLIGHT + key, "now": now, "new_end": now + lease}
-        async with connect(self.engine, write=True) as connection:
-            # The flight row first: it serializes the acquires of one key (a row lock on
-            # PostgreSQL, the write lock on SQLite) before the failures are read again.
-            flying = (await connection.execute(self._lock_flight, flight)).one()[0]
-            row = (await connection.execute(_PEEK, {"key": key, "now": now})).first()
-            failures, end = (0, 0.0) if row is None else (int(row[0]), float(row[1]))
-            verdict = decide(failures, int(flying), limit)
-            if verdict == "granted":
-                await connection.execute(
-                    _TAKE, {"counter_key": FLIGHT + key, "new_end": now + lease}
-                )
-        return verdict, end
+        return await self.acquire_all([(key, limit)], lease)
 
     async def settle(self, key: str, outcome: Outcome, window: float) -> int:
-        now = time.time()
-        async with connect(self.engine, write=True) as connection:
-            await connection.execute(_GIVE_BACK, {"counter_key": FLIGHT + key, "now": now})
-            if outcome == "count":
-                params = {"key": key, "now": now, "new_end": now + window}
-                return int((await connection.execute(self._count, params)).one()[0])
-            if outcome == "clear":
-                await connection.execute(_RESET, {"key": key})
-                return 0
-            row = (await connection.execute(_PEEK, {"key": key, "now": now})).first()
-        return 0 if row is None else int(row[0])
+        (failures,) = await self.settle_all([(key, outcome)], window)
+        return failures
 
     async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
         """One read without a lock, then, unless it says no, one transaction for all."""
@@ -284,7 +236,7 @@ class SQLCounter:
             counts = await _counts(connection, [*keys, *flights], now)
             verdict, end = decide_all(slots, counts)
             if verdict == "granted":
-                await connection.execute(_TAKE_ALL, {"keys": flights, "new_end": now + lease})
+                await connection.execute(_TAKE, {"keys": flights, "new_end": now + lease})
         return verdict, end
 
     async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
@@ -311,8 +263,8 @@ class SQLCounter:
 
     async def peek(self, key: str) -> tuple[int, float]:
         async with connect(self.engine) as connection:
-            row = (await connection.execute(_PEEK, {"key": key, "now": time.time()})).first()
-        return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+            counts = await _counts(connection, [key], time.time())
+        return counts.get(key, (0, 0.0))
 
     async def reset(self, key: str) -> None:
         async with connect(self.engine, write=True) as connection:
