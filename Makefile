@@ -12,6 +12,10 @@ TESTS ?=
 # How many processes the fast tests are spread over: one per CPU, at most 4 (each holds
 # PostgreSQL connections; 4 leave room under its default 100). On 2 CPUs, 3 did no better.
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 4 ] && n=4; echo $$n)
+# The end-to-end modules over at most two: each starts servers of several workers, with
+# pools of PostgreSQL connections, and load tests. On 2 CPUs, 2 took 6.7 min where 1 took
+# 11.8; 4 (with the fast tests) took longer than 2 and dropped a keep-alive connection.
+E2E_JOBS ?= $(shell [ $(JOBS) -gt 2 ] && echo 2 || echo $(JOBS))
 BIN := $(VENV)/bin
 # pytest keeps the test modules it rewrites (for its assertions) only where Python writes
 # bytecode: kept, a run collects in 3 s instead of 8 s per process. So the test targets
@@ -44,11 +48,12 @@ serve: $(SERVE_STAMP)
 	$(BIN)/doorman serve --host $(HOST) --port $(PORT)
 
 # Everything: the fast tests spread over JOBS processes, then the end-to-end ones (browser,
-# deploy, faults, load, real subprocesses) in one, as they were written to run. pytest exits
-# 5 when a selection holds no test (TESTS naming only fast or only end-to-end ones): fine.
+# deploy, faults, load, real subprocesses) over E2E_JOBS, each module whole in one process,
+# in order (tests/conftest.py groups them). pytest exits 5 when a selection holds no test
+# (TESTS naming only fast or only end-to-end ones): fine.
 define run_tests
 	$(PYTEST) -m "not e2e" -n $(JOBS) $(TESTS) || [ $$? -eq 5 ]
-	$(PYTEST) -m e2e $(TESTS) || [ $$? -eq 5 ]
+	$(PYTEST) -m e2e -n $(E2E_JOBS) --dist loadgroup $(TESTS) || [ $$? -eq 5 ]
 endef
 
 test: $(STAMP) lint typecheck

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,10 +68,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name == "test_sentry.py")
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """An end-to-end test runs in the same process as the rest of its module, in order.
+
+    With ``--dist loadgroup`` (``make test``) pytest-xdist hands each such module to
+    one process as a whole (modules with the most tests first), and the fast tests
+    one by one around them: a module's servers and fixtures are made once, and its
+    tests keep the order they were written in.
+    """
+    if item.get_closest_marker("e2e") and not item.get_closest_marker("xdist_group"):
+        item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands what it exercised to the process that reports."""
+    from .matrix import EXERCISED
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["doorman_exercised"] = list(EXERCISED)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's hook, in the reporting process: a worker finished."""
+    from .matrix import EXERCISED
+
+    for line in getattr(node, "workeroutput", {}).get("doorman_exercised", []):
+        if line not in EXERCISED:
+            EXERCISED.append(line)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from .matrix import EXERCISED  # filled by the tests that built environments of their own
 
-    for line in EXERCISED:
+    for line in sorted(EXERCISED):
         terminalreporter.write_line(f"doorman matrix: also exercised {line}")
 
 
