@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import doorman.db.migrations
 from doorman.db import VERSION_TABLE, connect, create_engine
-from doorman.db.migrations import ensure_schema, head_revision, migrate, schema_revision, schema_sql
+from doorman.db.migrations import (
+    ensure_schema,
+    head_revision,
+    migrate,
+    schema_revision,
+    schema_sql,
+    scripts_head,
+)
 from doorman.db.schema import metadata, sessions_table, users_table
 from doorman.exceptions import StoreError
 
@@ -145,7 +152,7 @@ async def test_fresh_database_migrates_to_head_and_again_is_a_no_op(
     db = await new_database()
     engine = _engine(engines, db)
     assert await schema_revision(engine) is None
-    assert head_revision() == "0006"
+    assert head_revision() == "0006" == scripts_head()
 
     await migrate(engine)
     assert await schema_revision(engine) == head_revision()

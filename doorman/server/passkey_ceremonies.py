@@ -16,38 +16,29 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import secrets
 import time
+from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url, options_to_json_dict
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from ..accounts.passkeys import Passkey
 from ..accounts.users import User
 from ..auth import csrf
 from ..exceptions import BadSignature
 from .state import ServerState
+
+if TYPE_CHECKING:
+    from webauthn.helpers.structs import AuthenticatorTransport, PublicKeyCredentialDescriptor
 
 __all__ = [
     "CHALLENGE_FOR",
@@ -76,7 +67,26 @@ SESSION_CHALLENGES = "_passkey_challenges"
 #: How long a challenge may wait for its answer, in seconds.
 CHALLENGE_FOR = 180
 _TIMEOUT_MS = CHALLENGE_FOR * 1000
-_TRANSPORTS = {t.value: t for t in AuthenticatorTransport}
+
+
+# py_webauthn (with cryptography, cbor2 and pyasn1: 0.25 s of a worker's start) is imported
+# by the first ceremony, not by every worker and command that never sees a passkey.
+
+
+@functools.cache
+def _transports() -> dict[str, AuthenticatorTransport]:
+    from webauthn.helpers.structs import AuthenticatorTransport
+
+    return {t.value: t for t in AuthenticatorTransport}
+
+
+def base64url_to_bytes(text: str) -> bytes:
+    """Base64url, its padding optional (py_webauthn's reading, which it checks against)."""
+    return urlsafe_b64decode(f"{text}===")
+
+
+def bytes_to_base64url(value: bytes) -> str:
+    return urlsafe_b64encode(value).decode("ascii").rstrip("=")
 
 
 class CeremonyFailed(Exception):
@@ -217,10 +227,13 @@ def _challenge_of(note: object) -> Challenge | None:
 
 
 def _descriptors(passkeys: Sequence[Passkey]) -> list[PublicKeyCredentialDescriptor]:
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor
+
+    known = _transports()
     return [
         PublicKeyCredentialDescriptor(
             id=base64url_to_bytes(p.credential_id),
-            transports=[_TRANSPORTS[t] for t in p.transports if t in _TRANSPORTS] or None,
+            transports=[known[t] for t in p.transports if t in known] or None,
         )
         for p in passkeys
     ]
@@ -234,6 +247,14 @@ def registration_options(
     existing: Sequence[Passkey],
 ) -> dict[str, Any]:
     """Options for ``navigator.credentials.create()``: a discoverable credential for ``user``."""
+    from webauthn import generate_registration_options
+    from webauthn.helpers import options_to_json_dict
+    from webauthn.helpers.structs import (
+        AuthenticatorSelectionCriteria,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
     rp = relying_party(request, server)
     challenge = _keep_challenge(request, "register", user.id, handle=handle)
     options = generate_registration_options(
@@ -262,6 +283,10 @@ def authentication_options(
     allowed: Sequence[Passkey],
 ) -> dict[str, Any]:
     """Options for ``navigator.credentials.get()``: ``allowed`` passkeys, or any (sign-in)."""
+    from webauthn import generate_authentication_options
+    from webauthn.helpers import options_to_json_dict
+    from webauthn.helpers.structs import UserVerificationRequirement
+
     rp = relying_party(request, server)
     required = purpose == "sign-in"
     if required:
@@ -305,6 +330,8 @@ class Asserted:
 
 def verify_registration(rp: RelyingParty, challenge: bytes, credential: object) -> Registered:
     """The new credential of a ``navigator.credentials.create()`` answer, checked."""
+    from webauthn import verify_registration_response
+
     if not isinstance(credential, dict):
         raise CeremonyFailed("The passkey's answer is not readable.", "not a credential")
     try:
@@ -342,6 +369,8 @@ def verify_assertion(
     require_user_verification: bool,
 ) -> Asserted:
     """A ``navigator.credentials.get()`` answer made with ``passkey``, checked."""
+    from webauthn import verify_authentication_response
+
     try:
         verified = verify_authentication_response(
             credential=credential,
