@@ -115,7 +115,7 @@ def assemble(
     from .stores.sql import SQLStore
 
     if engine is None:
-        engine = create_engine(settings.db)
+        engine = create_engine(settings.db, connections=settings.db_pool_size)
     store: SessionStore
     if settings.sessions == "db":
         store = SQLStore(engine=engine)
@@ -146,7 +146,7 @@ async def open_doorman(settings: Settings) -> tuple[Doorman, SessionStore, list[
     Migrates the database and resolves the secret first. The engine is shared
     by all three and owned by none of them: close with ``close_doorman``.
     """
-    engine = create_engine(settings.db)
+    engine = create_engine(settings.db, connections=settings.db_pool_size)
     try:
         found = await resolve_secrets(settings, engine)
         doorman, store = assemble(settings, found, engine=engine)

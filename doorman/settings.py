@@ -76,6 +76,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Address the sign-in server listens on.", parse.text),
     Setting("port", 8000, "Port the sign-in server listens on.", parse.integer(1, 65535, 8000)),
     Setting("workers", 1, "Worker processes of the sign-in server.", parse.integer(1, 512, 4)),
+    Setting("db_pool_size", 20,
+            "Most connections each process opens to a PostgreSQL database; workers times this "
+            "must stay under its max_connections (100 by default).",
+            parse.integer(1, 1000, 20)),
     Setting("route_prefix", "/-/", "Path under which doorman's pages live.", parse.route_prefix),
     Setting("site_name", "doorman", "Name shown on the sign-in pages.", parse.site_name),
     Setting("public_url", None,
@@ -197,6 +201,7 @@ class Settings:
     host: str
     port: int
     workers: int
+    db_pool_size: int
     route_prefix: str
     site_name: str
     public_url: str | None

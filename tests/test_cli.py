@@ -926,6 +926,39 @@ def test_serve_prints_the_setup_link_with_the_public_url(
     assert "Create the first admin at https://auth.example.com/auth/setup?token=" in result.stdout
 
 
+def test_serve_warns_when_its_workers_could_open_more_connections_than_postgres_admits(
+    doorman_cli: Invoke, emptied_postgres_url: str, uvicorn_calls: list[Any]
+) -> None:
+    """The attack's finding: four workers with 30 connections each passed PostgreSQL's 100,
+    and a burst of sign-ins got 503s. Workers times db_pool_size is now checked at start."""
+    pytest.importorskip("doorman.server.setup")
+    env = {"DOORMAN_DB": emptied_postgres_url}
+    fits = ok(doorman_cli("serve", "--port", str(free_port()), "--workers", "4", env=env))
+    assert "warning" not in fits.stderr and len(uvicorn_calls) == 1
+
+    crowded = ok(doorman_cli("serve", "--port", str(free_port()), "--workers", "6", env=env))
+    assert len(uvicorn_calls) == 2  # a warning, not a refusal: other servers may differ
+    [line] = [line for line in crowded.stderr.splitlines() if "warning" in line]
+    assert "6 workers with db_pool_size 20 may open 120 connections" in line
+    assert "which admits 97 (max_connections 100, 3 kept for superusers)" in line
+
+    smaller = {**env, "DOORMAN_DB_POOL_SIZE": "16"}
+    ok_now = ok(doorman_cli("serve", "--port", str(free_port()), "--workers", "6", env=smaller))
+    assert "warning" not in ok_now.stderr
+    assert Settings.from_json(os.environ["DOORMAN_SERVE_SETTINGS"]).db_pool_size == 16
+
+
+@pytest.mark.parametrize(
+    ("connections", "kept", "overflow"), [(None, 10, 10), (30, 10, 20), (4, 4, 0), (1, 1, 0)]
+)
+def test_a_postgres_engine_opens_at_most_db_pool_size_connections(
+    connections: int | None, kept: int, overflow: int
+) -> None:
+    pool = create_engine(POSTGRES_URL, connections=connections).pool  # connects to nothing yet
+    # QueuePool has no public reading of its overflow limit.
+    assert (pool.size(), pool._max_overflow) == (kept, overflow)  # type: ignore[attr-defined]
+
+
 async def _secret_row(d: Doorman) -> str:
     from doorman.db.schema import settings_table
 

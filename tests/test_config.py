@@ -234,6 +234,7 @@ BAD = {
     "host": ["", 7],
     "port": [0, 65536, "abc", True, 80.5],
     "workers": [0, "abc", "-1"],
+    "db_pool_size": [0, 1001, "many", 2.5],
     "route_prefix": ["-/", "/-", "/a b/", "/"],
     "site_name": ["", "x" * 101],
     "public_url": [

@@ -36,7 +36,7 @@ def db_group() -> None:
 async def _with_engine(settings: Settings, action: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     from ..db.engine import create_engine
 
-    engine = create_engine(settings.db)
+    engine = create_engine(settings.db, connections=settings.db_pool_size)
     try:
         return await action(engine)
     finally:

@@ -6,8 +6,11 @@ import dataclasses
 import os
 
 import click
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..assembly import close_doorman, open_doorman
+from ..db.transaction import connect
 from ..settings import SERVE_SETTINGS_ENV, Settings
 from ._options import run, settings_options
 from ._uvicorn import check_can_listen, run_uvicorn
@@ -45,6 +48,31 @@ async def prepare_serve(settings: Settings) -> tuple[Settings, str | None]:
     try:
         await store.ping()
         token = await issue_setup_token(doorman.engine)
+        short = await connections_short(settings, doorman.engine)
     finally:
         await close_doorman(doorman, store)
+    if short:
+        click.echo(f"doorman serve: warning: {short}", err=True)
     return dataclasses.replace(settings, secret=tuple(secrets)), token
+
+
+async def connections_short(settings: Settings, engine: AsyncEngine) -> str | None:
+    """What to say when the workers may open more connections than PostgreSQL admits.
+
+    Each worker's pool opens up to ``db_pool_size`` under a burst: beyond what the
+    server admits, sign-ins get "too many clients" and answer 503.
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    async with connect(engine) as connection:
+        most = int(await connection.scalar(sa.text("SHOW max_connections")))
+        reserved = int(await connection.scalar(sa.text("SHOW superuser_reserved_connections")))
+    wanted, admitted = settings.workers * settings.db_pool_size, most - reserved
+    if wanted <= admitted:
+        return None
+    return (
+        f"{settings.workers} workers with db_pool_size {settings.db_pool_size} may open "
+        f"{wanted} connections to PostgreSQL, which admits {admitted} (max_connections "
+        f"{most}, {reserved} kept for superusers): a burst of requests would get 503s. "
+        "Lower --workers or db_pool_size, or raise max_connections."
+    )

@@ -69,8 +69,18 @@ def async_url(db: str) -> sa.URL:
     return url.set(drivername=driver)
 
 
-def create_engine(db: str, **options: Any) -> AsyncEngine:
-    """An engine tuned for doorman: WAL and a busy timeout on SQLite, timeouts on PostgreSQL."""
+#: Connections an engine on PostgreSQL opens at most, unless told (the ``db_pool_size`` setting).
+POSTGRES_CONNECTIONS = 20
+#: Of those, how many it keeps open when idle.
+POSTGRES_KEPT = 10
+
+
+def create_engine(db: str, *, connections: int | None = None, **options: Any) -> AsyncEngine:
+    """An engine tuned for doorman: WAL and a busy timeout on SQLite, timeouts on PostgreSQL.
+
+    ``connections``: the most a PostgreSQL engine opens at once (each worker has its
+    engine: PostgreSQL must admit workers times this). SQLite's need no limit.
+    """
     url = async_url(db)
     if url.get_backend_name() == "sqlite":
         # Keep enough connections for a busy worker: under load, a small pool closes and
@@ -89,8 +99,9 @@ def create_engine(db: str, **options: Any) -> AsyncEngine:
     options.setdefault(
         "pool_timeout", 30
     )  # a burst waits for a connection; a dead server fails fast
-    options.setdefault("pool_size", 10)
-    options.setdefault("max_overflow", 20)
+    most = POSTGRES_CONNECTIONS if connections is None else connections
+    options.setdefault("pool_size", min(POSTGRES_KEPT, most))
+    options.setdefault("max_overflow", most - options["pool_size"])
     connect_args = {"timeout": 5, "command_timeout": 10}
     return create_async_engine(url, connect_args=connect_args, **options)
 

@@ -179,7 +179,8 @@ async def _configure(config: dict[str, Any]) -> _Plugin:
     if "api_url" in config:
         return _Plugin(_gate(config), links)
     settings = _session_settings(config)
-    engine = create_engine(settings.db)  # for start-up only: `datasette serve` uses another loop
+    # For start-up only: `datasette serve` uses another loop.
+    engine = create_engine(settings.db, connections=settings.db_pool_size)
     try:
         found = await resolve_secrets(settings, engine)
     finally:
