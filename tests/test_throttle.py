@@ -48,13 +48,60 @@ async def succeed(
 
 @pytest.fixture
 def quick_looks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A sign-in waiting for a slot looks again every few milliseconds, not up to 100 ms.
+    """A sign-in waiting for a slot looks again every few milliseconds, not up to a second.
 
     The tests of many sign-ins at once are about who gets in and who is refused,
     which the pace of looking does not change; at the real pace they mostly wait.
     """
     monkeypatch.setattr(slots_module, "_FIRST_POLL", 0.002)
     monkeypatch.setattr(slots_module, "_LAST_POLL", 0.01)
+    monkeypatch.setattr(slots_module, "_MORE_PER_WAITER", 0.0)
+
+
+@pytest.fixture
+def no_looks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sign-in waiting for a slot looks at the counter again only after ten minutes:
+    what lets it in sooner is a slot given back in this process, which wakes it."""
+    monkeypatch.setattr(slots_module, "_FIRST_POLL", 600.0)
+    monkeypatch.setattr(slots_module, "_LAST_POLL", 600.0)
+
+
+async def waiting_in_line(throttle: LoginThrottle, names: str, order: list[str]) -> list[Any]:
+    """One sign-in to alice per letter of ``names``, started in that order; each waits
+    in line for a slot (the first slot is held) and notes its letter once in. No address:
+    the account's bucket is the only one (a slot of each bucket wakes a sign-in)."""
+
+    async def sign_in(name: str) -> None:
+        async with await throttle.attempt("alice", None) as attempt:
+            order.append(name)
+            attempt.succeeded()
+
+    tasks = []
+    for name in names:
+        tasks.append(asyncio.create_task(sign_in(name)))
+        for _ in range(1000):  # until it waits in line (bounded: it asks the counter once)
+            if throttle.waiting.count == len(tasks):
+                break
+            await asyncio.sleep(0.001)
+        assert throttle.waiting.count == len(tasks)
+    return tasks
+
+
+@pytest.mark.usefixtures("no_looks")
+async def test_a_slot_given_back_wakes_the_oldest_waiting_sign_in(counter: Counter) -> None:
+    """300 right passwords at once on SQLite: each waiting sign-in asked the counter every
+    10 to 100 ms, and the asking kept it from settling the checks that would free them
+    (270 answered 503 after 30 s). A slot given back now wakes the oldest one waiting."""
+    throttle = LoginThrottle(counter, per_account=1, per_address=100, wait=900)
+    holder = await throttle.attempt("alice", None)
+    order: list[str] = []
+    tasks = await waiting_in_line(throttle, "BCD", order)
+    holder.succeeded()
+    await holder.__aexit__(None, None, None)
+    # Each one in wakes the next as it leaves; without waking they would look in 10 min.
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=20)
+    assert order == ["B", "C", "D"]
+    assert throttle.waiting.count == 0
 
 
 async def check_password(
