@@ -62,8 +62,11 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
-def _pip(*args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
-    command = [python, "-m", "pip", *args, "--disable-pip-version-check", "--no-input"]
+def _pip(*args: str, python: str | None = None) -> subprocess.CompletedProcess[str]:
+    """This environment's pip, run for ``python``'s environment if given (``--python``)."""
+    target = ["--python", python] if python else []
+    command = [sys.executable, "-m", "pip", *target, *args]
+    command += ["--disable-pip-version-check", "--no-input"]
     return subprocess.run(
         command, capture_output=True, text=True, timeout=PIP_S, check=False, env=clean_env()
     )
@@ -108,7 +111,11 @@ def environment(name: str, *requirements: str) -> Environment:
         return Environment(path, holds)
     shutil.rmtree(path, ignore_errors=True)
     MATRIX.mkdir(exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
+    # No pip of its own: this environment's pip installs into it. ensurepip, which would
+    # copy one in, failed now and then while other environments were being built (CI).
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120
+    )
     try:
         installed = _pip("install", "--quiet", *pip_args, python=str(path / "bin" / "python"))
     except subprocess.TimeoutExpired as error:
