@@ -30,6 +30,8 @@ def safe_path(value: object, default: str = "/") -> str:
     """``value`` if it is a path on this site, else ``default``."""
     if not isinstance(value, str) or not value.startswith("/") or len(value) > 2000:
         return default
+    if not _utf8(value):  # a lone surrogate, from a JSON body: no Location header can carry it
+        return default
     decoded = value
     for _ in range(3):  # undo double and triple encoding before judging
         decoded = unquote(decoded)
@@ -40,6 +42,14 @@ def safe_path(value: object, default: str = "/") -> str:
         if parts.scheme or parts.netloc:
             return default
     return value
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class NextSigner:

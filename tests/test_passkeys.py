@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,43 @@ async def test_passwordless_needs_user_verification_and_the_right_handle(tmp_pat
         )
         assert refused.status_code == 401
         assert await whoami(visitor) is None
+
+
+async def test_a_lone_surrogate_anywhere_in_a_passkey_sign_in_is_refused_not_a_500(
+    tmp_path: Path,
+) -> None:
+    """The attack of 2026-12-06: a JSON string may hold a lone surrogate, which is no UTF-8.
+    As the credential id (no account needed), the user handle, or the page to return to,
+    it was a 500 (UnicodeEncodeError); now an unknown passkey, a wrong handle, or home."""
+    async with passkey_site(tmp_path) as found:
+        authenticator = SoftAuthenticator(origin=BASE)
+        assert (await enrol(await signed_in_as(found, "alice"), authenticator)).status_code == 201
+        visitor = found.browser()
+
+        async def authenticate(body: dict[str, Any]) -> httpx.Response:
+            # json.dumps writes the surrogate as the escape \\ud800, as a client could.
+            headers = {"x-csrftoken": await csrf_of(visitor), "content-type": "application/json"}
+            return await visitor.post(
+                "/-/passkeys/authenticate", content=json.dumps(body), headers=headers
+            )
+
+        credential = authenticator.assert_(await options_for(visitor, "sign-in"))
+        credential["id"] = credential["rawId"] = "\ud800"
+        body = {"purpose": "sign-in", "credential": credential}
+        assert (await authenticate(body)).status_code == 401
+
+        credential = authenticator.assert_(await options_for(visitor, "sign-in"))
+        credential["response"]["userHandle"] = "\ud800"
+        body = {"purpose": "sign-in", "credential": credential}
+        assert (await authenticate(body)).status_code == 401
+        assert await whoami(visitor) is None
+
+        credential = authenticator.assert_(await options_for(visitor, "sign-in"))
+        body = {"purpose": "sign-in", "credential": credential, "next": "/\ud800"}
+        done = await authenticate(body)
+        assert done.status_code == 200, done.text
+        assert done.json()["redirect"] == "/-/account"  # where one with no next goes
+        assert await whoami(visitor) == "alice"
 
 
 async def test_wrong_origin_wrong_rp_and_a_counter_gone_back_are_refused(tmp_path: Path) -> None:

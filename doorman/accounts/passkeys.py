@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..db.schema import passkeys_table
 from ..db.transaction import connect
 from ..exceptions import AccountError
+from .names import storable
 
 __all__ = ["NAME_MAX", "Passkey", "Passkeys", "clean_name"]
 
@@ -94,6 +95,8 @@ class Passkeys:
     async def find(self, credential_id: str) -> Passkey | None:
         """The passkey with this credential id (base64url), whoever's it is; None if unknown."""
         if not isinstance(credential_id, str) or not 0 < len(credential_id) <= 1400:
+            return None
+        if not storable(credential_id):  # base64url never holds a NUL or a lone surrogate
             return None
         query = sa.select(passkeys_table).where(passkeys_table.c.credential_id == credential_id)
         async with connect(self.engine) as connection:

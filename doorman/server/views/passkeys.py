@@ -294,7 +294,8 @@ def _handle_matches(credential: dict[str, Any], passkey: Passkey) -> bool:
     handle = response.get("userHandle") if isinstance(response, dict) else None
     if not isinstance(handle, str) or not handle:
         return False
-    return hmac.compare_digest(handle.rstrip("=").encode(), passkey.user_handle.encode())
+    given = handle.rstrip("=").encode("utf-8", "surrogatepass")  # JSON may hold a lone one
+    return hmac.compare_digest(given, passkey.user_handle.encode())
 
 
 async def _proof_done(
