@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -587,6 +588,20 @@ def test_db_init_and_migrate(doorman_cli: Invoke, db: str) -> None:
     Path(db).with_name("new.db").touch()  # an empty SQLite database: migrate does not make one
     fresh = ok(doorman_cli("db", "migrate", "--db", str(Path(db).with_name("new.db")))).stdout
     assert f"migrated from revision none (no tables) to {head}" in fresh
+
+
+def test_a_version_table_with_two_revisions_is_one_line(
+    doorman_cli: Invoke, db: str, uvicorn_calls: list[Any]
+) -> None:
+    """The attack of 2026-12-06: start-up read the version table itself and raised a bare
+    RuntimeError on two rows, a traceback from `doorman serve`."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute("INSERT INTO doorman_alembic_version VALUES ('0005')")
+    for command in (["db", "migrate"], ["serve", "--port", str(free_port())]):
+        fails(doorman_cli(*command), "migrations: doorman_alembic_version holds several")
+    assert uvicorn_calls == []
 
 
 def test_db_schema(doorman_cli: Invoke) -> None:

@@ -77,8 +77,10 @@ def _current_revision(connection: Connection) -> str | None:
         return None
     version = sa.column("version_num", sa.String)
     revisions = list(connection.execute(sa.select(version).select_from(_VERSIONS)).scalars())
-    if len(revisions) > 1:
-        raise RuntimeError(f"{VERSION_TABLE} holds several revisions: {revisions}")
+    if len(revisions) > 1:  # Alembic's own reading refuses it alike
+        from alembic.util import CommandError
+
+        raise CommandError(f"{VERSION_TABLE} holds several revisions: {sorted(revisions)}")
     return revisions[0] if revisions else None
 
 
