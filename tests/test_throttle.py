@@ -55,7 +55,7 @@ def quick_looks(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     monkeypatch.setattr(slots_module, "_FIRST_POLL", 0.002)
     monkeypatch.setattr(slots_module, "_LAST_POLL", 0.01)
-    monkeypatch.setattr(slots_module, "_MORE_PER_WAITER", 0.0)
+    monkeypatch.setattr(slots_module, "_LOOKS_PER_SECOND", 10**9)
 
 
 @pytest.fixture
