@@ -69,15 +69,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    """An end-to-end test runs in the same process as the rest of its module, in order.
+    """An end-to-end test that shares a fixture with its module runs where the module runs.
 
-    With ``--dist loadgroup`` (``make test``) pytest-xdist hands each such module to
-    one process as a whole (modules with the most tests first), and the fast tests
-    one by one around them: a module's servers and fixtures are made once, and its
-    tests keep the order they were written in.
+    With ``--dist loadgroup`` (``make test``) pytest-xdist hands each group to one
+    process whole, in order (the largest groups first): a module's servers and
+    browsers of module scope are made once. An end-to-end test that shares nothing
+    with its neighbours is spread on its own, so that a module of a few long tests
+    (two minutes in test_fast_auth_attacks) does not run in one process at the end.
     """
-    if item.get_closest_marker("e2e") and not item.get_closest_marker("xdist_group"):
+    if not item.get_closest_marker("e2e") or item.get_closest_marker("xdist_group"):
+        return
+    if _shares_fixtures(item):
         item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+def _shares_fixtures(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a fixture made once for several tests of its module or class
+    (pytest keeps what a test uses in ``_fixtureinfo``; without it, assume it does)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return True
+    return any(
+        definitions[-1].scope in ("module", "class", "package")
+        for definitions in info.name2fixturedefs.values()
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

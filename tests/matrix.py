@@ -15,6 +15,7 @@ What each run exercised is listed at the end of pytest's report
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -106,11 +107,18 @@ def environment(name: str, *requirements: str) -> Environment:
     stamp = hashlib.sha256(
         "\n".join([sys.version, *holds, (ROOT / "pyproject.toml").read_text()]).encode()
     ).hexdigest()
+    MATRIX.mkdir(exist_ok=True)
+    # Tests in other processes (pytest-xdist) may ask for the same one: one builds it.
+    with (MATRIX / f"{path.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _made(path, holds, stamp, pip_args)
+
+
+def _made(path: Path, holds: tuple[str, ...], stamp: str, pip_args: list[str]) -> Environment:
     made = path / "doorman-matrix.stamp"
     if made.is_file() and made.read_text() == stamp:
         return Environment(path, holds)
     shutil.rmtree(path, ignore_errors=True)
-    MATRIX.mkdir(exist_ok=True)
     # No pip of its own: this environment's pip installs into it. ensurepip, which would
     # copy one in, failed now and then while other environments were being built (CI).
     subprocess.run(
