@@ -604,6 +604,18 @@ def test_a_version_table_with_two_revisions_is_one_line(
     assert uvicorn_calls == []
 
 
+def test_tables_not_at_the_recorded_revision_are_named_so(doorman_cli: Invoke, db: str) -> None:
+    """The attack of 2026-12-06: with the version table dropped, migrating made tables that
+    were there, retried as if another worker raced it, and said the database "did not
+    answer"."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute("DROP TABLE doorman_alembic_version")
+    line = fails(doorman_cli("db", "migrate"), "cannot migrate: its tables are not at the")
+    assert "did not answer" not in line and "already exists" in line
+
+
 def test_db_schema(doorman_cli: Invoke) -> None:
     sqlite_sql = ok(doorman_cli("db", "schema")).stdout
     assert "CREATE TABLE doorman_users" in sqlite_sql

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...exceptions import StoreError
-from ..engine import VERSION_TABLE, unavailable
+from ..engine import VERSION_TABLE, describe, unavailable
 from ..transaction import connect
 
 if TYPE_CHECKING:
@@ -98,7 +98,10 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
             except (StoreError, exc.IntegrityError) as error:
                 # Another process migrated between our check and our DDL ("database
                 # is locked", "table already exists"): try again, a bounded number of times.
-                if attempt == _ATTEMPTS - 1 or not _raced(error):
+                last = attempt == _ATTEMPTS - 1
+                if last and _raced(error, locked=False):  # no other worker made them, then
+                    raise _not_as_recorded(engine, error) from error
+                if last or not _raced(error):
                     if isinstance(error, StoreError):
                         raise
                     raise unavailable(engine, error) from error
@@ -106,13 +109,23 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     _migrated.add(engine.sync_engine)
 
 
-def _raced(error: BaseException) -> bool:
-    """Whether a failed migration looks like another worker's concurrent one."""
+def _not_as_recorded(engine: AsyncEngine, error: BaseException) -> StoreError:
+    cause = error.__cause__ if isinstance(error, StoreError) else error
+    cause = getattr(cause, "orig", None) or cause
+    first = (str(cause).strip().splitlines() or ["no message"])[0][:200]
+    return StoreError(
+        f"{describe(engine)}: cannot migrate: its tables are not at the revision that "
+        f"{VERSION_TABLE} records (the table missing, emptied or changed?): {first}"
+    )
+
+
+def _raced(error: BaseException, *, locked: bool = True) -> bool:
+    """Whether a failed migration looks like another worker's concurrent one: its tables
+    made meanwhile, or (``locked``) the database locked by its DDL."""
     cause = error.__cause__ if isinstance(error, StoreError) else error
     text = str(cause).lower()
-    return isinstance(cause, exc.IntegrityError) or any(
-        word in text for word in ("locked", "already exists", "duplicate")
-    )
+    words = ("locked", "already exists", "duplicate") if locked else ("already exists", "duplicate")
+    return isinstance(cause, exc.IntegrityError) or any(word in text for word in words)
 
 
 def _process_lock() -> asyncio.Lock:
