@@ -604,6 +604,16 @@ def test_a_version_table_with_two_revisions_is_one_line(
     assert uvicorn_calls == []
 
 
+def test_a_database_from_a_newer_doorman_is_one_line(doorman_cli: Invoke, db: str) -> None:
+    """A revision this doorman does not ship: Alembic's own refusal, as one line (the
+    commands load Alembic only to migrate, and know its error only then)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute("UPDATE doorman_alembic_version SET version_num = '0099'")
+    fails(doorman_cli("db", "migrate"), "migrations: Can't locate revision", "0099")
+
+
 def test_tables_not_at_the_recorded_revision_are_named_so(doorman_cli: Invoke, db: str) -> None:
     """The attack of 2026-12-06: with the version table dropped, migrating made tables that
     were there, retried as if another worker raced it, and said the database "did not

@@ -42,7 +42,6 @@ def one_line(text: str) -> str:
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
     """Library errors become one line on stderr and exit status 1 (``ClickException``)."""
-    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
@@ -53,11 +52,20 @@ def one_line_errors() -> Iterator[None]:
         raise click.ClickException(str(error)) from None
     except DoormanError as error:
         raise click.ClickException(one_line(str(error))) from None
-    except CommandError as error:  # a database migrated by a newer doorman, say
-        raise click.ClickException(f"migrations: {one_line(str(error))}") from None
     except SQLAlchemyError as error:
         cause = one_line(str(getattr(error, "orig", None) or error))[:200]
         raise click.ClickException(f"database: {type(error).__name__}: {cause}") from None
+    except Exception as error:
+        if _migrations_error(error):  # a database migrated by a newer doorman, say
+            raise click.ClickException(f"migrations: {one_line(str(error))}") from None
+        raise
+
+
+def _migrations_error(error: Exception) -> bool:
+    """Whether ``error`` is Alembic's ``CommandError``: only once Alembic was loaded (to
+    migrate), so that a command that needs no migration does not import it (0.13 s)."""
+    alembic = sys.modules.get("alembic.util.exc")
+    return alembic is not None and isinstance(error, alembic.CommandError)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
