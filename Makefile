@@ -48,9 +48,10 @@ serve: $(SERVE_STAMP)
 	$(BIN)/doorman serve --host $(HOST) --port $(PORT)
 
 # Everything: the fast tests spread over JOBS processes, then the end-to-end ones (browser,
-# deploy, faults, load, real subprocesses) over E2E_JOBS, each module whole in one process,
-# in order (tests/conftest.py groups them). pytest exits 5 when a selection holds no test
-# (TESTS naming only fast or only end-to-end ones): fine.
+# deploy, faults, load, real subprocesses) over E2E_JOBS: tests that share a fixture of
+# module or class scope stay in one process, in order (tests/conftest.py groups them).
+# pytest exits 5 when a selection holds no test (TESTS naming only fast or only
+# end-to-end ones): fine.
 define run_tests
 	$(PYTEST) -m "not e2e" -n $(JOBS) $(TESTS) || [ $$? -eq 5 ]
 	$(PYTEST) -m e2e -n $(E2E_JOBS) --dist loadgroup $(TESTS) || [ $$? -eq 5 ]

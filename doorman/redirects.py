@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
+from ._text import storable
 from .exceptions import BadSignature
 from .origins import AllowedOrigins, origin_of
 from .signing import Signer
@@ -30,7 +31,7 @@ def safe_path(value: object, default: str = "/") -> str:
     """``value`` if it is a path on this site, else ``default``."""
     if not isinstance(value, str) or not value.startswith("/") or len(value) > 2000:
         return default
-    if not _utf8(value):  # a lone surrogate, from a JSON body: no Location header can carry it
+    if not storable(value):  # a lone surrogate, from a JSON body: no Location header holds it
         return default
     decoded = value
     for _ in range(3):  # undo double and triple encoding before judging
@@ -42,14 +43,6 @@ def safe_path(value: object, default: str = "/") -> str:
         if parts.scheme or parts.netloc:
             return default
     return value
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class NextSigner:

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "doorman._batches",
             "doorman._extras",
             "doorman._lookalikes",
+            "doorman._text",
             "doorman._times",
             "doorman._tasks",
             "doorman.exceptions",

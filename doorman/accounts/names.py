@@ -9,6 +9,7 @@ import re
 import unicodedata
 
 from .._lookalikes import invisible, mixed_scripts
+from .._text import storable
 from ..exceptions import AccountError
 
 __all__ = [
@@ -22,19 +23,6 @@ __all__ = [
 
 _USERNAME = re.compile(r"[\w.@+-]{1,150}")
 _GROUP = re.compile(r"[\w.@+-][\w.@+ -]{0,148}[\w.@+-]|[\w.@+-]")
-
-
-def storable(text: str) -> bool:
-    """Whether every database can hold ``text``: no NUL (PostgreSQL refuses it) and no
-    lone surrogate (a JSON string may carry one; it is not UTF-8). No name or address
-    that fails this can be stored, so a lookup for one finds nobody, without asking."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def username_key(username: str) -> str:

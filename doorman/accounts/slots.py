@@ -80,36 +80,38 @@ class Waiting:
     """
 
     def __init__(self) -> None:
-        self._by_key: dict[str, list[asyncio.Future[None]]] = {}
+        # Per key, the waiting checks' futures in arrival order (a dict: an ordered set).
+        self._by_key: dict[str, dict[asyncio.Future[None], None]] = {}
         self.count = 0  # checks waiting now
 
     async def until_freed(self, keys: Sequence[str], within: float) -> None:
         """Until a slot of one of ``keys`` comes back here, or ``within`` seconds pass."""
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for key in keys:
-            self._by_key.setdefault(key, []).append(woken)
+            self._by_key.setdefault(key, {})[woken] = None
         self.count += 1
         try:
             await asyncio.wait([woken], timeout=within)
         finally:
             self.count -= 1
             for key in keys:
-                queue = self._by_key.get(key, [])
-                if woken in queue:
-                    queue.remove(woken)
-                if not queue:
+                line = self._by_key.get(key, {})
+                line.pop(woken, None)
+                if not line:
                     self._by_key.pop(key, None)
 
     def freed(self, keys: Sequence[str]) -> None:
         """A slot of each of ``keys`` came back: wake the oldest check waiting for it."""
         for key in keys:
-            for woken in self._by_key.get(key, []):
+            for woken in self._by_key.get(key, {}):
                 if not woken.done():
                     _wake(woken)
                     break
 
 
 def _wake(woken: asyncio.Future[None]) -> None:
+    """Done at once on its own loop (so the next slot given back wakes the next check);
+    through the loop on another thread's."""
     loop = woken.get_loop()
     try:
         running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -117,7 +119,7 @@ def _wake(woken: asyncio.Future[None]) -> None:
         running = None
     if loop is running:
         _set(woken)
-    elif not loop.is_closed():  # a waiter on another thread's loop
+    elif not loop.is_closed():
         loop.call_soon_threadsafe(_set, woken)
 
 

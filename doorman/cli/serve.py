@@ -56,6 +56,11 @@ async def prepare_serve(settings: Settings) -> tuple[Settings, str | None]:
     return dataclasses.replace(settings, secret=tuple(secrets)), token
 
 
+_LIMITS = sa.text(
+    "SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections')"
+)
+
+
 async def connections_short(settings: Settings, engine: AsyncEngine) -> str | None:
     """What to say when the workers may open more connections than PostgreSQL admits.
 
@@ -65,8 +70,8 @@ async def connections_short(settings: Settings, engine: AsyncEngine) -> str | No
     if engine.dialect.name != "postgresql":
         return None
     async with connect(engine) as connection:
-        most = int(await connection.scalar(sa.text("SHOW max_connections")))
-        reserved = int(await connection.scalar(sa.text("SHOW superuser_reserved_connections")))
+        row = (await connection.execute(_LIMITS)).one()
+    most, reserved = int(row[0]), int(row[1])
     wanted, admitted = settings.workers * settings.db_pool_size, most - reserved
     if wanted <= admitted:
         return None

@@ -34,6 +34,7 @@ __all__ = [
     "create_engine",
     "describe",
     "failures",
+    "first_line",
     "in_memory",
     "insert",
     "unavailable",
@@ -204,11 +205,12 @@ def unavailable(engine: AsyncEngine, error: BaseException) -> StoreError:
     """The ``StoreError`` for a database that failed, naming it without its password."""
     cause = getattr(error, "orig", None) or error
     return StoreError(
-        f"{describe(engine)} did not answer ({type(cause).__name__}: {_first_line(cause)})"
+        f"{describe(engine)} did not answer ({type(cause).__name__}: {first_line(cause)})"
     )
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An error's message in one line, at most 200 characters."""
     text = str(error).strip().splitlines()
     return text[0][:200] if text else "no message"
 

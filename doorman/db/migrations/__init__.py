@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ...exceptions import StoreError
-from ..engine import VERSION_TABLE, describe, unavailable
+from ..engine import VERSION_TABLE, describe, first_line, unavailable
 from ..transaction import connect
 
 if TYPE_CHECKING:
@@ -98,10 +98,10 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
             except (StoreError, exc.IntegrityError) as error:
                 # Another process migrated between our check and our DDL ("database
                 # is locked", "table already exists"): try again, a bounded number of times.
-                last = attempt == _ATTEMPTS - 1
-                if last and _raced(error, locked=False):  # no other worker made them, then
+                made, last = _made_meanwhile(error), attempt == _ATTEMPTS - 1
+                if made and last:  # no other worker made them, then: they were there
                     raise _not_as_recorded(engine, error) from error
-                if last or not _raced(error):
+                if last or not (made or _locked(error)):
                     if isinstance(error, StoreError):
                         raise
                     raise unavailable(engine, error) from error
@@ -110,22 +110,28 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
 
 
 def _not_as_recorded(engine: AsyncEngine, error: BaseException) -> StoreError:
-    cause = error.__cause__ if isinstance(error, StoreError) else error
-    cause = getattr(cause, "orig", None) or cause
-    first = (str(cause).strip().splitlines() or ["no message"])[0][:200]
+    cause, _text = _cause_text(error)
     return StoreError(
         f"{describe(engine)}: cannot migrate: its tables are not at the revision that "
-        f"{VERSION_TABLE} records (the table missing, emptied or changed?): {first}"
+        f"{VERSION_TABLE} records (the table missing, emptied or changed?): "
+        f"{first_line(getattr(cause, 'orig', None) or cause)}"
     )
 
 
-def _raced(error: BaseException, *, locked: bool = True) -> bool:
-    """Whether a failed migration looks like another worker's concurrent one: its tables
-    made meanwhile, or (``locked``) the database locked by its DDL."""
-    cause = error.__cause__ if isinstance(error, StoreError) else error
-    text = str(cause).lower()
-    words = ("locked", "already exists", "duplicate") if locked else ("already exists", "duplicate")
-    return isinstance(cause, exc.IntegrityError) or any(word in text for word in words)
+def _cause_text(error: BaseException) -> tuple[BaseException, str]:
+    cause = (error.__cause__ if isinstance(error, StoreError) else error) or error
+    return cause, str(cause).lower()
+
+
+def _made_meanwhile(error: BaseException) -> bool:
+    """Whether a failed migration met tables that another worker's made meanwhile."""
+    cause, text = _cause_text(error)
+    return isinstance(cause, exc.IntegrityError) or "already exists" in text or "duplicate" in text
+
+
+def _locked(error: BaseException) -> bool:
+    """Whether a failed migration met the database locked by another worker's DDL."""
+    return "locked" in _cause_text(error)[1]
 
 
 def _process_lock() -> asyncio.Lock:
