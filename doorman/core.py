@@ -43,7 +43,7 @@ from .accounts.users import User, Users
 from .db.engine import create_engine
 from .db.migrations import ensure_schema
 from .events import EventKind, LoginFailedEvent, LoginFailure
-from .exceptions import AuthenticationFailed, PasswordRejected, Throttled
+from .exceptions import Abandoned, AuthenticationFailed, PasswordRejected, Throttled
 from .plugins import all_results, make_plugin_manager
 from .stores.base import MakesTables, SessionStore
 
@@ -162,6 +162,8 @@ class Doorman:
         """
         try:
             attempt = await self.second_factor_throttle.attempt(user.id, client)
+        except Abandoned:
+            raise  # the client hung up while it waited: nothing was tried
         except Throttled:
             # A log line, no event: a refusal costs nothing, and would flood the event log.
             security_log.warning("second factor of user id %s refused: throttled", user.id)
@@ -233,6 +235,8 @@ class Doorman:
     ) -> Attempt:
         try:
             return await self.throttle.attempt(username, client, device=device)
+        except Abandoned:
+            raise  # the client hung up while it waited: nothing was tried
         except Throttled:
             await self._login_failed(username, client, "throttled", user)
             raise

@@ -98,6 +98,15 @@ class Busy(Throttled):
     status_code = 503
 
 
+class Abandoned(Busy):
+    """The client hung up while its attempt waited for a slot: nothing was checked.
+
+    The status (nginx's 499, "client closed request") reaches no one but the access log.
+    """
+
+    status_code = 499
+
+
 class PermissionDenied(DoormanError):
     """The actor may not do this."""
 

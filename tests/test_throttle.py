@@ -17,7 +17,7 @@ import pytest
 from doorman.accounts import slots as slots_module
 from doorman.accounts.throttle import LoginThrottle, RegistrationThrottle
 from doorman.db import create_engine
-from doorman.exceptions import Busy, ConfigError, Throttled
+from doorman.exceptions import Abandoned, Busy, ConfigError, Throttled
 from doorman.stores import BatchCounter, Counter, MemoryCounter, RedisCounter, SQLCounter
 
 from . import test_counters
@@ -102,6 +102,55 @@ async def test_a_slot_given_back_wakes_the_oldest_waiting_sign_in(counter: Count
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=20)
     assert order == ["B", "C", "D"]
     assert throttle.waiting.count == 0
+
+
+@pytest.mark.usefixtures("no_looks")
+async def test_a_sign_in_whose_client_hung_up_stops_waiting_and_checks_nothing(
+    counter: Counter,
+) -> None:
+    """A client that hung up while its sign-in waited for a slot was not noticed: the
+    check was made for nobody once a slot came back (the server does not cancel it)."""
+    throttle = LoginThrottle(counter, per_account=1, per_address=100, wait=900)
+    holder = await throttle.attempt("alice", None)
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    checked: list[str] = []
+
+    async def sign_in() -> None:
+        slots_module.client_gone.set(gone)  # as the server's HangUpMiddleware does
+        async with await throttle.attempt("alice", None) as attempt:
+            checked.append("alice")
+            attempt.succeeded()
+
+    waiter = asyncio.create_task(sign_in())
+    for _ in range(1000):
+        if throttle.waiting.count:
+            break
+        await asyncio.sleep(0.001)
+    gone.set_result(None)
+    with pytest.raises(Abandoned) as caught:
+        await asyncio.wait_for(waiter, timeout=20)  # at once, not after ten minutes
+    assert caught.value.status_code == 499
+    assert checked == [] and throttle.waiting.count == 0
+    await holder.__aexit__(None, None, None)  # a failure: the bucket's one slot is used up
+    with pytest.raises(Throttled) as refused:
+        await throttle.attempt("alice", None)
+    assert type(refused.value) is Throttled  # the hung-up attempt counted nothing
+
+
+async def test_slots_granted_to_a_client_that_hung_up_go_back_unused(counter: Counter) -> None:
+    throttle = LoginThrottle(counter, per_account=1, per_address=100)
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    gone.set_result(None)
+
+    async def sign_in() -> None:
+        slots_module.client_gone.set(gone)
+        await throttle.attempt("alice", "192.0.2.1")
+
+    with pytest.raises(Abandoned):
+        await asyncio.create_task(sign_in())
+    await fail(throttle, "alice", "192.0.2.1")  # the one slot is free, and no failure counted
+    with pytest.raises(Throttled):
+        await throttle.attempt("alice", "192.0.2.1")
 
 
 async def check_password(

@@ -6,7 +6,8 @@ check in one atomic step (see ``doorman.stores.base.Counter``): a slot is grante
 only while the bucket's failures plus the checks in flight are under its limit,
 so no more checks can fail in a window than the limit, however many run in
 parallel. A check that finds no free slot only because others are in flight
-waits for their outcome (up to ``wait`` seconds) instead of being refused.
+waits for their outcome (up to ``wait`` seconds) instead of being refused,
+unless its client hangs up meanwhile (``client_gone``).
 Keys are hashes; a counter that cannot be reached raises ``StoreError``.
 """
 
@@ -20,14 +21,23 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Literal, NamedTuple
 
 from .._tasks import to_the_end
-from ..exceptions import Busy, ConfigError, Throttled
+from ..exceptions import Abandoned, Busy, ConfigError, Throttled
 from ..signing import normalize_secrets
-from ..stores.base import Counter, Outcome, Slot, Verdict, settle_slots, take_slots
+from ..stores.base import Counter, Outcome, Verdict, settle_slots, take_slots
 
-__all__ = ["Attempt", "Bucket", "Limiter", "Waiting", "counted_network", "throttled"]
+__all__ = [
+    "Attempt",
+    "Bucket",
+    "Limiter",
+    "Waiting",
+    "client_gone",
+    "counted_network",
+    "throttled",
+]
 
 security_log = logging.getLogger("doorman.security")
 
@@ -37,6 +47,11 @@ security_log = logging.getLogger("doorman.security")
 # the counter some 100 times a second at most (1,000 waiting: each every 10 s).
 _FIRST_POLL, _LAST_POLL, _LOOKS_PER_SECOND = 0.01, 0.1, 100
 _BUSY_RETRY_AFTER = 5
+
+#: For the length of a request, where the HTTP layer watches its connection (the sign-in
+#: server does): a future done once the client has hung up. An attempt then stops waiting
+#: for a slot, and one granted its slots gives them back unused: no check for nobody.
+client_gone: ContextVar[asyncio.Future[None] | None] = ContextVar("client_gone", default=None)
 
 
 class Bucket(NamedTuple):
@@ -84,14 +99,18 @@ class Waiting:
         self._by_key: dict[str, dict[asyncio.Future[None], None]] = {}
         self.count = 0  # checks waiting now
 
-    async def until_freed(self, keys: Sequence[str], within: float) -> None:
-        """Until a slot of one of ``keys`` comes back here, or ``within`` seconds pass."""
+    async def until_freed(
+        self, keys: Sequence[str], within: float, gone: asyncio.Future[None] | None = None
+    ) -> None:
+        """Until a slot of one of ``keys`` comes back here, ``within`` seconds pass, or the
+        future ``gone`` is done (the client hung up)."""
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for key in keys:
             self._by_key.setdefault(key, {})[woken] = None
         self.count += 1
         try:
-            await asyncio.wait([woken], timeout=within)
+            either = [woken] if gone is None else [woken, gone]
+            await asyncio.wait(either, timeout=within, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.count -= 1
             for key in keys:
@@ -168,13 +187,18 @@ class Limiter:
         """Take a slot in every bucket, waiting while only checks in flight stand in the way.
 
         ``Throttled`` when a bucket is full of failures; ``Busy`` (503) when
-        ``wait`` seconds pass and checks in flight still hold every slot.
+        ``wait`` seconds pass and checks in flight still hold every slot;
+        ``Abandoned`` when the client hangs up first (``client_gone``).
         """
         deadline, delay = time.monotonic() + self.wait, _FIRST_POLL
+        gone = client_gone.get()
         while True:
             verdict, end = await self._take(buckets)
             if verdict == "granted":
-                return Attempt(self, buckets, address)
+                if not _hung_up(gone):
+                    return Attempt(self, buckets, address)
+                await self._abandon((verdict, end), buckets)
+                raise _abandoned()
             if verdict == "refused":
                 raise throttled(self.refusal, max(1, math.ceil(end - time.time())))
             left = deadline - time.monotonic()
@@ -185,7 +209,10 @@ class Limiter:
                     retry_after=_BUSY_RETRY_AFTER,
                 )
             # Up to the deadline, then one last look: a wake-up may come at any time.
-            await self.waiting.until_freed([bucket.key for bucket in buckets], min(delay, left))
+            keys = [bucket.key for bucket in buckets]
+            await self.waiting.until_freed(keys, min(delay, left), gone)
+            if _hung_up(gone):
+                raise _abandoned()
             delay = min(delay * 2, max(_LAST_POLL, self.waiting.count / _LOOKS_PER_SECOND))
 
     async def _take(self, buckets: Sequence[Bucket]) -> tuple[Verdict, float]:
@@ -197,12 +224,17 @@ class Limiter:
             return "granted", 0.0
         slots = [(bucket.key, bucket.limit) for bucket in buckets]
         taking = take_slots(self.counter, slots, self.lease, self.window)
-        return await to_the_end(taking, abandoned=lambda answer: self._abandon(answer, slots))
+        return await to_the_end(taking, abandoned=lambda answer: self._abandon(answer, buckets))
 
-    async def _abandon(self, answer: tuple[Verdict, float], slots: Sequence[Slot]) -> None:
-        if answer[0] == "granted":
-            await settle_slots(self.counter, [(key, "refund") for key, _ in slots], self.window)
-            self.waiting.freed([key for key, _ in slots])
+    async def _abandon(self, answer: tuple[Verdict, float], buckets: Sequence[Bucket]) -> None:
+        """Slots granted for no one (the request was cancelled, or its client hung up)
+        go back uncounted."""
+        if answer[0] == "granted" and buckets:
+            keys = [bucket.key for bucket in buckets]
+            await to_the_end(
+                settle_slots(self.counter, [(key, "refund") for key in keys], self.window)
+            )
+            self.waiting.freed(keys)
 
     async def settle(self, buckets: Sequence[Bucket], succeeded: bool, address: str | None) -> None:
         """Give the slots back and count the outcome, to the end even if cancelled meanwhile."""
@@ -225,6 +257,14 @@ class Limiter:
                     self.window,
                     address or "-",
                 )
+
+
+def _hung_up(gone: asyncio.Future[None] | None) -> bool:
+    return gone is not None and gone.done()
+
+
+def _abandoned() -> Abandoned:
+    return Abandoned("The client hung up before its attempt was checked.", retry_after=0)
 
 
 def counted_network(address: str) -> str:

@@ -41,6 +41,7 @@ from .background import Background
 from .body_limit import BodyLimitMiddleware
 from .cors import CORSMiddleware
 from .fast_auth import fast_paths
+from .hang_up import HangUpMiddleware
 from .headers import SecurityHeadersMiddleware
 from .plugin import ServerPlugin
 from .protect import ProtectedApp
@@ -95,6 +96,7 @@ def create_app(
         # Inside Starlette's error handling, so that its 413 is not turned into a 500 first.
         middleware=[
             Middleware(BodyLimitMiddleware, max_size=settings.max_body_size),
+            Middleware(HangUpMiddleware),
             Middleware(CSRFCookieMiddleware, csrf=server.csrf),
         ],
         exception_handlers={**exception_handlers, **errors.error_handlers},
