@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from doorman.stores import (
     SQLCounter,
     counter_for,
 )
+from doorman.stores.base import Lease
 
 from .conftest import Clock, make_store
 from .helpers import migrated_sqlite, sqlite_threads_settled
@@ -33,8 +35,16 @@ COUNTER_KINDS = [
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("redis", marks=pytest.mark.redis),
 ]
-LEASE = 60.0
+#: Each test's own (``lease_of_this_test``): its slots are taken and given back under it.
+LEASE = Lease.starting(60.0)
 WINDOW = 60.0
+
+
+@pytest.fixture(autouse=True)
+def lease_of_this_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slots are counted by generation of leases (60 s here), from the time they are
+    granted: a lease made when the module was loaded would have lapsed by now."""
+    monkeypatch.setattr(sys.modules[__name__], "LEASE", Lease.starting(60.0))
 
 
 def redis_client(url: str, **options: Any) -> Any:
@@ -100,7 +110,7 @@ async def down_counter(request: pytest.FixtureRequest) -> AsyncIterator[Counter]
 async def stored_keys(counter: Counter) -> list[str]:
     """Every key the counter keeps, without a Redis prefix."""
     if isinstance(counter, MemoryCounter):
-        return [*counter._counts, *("~" + key for key in counter._flying)]
+        return [*counter._counts, *counter._flying]
     if isinstance(counter, SQLCounter):
         async with connect(counter.engine) as connection:
             result = await connection.execute(sa.select(throttle_table.c.key))
@@ -124,7 +134,7 @@ async def count(counter: Counter, key: str, times: int = 1, window: float = WIND
     failures = 0
     for _ in range(times):
         assert (await counter.acquire(key, 1000, LEASE))[0] == "granted"
-        failures = await counter.settle(key, "count", window)
+        failures = await counter.settle(key, "count", window, LEASE)
     return failures
 
 
@@ -134,7 +144,7 @@ async def test_slots_are_granted_while_failures_and_flights_are_under_the_limit(
     for _ in range(3):
         assert await counter.acquire("k", 3, LEASE) == ("granted", 0.0)
     assert await counter.acquire("k", 3, LEASE) == ("busy", 0.0)  # only flights in the way
-    assert await counter.settle("k", "refund", WINDOW) == 0
+    assert await counter.settle("k", "refund", WINDOW, LEASE) == 0
     assert (await counter.acquire("k", 3, LEASE))[0] == "granted"  # a refund frees a slot
     assert await counter.peek("k") == (0, 0.0)  # flights are not failures
 
@@ -163,14 +173,14 @@ async def test_a_window_that_ended_starts_again_at_one(counter: Counter, clock: 
     await elapse(counter, clock, 0.3)
     assert await counter.peek("k") == (0, 0.0)
     assert (await counter.acquire("k", 2, LEASE))[0] == "granted"
-    assert await counter.settle("k", "count", 0.2) == 1
+    assert await counter.settle("k", "count", 0.2, LEASE) == 1
     assert (await counter.peek("k"))[1] > first_end
 
 
 async def test_clear_forgets_the_failures_and_gives_the_slot_back(counter: Counter) -> None:
     await count(counter, "k", 2)
     assert (await counter.acquire("k", 3, LEASE))[0] == "granted"
-    assert await counter.settle("k", "clear", WINDOW) == 0
+    assert await counter.settle("k", "clear", WINDOW, LEASE) == 0
     assert await counter.peek("k") == (0, 0.0)
     for _ in range(3):
         assert (await counter.acquire("k", 3, LEASE))[0] == "granted"
@@ -182,10 +192,43 @@ async def test_a_lapsed_lease_gives_its_slot_back(counter: Counter, clock: Clock
     The lease is long enough that a loaded machine still asks twice within it (on
     Redis, where the time really passes; elsewhere the clock moves on).
     """
-    assert (await counter.acquire("k", 1, 1.0))[0] == "granted"
-    assert (await counter.acquire("k", 1, 1.0))[0] == "busy"
-    await elapse(counter, clock, 1.1)
-    assert (await counter.acquire("k", 1, 1.0))[0] == "granted"
+    assert (await counter.acquire("k", 1, Lease.starting(1.0)))[0] == "granted"
+    assert (await counter.acquire("k", 1, Lease.starting(1.0)))[0] == "busy"
+    await elapse(counter, clock, 2.05)  # its generation's end, then the next one's
+    assert (await counter.acquire("k", 1, Lease.starting(1.0)))[0] == "granted"
+
+
+async def test_a_slot_never_given_back_lapses_while_others_keep_coming(
+    counter: Counter, clock: Clock
+) -> None:
+    """A slot whose worker died used to be held as long as the bucket was busy: every
+    grant extended the lease of all its slots. Now it lapses a generation after its own."""
+    assert (await counter.acquire("k", 2, Lease.starting(1.0)))[0] == "granted"  # never back
+    for _ in range(7):  # 2.1 s of sign-ins, one at a time, each given back
+        await elapse(counter, clock, 0.3)
+        lease = Lease.starting(1.0)
+        assert (await counter.acquire("k", 2, lease))[0] == "granted"
+        await counter.settle("k", "refund", WINDOW, lease)
+    lease = Lease.starting(1.0)
+    assert [(await counter.acquire("k", 2, lease))[0] for _ in range(3)] == [
+        "granted",
+        "granted",
+        "busy",
+    ]
+
+
+async def test_a_slot_is_given_back_under_the_lease_it_was_granted_with(
+    counter: Counter,
+) -> None:
+    """A check that spans the end of a generation gives back its own slot, not one of the
+    next generation's: that one's count would then lapse short of a slot still in flight."""
+    first = Lease.starting(60.0)
+    second, third = (Lease(60.0, first.generation + n) for n in (1, 2))
+    assert (await counter.acquire("k", 2, first))[0] == "granted"
+    assert (await counter.acquire("k", 2, second))[0] == "granted"
+    await counter.settle("k", "refund", WINDOW, first)  # in the second generation
+    # In the third, the first's count has lapsed; the second's slot is still in flight.
+    assert [(await counter.acquire("k", 2, third))[0] for _ in range(2)] == ["granted", "busy"]
 
 
 async def test_keys_are_counted_apart(counter: Counter) -> None:
@@ -221,7 +264,9 @@ async def test_concurrent_acquires_grant_exactly_the_limit(counter: Counter) -> 
 async def test_concurrent_settles_are_atomic(counter: Counter) -> None:
     for _ in range(10):
         await counter.acquire("k", 10, LEASE)
-    failures = await asyncio.gather(*(counter.settle("k", "count", WINDOW) for _ in range(10)))
+    failures = await asyncio.gather(
+        *(counter.settle("k", "count", WINDOW, LEASE) for _ in range(10))
+    )
     assert sorted(failures) == list(range(1, 11))
     assert (await counter.acquire("k", 11, LEASE))[0] == "granted"  # every flight came back
 
@@ -229,25 +274,28 @@ async def test_concurrent_settles_are_atomic(counter: Counter) -> None:
 async def test_flights_never_go_below_zero(counter: Counter) -> None:
     await counter.acquire("k", 1, LEASE)
     for _ in range(3):
-        await counter.settle("k", "refund", WINDOW)
+        await counter.settle("k", "refund", WINDOW, LEASE)
     assert (await counter.acquire("k", 1, LEASE))[0] == "granted"
     assert (await counter.acquire("k", 1, LEASE))[0] == "busy"
 
 
 async def test_a_refund_for_an_absent_key_stores_nothing(counter: Counter) -> None:
-    assert await counter.settle("never-counted", "refund", WINDOW) == 0
+    assert await counter.settle("never-counted", "refund", WINDOW, LEASE) == 0
     assert await stored_keys(counter) == []
 
 
 async def test_clear_expired(counter: Counter, clock: Clock) -> None:
     await count(counter, "old", window=0.05)
-    await counter.acquire("lapsed", 5, 0.05)
+    await counter.acquire("lapsed", 5, Lease.starting(0.05))
     await count(counter, "live")
-    await elapse(counter, clock, 0.1)
+    await elapse(counter, clock, 0.11)
     removed = await counter.clear_expired()
-    if not isinstance(counter, RedisCounter):  # Redis: the TTLs did it
-        assert removed == 2  # "old"'s failures, "lapsed"'s flight
-    assert sorted(await stored_keys(counter)) == ["live", "~live", "~old"]  # leases of 60 s
+    if isinstance(counter, SQLCounter):
+        assert removed == 3  # "old"'s failures, "lapsed"'s flight and its lock row
+    elif isinstance(counter, MemoryCounter):  # Redis: the TTLs did it
+        assert removed == 2
+    kept = sorted({key.partition("@")[0] for key in await stored_keys(counter)})
+    assert kept == ["live", "~live", "~old"]  # leases of 60 s
     assert (await counter.peek("live"))[0] == 1
 
 
@@ -255,7 +303,7 @@ async def test_a_counter_that_is_down_fails_closed(down_counter: Counter) -> Non
     with pytest.raises(StoreError):
         await down_counter.acquire("k", 5, LEASE)
     with pytest.raises(StoreError):
-        await down_counter.settle("k", "count", WINDOW)
+        await down_counter.settle("k", "count", WINDOW, LEASE)
     with pytest.raises(StoreError):
         await down_counter.peek("k")
     with pytest.raises(StoreError):
@@ -264,7 +312,7 @@ async def test_a_counter_that_is_down_fails_closed(down_counter: Counter) -> Non
     with pytest.raises(StoreError):
         await down_counter.acquire_all([("k", 5), ("j", 5)], LEASE)
     with pytest.raises(StoreError):
-        await down_counter.settle_all([("k", "count"), ("j", "refund")], WINDOW)
+        await down_counter.settle_all([("k", "count"), ("j", "refund")], WINDOW, LEASE)
 
 
 # Several keys at once: a sign-in's buckets in one round trip
@@ -316,7 +364,7 @@ async def test_settle_all_settles_each_key_as_told(counter: Counter) -> None:
         ("refunded", "refund"),
         ("cleared", "clear"),
     ]
-    assert await counter.settle_all(outcomes, WINDOW) == [2, 2, 0]
+    assert await counter.settle_all(outcomes, WINDOW, LEASE) == [2, 2, 0]
     assert [(await counter.peek(key))[0] for key, _ in slots] == [2, 2, 0]
     for key, _ in slots:  # every flight came back
         assert (await counter.acquire(key, 3, LEASE))[0] == "granted"
@@ -324,7 +372,10 @@ async def test_settle_all_settles_each_key_as_told(counter: Counter) -> None:
 
 async def test_settle_all_counts_a_new_window_from_one(counter: Counter) -> None:
     assert isinstance(counter, BatchCounter)
-    assert await counter.settle_all([("new", "count"), ("absent", "refund")], WINDOW) == [1, 0]
+    assert await counter.settle_all([("new", "count"), ("absent", "refund")], WINDOW, LEASE) == [
+        1,
+        0,
+    ]
     assert await stored_keys(counter) == ["new"]  # no flight, and nothing for "absent"
 
 
@@ -342,7 +393,7 @@ async def test_concurrent_acquire_all_in_either_order_grant_exactly_the_limit(
         slots for slots, (verdict, _) in zip(orders, verdicts, strict=True) if verdict == "granted"
     ]
     settled = (
-        counter.settle_all([(key, "count") for key, _ in slots], WINDOW) for slots in granted
+        counter.settle_all([(key, "count") for key, _ in slots], WINDOW, LEASE) for slots in granted
     )
     await asyncio.gather(*settled)
     assert (await counter.peek("x"))[0] == 5
@@ -373,8 +424,8 @@ async def test_counts_live_beside_the_sessions(
         if isinstance(counter, RedisCounter):
             assert counter.client is store.client  # type: ignore[attr-defined]
             assert counter.prefix == request.getfixturevalue("redis_prefix") + "throttle:"
-            await counter.acquire("k", 1, 1)
-            await counter.settle("k", "refund", 1)
+            await counter.acquire("k", 1, LEASE)
+            await counter.settle("k", "refund", 1, LEASE)
     finally:
         await store.close()
 
@@ -423,7 +474,7 @@ async def test_two_engines_on_one_sqlite_file_grant_exactly_the_limit(tmp_path: 
         acquires = (counters[n % 2].acquire("k", 5, LEASE) for n in range(40))
         verdicts = [verdict for verdict, _ in await asyncio.gather(*acquires)]
         assert verdicts.count("granted") == 5
-        settles = (counters[n % 2].settle("k", "count", WINDOW) for n in range(5))
+        settles = (counters[n % 2].settle("k", "count", WINDOW, LEASE) for n in range(5))
         assert sorted(await asyncio.gather(*settles)) == [1, 2, 3, 4, 5]
         assert (await counters[1].acquire("k", 5, LEASE))[0] == "refused"
     finally:
@@ -441,7 +492,7 @@ async def test_sign_ins_taking_and_settling_overlapping_keys_at_once_never_deadl
     async def sign_in(slots: list[tuple[str, int]], pause: float) -> None:
         assert (await counter.acquire_all(slots, LEASE))[0] == "granted"
         await asyncio.sleep(pause)  # the checks take varied times: settles meet takes
-        await counter.settle_all([(key, "refund") for key, _ in reversed(slots)], WINDOW)
+        await counter.settle_all([(key, "refund") for key, _ in reversed(slots)], WINDOW, LEASE)
 
     keys = [("shared", 100), *((f"own{n}", 100) for n in range(4))]
     sign_ins = [[keys[0], keys[1 + n % 4]] for n in range(20)]

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from ..signing import normalize_secrets
-from ..stores.base import Counter, Outcome
+from ..stores.base import Counter, Lease, Outcome
 
 __all__ = ["Claim", "LinkClaims"]
 
@@ -49,7 +49,8 @@ class LinkClaims:
     async def claim(self, token: str, max_age: int) -> AsyncIterator[Claim]:
         """Hold ``token`` for this request; spent, it stays refused for ``max_age``."""
         key = "lc:" + hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()[:40]
-        verdict, _ = await self.counter.acquire(key, 1, _LEASE)
+        lease = Lease.starting(_LEASE)
+        verdict, _ = await self.counter.acquire(key, 1, lease)
         claim = Claim(verdict == "granted")
         if not claim.granted:
             yield claim
@@ -58,4 +59,4 @@ class LinkClaims:
             yield claim
         finally:
             outcome: Outcome = "count" if claim.spent else "refund"
-            await self.counter.settle(key, outcome, float(max_age + _SKEW))
+            await self.counter.settle(key, outcome, float(max_age + _SKEW), lease)

@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple
 from .._tasks import to_the_end
 from ..exceptions import Abandoned, Busy, ConfigError, Throttled
 from ..signing import normalize_secrets
-from ..stores.base import Counter, Outcome, Verdict, settle_slots, take_slots
+from ..stores.base import Counter, Lease, Outcome, Verdict, settle_slots, take_slots
 
 __all__ = [
     "Attempt",
@@ -70,8 +70,11 @@ class Attempt:
     otherwise (a wrong password, or any error) counts a failure in each bucket.
     """
 
-    def __init__(self, limiter: Limiter, buckets: Sequence[Bucket], address: str | None) -> None:
+    def __init__(
+        self, limiter: Limiter, buckets: Sequence[Bucket], address: str | None, lease: Lease
+    ) -> None:
         self._limiter, self._buckets, self._address = limiter, buckets, address
+        self._lease = lease  # the slots are given back under it
         self._succeeded = self._settled = False
 
     def succeeded(self) -> None:
@@ -83,7 +86,7 @@ class Attempt:
     async def __aexit__(self, *exc_info: object) -> None:
         if not self._settled:
             self._settled = True
-            await self._limiter.settle(self._buckets, self._succeeded, self._address)
+            await self._limiter.settle(self._buckets, self._succeeded, self._address, self._lease)
 
 
 class Waiting:
@@ -193,11 +196,12 @@ class Limiter:
         deadline, delay = time.monotonic() + self.wait, _FIRST_POLL
         gone = client_gone.get()
         while True:
-            verdict, end = await self._take(buckets)
+            lease = Lease.starting(self.lease)
+            verdict, end = await self._take(buckets, lease)
             if verdict == "granted":
                 if not _hung_up(gone):
-                    return Attempt(self, buckets, address)
-                await self._abandon((verdict, end), buckets)
+                    return Attempt(self, buckets, address, lease)
+                await self._abandon((verdict, end), buckets, lease)
                 raise _abandoned()
             if verdict == "refused":
                 raise throttled(self.refusal, max(1, math.ceil(end - time.time())))
@@ -215,7 +219,7 @@ class Limiter:
                 raise _abandoned()
             delay = min(delay * 2, max(_LAST_POLL, self.waiting.count / _LOOKS_PER_SECOND))
 
-    async def _take(self, buckets: Sequence[Bucket]) -> tuple[Verdict, float]:
+    async def _take(self, buckets: Sequence[Bucket], lease: Lease) -> tuple[Verdict, float]:
         """All the slots, or none: what stood in the way, with that bucket's window end.
 
         Once asked, the counter's answer is awaited to its end even if this request is
@@ -223,29 +227,35 @@ class Limiter:
         if not buckets:
             return "granted", 0.0
         slots = [(bucket.key, bucket.limit) for bucket in buckets]
-        taking = take_slots(self.counter, slots, self.lease, self.window)
-        return await to_the_end(taking, abandoned=lambda answer: self._abandon(answer, buckets))
+        taking = take_slots(self.counter, slots, lease, self.window)
+        return await to_the_end(
+            taking, abandoned=lambda answer: self._abandon(answer, buckets, lease)
+        )
 
-    async def _abandon(self, answer: tuple[Verdict, float], buckets: Sequence[Bucket]) -> None:
+    async def _abandon(
+        self, answer: tuple[Verdict, float], buckets: Sequence[Bucket], lease: Lease
+    ) -> None:
         """Slots granted for no one (the request was cancelled, or its client hung up)
         go back uncounted."""
         if answer[0] == "granted" and buckets:
             keys = [bucket.key for bucket in buckets]
-            await to_the_end(
-                settle_slots(self.counter, [(key, "refund") for key in keys], self.window)
-            )
+            refunds: list[tuple[str, Outcome]] = [(key, "refund") for key in keys]
+            await to_the_end(settle_slots(self.counter, refunds, self.window, lease))
             self.waiting.freed(keys)
 
-    async def settle(self, buckets: Sequence[Bucket], succeeded: bool, address: str | None) -> None:
-        """Give the slots back and count the outcome, to the end even if cancelled meanwhile."""
+    async def settle(
+        self, buckets: Sequence[Bucket], succeeded: bool, address: str | None, lease: Lease
+    ) -> None:
+        """Give back the slots granted under ``lease`` and count the outcome, to the end
+        even if cancelled meanwhile."""
         if buckets:
-            await to_the_end(self._settle(buckets, succeeded, address))
+            await to_the_end(self._settle(buckets, succeeded, address, lease))
 
     async def _settle(
-        self, buckets: Sequence[Bucket], succeeded: bool, address: str | None
+        self, buckets: Sequence[Bucket], succeeded: bool, address: str | None, lease: Lease
     ) -> None:
         outcomes = [(bucket.key, bucket.on_success if succeeded else "count") for bucket in buckets]
-        failures = await settle_slots(self.counter, outcomes, self.window)
+        failures = await settle_slots(self.counter, outcomes, self.window, lease)
         self.waiting.freed([bucket.key for bucket in buckets])
         for bucket, (_key, outcome), count in zip(buckets, outcomes, failures, strict=True):
             if outcome == "count" and count == bucket.limit:  # once per window

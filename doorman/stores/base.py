@@ -16,15 +16,18 @@ beside them, where every worker sees them: ``store.counter()`` (see
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
+import time
 from collections.abc import Mapping, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "KEY_BYTES",
     "BatchCounter",
     "Counter",
     "CountingStore",
+    "Lease",
     "MakesTables",
     "Outcome",
     "ServerSideStore",
@@ -117,21 +120,58 @@ FLIGHT = "~"
 Slot = tuple[str, int]
 
 
+class Lease(NamedTuple):
+    """How long a slot in flight is held at most, and the generation it is granted in.
+
+    Slots are counted by generation (``seconds`` long): those granted in one are kept
+    under its own count, which lapses at the end of the next generation, between
+    ``seconds`` and twice that after the grant. A slot that is never given back (its
+    worker died mid-check) so lapses on its own, however busy its bucket stays; a
+    single lease for the whole bucket, extended by every grant, never lapsed while
+    grants kept coming. The attempt gives its slot back under the lease it got.
+    """
+
+    seconds: float
+    generation: int
+
+    @classmethod
+    def starting(cls, seconds: float, now: float | None = None) -> Lease:
+        """The lease of a slot granted now."""
+        moment = time.time() if now is None else now
+        return cls(seconds, math.floor(moment / seconds))
+
+    @property
+    def ends(self) -> float:
+        """When this generation's count lapses (Unix time)."""
+        return (self.generation + 2) * self.seconds
+
+    def flight(self, key: str) -> str:
+        """Where ``key``'s slots of this generation are counted."""
+        return f"{FLIGHT}{key}@{self.generation}"
+
+    def earlier_flight(self, key: str) -> str:
+        """Where ``key``'s slots of the generation before are counted (still held)."""
+        return f"{FLIGHT}{key}@{self.generation - 1}"
+
+
 class Counter(Protocol):
     """Failures in a fixed window, and attempts in flight; failures raise ``StoreError``."""
 
-    async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
+    async def acquire(self, key: str, limit: int, lease: Lease) -> tuple[Verdict, float]:
         """Atomically take a slot when failures + attempts in flight < ``limit``.
 
+        In flight are the slots of ``lease``'s generation and the one before it
+        (``Lease.flight``, ``Lease.earlier_flight``); the slot counts in the first.
         Returns the verdict and the end of the failures' window (Unix time; 0.0
         when there are none). "refused": failures reached ``limit``; "busy":
         only attempts in flight stand in the way, whose outcome may free a slot.
         """
 
-    async def settle(self, key: str, outcome: Outcome, window: float) -> int:
-        """Give a granted slot back, atomically, and "count" one failure (an absent or
-        ended window starts at 1 and lasts ``window`` seconds), "refund" (count
-        nothing) or "clear" the failures. Returns the failures now in the window."""
+    async def settle(self, key: str, outcome: Outcome, window: float, lease: Lease) -> int:
+        """Give back a slot granted under ``lease`` (unless its generation lapsed),
+        atomically, and "count" one failure (an absent or ended window starts at 1
+        and lasts ``window`` seconds), "refund" (count nothing) or "clear" the
+        failures. Returns the failures now in the window."""
 
     async def peek(self, key: str) -> tuple[int, float]:
         """(failures, window end) without changing anything; (0, 0.0) when none."""
@@ -149,12 +189,14 @@ class BatchCounter(Counter, Protocol):
     transaction or script): a sign-in's buckets cost one round trip, not one per key.
     Optional: the throttle goes key by key with a ``Counter`` that lacks these."""
 
-    async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
+    async def acquire_all(self, slots: Sequence[Slot], lease: Lease) -> tuple[Verdict, float]:
         """A slot in every ``(key, limit)``, or in none: the first verdict in order that
         is not "granted", with its window's end; else "granted", with the latest window
         end among the keys (0.0 when none has failures): ``acquire`` for one key."""
 
-    async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
+    async def settle_all(
+        self, outcomes: Sequence[tuple[str, Outcome]], window: float, lease: Lease
+    ) -> list[int]:
         """``settle`` for each ``(key, outcome)``, atomically each; the failures now in
         each window, in order."""
 
@@ -167,7 +209,7 @@ def decide(failures: int, flying: int, limit: int) -> Verdict:
 
 
 async def take_slots(
-    counter: Counter, slots: Sequence[Slot], lease: float, window: float
+    counter: Counter, slots: Sequence[Slot], lease: Lease, window: float
 ) -> tuple[Verdict, float]:
     """A slot in every ``(key, limit)`` or in none, as ``BatchCounter.acquire_all``: in
     one step where the counter can, else key by key, giving back what it took when a
@@ -180,7 +222,7 @@ async def take_slots(
         verdict, end = await counter.acquire(key, limit, lease)
         if verdict != "granted":
             for held in taken:  # a full bucket must not use up the others
-                await counter.settle(held, "refund", window)
+                await counter.settle(held, "refund", window, lease)
             return verdict, end
         taken.append(key)
         latest = max(latest, end)
@@ -188,23 +230,27 @@ async def take_slots(
 
 
 async def settle_slots(
-    counter: Counter, outcomes: Sequence[tuple[str, Outcome]], window: float
+    counter: Counter, outcomes: Sequence[tuple[str, Outcome]], window: float, lease: Lease
 ) -> list[int]:
     """``BatchCounter.settle_all``, in one step where the counter can, else key by key."""
     if isinstance(counter, BatchCounter):
-        return await counter.settle_all(outcomes, window)
-    return [await counter.settle(key, outcome, window) for key, outcome in outcomes]
+        return await counter.settle_all(outcomes, window, lease)
+    return [await counter.settle(key, outcome, window, lease) for key, outcome in outcomes]
 
 
 def decide_all(
-    slots: Sequence[Slot], counts: Mapping[str, tuple[int, float]]
+    slots: Sequence[Slot], counts: Mapping[str, tuple[int, float]], lease: Lease
 ) -> tuple[Verdict, float]:
-    """What ``acquire_all`` answers, given each key's (count, end) and its flight's
-    (``FLIGHT + key``), absent ones at (0, 0.0)."""
+    """What ``acquire_all`` answers under ``lease``, given the (count, end) of each key
+    and of its flights of this generation and the one before, absent ones at (0, 0.0)."""
     latest = 0.0
     for key, limit in slots:
         failures, end = counts.get(key, (0, 0.0))
-        verdict = decide(failures, counts.get(FLIGHT + key, (0, 0.0))[0], limit)
+        flying = sum(
+            counts.get(flight, (0, 0.0))[0]
+            for flight in (lease.flight(key), lease.earlier_flight(key))
+        )
+        verdict = decide(failures, flying, limit)
         if verdict != "granted":
             return verdict, end
         latest = max(latest, end)

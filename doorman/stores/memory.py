@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from ..exceptions import SessionInterrupted
-from .base import FLIGHT, Outcome, Slot, Verdict, decide_all, new_session_key
+from .base import Lease, Outcome, Slot, Verdict, decide_all, new_session_key
 
 __all__ = ["MemoryCounter", "MemoryStore"]
 
@@ -89,34 +89,39 @@ class MemoryCounter:
 
     def __init__(self) -> None:
         self._counts: dict[str, tuple[int, float]] = {}  # failures, window end
-        self._flying: dict[str, tuple[int, float]] = {}  # in flight, lease end
+        self._flying: dict[str, tuple[int, float]] = {}  # in flight by generation, its end
 
     @staticmethod
     def _live(table: dict[str, tuple[int, float]], key: str) -> tuple[int, float]:
         count, end = table.get(key, (0, 0.0))
         return (count, end) if end > time.time() else (0, 0.0)
 
-    async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
+    async def acquire(self, key: str, limit: int, lease: Lease) -> tuple[Verdict, float]:
         return await self.acquire_all([(key, limit)], lease)
 
-    async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
+    async def acquire_all(self, slots: Sequence[Slot], lease: Lease) -> tuple[Verdict, float]:
         counts = {}
         for key, _limit in slots:
             counts[key] = self._live(self._counts, key)
-            counts[FLIGHT + key] = self._live(self._flying, key)
-        verdict, end = decide_all(slots, counts)
+            for flight in (lease.flight(key), lease.earlier_flight(key)):
+                counts[flight] = self._live(self._flying, flight)
+        verdict, end = decide_all(slots, counts, lease)
         if verdict == "granted":
             for key, _limit in slots:
-                self._flying[key] = (counts[FLIGHT + key][0] + 1, time.time() + lease)
+                flight = lease.flight(key)
+                self._flying[flight] = (counts[flight][0] + 1, lease.ends)
         return verdict, end
 
-    async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
-        return [await self.settle(key, outcome, window) for key, outcome in outcomes]
+    async def settle_all(
+        self, outcomes: Sequence[tuple[str, Outcome]], window: float, lease: Lease
+    ) -> list[int]:
+        return [await self.settle(key, outcome, window, lease) for key, outcome in outcomes]
 
-    async def settle(self, key: str, outcome: Outcome, window: float) -> int:
-        flying, lease_end = self._live(self._flying, key)
+    async def settle(self, key: str, outcome: Outcome, window: float, lease: Lease) -> int:
+        flight = lease.flight(key)
+        flying, lease_end = self._live(self._flying, flight)
         if flying > 0:
-            self._flying[key] = (flying - 1, lease_end)
+            self._flying[flight] = (flying - 1, lease_end)
         failures, end = self._live(self._counts, key)
         if outcome == "count":
             failures, end = (failures + 1, end) if failures else (1, time.time() + window)

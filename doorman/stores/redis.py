@@ -13,7 +13,7 @@ from typing import Any
 from .._batches import Batches
 from .._extras import needs_extra
 from ..exceptions import SessionInterrupted, StoreError
-from .base import FLIGHT, VERDICTS, Outcome, Slot, Verdict, new_session_key, storage_id
+from .base import VERDICTS, Lease, Outcome, Slot, Verdict, new_session_key, storage_id
 
 with needs_extra("redis", "the Redis session store"):
     import redis.asyncio as aioredis
@@ -220,23 +220,25 @@ class RedisStore:
         return RedisCounter(self.client, prefix=base + "throttle:")
 
 
-# KEYS: failures and in flight of each key in turn; ARGV: lease (ms), then each key's
+# KEYS: of each key in turn, its failures, its flight of this generation and of the one
+# before; ARGV: the milliseconds until this generation's flights lapse, then each key's
 # limit. All the slots or none. Returns {verdict, failures' TTL in ms}: of the key that
 # said no, else the longest.
 _ACQUIRE_SCRIPT = """
 local latest = -2
-for i = 1, #KEYS / 2 do
-  local failures = tonumber(redis.call('GET', KEYS[2 * i - 1])) or 0
-  local ttl = redis.call('PTTL', KEYS[2 * i - 1])
-  local flying = tonumber(redis.call('GET', KEYS[2 * i])) or 0
+for i = 1, #KEYS / 3 do
+  local failures = tonumber(redis.call('GET', KEYS[3 * i - 2])) or 0
+  local ttl = redis.call('PTTL', KEYS[3 * i - 2])
+  local flying = (tonumber(redis.call('GET', KEYS[3 * i - 1])) or 0)
+    + (tonumber(redis.call('GET', KEYS[3 * i])) or 0)
   local limit = tonumber(ARGV[i + 1])
   if failures >= limit then return {'refused', ttl} end
   if failures + flying >= limit then return {'busy', ttl} end
   if ttl > latest then latest = ttl end
 end
-for i = 1, #KEYS / 2 do
-  redis.call('INCR', KEYS[2 * i])
-  redis.call('PEXPIRE', KEYS[2 * i], ARGV[1])
+for i = 1, #KEYS / 3 do
+  redis.call('INCR', KEYS[3 * i - 1])
+  redis.call('PEXPIRE', KEYS[3 * i - 1], ARGV[1])
 end
 return {'granted', latest}
 """
@@ -293,28 +295,34 @@ class RedisCounter:
     def _answering(self) -> contextlib.AbstractAsyncContextManager[None]:
         return _answering(self._where)
 
-    def _keys(self, key: str) -> list[str]:
-        return [self.prefix + key, self.prefix + FLIGHT + key]
-
-    async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
+    async def acquire(self, key: str, limit: int, lease: Lease) -> tuple[Verdict, float]:
         return await self.acquire_all([(key, limit)], lease)
 
-    async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
-        keys = [name for key, _limit in slots for name in self._keys(key)]
+    async def acquire_all(self, slots: Sequence[Slot], lease: Lease) -> tuple[Verdict, float]:
+        p = self.prefix
+        keys = [
+            name
+            for key, _limit in slots
+            for name in (p + key, p + lease.flight(key), p + lease.earlier_flight(key))
+        ]
         limits = [limit for _key, limit in slots]
+        lapses_in = _milliseconds(lease.ends - time.time())
         async with self._answering():
-            answer = await self._acquire(keys=keys, args=[_milliseconds(lease), *limits])
+            answer = await self._acquire(keys=keys, args=[lapses_in, *limits])
         return _verdict(answer)
 
-    async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
-        keys = [name for key, _outcome in outcomes for name in self._keys(key)]
+    async def settle_all(
+        self, outcomes: Sequence[tuple[str, Outcome]], window: float, lease: Lease
+    ) -> list[int]:
+        p = self.prefix
+        keys = [name for key, _ in outcomes for name in (p + key, p + lease.flight(key))]
         kinds = [outcome for _key, outcome in outcomes]
         async with self._answering():
             answers = await self._settle(keys=keys, args=[_milliseconds(window), *kinds])
         return [int(failures) for failures in answers]
 
-    async def settle(self, key: str, outcome: Outcome, window: float) -> int:
-        (failures,) = await self.settle_all([(key, outcome)], window)
+    async def settle(self, key: str, outcome: Outcome, window: float, lease: Lease) -> int:
+        (failures,) = await self.settle_all([(key, outcome)], window, lease)
         return failures
 
     async def peek(self, key: str) -> tuple[int, float]:

@@ -19,6 +19,7 @@ from ..db.transaction import connect
 from ..exceptions import SessionInterrupted
 from .base import (
     FLIGHT,
+    Lease,
     Outcome,
     Slot,
     Verdict,
@@ -159,30 +160,26 @@ _KEYS: sa.BindParameter[str] = sa.bindparam("keys", expanding=True)
 _PEEK = sa.select(_throttle.c.key, _throttle.c.hits, _throttle.c.expires_at).where(
     _throttle.c.key.in_(_KEYS), _throttle.c.expires_at > _NOW
 )
-_TAKE = (
-    _throttle.update()
-    .where(_throttle.c.key.in_(_KEYS))
-    .values(hits=_throttle.c.hits + 1, expires_at=sa.bindparam("new_end", type_=sa.Float))
-)
 _RESET = _throttle.delete().where(_throttle.c.key == sa.bindparam("key"))
 _DELETE_ENDED = _throttle.delete().where(_throttle.c.expires_at <= _NOW)
 
 
-def _upsert(dialect: str, *, start: int) -> sa.Executable:
+def _upsert(dialect: str, *, start: int, returning: bool = True) -> sa.Executable:
     """One statement: a new or ended row starts at ``start`` with a new end; a live one
-    gains ``start`` and keeps its end. Returns (hits, end)."""
+    gains ``start`` and keeps its end. Returns (hits, end), if ``returning``."""
     new_end = sa.bindparam("new_end", type_=sa.Float)
     ended = _throttle.c.expires_at <= _NOW
     statement = insert(_throttle, dialect).values(
         key=sa.bindparam("key"), hits=start, expires_at=new_end
     )
-    return statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=[_throttle.c.key],
         set_={
             "hits": sa.case((ended, start), else_=_throttle.c.hits + start),
             "expires_at": sa.case((ended, new_end), else_=_throttle.c.expires_at),
         },
-    ).returning(_throttle.c.hits, _throttle.c.expires_at)
+    )
+    return upsert.returning(_throttle.c.hits, _throttle.c.expires_at) if returning else upsert
 
 
 async def _counts(
@@ -196,53 +193,61 @@ async def _counts(
 class SQLCounter:
     """Counts in the ``doorman_throttle`` table (SQLite or PostgreSQL).
 
-    A key's failures are the row ``key``; its attempts in flight the row
-    ``~key``, whose ``expires_at`` is the end of their leases.
+    A key's failures are the row ``key``; its attempts in flight the rows
+    ``~key@generation``, one per generation of leases (``Lease``), whose
+    ``expires_at`` is the end of the next generation. The row ``~key`` (no
+    count) is locked by each acquire of the key, whatever its generation.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._count = _upsert(engine.dialect.name, start=1)
-        self._lock_flight = _upsert(engine.dialect.name, start=0)  # also ends lapsed leases
+        self._lock = _upsert(engine.dialect.name, start=0)
+        self._take = _upsert(engine.dialect.name, start=1, returning=False)
 
     async def create_table(self) -> None:
         """Bring doorman's tables up to date: ``Doorman.startup`` does, when this counts
         in another database than the users'."""
         await ensure_schema(self.engine)
 
-    async def acquire(self, key: str, limit: int, lease: float) -> tuple[Verdict, float]:
+    async def acquire(self, key: str, limit: int, lease: Lease) -> tuple[Verdict, float]:
         return await self.acquire_all([(key, limit)], lease)
 
-    async def settle(self, key: str, outcome: Outcome, window: float) -> int:
-        (failures,) = await self.settle_all([(key, outcome)], window)
+    async def settle(self, key: str, outcome: Outcome, window: float, lease: Lease) -> int:
+        (failures,) = await self.settle_all([(key, outcome)], window, lease)
         return failures
 
-    async def acquire_all(self, slots: Sequence[Slot], lease: float) -> tuple[Verdict, float]:
+    async def acquire_all(self, slots: Sequence[Slot], lease: Lease) -> tuple[Verdict, float]:
         """One read without a lock, then, unless it says no, one transaction for all."""
         keys = [key for key, _limit in slots]
-        flights = [FLIGHT + key for key in keys]
+        flights = [lease.flight(key) for key in keys]
+        read = [*keys, *flights, *(lease.earlier_flight(key) for key in keys)]
         async with connect(self.engine) as connection:
-            counts = await _counts(connection, [*keys, *flights], time.time())
-        verdict, end = decide_all(slots, counts)
+            counts = await _counts(connection, read, time.time())
+        verdict, end = decide_all(slots, counts, lease)
         if verdict != "granted":  # a stale "no" only means asking again: no write, no lock
             return verdict, end
         now = time.time()
         async with connect(self.engine, write=True) as connection:
-            # The flight rows first, in one order for every caller (no deadlock): they
-            # serialize the acquires of each key before the failures are read again.
-            for flight in sorted(flights):
-                params = {"key": flight, "now": now, "new_end": now + lease}
-                await connection.execute(self._lock_flight, params)
-            counts = await _counts(connection, [*keys, *flights], now)
-            verdict, end = decide_all(slots, counts)
+            # The lock rows first, in one order for every caller (no deadlock): they
+            # serialize the acquires of each key (of any generation: one at a generation's
+            # end sees the one before in the earlier flight) before the counts are read again.
+            for key in sorted(keys):
+                params = {"key": FLIGHT + key, "now": now, "new_end": lease.ends}
+                await connection.execute(self._lock, params)
+            counts = await _counts(connection, read, now)
+            verdict, end = decide_all(slots, counts, lease)
             if verdict == "granted":
-                await connection.execute(_TAKE, {"keys": flights, "new_end": now + lease})
+                taken = [{"key": f, "now": now, "new_end": lease.ends} for f in sorted(flights)]
+                await connection.execute(self._take, taken)
         return verdict, end
 
-    async def settle_all(self, outcomes: Sequence[tuple[str, Outcome]], window: float) -> list[int]:
+    async def settle_all(
+        self, outcomes: Sequence[tuple[str, Outcome]], window: float, lease: Lease
+    ) -> list[int]:
         now = time.time()
         failures: dict[str, int] = {}
-        flights = [FLIGHT + key for key, _outcome in outcomes]
+        flights = [lease.flight(key) for key, _outcome in outcomes]
         async with connect(self.engine, write=True) as connection:
             # Row by row, in acquire_all's order: one UPDATE of several rows locks them in
             # the order PostgreSQL scans them, and two transactions could each wait for the other.
