@@ -917,3 +917,88 @@ def test_a_closed_doorman_s_engine_and_loop_are_let_go(
             break
         time.sleep(0.01)
     assert (engine(), loop()) == (None, None), "kept alive after the Doorman and its loop ended"
+
+
+# -- whether an account needs a second step: HTTP Basic asks on every request --------------
+
+
+async def _turn_on_totp(worker: Doorman, alice: Any) -> None:
+    import pyotp
+
+    secret = await worker.totp.start(alice)  # an INSERT: not on yet
+    assert await worker.totp.confirm(alice, pyotp.TOTP(secret).now())
+
+
+async def _add_passkey(worker: Doorman, alice: Any) -> None:
+    await worker.passkeys.add(
+        alice.id,
+        credential_id="Y3JlZGVudGlhbA",
+        user_handle=await worker.passkeys.user_handle(alice.id),
+        public_key="pQECAyYgASFYIA",
+        sign_count=0,
+        name="laptop",
+    )
+
+
+async def _reset_factors(worker: Doorman, alice: Any) -> None:
+    await worker.factors.reset(alice.id)
+
+
+async def _remove_the_passkey(worker: Doorman, alice: Any) -> None:
+    (passkey,) = await worker.passkeys.list(alice.id)
+    assert await worker.passkeys.remove(alice.id, passkey.id) is not None
+
+
+async def _turn_off_totp(worker: Doorman, alice: Any) -> None:
+    assert await worker.totp.disable(alice)
+
+
+#: (what the account had, the change another worker makes, whether a step is needed after)
+FACTOR_CHANGES: dict[str, tuple[Callable[..., Awaitable[None]] | None, Any, bool]] = {
+    "TOTP turned on": (None, _turn_on_totp, True),
+    "a passkey added": (None, _add_passkey, True),
+    "TOTP turned off": (_turn_on_totp, _turn_off_totp, False),
+    "the passkey removed": (_add_passkey, _remove_the_passkey, False),
+    "every factor reset": (_add_passkey, _reset_factors, False),
+}
+
+
+@pytest.mark.parametrize("change", FACTOR_CHANGES)
+async def test_a_second_factor_changed_by_another_worker_counts_on_the_next_request(
+    workers: tuple[Doorman, Doorman], change: str
+) -> None:
+    """What HTTP Basic asks on every request is kept, and the accounts epoch keeps it
+    honest: a passkey added is an INSERT, which moves the epoch of the factor tables."""
+    doorman, other_worker = workers
+    await signed_in_alice(doorman)
+    alice = await other_worker.users.require("alice")
+    before, make_change, needed_after = FACTOR_CHANGES[change]
+    if before is not None:
+        await before(other_worker, alice)
+    assert await doorman.factors.needs_second_step(alice.id) is not needed_after
+    selects = count_selects(doorman)
+    assert await doorman.factors.needs_second_step(alice.id) is not needed_after
+    assert selects == [], "kept while nothing changes"
+    await make_change(other_worker, alice)
+    assert await doorman.factors.needs_second_step(alice.id) is needed_after
+
+
+async def test_using_a_second_factor_keeps_what_workers_know(
+    workers: tuple[Doorman, Doorman],
+) -> None:
+    """A TOTP code taken and a passkey's use counted are bookkeeping: no worker keeps them,
+    and a sign-in with a second factor must not make every worker read everything again."""
+    import pyotp
+
+    doorman, other_worker = workers
+    await signed_in_alice(doorman)
+    alice = await other_worker.users.require("alice")
+    await _add_passkey(other_worker, alice)
+    secret = await other_worker.totp.start(alice)
+    assert await other_worker.totp.confirm(alice, pyotp.TOTP(secret).at(time.time() - 30))
+    assert await doorman.factors.needs_second_step(alice.id)
+    epoch = await epoch_of(doorman.engine).read()
+    assert await other_worker.totp.verify(alice, pyotp.TOTP(secret).now())
+    (passkey,) = await other_worker.passkeys.list(alice.id)
+    assert await other_worker.passkeys.record_use(passkey, 1, backed_up=False)
+    assert await epoch_of(doorman.engine).read() == epoch

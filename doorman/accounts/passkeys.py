@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..db.schema import passkeys_table
+from ..db.schema import bookkeeping, passkeys_table
 from ..db.transaction import connect
 from ..exceptions import AccountError
 from .names import storable
@@ -192,10 +192,12 @@ class Passkeys:
             table.c.sign_count < sign_count,
             sa.and_(sa.literal(sign_count) == 0, table.c.sign_count == 0),
         )
-        query = (
-            table.update()
-            .where(table.c.id == passkey.id, table.c.user_id == passkey.user_id, goes_up)
-            .values(sign_count=sign_count, backed_up=backed_up, last_used_at=time.time())
+        query = bookkeeping(
+            table,
+            sa.and_(table.c.id == passkey.id, table.c.user_id == passkey.user_id, goes_up),
+            sign_count=sign_count,
+            backed_up=backed_up,
+            last_used_at=time.time(),
         )
         async with connect(self.engine, write=True) as connection:
             return (await connection.execute(query)).rowcount == 1

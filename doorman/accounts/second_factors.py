@@ -2,8 +2,11 @@
 
 The factors themselves live in their own modules (TOTP and recovery codes,
 passkeys); this is what the sign-in, the policy, the admin pages and the CLI
-ask of all of them at once. Read from the database on every call, never kept:
-a factor removed on one worker is gone for the next request on every other.
+ask of all of them at once. ``summary`` reads the database on every call.
+``needs_second_step``, which HTTP Basic asks on every request, is kept under
+the accounts epoch, which any write of a factor table moves (an INSERT too,
+``doorman.db.schema``): a factor added or removed on one worker counts for the
+next request on every other.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..db.epochs import CachePerEngine, epoch_of
 from ..db.schema import passkeys_table, recovery_codes_table, totp_table
 from ..db.transaction import connect
 from .users import User
@@ -40,15 +44,31 @@ def policy_covers(policy: str, user: User) -> bool:
     return policy == "everyone" or (policy == "admins" and user.is_admin)
 
 
+#: Per account id: whether a password alone is not enough (``SecondFactorsSummary.any``).
+needs_second_step_cache: CachePerEngine[bool] = CachePerEngine()
+
+
 class SecondFactors:
     """The summary of an account's second factors, and their reset, in one place."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._epoch = epoch_of(engine)
+        self._needs_second_step = needs_second_step_cache(engine)
 
     async def summary(self, user_id: int) -> SecondFactorsSummary:
         async with connect(self.engine) as connection:
             return await _summary(connection, user_id)
+
+    async def needs_second_step(self, user_id: int) -> bool:
+        """``summary(user_id).any``, kept while the accounts epoch stands."""
+        needed = await self._needs_second_step.fetch(
+            self._epoch, str(user_id), lambda: self._read_needs_second_step(user_id)
+        )
+        return bool(needed)
+
+    async def _read_needs_second_step(self, user_id: int) -> bool:
+        return (await self.summary(user_id)).any
 
     async def summaries(self, user_ids: list[int]) -> dict[int, SecondFactorsSummary]:
         """The summaries of many accounts in three queries (the users list)."""

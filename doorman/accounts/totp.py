@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._extras import needs_extra
-from ..db.schema import totp_table
+from ..db.schema import bookkeeping, totp_table
 from ..db.transaction import connect
 from ..exceptions import AccountError
 from .users import User
@@ -135,15 +135,15 @@ class TOTP:
         step = _matching_step(found.secret, code, time.time() if at is None else at)
         if step is None:
             return False
-        query = (
-            totp_table.update()
-            .where(
+        query = bookkeeping(
+            totp_table,
+            sa.and_(
                 _t.user_id == user.id,
                 _t.secret == found.secret,
                 _t.confirmed_at.is_not(None),
                 sa.or_(_t.last_step.is_(None), _t.last_step < step),
-            )
-            .values(last_step=step)
+            ),
+            last_step=step,
         )
         async with connect(self.engine, write=True) as connection:
             return bool((await connection.execute(query)).rowcount == 1)

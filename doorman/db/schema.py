@@ -8,8 +8,10 @@ A table whose rows workers keep between requests names its change *epoch*
 (``info={"epoch": ...}``, see ``doorman.db.epochs``): an UPDATE or DELETE of
 it moves that epoch once committed (``doorman.db.transaction``). An INSERT
 moves nothing (no worker can have kept a row that was not there: only
-answers found are kept), and nor does a ``bookkeeping`` update of the columns
-the table lists as such (when a row was last used).
+answers found are kept), unless workers keep what the table lacks too
+(``"inserts": True``: an account without second factors); nor does a
+``bookkeeping`` update of the columns the table lists as such (those no
+worker keeps: when a row was last used, the last TOTP step taken).
 """
 
 from __future__ import annotations
@@ -239,6 +241,8 @@ totp_table = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("confirmed_at", sa.Float, nullable=True),
     sa.Column("last_step", sa.BigInteger, nullable=True),
+    # Workers keep whether an account has a second factor (HTTP Basic asks on every request).
+    info={"epoch": "accounts", "inserts": True, "bookkeeping": {"last_step"}},
 )
 
 recovery_codes_table = sa.Table(
@@ -270,6 +274,11 @@ passkeys_table = sa.Table(
     sa.Column("backed_up", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_used_at", sa.Float, nullable=True),
+    info={
+        "epoch": "accounts",
+        "inserts": True,
+        "bookkeeping": {"sign_count", "backed_up", "last_used_at"},
+    },
 )
 
 #: The execution option that marks a ``bookkeeping`` update.
@@ -277,7 +286,11 @@ _BOOKKEEPING = "doorman_bookkeeping"
 
 
 def changes(statement: object) -> str | None:
-    """The epoch ``statement`` moves: its table's, for an UPDATE or a DELETE; else None."""
+    """The epoch ``statement`` moves: its table's, for an UPDATE or a DELETE (and an
+    INSERT, where the table says so); else None."""
+    if isinstance(statement, sa.Insert):
+        info = getattr(statement.table, "info", {})
+        return info.get("epoch") if info.get("inserts") else None
     if not isinstance(statement, sa.Update | sa.Delete):
         return None
     info = getattr(statement.table, "info", {})
