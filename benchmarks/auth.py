@@ -454,6 +454,8 @@ class MemoryUsers:
     async def get(self, user_id: int) -> Any:
         return self._user if user_id == self._user.id else None
 
+    get_kept = get
+
     def __getattr__(self, name: str) -> Any:  # by_username etc.: the real ones
         return getattr(self._real, name)
 
@@ -736,17 +738,17 @@ def actor_notes(rows: list[Row], samples: dict[tuple[str, str], list[float]]) ->
         f"- doorman's own code per request, measured with `users.get` and `tokens.verify` "
         f"answered from memory: session {own[SESSION]:.1f} µs (auth hash check, actor, scope), "
         f"Bearer token {own[TOKEN]:.1f} µs, HTTP Basic cached {own[BASIC]:.1f} µs (base64, an "
-        f"HMAC of the pair, the cache, and a read of the account's second factors: that read "
-        f"goes to the database on every request, and is most of it); no credentials "
-        f"{over[f'{NOBODY}: doorman']:.1f} µs.",
+        f"HMAC of the pair, the cache, whether the account needs a second step); no "
+        f"credentials {over[f'{NOBODY}: doorman']:.1f} µs.",
         f"- the database: the raw primary-key SELECT through doorman's engine takes "
         f"{select:.1f} µs (from {low:.1f} to {high:.1f} over the repetitions: the machine's "
         f"noise); `users.get` (the user and its groups, a query each time) {get:.1f} µs; "
         f"`tokens.verify` {verify:.1f} µs, from the process's token cache once warm.",
         f"- a signed-in session's user and a token's come from the process's caches, which "
         f"the change epochs keep fresh (docs/architecture.md): the session and Bearer stacks "
-        f"cost about their own code ({cookie:.1f} and {token:.1f} µs measured); HTTP Basic "
-        f"{pair:.1f} µs, its second-factor read included.",
+        f"cost about their own code ({cookie:.1f} and {token:.1f} µs measured); so does HTTP "
+        f"Basic with a remembered pair ({pair:.1f} µs): its user and whether it needs a second "
+        f"step are kept the same way.",
     ]
 
 

@@ -1002,3 +1002,54 @@ async def test_using_a_second_factor_keeps_what_workers_know(
     (passkey,) = await other_worker.passkeys.list(alice.id)
     assert await other_worker.passkeys.record_use(passkey, 1, backed_up=False)
     assert await epoch_of(doorman.engine).read() == epoch
+
+
+def basic_app(doorman: Doorman) -> Any:
+    """An app behind ``AuthMiddleware(basic_auth=True)`` that answers its actor's id."""
+    import base64
+
+    from doorman import AuthMiddleware, SessionMiddleware
+    from doorman.stores import CookieStore
+
+    async def whoami(scope: Any, receive: Any, send: Any) -> None:
+        actor = scope.get("actor")
+        body = (actor or {}).get("id", "-").encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    app = SessionMiddleware(
+        AuthMiddleware(whoami, doorman, basic_auth=True), secret=SECRET, store=CookieStore()
+    )
+    pair = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    return app, {"authorization": f"Basic {pair}"}
+
+
+BASIC_CHANGES: dict[str, Callable[[Doorman, Any], Awaitable[Any]]] = {
+    "disabled": lambda worker, alice: worker.users.set_active(alice, False),
+    "new password": lambda worker, alice: worker.set_password(alice, "another long one 42"),
+    "deleted": lambda worker, alice: worker.users.delete(alice),
+    "a passkey added": _add_passkey,
+}
+
+
+@pytest.mark.parametrize("change", BASIC_CHANGES)
+async def test_http_basic_reads_nothing_while_nothing_changes_and_sees_other_workers(
+    workers: tuple[Doorman, Doorman], change: str
+) -> None:
+    """A remembered HTTP Basic pair read the user and their second factors from the
+    database on every request (nearly all its cost); both are kept now, under the
+    accounts epoch, and a change by another worker ends the pair's use at once."""
+    from .helpers import client
+
+    doorman, other_worker = workers
+    await signed_in_alice(doorman)
+    app, credentials = basic_app(doorman)
+    async with client(app) as http:
+        assert (await http.get("/", headers=credentials)).text == "alice"  # a sign-in
+        assert (await http.get("/", headers=credentials)).text == "alice"  # kept from now on
+        selects = count_selects(doorman)
+        for _ in range(3):
+            assert (await http.get("/", headers=credentials)).text == "alice"
+        assert selects == []
+        await BASIC_CHANGES[change](other_worker, await other_worker.users.require("alice"))
+        assert (await http.get("/", headers=credentials)).text == "-"

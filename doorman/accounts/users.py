@@ -57,6 +57,8 @@ _u, _g, _ug = users_table.c, groups_table.c, user_groups_table.c
 SignedInCache = EpochCache[tuple[User | None, float | None]]
 #: The sign-ins kept for an engine's database: ``signed_in_cache(engine)``.
 signed_in_cache: CachePerEngine[tuple[User | None, float | None]] = CachePerEngine()
+#: Users by id, as ``get_kept`` reads them (HTTP Basic, on every request).
+user_cache: CachePerEngine[User] = CachePerEngine()
 
 
 class Users:
@@ -67,6 +69,7 @@ class Users:
         self.hasher = hasher
         self._epoch = epoch_of(engine)
         self._cache = signed_in_cache(engine)
+        self._users = user_cache(engine)
 
     # -- reading -----------------------------------------------------------
 
@@ -109,6 +112,10 @@ class Users:
         """The user with this id, groups included, in one round trip."""
         found = users_from_rows(await self._run(_BY_ID, {"user_id": user_id}))
         return found[0] if found else None
+
+    async def get_kept(self, user_id: int) -> User | None:
+        """``get``, kept while the accounts epoch stands (HTTP Basic asks on every request)."""
+        return await self._users.fetch(self._epoch, str(user_id), lambda: self.get(user_id))
 
     async def get_signed_in(self, user_id: int, signin: str) -> tuple[User | None, float | None]:
         """The user and the ``last_seen`` of their sign-in (by id, see ``signin_id``).

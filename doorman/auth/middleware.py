@@ -178,7 +178,7 @@ class AuthMiddleware:
         cache_key = hmac.digest(self._basic_key, decoded.encode(), hashlib.sha256)
         cached = self._basic_cache.get(cache_key)
         if cached is not None and cached[2] > time.monotonic():
-            user = await self.doorman.users.get(cached[0])
+            user = await self.doorman.users.get_kept(cached[0])
             if user is not None and user.is_active and user.password_hash == cached[1]:
                 return await self._basic_actor(user)
         try:
