@@ -10,10 +10,12 @@ mailer itself, without the link); the person can ask again.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from ..accounts.slots import client_gone
 from ..exceptions import DoormanError, MailNotSent
 
 __all__ = ["Background"]
@@ -29,7 +31,11 @@ class Background:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def spawn(self, work: Coroutine[Any, Any, object]) -> None:
-        task = asyncio.ensure_future(self._run(work))
+        # Not the request's to stop: its client hanging up (``client_gone``) must not
+        # drop the mail of the account it made.
+        context = contextvars.copy_context()
+        context.run(client_gone.set, None)
+        task = asyncio.get_running_loop().create_task(self._run(work), context=context)
         self._tasks.add(task)  # the loop keeps only a weak reference
         task.add_done_callback(self._tasks.discard)
 

@@ -10,7 +10,13 @@ stops waiting (``Abandoned``, logged as 499) and gives back unused any slots
 it was granted.
 
 The app's own reads after the body (Starlette's disconnect checks) get the
-same disconnect message: the connection has one reader.
+same disconnect message: the connection has one reader. A disconnect once the
+answer is sent is no hang-up (servers report one when the response ends), and
+work the request hands on (``Background``) runs without the mark.
+
+uvicorn tells only the newest request of a connection that the client went:
+a sign-in with another request pipelined behind it on the same connection is
+not told, and runs to its end as before.
 """
 
 from __future__ import annotations
@@ -35,11 +41,16 @@ class HangUpMiddleware:
             return
         gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         listener: asyncio.Task[None] | None = None
+        answered = False
+
+        def hung_up() -> None:
+            if not (answered or gone.done()):
+                gone.set_result(None)
 
         async def listen() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass  # nothing more of this request's body is expected after its end
-            gone.set_result(None)
+            hung_up()
 
         async def watched_receive() -> Message:
             nonlocal listener
@@ -48,15 +59,20 @@ class HangUpMiddleware:
                 return _DISCONNECT
             message = await receive()
             if message["type"] == "http.disconnect":
-                if not gone.done():
-                    gone.set_result(None)
+                hung_up()
             elif not message.get("more_body", False):
                 listener = asyncio.ensure_future(listen())
             return message
 
+        async def noting_send(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
         marked = client_gone.set(gone)
         try:
-            await self.app(scope, watched_receive, send)
+            await self.app(scope, watched_receive, noting_send)
         finally:
             client_gone.reset(marked)
             if listener is not None:
