@@ -192,10 +192,10 @@ async def test_a_lapsed_lease_gives_its_slot_back(counter: Counter, clock: Clock
     The lease is long enough that a loaded machine still asks twice within it (on
     Redis, where the time really passes; elsewhere the clock moves on).
     """
-    assert (await counter.acquire("k", 1, Lease.starting(1.0)))[0] == "granted"
-    assert (await counter.acquire("k", 1, Lease.starting(1.0)))[0] == "busy"
-    await elapse(counter, clock, 2.05)  # its generation's end, then the next one's
-    assert (await counter.acquire("k", 1, Lease.starting(1.0)))[0] == "granted"
+    assert (await counter.acquire("k", 1, Lease.starting(0.5)))[0] == "granted"
+    assert (await counter.acquire("k", 1, Lease.starting(0.5)))[0] == "busy"
+    await elapse(counter, clock, 1.05)  # its generation's end, then the next one's
+    assert (await counter.acquire("k", 1, Lease.starting(0.5)))[0] == "granted"
 
 
 async def test_a_slot_never_given_back_lapses_while_others_keep_coming(
@@ -203,13 +203,13 @@ async def test_a_slot_never_given_back_lapses_while_others_keep_coming(
 ) -> None:
     """A slot whose worker died used to be held as long as the bucket was busy: every
     grant extended the lease of all its slots. Now it lapses a generation after its own."""
-    assert (await counter.acquire("k", 2, Lease.starting(1.0)))[0] == "granted"  # never back
-    for _ in range(7):  # 2.1 s of sign-ins, one at a time, each given back
-        await elapse(counter, clock, 0.3)
-        lease = Lease.starting(1.0)
+    assert (await counter.acquire("k", 2, Lease.starting(0.5)))[0] == "granted"  # never back
+    for _ in range(7):  # 1.05 s of sign-ins, one at a time, each given back
+        await elapse(counter, clock, 0.15)
+        lease = Lease.starting(0.5)
         assert (await counter.acquire("k", 2, lease))[0] == "granted"
         await counter.settle("k", "refund", WINDOW, lease)
-    lease = Lease.starting(1.0)
+    lease = Lease.starting(0.5)
     assert [(await counter.acquire("k", 2, lease))[0] for _ in range(3)] == [
         "granted",
         "granted",
