@@ -190,6 +190,7 @@ async def create_users(db: str, hashes: list[str]) -> None:
 
     doorman = Doorman(db, secret=SECRET, entry_points=False)
     try:
+        await doorman.startup()  # makes the tables, as `doorman serve` would
         for index, encoded in enumerate(hashes):
             await doorman.users.create(username(index), password_hash=encoded)
     finally:
