@@ -41,6 +41,7 @@ from doorman.db.schema import (
 from doorman.events import LoginFailedEvent
 from doorman.exceptions import (
     AccountError,
+    AddressTaken,
     AuthenticationFailed,
     PasswordRejected,
     StoreError,
@@ -1271,3 +1272,25 @@ async def test_a_store_that_is_down_fails_sign_in_closed(backend: str, counter: 
     finally:
         with sqlite_threads_settled():
             await doorman.close()
+
+
+async def test_one_address_verified_by_two_accounts_at_once_goes_to_one(
+    doorman: Doorman,
+) -> None:
+    """The UPDATE that verifies checked that no other account held the address verified:
+    on PostgreSQL two accounts verifying one address at the same instant each saw the
+    other unverified, and both won. A unique index on the verified addresses refuses one."""
+    for attempt in range(8):
+        email = f"shared{attempt}@example.com"
+        first = await doorman.users.create(f"first{attempt}", email=email)
+        second = await doorman.users.create(f"second{attempt}", email=email.upper())
+        outcomes = await asyncio.gather(
+            doorman.users.verify_email(first),
+            doorman.users.verify_email(second),
+            return_exceptions=True,
+        )
+        assert sorted(type(outcome).__name__ for outcome in outcomes) == ["AddressTaken", "User"]
+        third = await doorman.users.create(f"third{attempt}", email=email)
+        with pytest.raises(AddressTaken):  # created verified: refused by the index as well
+            await doorman.users.create(f"fourth{attempt}", email=email, email_verified=True)
+        assert not (await doorman.users.require(third.username)).email_verified

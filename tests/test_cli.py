@@ -701,6 +701,36 @@ def test_db_load_refuses_existing_users_unless_skipped(
     assert "loaded 0 users, 0 new groups and 0 tokens" in again
 
 
+def test_db_load_keeps_a_verified_address_to_one_account(
+    doorman_cli: Invoke, db: str, tmp_path: Path
+) -> None:
+    """The database refuses a second account holding an address verified (migration 0007):
+    load says which users of the dump would, and loads nothing."""
+    _fill(doorman_cli, db)
+    data = json.loads(ok(doorman_cli("db", "dump")).stdout)
+    for user in data["users"]:
+        user.update(email="Shared@Example.com", email_verified=True)
+    (tmp_path / "twice.json").write_text(json.dumps(data))
+    other = str(tmp_path / "other.db")
+    fails(doorman_cli("db", "load", "twice.json", "--db", other), "of the dump hold one address")
+    assert _users(doorman_cli, other) == []
+    data["users"] = data["users"][:1]
+    data["tokens"] = [t for t in data["tokens"] if t["username"] == data["users"][0]["username"]]
+    (tmp_path / "once.json").write_text(json.dumps(data))
+    ok(create(doorman_cli, "carol", "--db", other))
+    with_doorman(other, _verify_carol_as_shared)
+    fails(
+        doorman_cli("db", "load", "once.json", "--db", other),
+        f"other accounts here hold verified: {data['users'][0]['username']}",
+    )
+    assert [u["username"] for u in _users(doorman_cli, other)] == ["carol"]
+
+
+async def _verify_carol_as_shared(d: Any) -> None:
+    carol = await d.users.set_email(await d.users.require("carol"), "shared@example.com")
+    await d.users.verify_email(carol)
+
+
 def _users(invoke: Invoke, db: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = json.loads(
         ok(invoke("users", "list", "--json", "--db", db)).stdout

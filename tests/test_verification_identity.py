@@ -9,6 +9,7 @@ mailbox, verifies the address. Through a real SMTP relay and the real app.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,6 +174,33 @@ async def test_an_invitation_does_not_verify_an_address_another_account_holds(
         _, token = await found.doorman.invitations.create("alice@example.com")
         alice = await found.doorman.users.require("alice")
         await found.doorman.users.verify_email(alice)
+        browser = found.browser()
+        form = {"username": "ivy", "password": PASSWORD}
+        headers = {"x-csrftoken": await csrf_of(browser)}
+        made = await browser.post(f"/-/invite/{token}", json=form, headers=headers)
+        assert made.status_code == 200, made.text
+        assert await verified(found, "ivy") == ("alice@example.com", False, None)
+        assert await verified(found, "alice") == ("alice@example.com", True, None)
+
+
+async def test_an_invitation_accepted_as_the_address_is_verified_elsewhere_still_makes_the_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alice verifies the address between the invitation's look and its write: the
+    database's index refuses a second verified holder, and the account is made unverified,
+    as when the look had seen it (not a form error for the person invited)."""
+    async with site(tmp_path, None, registration="invite") as found:
+        _, token = await found.doorman.invitations.create("alice@example.com")
+        await found.doorman.users.verify_email(await found.doorman.users.require("alice"))
+
+        looks: list[object] = []
+        real_look = found.doorman.users.verified_elsewhere
+
+        async def looked_too_early(email: Any, user: Any = None) -> bool:
+            looks.append(email)  # the view's look saw what was there just before alice's
+            return False if len(looks) == 1 else await real_look(email, user)
+
+        monkeypatch.setattr(found.doorman.users, "verified_elsewhere", looked_too_early)
         browser = found.browser()
         form = {"username": "ivy", "password": PASSWORD}
         headers = {"x-csrftoken": await csrf_of(browser)}

@@ -163,7 +163,8 @@ class Users:
         """Add a user. Give ``password`` (hashed here) or an existing ``password_hash``.
 
         ``UsernameTaken`` when the name is taken (without case) or looks like one
-        that is (``doorman._lookalikes``).
+        that is (``doorman._lookalikes``); ``AddressTaken`` when ``email_verified``
+        and another account holds the address verified (the database's index says so).
         """
         name = check_new_username(username)
         await self.check_free(name)
@@ -186,8 +187,10 @@ class Users:
                 result = await connection.execute(users_table.insert().values(row))
                 user_id = result.inserted_primary_key[0]  # type: ignore[index]
                 await self._add_groups(connection, user_id, groups)
-        except exc.IntegrityError:  # created meanwhile
+        except exc.IntegrityError:  # created meanwhile, or the address verified meanwhile
             await self.check_free(name)
+            if row["email_verified"] and await self.verified_elsewhere(check_email(email)):
+                raise AddressTaken() from None
             raise UsernameTaken(f"the username {name!r} is taken") from None
         return await self._must_get(user_id)
 
@@ -266,8 +269,11 @@ class Users:
             )
             .values(**values)
         )
-        async with connect(self.engine, write=True) as connection:
-            result = await connection.execute(query)
+        try:
+            async with connect(self.engine, write=True) as connection:
+                result = await connection.execute(query)
+        except exc.IntegrityError:  # verified for another account at the same instant
+            raise AddressTaken() from None
         if result.rowcount == 0:
             await self._must_get(user.id)  # UserNotFound if it went
             raise AddressTaken()

@@ -77,6 +77,14 @@ users_table = sa.Table(
     sa.Index("ix_doorman_users_username_skeleton", "username_skeleton", unique=True),
     info={"epoch": "accounts", "bookkeeping": {"last_login"}},
 )
+# A verified address belongs to one account (compared without case): migration 0007.
+sa.Index(
+    "ix_doorman_users_verified_email",
+    sa.func.lower(users_table.c.email),
+    unique=True,
+    sqlite_where=users_table.c.email_verified,
+    postgresql_where=users_table.c.email_verified,
+)
 
 groups_table = sa.Table(
     "doorman_groups",

@@ -63,6 +63,7 @@ async def load(
                 "pass --skip-existing to keep them as they are and load the others"
             )
         new = {key: user for key, user in users.items() if key not in taken}
+        await _one_account_per_verified_address(connection, new)
         new_groups, group_ids = await _add_groups(connection, group_names)
         ids = await _add_users(connection, new, group_ids)
         tokens = await _token_rows(connection, data["tokens"], ids, users, skip_existing)
@@ -70,6 +71,37 @@ async def load(
             await connection.execute(tokens_table.insert(), chunk)
         await _add_factors(connection, data, ids, users, skip_existing)
     return Loaded(users=len(new), new_groups=len(new_groups), tokens=len(tokens), kept=len(taken))
+
+
+async def _one_account_per_verified_address(
+    connection: Any, new: dict[str, dict[str, Any]]
+) -> None:
+    """A verified address belongs to one account (without case): among the new users,
+    and beside the accounts already here (the database's unique index would refuse it)."""
+    holders: dict[str, str] = {}
+    for user in new.values():
+        if user["email_verified"] and user["email"]:
+            address = user["email"].lower()
+            if address in holders:
+                raise DumpError(
+                    f"users {holders[address]!r} and {user['username']!r} of the dump hold "
+                    "one address verified; a verified address belongs to one account"
+                )
+            holders[address] = user["username"]
+    u = users_table.c
+    held_here: set[str] = set()
+    for chunk in _chunks(sorted(holders)):
+        query = sa.select(sa.func.lower(u.email)).where(
+            u.email_verified == sa.true(), sa.func.lower(u.email).in_(chunk)
+        )
+        held_here.update((await connection.execute(query)).scalars())
+    if held_here:
+        names = sorted(holders[address] for address in held_here)
+        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+        raise DumpError(
+            f"users of the dump hold addresses that other accounts here hold verified: "
+            f"{', '.join(names[:10])}{more}; a verified address belongs to one account"
+        )
 
 
 def _users_by_key(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

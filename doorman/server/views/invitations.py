@@ -9,6 +9,7 @@ use it. Invitations work when ``registration`` is "invite" or "open".
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from starlette.requests import Request
@@ -19,7 +20,7 @@ from ..._types import Scope
 from ...accounts.invitations import Invitation
 from ...accounts.users import User
 from ...events import EventKind
-from ...exceptions import AccountError
+from ...exceptions import AccountError, AddressTaken
 from ..state import ServerState, state_of
 from .audit import record
 from .common import checked_form, field, json_error, refuse_csrf, wants_json
@@ -123,15 +124,19 @@ async def _create(
     """The account, its address verified: the link went there (or an admin vouched); not
     when another account holds that address verified meanwhile (one address, one account)."""
     taken = await server.doorman.users.verified_elsewhere(invitation.email)
+    create = functools.partial(
+        server.doorman.users.create,
+        username,
+        password=password,
+        email=invitation.email,
+        is_admin=invitation.is_admin,
+        groups=invitation.groups,
+    )
     try:
-        return await server.doorman.users.create(
-            username,
-            password=password,
-            email=invitation.email,
-            email_verified=not taken,
-            is_admin=invitation.is_admin,
-            groups=invitation.groups,
-        )
+        try:
+            return await create(email_verified=not taken)
+        except AddressTaken:  # verified for another account meanwhile
+            return await create(email_verified=False)
     except AccountError as error:
         return FormErrors.of(sentence(error))
 
