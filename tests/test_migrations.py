@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 import warnings
@@ -330,7 +331,7 @@ async def test_a_database_that_is_down_raises_store_error(
 
 @pytest.mark.parametrize("new_database", BACKENDS, indirect=True)
 async def test_two_accounts_holding_one_address_verified_keep_it_for_the_oldest(
-    new_database: NewDatabase, engines: list[AsyncEngine]
+    new_database: NewDatabase, engines: list[AsyncEngine], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Before 0007 two accounts verifying one address at the same instant on PostgreSQL
     could both win: the upgrade keeps the oldest account's, and then the index holds."""
@@ -347,7 +348,9 @@ async def test_two_accounts_holding_one_address_verified_keep_it_for_the_oldest(
         for name, email, verified in people:
             row = {**_user_row(name), "email": email, "email_verified": verified}
             await connection.execute(users_table.insert().values(row))
-    await migrate(engine)
+    with caplog.at_level(logging.WARNING, logger="doorman"):
+        await migrate(engine)
+    assert "migration 0007: 1 accounts held verified" in caplog.text
     query = sa.select(users_table.c.username, users_table.c.email_verified)
     async with connect(engine) as connection:
         verified = dict((await connection.execute(query.order_by(users_table.c.id))).all())

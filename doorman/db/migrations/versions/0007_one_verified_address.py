@@ -17,6 +17,8 @@ Create Date: 2026-12-06
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -45,11 +47,22 @@ def upgrade() -> None:
         )
         .exists()
     )
-    op.execute(
+    keep_the_oldest = (
         users.update()
         .where(users.c.email_verified == sa.true(), held_by_an_older_account)
         .values(email_verified=False)
     )
+    if op.get_context().as_sql:  # `doorman db schema`: the SQL is written out, not run
+        op.execute(keep_the_oldest)
+        unverified = None
+    else:
+        unverified = op.get_bind().execute(keep_the_oldest)
+    if unverified is not None and unverified.rowcount:
+        logging.getLogger("doorman").warning(
+            "migration 0007: %s accounts held verified an address an older account holds "
+            "verified too; theirs is unverified now (a verified address belongs to one account)",
+            unverified.rowcount,
+        )
     verified = sa.text("email_verified")
     op.create_index(
         INDEX,
