@@ -74,6 +74,29 @@ async def test_the_account_page_cannot_flood_another_inbox(
         assert len(to_victim) == 3
 
 
+async def test_the_account_page_tells_which_addresses_are_held_only_within_the_throttle(
+    tmp_path: Path, relay: MailServer
+) -> None:
+    """ "This email address cannot be used" came back at once and for ever: a signed-in
+    person listed, unthrottled, which addresses other accounts hold verified, while a
+    free address was counted as the link it asks for. A held one is counted alike now."""
+    async with site(tmp_path, relay) as found:
+        for number in range(12):
+            held = await found.doorman.users.create(f"held{number}", email=f"h{number}@example.org")
+            await found.doorman.users.verify_email(held)
+        browser = found.browser()
+        assert (await sign_in(browser)).status_code == 302
+        answers = []
+        for number in range(12):
+            form = {
+                "email": f"h{number}@example.org",
+                "current_password": PASSWORD,
+                "csrftoken": await csrf_of(browser),
+            }
+            answers.append((await browser.post("/-/account/email", data=form)).status_code)
+        assert answers == [400] * 10 + [429] * 2  # 10 asks per client, as for free addresses
+
+
 async def _at_once(found: Site, path: str, count: int, **form: str) -> list[int]:
     """``count`` browsers POST ``path`` together; their statuses."""
     browsers = [found.browser() for _ in range(count)]

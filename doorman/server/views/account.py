@@ -76,6 +76,15 @@ async def change_email(request: Request) -> Response:
     else:
         if await server.doorman.users.verified_elsewhere(email, user):
             errors.add(TAKEN, "email")
+            try:
+                # Counted as a link to it would be: else a signed-in person could ask,
+                # unthrottled, which addresses other accounts hold verified.
+                async with await server.doorman.mail_throttle.attempt(
+                    email, client_address(request.scope)
+                ):
+                    pass
+            except Throttled as error:
+                return await _refused(request, server, user, FormErrors.of(str(error)), error)
     throttled = await _confirm(request, server, user, fields, errors, "email_password")
     if errors:
         return await _refused(request, server, user, errors, throttled)
