@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["storable"]
+__all__ = ["ascii_lower", "storable"]
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def storable(text: str) -> bool:
@@ -16,3 +18,13 @@ def storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def ascii_lower(text: str) -> str:
+    """``text`` with A-Z made a-z and nothing else: how email addresses are compared.
+
+    The databases' ``lower()`` differ past ASCII (SQLite folds only ASCII; PostgreSQL's
+    follows its locale, where "İ" becomes "i"; Python's makes it "i̇"), so a rule that
+    Python and the databases must agree on folds ASCII alone (``db.schema.ascii_lower``).
+    """
+    return text.translate(_ASCII_LOWER)

@@ -305,6 +305,15 @@ async def test_a_username_whose_case_folding_grows_is_not_a_store_error(
         "alice\x00@example.com",
         "x" * 250 + "@e.co",
         42,
+        # Taken once, then refused by the mail server (a traceback in the log):
+        "vv@example.com.",
+        '"vv"@example.com',
+        "vv@[127.0.0.1]",
+        ".vv@example.com",
+        "v..v@example.com",
+        "vv@example..com",
+        "vv@-example.com",
+        "vv@exa_mple.com",
     ],
 )
 async def test_a_bad_email_is_refused(doorman: Doorman, email: Any) -> None:
@@ -1294,3 +1303,55 @@ async def test_one_address_verified_by_two_accounts_at_once_goes_to_one(
         with pytest.raises(AddressTaken):  # created verified: refused by the index as well
             await doorman.users.create(f"fourth{attempt}", email=email, email_verified=True)
         assert not (await doorman.users.require(third.username)).email_verified
+
+
+#: Addresses that differ beyond ASCII case: SQLite's lower() folds A-Z only, PostgreSQL's
+#: follows its locale ("İ" -> "i"), Python's lower() gives "i̇" for "İ".
+PAST_ASCII = [("Éve@example.com", "éve@example.com"), ("İx@example.com", "ix@example.com")]
+
+
+@pytest.mark.parametrize(("one", "other"), PAST_ASCII)
+async def test_addresses_are_one_when_they_differ_in_ascii_case_only(
+    doorman: Doorman, one: str, other: str
+) -> None:
+    """The look before a write and the database's index compared addresses with different
+    lower()s: an invitation to an address held verified past ASCII case was refused as
+    "username taken", on every name, and SQLite let "Éve@" and "éve@" both be verified
+    while PostgreSQL took "İx@" and "ix@" for one. Python and both databases now fold
+    A-Z alone: "Éve@" and "ÉVE@" are one address, "Éve@" and "éve@" two."""
+    holder = await doorman.users.verify_email(await doorman.users.create("holder", email=one))
+    assert await doorman.users.verified_elsewhere(one.upper())
+    assert not await doorman.users.verified_elsewhere(other)
+    with pytest.raises(AddressTaken):
+        await doorman.users.create("same", email=one.upper(), email_verified=True)
+    made = await doorman.users.create("different", email=other, email_verified=True)
+    assert made.email_verified and holder.email_verified
+    assert [u.username for u in await doorman.users.by_email(one.upper())] == ["holder"]
+
+
+async def test_a_dump_that_would_verify_one_address_twice_loads_nothing(doorman: Doorman) -> None:
+    from doorman.exceptions import DumpError
+    from doorman.transfer import dump, load
+
+    await doorman.users.verify_email(await doorman.users.create("ann", email="Éve@example.com"))
+    await doorman.users.verify_email(await doorman.users.create("ivy", email="İx@example.com"))
+    data = await dump(doorman.engine)
+    await empty_accounts(doorman)
+    await doorman.users.verify_email(await doorman.users.create("kim", email="ÉVE@EXAMPLE.COM"))
+    with pytest.raises(DumpError, match="other accounts here hold verified: ann"):
+        await load(doorman.engine, data)
+    assert [u.username for u in await doorman.users.list()] == ["kim"]
+    data["users"] = [u for u in data["users"] if u["username"] == "ivy"]
+    data["users"].append({**data["users"][0], "username": "ix", "email": "ix@example.com"})
+    assert (await load(doorman.engine, data)).users == 2  # "İx@" and "ix@": two addresses
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["jane.doe+tag@example.com", "o'neil@example.co.uk", "élise@exämple.com", "root@localhost",
+     "x_y-z@sub-domain.example.org", "Δ@例え.jp"],
+)  # fmt: skip
+def test_a_mailable_email_is_taken_as_it_is(email: str) -> None:
+    from doorman.accounts.names import check_email
+
+    assert check_email(email) == email

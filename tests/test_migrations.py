@@ -351,6 +351,7 @@ async def test_two_accounts_holding_one_address_verified_keep_it_for_the_oldest(
     with caplog.at_level(logging.WARNING, logger="doorman"):
         await migrate(engine)
     assert "migration 0007: 1 accounts held verified" in caplog.text
+    assert caplog.text.rstrip().endswith("one account): bob")
     query = sa.select(users_table.c.username, users_table.c.email_verified)
     async with connect(engine) as connection:
         verified = dict((await connection.execute(query.order_by(users_table.c.id))).all())

@@ -13,8 +13,10 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._lookalikes import lookalike_key
+from .._text import ascii_lower
 from ..db.engine import insert
 from ..db.epochs import CachePerEngine, EpochCache, epoch_of
+from ..db.schema import ascii_lower as ascii_lower_sql
 from ..db.schema import (
     bookkeeping,
     groups_table,
@@ -80,10 +82,10 @@ class Users:
         return found[0] if found else None
 
     async def by_email(self, email: str) -> builtins.list[User]:
-        """The active accounts whose address is ``email``, compared without case."""
+        """The active accounts whose address is ``email``, compared without ASCII case."""
         if not isinstance(email, str) or not email or len(email) > 254 or not storable(email):
             return []
-        found = await self._select(sa.func.lower(_u.email) == email.lower())
+        found = await self._select(ascii_lower_sql(_u.email) == ascii_lower(email))
         return [user for user in found if user.is_active]
 
     async def require(self, username: str) -> User:
@@ -188,8 +190,8 @@ class Users:
                 user_id = result.inserted_primary_key[0]  # type: ignore[index]
                 await self._add_groups(connection, user_id, groups)
         except exc.IntegrityError:  # created meanwhile, or the address verified meanwhile
-            await self.check_free(name)
-            if row["email_verified"] and await self.verified_elsewhere(check_email(email)):
+            await self.check_free(name)  # the name's own unique keys
+            if row["email_verified"]:  # the one left: a verified address, one account
                 raise AddressTaken() from None
             raise UsernameTaken(f"the username {name!r} is taken") from None
         return await self._must_get(user_id)
@@ -245,7 +247,8 @@ class Users:
         return await self._update(user, pending_email=check_email(email))
 
     async def verified_elsewhere(self, email: str | None, user: User | None = None) -> bool:
-        """Whether an account other than ``user`` holds ``email`` verified (without case)."""
+        """Whether an account other than ``user`` holds ``email`` verified (without ASCII
+        case, as the database's index compares them)."""
         if not email:
             return False
         query = sa.select(sa.exists().where(_verified_by_other(email, user.id if user else None)))
@@ -379,7 +382,7 @@ _SIGNED_IN = user_rows(
 def _verified_by_other(email: str | None, user_id: int | None) -> sa.ColumnElement[bool]:
     other = users_table.alias("other")
     found = sa.and_(
-        sa.func.lower(other.c.email) == (email or "").lower(),
+        ascii_lower_sql(other.c.email) == ascii_lower(email or ""),
         other.c.email_verified == sa.true(),
     )
     return found if user_id is None else sa.and_(found, other.c.id != user_id)

@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import GenericFunction
 
 __all__ = [
     "bookkeeping",
@@ -77,10 +79,30 @@ users_table = sa.Table(
     sa.Index("ix_doorman_users_username_skeleton", "username_skeleton", unique=True),
     info={"epoch": "accounts", "bookkeeping": {"last_login"}},
 )
-# A verified address belongs to one account (compared without case): migration 0007.
+
+
+class ascii_lower(GenericFunction[str]):
+    """``lower()`` of A-Z alone, as ``doorman._text.ascii_lower`` does in Python: SQLite's
+    ``lower()`` is that already; PostgreSQL's under the "C" collation."""
+
+    type = sa.String()
+    inherit_cache = True
+
+
+@compiles(ascii_lower)
+def _ascii_lower(element: ascii_lower, compiler: Any, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(ascii_lower, "postgresql")
+def _ascii_lower_postgresql(element: ascii_lower, compiler: Any, **kw: Any) -> str:
+    return f'lower({compiler.process(element.clauses, **kw)} COLLATE "C")'
+
+
+# A verified address belongs to one account (compared without ASCII case): migration 0007.
 sa.Index(
     "ix_doorman_users_verified_email",
-    sa.func.lower(users_table.c.email),
+    ascii_lower(users_table.c.email),
     unique=True,
     sqlite_where=users_table.c.email_verified,
     postgresql_where=users_table.c.email_verified,

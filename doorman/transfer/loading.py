@@ -10,9 +10,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._lookalikes import lookalike_key
+from .._text import ascii_lower
 from ..accounts.names import check_group, check_username, username_key
 from ..db.engine import insert
 from ..db.migrations import ensure_schema
+from ..db.schema import ascii_lower as ascii_lower_sql
 from ..db.schema import (
     groups_table,
     passkeys_table,
@@ -76,12 +78,12 @@ async def load(
 async def _one_account_per_verified_address(
     connection: Any, new: dict[str, dict[str, Any]]
 ) -> None:
-    """A verified address belongs to one account (without case): among the new users,
+    """A verified address belongs to one account (without ASCII case): among the new users,
     and beside the accounts already here (the database's unique index would refuse it)."""
     holders: dict[str, str] = {}
     for user in new.values():
         if user["email_verified"] and user["email"]:
-            address = user["email"].lower()
+            address = ascii_lower(user["email"])
             if address in holders:
                 raise DumpError(
                     f"users {holders[address]!r} and {user['username']!r} of the dump hold "
@@ -91,8 +93,8 @@ async def _one_account_per_verified_address(
     u = users_table.c
     held_here: set[str] = set()
     for chunk in _chunks(sorted(holders)):
-        query = sa.select(sa.func.lower(u.email)).where(
-            u.email_verified == sa.true(), sa.func.lower(u.email).in_(chunk)
+        query = sa.select(ascii_lower_sql(u.email)).where(
+            u.email_verified == sa.true(), ascii_lower_sql(u.email).in_(chunk)
         )
         held_here.update((await connection.execute(query)).scalars())
     if held_here:

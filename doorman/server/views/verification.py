@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..._scope import client_address
+from ..._text import ascii_lower
 from ..._types import Scope
 from ...accounts.links import AccountLinks, Purpose
 from ...accounts.users import User
@@ -91,7 +92,11 @@ async def verify_new_account(server: ServerState, user: User, scope: Scope) -> N
 
 def to_verify_first(server: ServerState, user: User, email: str) -> bool:
     """A new address (not the same one in other case) waits for its link, when mail is on."""
-    return bool(email) and email.lower() != (user.email or "").lower() and server.outbox.can_send
+    return (
+        bool(email)
+        and ascii_lower(email) != ascii_lower(user.email or "")
+        and server.outbox.can_send
+    )
 
 
 async def ask_to_change_email(
