@@ -1355,3 +1355,17 @@ def test_a_mailable_email_is_taken_as_it_is(email: str) -> None:
     from doorman.accounts.names import check_email
 
     assert check_email(email) == email
+
+
+@given(st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20))
+def test_an_address_an_account_takes_is_one_the_mailer_takes(local: str, domain: str) -> None:
+    """An account's address once passed that check and failed the mailer's, so the link
+    to it was never sent (a traceback in the log instead)."""
+    from doorman.accounts.names import check_email
+    from doorman.mail.addresses import check_address
+
+    try:
+        taken = check_email(f"{local}@{domain}")
+    except AccountError:
+        return
+    assert taken is not None and check_address(taken) == taken

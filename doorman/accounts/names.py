@@ -76,12 +76,19 @@ def check_email(email: str | None) -> str | None:
     return email
 
 
+#: What no bare address holds (doorman.mail.addresses takes none of it either): quotes,
+#: brackets, lists, comments and escapes.
+_UNMAILABLE = frozenset('<>()[],;:"\\')
+
+
 def _mailable(local: str, domain: str) -> bool:
     """An address a mail server takes: no quoted local part or stray dots in it, and a
     domain of names (letters of any script, digits, inner hyphens), not an IP literal
     ("[127.0.0.1]") nor ending in a dot. Others were taken here, then refused by the
     mailer when a link was sent to them."""
-    if not local or '"' in local or local.startswith(".") or local.endswith(".") or ".." in local:
+    if not local or _UNMAILABLE.intersection(local) or ".." in local:
+        return False
+    if local.startswith(".") or local.endswith("."):
         return False
     labels = domain.split(".")
     return all(
