@@ -167,6 +167,18 @@ async def test_a_reset_link_does_not_verify_an_address_another_account_holds(
         assert await verified(found, "alice") == ("alice@example.com", False, None)
 
 
+async def ivy_accepts_alices_address_unverified(found: Site, token: str) -> None:
+    """Ivy accepts an invitation to the address alice holds verified: her account is made,
+    its address unverified; alice's stays verified."""
+    browser = found.browser()
+    form = {"username": "ivy", "password": PASSWORD}
+    headers = {"x-csrftoken": await csrf_of(browser)}
+    made = await browser.post(f"/-/invite/{token}", json=form, headers=headers)
+    assert made.status_code == 200, made.text
+    assert await verified(found, "ivy") == ("alice@example.com", False, None)
+    assert await verified(found, "alice") == ("alice@example.com", True, None)
+
+
 async def test_an_invitation_does_not_verify_an_address_another_account_holds(
     tmp_path: Path,
 ) -> None:
@@ -174,13 +186,7 @@ async def test_an_invitation_does_not_verify_an_address_another_account_holds(
         _, token = await found.doorman.invitations.create("alice@example.com")
         alice = await found.doorman.users.require("alice")
         await found.doorman.users.verify_email(alice)
-        browser = found.browser()
-        form = {"username": "ivy", "password": PASSWORD}
-        headers = {"x-csrftoken": await csrf_of(browser)}
-        made = await browser.post(f"/-/invite/{token}", json=form, headers=headers)
-        assert made.status_code == 200, made.text
-        assert await verified(found, "ivy") == ("alice@example.com", False, None)
-        assert await verified(found, "alice") == ("alice@example.com", True, None)
+        await ivy_accepts_alices_address_unverified(found, token)
 
 
 async def test_an_invitation_accepted_as_the_address_is_verified_elsewhere_still_makes_the_account(
@@ -201,10 +207,4 @@ async def test_an_invitation_accepted_as_the_address_is_verified_elsewhere_still
             return False if len(looks) == 1 else await real_look(email, user)
 
         monkeypatch.setattr(found.doorman.users, "verified_elsewhere", looked_too_early)
-        browser = found.browser()
-        form = {"username": "ivy", "password": PASSWORD}
-        headers = {"x-csrftoken": await csrf_of(browser)}
-        made = await browser.post(f"/-/invite/{token}", json=form, headers=headers)
-        assert made.status_code == 200, made.text
-        assert await verified(found, "ivy") == ("alice@example.com", False, None)
-        assert await verified(found, "alice") == ("alice@example.com", True, None)
+        await ivy_accepts_alices_address_unverified(found, token)
