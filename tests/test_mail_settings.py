@@ -165,6 +165,8 @@ ONE_ADDRESS = [
     "alice@example.com>",
     "a@b@example.com",
     "x" * 250 + "@example.com",
+    "al\x7fice@example.com",  # DEL: aiosmtplib refuses it as the message goes
+    "al\u202eice@example.com",  # a bidi override
 ]
 
 

@@ -705,3 +705,19 @@ async def test_a_sign_in_cancelled_while_it_takes_its_slots_gives_them_back() ->
     await asyncio.sleep(0.2)  # the take ends, and its slot is given back: nobody holds it
     await succeed(throttle, "alice", "192.0.2.1")
     assert await counter.peek(throttle._account("alice")) == (0, 0.0)
+
+
+async def test_links_are_counted_per_address_as_addresses_compare() -> None:
+    """Without ASCII case ("EVE@" is "eve@"), and no further: "Éve@" and "éve@" are two
+    addresses, which Python's lower() had counted as one."""
+    from doorman.accounts.throttle import MailThrottle
+
+    throttle = MailThrottle(MemoryCounter(), per_email=1, per_address=0)
+    async with await throttle.attempt("eve@example.com", None):
+        pass
+    with pytest.raises(Throttled):
+        await throttle.attempt("EVE@EXAMPLE.COM", None)
+    async with await throttle.attempt("Éve@example.com", None):
+        pass
+    async with await throttle.attempt("éve@example.com", None):
+        pass

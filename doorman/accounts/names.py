@@ -69,7 +69,7 @@ def check_email(email: str | None) -> str | None:
         not isinstance(email, str)
         or len(email) > 254
         or email.count("@") != 1
-        or any(c.isspace() or ord(c) < 32 for c in email)
+        or any(c.isspace() or unicodedata.category(c)[0] == "C" for c in email)
         or not _mailable(*email.split("@"))
     ):
         raise AccountError(f"{email!r} is not an email address")
@@ -83,8 +83,8 @@ _UNMAILABLE = frozenset('<>()[],;:"\\')
 
 def _mailable(local: str, domain: str) -> bool:
     """An address a mail server takes: no quoted local part or stray dots in it, and a
-    domain of names (letters of any script, digits, inner hyphens), not an IP literal
-    ("[127.0.0.1]") nor ending in a dot. Others were taken here, then refused by the
+    domain of names (letters of any script, digits, inner hyphens; 63 at most each), not
+    an IP literal ("[127.0.0.1]") nor ending in a dot. Others were taken here, then refused by the
     mailer when a link was sent to them."""
     if not local or _UNMAILABLE.intersection(local) or ".." in local:
         return False
@@ -92,7 +92,7 @@ def _mailable(local: str, domain: str) -> bool:
         return False
     labels = domain.split(".")
     return all(
-        label and not label.startswith("-") and not label.endswith("-")
+        0 < len(label) <= 63 and not label.startswith("-") and not label.endswith("-")
         and all(c.isalnum() or c == "-" for c in label)
         for label in labels
     )  # fmt: skip

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .._text import ascii_lower
 from ..exceptions import ConfigError
 from ..stores import counter_for
 from ..stores.base import Counter
@@ -209,7 +210,7 @@ class MailThrottle(Limiter):
             key = "ma:" + self._address(address)
             buckets.append(Bucket(key, self.per_address, "address", "count"))
         if self.per_email:
-            key = "m:" + self._hash(email.strip().lower())
+            key = "m:" + self._hash(ascii_lower(email.strip()))  # as addresses compare
             buckets.append(Bucket(key, self.per_email, "email", "count"))
         return await self.enter(buckets, address)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import unicodedata
 
 __all__ = ["check_address", "check_sender"]
 
@@ -24,7 +25,11 @@ MAX_LENGTH = 254
 def check_address(text: str) -> str:
     """``text`` as one bare address, ``local@domain``; ``ValueError`` saying what to give."""
     address = text.strip() if isinstance(text, str) else ""
-    if len(address) > MAX_LENGTH or not _ADDRESS.fullmatch(address):
+    if (
+        len(address) > MAX_LENGTH
+        or not _ADDRESS.fullmatch(address)
+        or any(unicodedata.category(c)[0] == "C" for c in address)  # DEL, bidi, BOM...
+    ):
         raise ValueError("give one email address, such as alice@example.com")
     return address
 
