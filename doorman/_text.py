@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import string
+
 __all__ = ["ascii_lower", "storable"]
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 def storable(text: str) -> bool:

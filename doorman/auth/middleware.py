@@ -193,9 +193,8 @@ class AuthMiddleware:
     async def _basic_actor(self, user: User) -> dict[str, Any] | None:
         """``user``'s actor for a right password, unless a password alone must not sign them
         in: asked on every request, so a factor turned on ends the remembered pair's use."""
-        if policy_covers(
-            self.require_two_factor, user
-        ) or await self.doorman.factors.needs_second_step(user.id):
+        covered = policy_covers(self.require_two_factor, user)
+        if covered or await self.doorman.factors.needs_second_step(user.id):
             security_log.warning(
                 "HTTP Basic refused for %s: the account needs a second factor", user.username
             )

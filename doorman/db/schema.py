@@ -318,12 +318,11 @@ _BOOKKEEPING = "doorman_bookkeeping"
 def changes(statement: object) -> str | None:
     """The epoch ``statement`` moves: its table's, for an UPDATE or a DELETE (and an
     INSERT, where the table says so); else None."""
-    if isinstance(statement, sa.Insert):
-        info = getattr(statement.table, "info", {})
-        return info.get("epoch") if info.get("inserts") else None
-    if not isinstance(statement, sa.Update | sa.Delete):
+    if not isinstance(statement, sa.Insert | sa.Update | sa.Delete):
         return None
     info = getattr(statement.table, "info", {})
+    if isinstance(statement, sa.Insert) and not info.get("inserts"):
+        return None
     if statement.get_execution_options().get(_BOOKKEEPING):
         return None
     epoch: str | None = info.get("epoch")

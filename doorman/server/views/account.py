@@ -79,10 +79,7 @@ async def change_email(request: Request) -> Response:
             try:
                 # Counted as a link to it would be: else a signed-in person could ask,
                 # unthrottled, which addresses other accounts hold verified.
-                async with await server.doorman.mail_throttle.attempt(
-                    email, client_address(request.scope)
-                ):
-                    pass
+                await _count_a_link(request, server, email)
             except Throttled as error:
                 return await _refused(request, server, user, FormErrors.of(str(error)), error)
     throttled = await _confirm(request, server, user, fields, errors, "email_password")
@@ -92,9 +89,7 @@ async def change_email(request: Request) -> Response:
     try:
         if done == "email-pending":
             # The link goes to an address the asker need not own: counted as reset links are.
-            client = client_address(request.scope)
-            async with await server.doorman.mail_throttle.attempt(email, client):
-                pass
+            await _count_a_link(request, server, email)
             user = await ask_to_change_email(server, user, email, request.scope)
         else:
             user = await server.doorman.users.set_email(user, email)
@@ -111,6 +106,12 @@ async def change_email(request: Request) -> Response:
     if wants_json(request):
         return await render(request, server, user, notice=NOTICES[done])
     return redirect(server.url("account") + f"?done={done}")
+
+
+async def _count_a_link(request: Request, server: ServerState, email: str) -> None:
+    """One more link asked for to ``email`` from this client: ``Throttled`` past the limits."""
+    async with await server.doorman.mail_throttle.attempt(email, client_address(request.scope)):
+        pass
 
 
 @requires("account")
